@@ -1,0 +1,166 @@
+package featurestore
+
+import (
+	"math"
+	"strconv"
+	"time"
+	_ "time/tzdata" // appointment clock times are UK local; images may lack a zoneinfo database
+
+	"github.com/nhsx/dnarisk/events"
+)
+
+// Names are the model features computed here, in vector order. A model's feature contract
+// names a subset of these (and optionally "extra.<name>" booking extras); see scoring.
+var Names = []string{
+	"lead_time_days",
+	"first_visit",
+	"specialty",
+	"age_band",
+	"deprivation_decile",
+	"weekday",
+	"hour",
+	"booking_version",
+	"prior_appointments",
+	"prior_dna",
+	"prior_attended",
+	"prior_dna_rate",
+	"dna_last_365d",
+	"days_since_last_dna",
+	"days_since_last_attended",
+	"prior_patient_cancellations",
+	"prior_hospital_cancellations",
+	"prior_reschedules",
+	"open_bookings",
+}
+
+// Categorical lists the features a model should treat as categories rather than numbers.
+var Categorical = map[string]bool{"specialty": true}
+
+// NumFeatures is len(Names).
+const NumFeatures = 19
+
+// Vector holds one row of features in Names order. Missing values are NaN, which LightGBM
+// and leaves both treat as missing.
+type Vector [NumFeatures]float64
+
+var london = mustLoad("Europe/London")
+
+func mustLoad(name string) *time.Location {
+	l, err := time.LoadLocation(name)
+	if err != nil {
+		panic(err)
+	}
+	return l
+}
+
+const day = 24 * 3600
+
+// Compute returns the features of booking event ev (booked or rescheduled, with Booking set)
+// given the patient's history, using only facts known at ev.EventTime and excluding facts
+// about ev's own appointment. It is the one definition used by the live scorer and by
+// training-set replay.
+func Compute(ev *events.Appointment, h *History) Vector {
+	var v Vector
+	b := ev.Booking
+	asOf := ev.EventTime.Unix()
+
+	v[0] = b.Start.Sub(b.BookedAt).Hours() / 24
+	if v[0] < 0 {
+		v[0] = 0
+	}
+	v[1] = boolf(b.FirstVisit)
+	v[2] = math.NaN()
+	if code, err := strconv.Atoi(b.Specialty); err == nil && code >= 0 && code < 1<<20 {
+		v[2] = float64(code)
+	}
+	v[3] = float64(events.AgeBandIndex(b.AgeBand))
+	v[4] = math.NaN()
+	if b.Deprivation != nil {
+		v[4] = float64(*b.Deprivation)
+	}
+	local := b.Start.In(london)
+	v[5] = float64((int(local.Weekday()) + 6) % 7) // Monday = 0
+	v[6] = float64(local.Hour())
+	v[7] = float64(ev.Version)
+
+	var dna, att, dna365, pc, hc, resched int
+	lastDNA, lastAtt := int64(math.MinInt64), int64(math.MinInt64)
+	// Outcome per appointment: the latest outcome fact known at asOf wins (a PAS may correct
+	// a did-not-attend to attended).
+	outcome := map[string]Kind{}
+	outcomeAt := map[string]int64{}
+	booked := map[string]int64{} // appointment -> latest known start
+	cancelled := map[string]bool{}
+	if h != nil {
+		for _, f := range h.Facts {
+			if f.At > asOf || f.Appointment == ev.AppointmentID {
+				continue
+			}
+			switch f.Kind {
+			case KindAttended, KindDidNotAttend:
+				outcome[f.Appointment] = f.Kind
+				outcomeAt[f.Appointment] = f.At
+			case KindPatientCancel:
+				pc++
+				cancelled[f.Appointment] = true
+			case KindHospitalCancel:
+				hc++
+				cancelled[f.Appointment] = true
+			case KindRescheduled:
+				resched++
+				booked[f.Appointment] = f.Start
+			case KindBooked:
+				booked[f.Appointment] = f.Start
+			}
+		}
+	}
+	for appt, k := range outcome {
+		at := outcomeAt[appt]
+		if k == KindDidNotAttend {
+			dna++
+			if at > asOf-365*day {
+				dna365++
+			}
+			lastDNA = max(lastDNA, at)
+		} else {
+			att++
+			lastAtt = max(lastAtt, at)
+		}
+	}
+	open := 0
+	for appt, start := range booked {
+		if _, done := outcome[appt]; !done && !cancelled[appt] && start > asOf {
+			open++
+		}
+	}
+
+	v[8] = float64(dna + att)
+	v[9] = float64(dna)
+	v[10] = float64(att)
+	v[11] = math.NaN()
+	if dna+att > 0 {
+		v[11] = float64(dna) / float64(dna+att)
+	}
+	v[12] = float64(dna365)
+	v[13] = daysSince(asOf, lastDNA)
+	v[14] = daysSince(asOf, lastAtt)
+	v[15] = float64(pc)
+	v[16] = float64(hc)
+	v[17] = float64(resched)
+	v[18] = float64(open)
+	return v
+}
+
+func daysSince(now, then int64) float64 {
+	if then == math.MinInt64 {
+		return math.NaN()
+	}
+	return float64(now-then) / day
+}
+
+func boolf(b bool) float64 {
+	if b {
+		return 1
+	}
+	return 0
+}
