@@ -72,9 +72,9 @@ type Booking struct {
 	BookedAt   time.Time `json:"booked_at"`
 	AgeBand    string    `json:"age_band"`
 	// Deprivation is the IMD decile (1 most deprived … 10 least); nil when not known.
-	Deprivation *int     `json:"deprivation_decile,omitempty"`
-	Contact     Contact  `json:"contact"`
-	Extra       Extra    `json:"extra,omitempty"`
+	Deprivation *int    `json:"deprivation_decile,omitempty"`
+	Contact     Contact `json:"contact"`
+	Extra       Extra   `json:"extra,omitempty"`
 }
 
 // Extra carries optional trust-specific numeric facts (for example from a CSV replay); the
