@@ -1,0 +1,132 @@
+package stream
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"time"
+
+	"github.com/segmentio/kafka-go"
+)
+
+// Source is a consumer-group reader with explicit commits; *kafka.Reader is the
+// implementation. FetchMessage blocks until a message or ctx ends; CommitMessages must return
+// only once the offsets are stored.
+type Source interface {
+	FetchMessage(ctx context.Context) (kafka.Message, error)
+	CommitMessages(ctx context.Context, msgs ...kafka.Message) error
+}
+
+// Batching bounds a batch.
+type Batching struct {
+	// MaxMessages per batch. Default 500.
+	MaxMessages int
+	// MaxWait is how long to keep filling a batch after its first message. Default 10ms.
+	MaxWait time.Duration
+	// RetryBackoff is the first wait before processing a failed batch again; it doubles up
+	// to MaxRetryBackoff. Defaults 100ms and 5s.
+	RetryBackoff, MaxRetryBackoff time.Duration
+}
+
+func (b *Batching) setDefaults() {
+	if b.MaxMessages <= 0 {
+		b.MaxMessages = 500
+	}
+	if b.MaxWait <= 0 {
+		b.MaxWait = 10 * time.Millisecond
+	}
+	if b.RetryBackoff <= 0 {
+		b.RetryBackoff = 100 * time.Millisecond
+	}
+	if b.MaxRetryBackoff <= 0 {
+		b.MaxRetryBackoff = 5 * time.Second
+	}
+}
+
+// Run consumes src until ctx ends: fetch a batch, process it (retrying with backoff until it
+// succeeds, so an unavailable Redis or Kafka stops intake instead of buffering), then commit.
+// When ctx ends, Run finishes the batch in hand, commits it and returns nil; it never commits
+// a batch that was not fully processed. It returns an error only if src fails for another
+// reason than ctx ending.
+func Run(ctx context.Context, src Source, proc *Processor, b Batching, log *slog.Logger) error {
+	b.setDefaults()
+	if log == nil {
+		log = slog.Default()
+	}
+	// Work already fetched is finished even after shutdown is asked for.
+	finish := context.WithoutCancel(ctx)
+	for {
+		batch, err := fetchBatch(ctx, src, b)
+		if len(batch) == 0 {
+			if err == nil || ctx.Err() != nil {
+				return nil
+			}
+			return fmt.Errorf("fetch appointments: %w", err)
+		}
+		if !processWithRetry(ctx, finish, proc, batch, b, log) {
+			log.Info("stopping with a batch unprocessed; it will be consumed again after restart", "messages", len(batch))
+			return nil
+		}
+		commit(finish, src, batch, log)
+		if ctx.Err() != nil {
+			return nil
+		}
+	}
+}
+
+func fetchBatch(ctx context.Context, src Source, b Batching) ([]kafka.Message, error) {
+	first, err := src.FetchMessage(ctx)
+	if err != nil {
+		return nil, err
+	}
+	batch := []kafka.Message{first}
+	fill, cancel := context.WithTimeout(ctx, b.MaxWait)
+	defer cancel()
+	for len(batch) < b.MaxMessages {
+		m, err := src.FetchMessage(fill)
+		if err != nil {
+			break
+		}
+		batch = append(batch, m)
+	}
+	return batch, nil
+}
+
+// processWithRetry reports false if ctx ended before the batch could be processed.
+func processWithRetry(ctx, finish context.Context, proc *Processor, batch []kafka.Message, b Batching, log *slog.Logger) bool {
+	wait := b.RetryBackoff
+	for attempt := 1; ; attempt++ {
+		err := proc.Process(finish, batch)
+		if err == nil {
+			return true
+		}
+		log.Error("processing batch failed; retrying, nothing committed", "attempt", attempt, "messages", len(batch), "err", err, "retry_in", wait)
+		select {
+		case <-ctx.Done():
+			return false
+		case <-time.After(wait):
+		}
+		wait = min(2*wait, b.MaxRetryBackoff)
+	}
+}
+
+// commitAttempts bounds commit retries: a commit that keeps failing usually means the
+// partitions moved to another member, which will re-consume (idempotently) from the last
+// committed offset.
+const commitAttempts = 3
+
+func commit(ctx context.Context, src Source, batch []kafka.Message, log *slog.Logger) {
+	var err error
+	for attempt := 1; attempt <= commitAttempts; attempt++ {
+		if err = src.CommitMessages(ctx, batch...); err == nil {
+			return
+		}
+		if errors.Is(err, context.Canceled) {
+			break
+		}
+		log.Warn("offset commit failed", "attempt", attempt, "err", err)
+		time.Sleep(time.Duration(attempt) * 100 * time.Millisecond)
+	}
+	log.Error("offsets not committed; the batch will be consumed again (idempotently)", "messages", len(batch), "err", err)
+}

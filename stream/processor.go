@@ -1,0 +1,280 @@
+package stream
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"log/slog"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/segmentio/kafka-go"
+
+	"github.com/nhsx/dnarisk/events"
+	"github.com/nhsx/dnarisk/featurestore"
+)
+
+// Scorer turns a booking and its point-in-time features into a probability. It must be safe
+// for concurrent use. scoring.Model is the implementation.
+type Scorer interface {
+	// ID names the model; it is stamped on every risk event.
+	ID() string
+	// Vector builds the model input for ev from the computed features, reusing dst.
+	Vector(ev *events.Appointment, v featurestore.Vector, dst []float64) []float64
+	// Score returns the probability of non-attendance for one model input.
+	Score(x []float64) float64
+	// Band maps a probability to a risk band name.
+	Band(p float64) string
+	// FeatureMap names the values of a model input, leaving out missing (NaN) ones.
+	FeatureMap(x []float64) map[string]float64
+}
+
+// Output is where a processed batch goes. WriteMessages must return only once every message
+// is durably acknowledged (kafka-go's Writer with RequireAll does).
+type Output interface {
+	WriteMessages(ctx context.Context, msgs ...kafka.Message) error
+}
+
+// Topics names the topics the processor writes.
+type Topics struct {
+	Risk       string // risk events; default "risk"
+	DeadLetter string // refused input; default "appointments.dlq"
+}
+
+func (t *Topics) setDefaults() {
+	if t.Risk == "" {
+		t.Risk = "risk"
+	}
+	if t.DeadLetter == "" {
+		t.DeadLetter = "appointments.dlq"
+	}
+}
+
+// Stats counts what a processor has done. Fields are read with the Load methods.
+type Stats struct {
+	Consumed     atomic.Int64
+	Scored       atomic.Int64
+	DeadLettered atomic.Int64
+	Applied      atomic.Int64 // history facts that changed a history
+	Skipped      atomic.Int64 // bookings not scored: cancelled or superseded
+	Conflicts    atomic.Int64 // history saves retried after a concurrent write
+	mu           sync.Mutex
+	bands        map[string]int64
+}
+
+// Bands returns a copy of the count of risk events per band.
+func (s *Stats) Bands() map[string]int64 {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	out := make(map[string]int64, len(s.bands))
+	for k, v := range s.bands {
+		out[k] = v
+	}
+	return out
+}
+
+// Processor turns batches of appointment messages into risk events, dead letters and history
+// updates. It holds no per-batch state, so one Processor serves one consumer loop; the model
+// can be swapped while it runs.
+type Processor struct {
+	store  featurestore.Store
+	out    Output
+	topics Topics
+	policy featurestore.Policy
+	model  atomic.Pointer[scorerBox]
+	log    *slog.Logger
+	now    func() time.Time
+	// Stats counts batches that completed; a batch that failed and is retried counts once.
+	Stats Stats
+}
+
+type scorerBox struct{ Scorer }
+
+// NewProcessor returns a Processor. log may be nil.
+func NewProcessor(store featurestore.Store, out Output, model Scorer, topics Topics, policy featurestore.Policy, log *slog.Logger) *Processor {
+	topics.setDefaults()
+	if log == nil {
+		log = slog.Default()
+	}
+	p := &Processor{store: store, out: out, topics: topics, policy: policy, log: log, now: time.Now}
+	p.SetModel(model)
+	return p
+}
+
+// SetModel swaps the model used for the next batch. A batch in flight finishes with the
+// model it started with, so every risk event names the model that produced it.
+func (p *Processor) SetModel(m Scorer) { p.model.Store(&scorerBox{m}) }
+
+// Model returns the model in use.
+func (p *Processor) Model() Scorer { return p.model.Load().Scorer }
+
+// maxConflictRetries bounds how often a batch re-applies history after losing a
+// compare-and-set race; more than a couple means two live consumers own one partition.
+const maxConflictRetries = 5
+
+// Process handles one batch of messages from the appointments topic. It returns only when
+// every risk event and dead letter is acknowledged and every history update is saved, or with
+// an error, in which case nothing may be committed and the batch must be processed again
+// (everything it does is idempotent).
+//
+// Bookings are scored against the history as loaded before the batch's own events are
+// applied, in message order, so a patient's booking sees exactly the facts that preceded it.
+func (p *Processor) Process(ctx context.Context, msgs []kafka.Message) error {
+	model := p.Model()
+	evs := make([]events.Appointment, 0, len(msgs))
+	var out []kafka.Message
+	var patients []string
+	seen := make(map[string]bool, len(msgs))
+	for i := range msgs {
+		m := &msgs[i]
+		ev, err := events.DecodeAppointment(m.Value)
+		if err == nil && string(m.Key) != ev.Patient {
+			err = fmt.Errorf("%w: message key is not the event's patient pseudonym (per-patient order depends on it)", events.ErrInvalid)
+		}
+		if err != nil {
+			out = append(out, p.deadLetter(m, err))
+			continue
+		}
+		evs = append(evs, ev)
+		if !seen[ev.Patient] {
+			seen[ev.Patient] = true
+			patients = append(patients, ev.Patient)
+		}
+	}
+	deadLettered := len(out)
+
+	hist, err := p.store.Load(ctx, patients)
+	if err != nil {
+		return fmt.Errorf("load %d histories: %w", len(patients), err)
+	}
+	dirty := map[string]*featurestore.History{}
+	bands := map[string]int64{}
+	var x []float64
+	var applied, skipped int64
+	for i := range evs {
+		ev := &evs[i]
+		h := hist[ev.Patient]
+		if ev.Type == events.Booked || ev.Type == events.Rescheduled {
+			if h.Cancelled(ev.AppointmentID) || h.LatestVersion(ev.AppointmentID) > ev.Version {
+				skipped++
+			} else {
+				x = model.Vector(ev, featurestore.Compute(ev, h), x)
+				m, band, err := p.risk(model, ev, x)
+				if err != nil {
+					return err
+				}
+				out = append(out, m)
+				bands[band]++
+			}
+		}
+		if h.Apply(ev, p.policy) {
+			applied++
+			dirty[ev.Patient] = h
+		}
+	}
+
+	if len(out) > 0 {
+		if err := p.out.WriteMessages(ctx, out...); err != nil {
+			return fmt.Errorf("publish %d messages: %w", len(out), err)
+		}
+	}
+	if err := p.save(ctx, dirty, evs); err != nil {
+		return err
+	}
+	p.Stats.Consumed.Add(int64(len(msgs)))
+	p.Stats.DeadLettered.Add(int64(deadLettered))
+	p.Stats.Scored.Add(int64(len(out) - deadLettered))
+	p.Stats.Applied.Add(applied)
+	p.Stats.Skipped.Add(skipped)
+	p.Stats.mu.Lock()
+	if p.Stats.bands == nil {
+		p.Stats.bands = map[string]int64{}
+	}
+	for b, n := range bands {
+		p.Stats.bands[b] += n
+	}
+	p.Stats.mu.Unlock()
+	return nil
+}
+
+func (p *Processor) risk(model Scorer, ev *events.Appointment, x []float64) (kafka.Message, string, error) {
+	prob := model.Score(x)
+	r := events.Risk{
+		Schema:           events.RiskSchema,
+		AppointmentID:    ev.AppointmentID,
+		Version:          ev.Version,
+		Patient:          ev.Patient,
+		SourceEventID:    ev.EventID,
+		AppointmentStart: ev.Booking.Start,
+		Probability:      prob,
+		Band:             model.Band(prob),
+		ModelID:          model.ID(),
+		ScoredAt:         p.now().UTC(),
+		Features:         model.FeatureMap(x),
+	}
+	b, err := json.Marshal(r)
+	if err != nil {
+		return kafka.Message{}, "", fmt.Errorf("encode risk event for appointment %s: %w", ev.AppointmentID, err)
+	}
+	return kafka.Message{
+		Topic:   p.topics.Risk,
+		Key:     []byte(ev.Patient),
+		Value:   b,
+		Headers: []kafka.Header{{Key: "schema", Value: []byte(events.RiskSchema)}},
+	}, r.Band, nil
+}
+
+// save writes the changed histories. A patient whose history another writer changed since it
+// was loaded (possible for a moment during a rebalance) is reloaded and this batch's events
+// re-applied; Apply is idempotent, so facts the other writer already recorded count once.
+func (p *Processor) save(ctx context.Context, dirty map[string]*featurestore.History, evs []events.Appointment) error {
+	for attempt := 0; len(dirty) > 0; attempt++ {
+		err := p.store.Save(ctx, dirty)
+		var conflict *featurestore.ConflictError
+		if !errors.As(err, &conflict) {
+			if err != nil {
+				return fmt.Errorf("save %d histories: %w", len(dirty), err)
+			}
+			return nil
+		}
+		if attempt == maxConflictRetries {
+			return fmt.Errorf("save histories: %w after %d retries", err, attempt)
+		}
+		p.Stats.Conflicts.Add(int64(len(conflict.Patients)))
+		fresh, err := p.store.Load(ctx, conflict.Patients)
+		if err != nil {
+			return fmt.Errorf("reload %d histories after conflict: %w", len(conflict.Patients), err)
+		}
+		dirty = map[string]*featurestore.History{}
+		for i := range evs {
+			if h, ok := fresh[evs[i].Patient]; ok && h.Apply(&evs[i], p.policy) {
+				dirty[evs[i].Patient] = h
+			}
+		}
+	}
+	return nil
+}
+
+// deadLetter wraps a refused message with the reason and where it came from.
+func (p *Processor) deadLetter(m *kafka.Message, reason error) kafka.Message {
+	d := events.DeadLetter{
+		Schema:    events.DeadLetterSchema,
+		Reason:    reason.Error(),
+		Topic:     m.Topic,
+		Partition: m.Partition,
+		Offset:    m.Offset,
+		Key:       m.Key,
+		Value:     m.Value,
+		FailedAt:  p.now().UTC(),
+	}
+	b, _ := json.Marshal(d) // only []byte, strings, ints and a time: cannot fail
+	p.log.Warn("dead-lettered appointment event", "topic", m.Topic, "partition", m.Partition, "offset", m.Offset, "reason", reason.Error())
+	return kafka.Message{
+		Topic:   p.topics.DeadLetter,
+		Key:     m.Key,
+		Value:   b,
+		Headers: []kafka.Header{{Key: "schema", Value: []byte(events.DeadLetterSchema)}},
+	}
+}
