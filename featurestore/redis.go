@@ -3,9 +3,9 @@ package featurestore
 import (
 	"context"
 	"encoding/json"
-	"errors"
 	"fmt"
 	"strconv"
+	"sync/atomic"
 	"time"
 
 	"github.com/redis/go-redis/v9"
@@ -19,6 +19,9 @@ type RedisStore struct {
 	rdb    redis.UniversalClient
 	prefix string
 	ttl    time.Duration
+	// scriptLoaded is cleared when Redis answers NOSCRIPT (after a restart or failover), so
+	// the next Save loads the script again instead of paying a round trip every batch.
+	scriptLoaded atomic.Bool
 }
 
 // RedisOptions configures a RedisStore.
@@ -93,9 +96,11 @@ func (s *RedisStore) Save(ctx context.Context, hs map[string]*History) error {
 		return nil
 	}
 	ttl := strconv.FormatInt(s.ttl.Milliseconds(), 10)
-	// Make sure the script is cached on every node before pipelining EVALSHA.
-	if err := s.loadScript(ctx); err != nil {
-		return err
+	if !s.scriptLoaded.Load() {
+		if err := s.loadScript(ctx); err != nil {
+			return err
+		}
+		s.scriptLoaded.Store(true)
 	}
 	pipe := s.rdb.Pipeline()
 	type pending struct {
@@ -113,13 +118,14 @@ func (s *RedisStore) Save(ctx context.Context, hs map[string]*History) error {
 			strconv.FormatInt(h.Rev, 10), strconv.FormatInt(h.Rev+1, 10), facts, ttl)
 		ps = append(ps, pending{p, h, cmd})
 	}
-	if _, err := pipe.Exec(ctx); err != nil && !errors.Is(err, redis.Nil) {
-		return fmt.Errorf("save %d histories: %w", len(hs), err)
-	}
+	_, _ = pipe.Exec(ctx) // errors are per command, read below
 	var conflicts []string
 	for _, x := range ps {
 		ok, err := x.cmd.Int()
 		if err != nil {
+			if redis.HasErrorPrefix(err, "NOSCRIPT") {
+				s.scriptLoaded.Store(false)
+			}
 			return fmt.Errorf("save history %s: %w", s.Key(x.patient), err)
 		}
 		if ok == 1 {
