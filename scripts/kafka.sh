@@ -1,0 +1,278 @@
+#!/usr/bin/env bash
+# Runs a real single-node Apache Kafka (KRaft, combined broker+controller) for
+# integration tests, from the Kafka server jars on Maven Central and the
+# machine's Java 17. No tarball, no container.
+#
+#   scripts/kafka.sh start|stop|status
+#
+# Environment:
+#   KAFKA_PORT             client listener on 127.0.0.1 (default 19092)
+#   KAFKA_CONTROLLER_PORT  KRaft controller listener (default KAFKA_PORT+1)
+#   KAFKA_VERSION          org.apache.kafka:kafka_2.13 version (default: pom.xml)
+#   KAFKA_START_TIMEOUT    seconds to wait for the broker to be ready (default 90)
+#   KAFKA_HEAP             JVM heap (default 768m)
+#
+# Everything lives under .cache/kafka: libs/ (jars, downloaded once per
+# version), data-<port>/ (log dirs, wiped on stop and on a fresh start) and
+# run-<port>/ (config, logs, pid file).
+set -euo pipefail
+
+ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
+PORT="${KAFKA_PORT:-19092}"
+CPORT="${KAFKA_CONTROLLER_PORT:-$((PORT + 1))}"
+TIMEOUT="${KAFKA_START_TIMEOUT:-90}"
+HEAP="${KAFKA_HEAP:-768m}"
+POM="$ROOT/scripts/kafka/pom.xml"
+CACHE="$ROOT/.cache/kafka"
+LIBS="$CACHE/libs"
+DATA="$CACHE/data-$PORT"
+RUN="$CACHE/run-$PORT"
+PIDFILE="$RUN/kafka.pid"
+LOG="$RUN/server.log"
+
+log() { echo "kafka.sh: $*" >&2; }
+die() { log "ERROR: $*"; exit 1; }
+
+kafka_version() {
+	if [[ -n "${KAFKA_VERSION:-}" ]]; then
+		echo "$KAFKA_VERSION"
+		return
+	fi
+	sed -n 's:.*<kafka.version>\(.*\)</kafka.version>.*:\1:p' "$POM" | head -n1
+}
+
+# port_open PORT: true when something accepts TCP connections on 127.0.0.1:PORT.
+port_open() { (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null; }
+
+# running: true when the pid file names a live broker started by this script.
+running() {
+	[[ -f "$PIDFILE" ]] || return 1
+	local pid
+	pid="$(cat "$PIDFILE")"
+	[[ -n "$pid" ]] && kill -0 "$pid" 2>/dev/null || return 1
+	# Guard against a recycled pid belonging to something else.
+	tr '\0' ' ' <"/proc/$pid/cmdline" 2>/dev/null | grep -q "kafka.Kafka $RUN/server.properties"
+}
+
+fetch_jars() {
+	local version stamp
+	version="$(kafka_version)"
+	[[ -n "$version" ]] || die "cannot read kafka.version from $POM"
+	stamp="$LIBS/.kafka-version"
+	if [[ -f "$stamp" && "$(cat "$stamp")" == "$version" ]] && compgen -G "$LIBS/kafka_2.13-*.jar" >/dev/null; then
+		return
+	fi
+	command -v mvn >/dev/null || die "mvn not found (Debian: apt-get install maven)"
+	log "fetching Kafka $version jars from Maven Central into $LIBS"
+	local start=$SECONDS mvnlog="$CACHE/mvn.log"
+	rm -rf "$LIBS"
+	mkdir -p "$LIBS"
+	if ! mvn -q -B -f "$POM" -Dkafka.version="$version" \
+		dependency:copy-dependencies -DincludeScope=runtime -DoutputDirectory="$LIBS" >"$mvnlog" 2>&1; then
+		cat "$mvnlog" >&2
+		rm -rf "$LIBS"
+		die "mvn could not fetch org.apache.kafka:kafka_2.13:$version (log above, also in $mvnlog)"
+	fi
+	echo "$version" >"$stamp"
+	log "fetched $(find "$LIBS" -name '*.jar' | wc -l) jars in $((SECONDS - start))s"
+}
+
+# random_cluster_id prints a Kafka Uuid: 16 random bytes, URL-safe base64, no padding.
+random_cluster_id() {
+	local id
+	while :; do
+		id="$(head -c16 /dev/urandom | base64 | tr '+/' '-_' | tr -d '=')"
+		# Kafka's own generator avoids a leading '-' so the id never looks like a flag.
+		[[ "$id" != -* ]] && break
+	done
+	echo "$id"
+}
+
+write_config() {
+	mkdir -p "$RUN" "$DATA"
+	cat >"$RUN/server.properties" <<EOF
+process.roles=broker,controller
+node.id=1
+controller.quorum.voters=1@127.0.0.1:$CPORT
+listeners=PLAINTEXT://127.0.0.1:$PORT,CONTROLLER://127.0.0.1:$CPORT
+advertised.listeners=PLAINTEXT://127.0.0.1:$PORT
+controller.listener.names=CONTROLLER
+inter.broker.listener.name=PLAINTEXT
+listener.security.protocol.map=CONTROLLER:PLAINTEXT,PLAINTEXT:PLAINTEXT
+log.dirs=$DATA
+auto.create.topics.enable=true
+delete.topic.enable=true
+num.partitions=4
+offsets.topic.replication.factor=1
+# Fewer than the default 50: the first consumer group of a run creates them all.
+offsets.topic.num.partitions=8
+transaction.state.log.replication.factor=1
+transaction.state.log.min.isr=1
+share.coordinator.state.topic.replication.factor=1
+share.coordinator.state.topic.min.isr=1
+group.initial.rebalance.delay.ms=0
+EOF
+	cat >"$RUN/log4j2.xml" <<EOF
+<?xml version="1.0" encoding="UTF-8"?>
+<Configuration status="warn">
+  <Appenders>
+    <File name="file" fileName="\${sys:kafka.log.file}" append="true">
+      <PatternLayout pattern="[%d] %p %m (%c)%n"/>
+    </File>
+  </Appenders>
+  <Loggers>
+    <Logger name="org.apache.kafka.clients" level="WARN"/>
+    <Logger name="state.change.logger" level="WARN"/>
+    <Root level="INFO">
+      <AppenderRef ref="file"/>
+    </Root>
+  </Loggers>
+</Configuration>
+EOF
+}
+
+# kjava LOGFILE ARGS...: a JVM on the Kafka jars, logging to LOGFILE.
+kjava() {
+	local logfile="$1"
+	shift
+	java -Djava.awt.headless=true "-Dlog4j2.configurationFile=$RUN/log4j2.xml" \
+		"-Dkafka.log.file=$logfile" -cp "$LIBS/*" "$@"
+}
+
+# wait_ready polls until the broker answers a cluster description with at
+# least one registered broker, via kafka-clients' Admin (already in libs).
+wait_ready() {
+	local deadline=$1 checker="$CACHE/ReadyCheck.java"
+	cat >"$checker" <<'EOF'
+import java.util.Collection;
+import java.util.Properties;
+import org.apache.kafka.clients.admin.Admin;
+import org.apache.kafka.clients.admin.DescribeClusterResult;
+import org.apache.kafka.common.Node;
+
+public class ReadyCheck {
+    public static void main(String[] args) throws Exception {
+        long deadline = System.currentTimeMillis() + Long.parseLong(args[1]) * 1000;
+        Properties p = new Properties();
+        p.put("bootstrap.servers", args[0]);
+        p.put("request.timeout.ms", "3000");
+        p.put("default.api.timeout.ms", "5000");
+        Exception last = null;
+        try (Admin admin = Admin.create(p)) {
+            while (System.currentTimeMillis() < deadline) {
+                try {
+                    DescribeClusterResult r = admin.describeCluster();
+                    Collection<Node> nodes = r.nodes().get();
+                    Node controller = r.controller().get();
+                    if (!nodes.isEmpty() && controller != null && !controller.isEmpty()) {
+                        admin.listTopics().names().get();
+                        System.out.println(nodes.size() + " broker(s), cluster " + r.clusterId().get());
+                        return;
+                    }
+                } catch (Exception e) {
+                    last = e;
+                }
+                Thread.sleep(200);
+            }
+        }
+        System.err.println("metadata not ready: " + last);
+        System.exit(1);
+    }
+}
+EOF
+	local left=$((deadline - SECONDS))
+	((left > 0)) || left=1
+	kjava "$RUN/readycheck.log" "$checker" "127.0.0.1:$PORT" "$left"
+}
+
+fail_start() {
+	log "ERROR: $*"
+	if [[ -f "$LOG" ]]; then
+		log "last lines of $LOG:"
+		tail -n 40 "$LOG" >&2
+	fi
+	[[ -f "$RUN/stdout.log" ]] && tail -n 20 "$RUN/stdout.log" >&2
+	stop_broker || true
+	exit 1
+}
+
+start_broker() {
+	if running && port_open "$PORT"; then
+		log "already running (pid $(cat "$PIDFILE")) on 127.0.0.1:$PORT"
+		return
+	fi
+	stop_broker
+	for p in "$PORT" "$CPORT"; do
+		port_open "$p" && die "127.0.0.1:$p is already in use by a process this script did not start"
+	done
+	command -v java >/dev/null || die "java not found (Debian: apt-get install openjdk-17-jre-headless)"
+	fetch_jars
+
+	local start=$SECONDS deadline=$((SECONDS + TIMEOUT))
+	rm -rf "$DATA" "$RUN"
+	write_config
+	local id
+	id="$(random_cluster_id)"
+	if ! kjava "$RUN/format.log" kafka.tools.StorageTool format --cluster-id "$id" \
+		--config "$RUN/server.properties" >"$RUN/format.out" 2>&1; then
+		cat "$RUN/format.out" >&2
+		die "formatting storage in $DATA failed"
+	fi
+
+	# setsid: the broker must outlive this script and not get the terminal's signals.
+	setsid nohup java -Djava.awt.headless=true "-Dlog4j2.configurationFile=$RUN/log4j2.xml" \
+		"-Dkafka.log.file=$LOG" "-Xms$HEAP" "-Xmx$HEAP" -XX:+UseG1GC -cp "$LIBS/*" \
+		kafka.Kafka "$RUN/server.properties" </dev/null >"$RUN/stdout.log" 2>&1 &
+	echo $! >"$PIDFILE"
+
+	until port_open "$PORT"; do
+		running || fail_start "broker exited during startup"
+		((SECONDS < deadline)) || fail_start "broker did not listen on 127.0.0.1:$PORT within ${TIMEOUT}s"
+		sleep 0.2
+	done
+	local out
+	if ! out="$(wait_ready "$deadline" 2>&1)"; then
+		echo "$out" >&2
+		fail_start "broker on 127.0.0.1:$PORT accepted connections but its metadata was not ready within ${TIMEOUT}s"
+	fi
+	log "Kafka $(cat "$LIBS/.kafka-version") ready on 127.0.0.1:$PORT in $((SECONDS - start))s ($out; pid $(cat "$PIDFILE"), log $LOG)"
+}
+
+stop_broker() {
+	if running; then
+		local pid i
+		pid="$(cat "$PIDFILE")"
+		kill -TERM "$pid" 2>/dev/null || true
+		# Controlled shutdown of a combined node takes a few seconds; do not wait forever.
+		for ((i = 0; i < 300; i++)); do
+			kill -0 "$pid" 2>/dev/null || break
+			sleep 0.1
+		done
+		if kill -0 "$pid" 2>/dev/null; then
+			log "broker (pid $pid) ignored SIGTERM for 30s; killing it"
+			kill -KILL "$pid" 2>/dev/null || true
+			while kill -0 "$pid" 2>/dev/null; do sleep 0.1; done
+		fi
+		log "stopped broker on 127.0.0.1:$PORT (pid $pid)"
+	fi
+	rm -f "$PIDFILE"
+	rm -rf "$DATA"
+}
+
+case "${1:-}" in
+start) start_broker ;;
+stop) stop_broker ;;
+status)
+	if running && port_open "$PORT"; then
+		echo "kafka: running on 127.0.0.1:$PORT (pid $(cat "$PIDFILE"))"
+	else
+		echo "kafka: not running on 127.0.0.1:$PORT"
+		exit 1
+	fi
+	;;
+fetch) fetch_jars ;;
+*)
+	echo "usage: $0 start|stop|status|fetch" >&2
+	exit 2
+	;;
+esac
