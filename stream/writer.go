@@ -25,3 +25,26 @@ func NewWriter(brokers []string, topic string) *kafka.Writer {
 		WriteBackoffMax: 2 * time.Second,
 	}
 }
+
+// NewReader returns a consumer-group Reader for topic with explicit, synchronous commits
+// (CommitMessages returns once Kafka stored the offsets; kafka-go's background committer
+// only logs failures) and a new group starting from the earliest offset, so no booking
+// published before the scorer first started is missed.
+func NewReader(brokers []string, group, topic string) *kafka.Reader {
+	return kafka.NewReader(kafka.ReaderConfig{
+		Brokers:           brokers,
+		GroupID:           group,
+		Topic:             topic,
+		MinBytes:          1,
+		MaxBytes:          10 << 20,
+		MaxWait:           100 * time.Millisecond,
+		QueueCapacity:     2000,
+		CommitInterval:    0,
+		StartOffset:       kafka.FirstOffset,
+		HeartbeatInterval: 1 * time.Second,
+		SessionTimeout:    10 * time.Second,
+		RebalanceTimeout:  10 * time.Second,
+		ReadBackoffMin:    50 * time.Millisecond,
+		ReadBackoffMax:    1 * time.Second,
+	})
+}
