@@ -1,0 +1,64 @@
+package stream
+
+import (
+	"context"
+	"fmt"
+	"time"
+
+	"github.com/segmentio/kafka-go"
+)
+
+// ReadAll reads every partition of topic from its first offset to the end it has when
+// ReadAll starts. It is for verification (the demo, tests, audits), not the hot path.
+func ReadAll(ctx context.Context, brokers []string, topic string) ([]kafka.Message, error) {
+	conn, err := kafka.DialContext(ctx, "tcp", brokers[0])
+	if err != nil {
+		return nil, fmt.Errorf("dial %s: %w", brokers[0], err)
+	}
+	parts, err := conn.ReadPartitions(topic)
+	conn.Close()
+	if err != nil {
+		return nil, fmt.Errorf("list partitions of %s: %w", topic, err)
+	}
+	var out []kafka.Message
+	for _, p := range parts {
+		msgs, err := readPartition(ctx, brokers, topic, p)
+		if err != nil {
+			return nil, err
+		}
+		out = append(out, msgs...)
+	}
+	return out, nil
+}
+
+func readPartition(ctx context.Context, brokers []string, topic string, p kafka.Partition) ([]kafka.Message, error) {
+	leader := fmt.Sprintf("%s:%d", p.Leader.Host, p.Leader.Port)
+	pc, err := kafka.DialLeader(ctx, "tcp", leader, topic, p.ID)
+	if err != nil {
+		return nil, fmt.Errorf("dial leader of %s/%d: %w", topic, p.ID, err)
+	}
+	first, end, err := pc.ReadOffsets()
+	pc.Close()
+	if err != nil {
+		return nil, fmt.Errorf("offsets of %s/%d: %w", topic, p.ID, err)
+	}
+	if end <= first {
+		return nil, nil
+	}
+	r := kafka.NewReader(kafka.ReaderConfig{Brokers: brokers, Topic: topic, Partition: p.ID, MaxWait: 50 * time.Millisecond})
+	defer r.Close()
+	if err := r.SetOffset(first); err != nil {
+		return nil, err
+	}
+	out := make([]kafka.Message, 0, end-first)
+	for {
+		m, err := r.ReadMessage(ctx)
+		if err != nil {
+			return nil, fmt.Errorf("read %s/%d: %w", topic, p.ID, err)
+		}
+		out = append(out, m)
+		if m.Offset+1 >= end {
+			return out, nil
+		}
+	}
+}
