@@ -41,6 +41,14 @@ kafka_version() {
 	sed -n 's:.*<kafka.version>\(.*\)</kafka.version>.*:\1:p' "$POM" | head -n1
 }
 
+# pid_alive PID: the process exists and is not a zombie. Daemons we start are
+# reparented to init, which may take a while to reap them once they exit.
+pid_alive() {
+	local state
+	state="$(awk '{print $3}' "/proc/$1/stat" 2>/dev/null)" || return 1
+	[[ -n "$state" && "$state" != Z ]]
+}
+
 # port_open PORT: true when something accepts TCP connections on 127.0.0.1:PORT.
 port_open() { (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null; }
 
@@ -49,7 +57,7 @@ running() {
 	[[ -f "$PIDFILE" ]] || return 1
 	local pid
 	pid="$(cat "$PIDFILE")"
-	[[ -n "$pid" ]] && kill -0 "$pid" 2>/dev/null || return 1
+	[[ -n "$pid" ]] && pid_alive "$pid" || return 1
 	# Guard against a recycled pid belonging to something else.
 	tr '\0' ' ' <"/proc/$pid/cmdline" 2>/dev/null | grep -q "kafka.Kafka $RUN/server.properties"
 }
@@ -166,6 +174,11 @@ public class ReadyCheck {
                     Node controller = r.controller().get();
                     if (!nodes.isEmpty() && controller != null && !controller.isEmpty()) {
                         admin.listTopics().names().get();
+                        // Finding a group coordinator creates __consumer_offsets. Doing it
+                        // here spares the first consumer group of a test run kafka-go's
+                        // 5s JoinGroupBackoff after "coordinator not available".
+                        admin.listConsumerGroupOffsets("kafka-sh-ready-check")
+                            .partitionsToOffsetAndMetadata().get();
                         System.out.println(nodes.size() + " broker(s), cluster " + r.clusterId().get());
                         return;
                     }
@@ -245,13 +258,13 @@ stop_broker() {
 		kill -TERM "$pid" 2>/dev/null || true
 		# Controlled shutdown of a combined node takes a few seconds; do not wait forever.
 		for ((i = 0; i < 300; i++)); do
-			kill -0 "$pid" 2>/dev/null || break
+			pid_alive "$pid" || break
 			sleep 0.1
 		done
-		if kill -0 "$pid" 2>/dev/null; then
+		if pid_alive "$pid"; then
 			log "broker (pid $pid) ignored SIGTERM for 30s; killing it"
 			kill -KILL "$pid" 2>/dev/null || true
-			while kill -0 "$pid" 2>/dev/null; do sleep 0.1; done
+			while pid_alive "$pid"; do sleep 0.1; done
 		fi
 		log "stopped broker on 127.0.0.1:$PORT (pid $pid)"
 	fi

@@ -164,7 +164,7 @@ func TestRedisStandalone(t *testing.T) {
 	addr := testenv.Redis(t)
 	ctx := context.Background()
 	c := redis.NewClient(&redis.Options{Addr: addr})
-	defer c.Close()
+	t.Cleanup(func() { c.Close() }) // after the Del below: cleanups run last-in first-out
 	key := "testenv:" + randHex(t)
 	t.Cleanup(func() { c.Del(context.Background(), key) })
 	if err := c.Set(ctx, key, "value", time.Minute).Err(); err != nil {
@@ -186,7 +186,7 @@ func TestRedisCluster(t *testing.T) {
 	addrs := testenv.RedisCluster(t)
 	ctx := context.Background()
 	c := redis.NewClusterClient(&redis.ClusterOptions{Addrs: addrs})
-	defer c.Close()
+	t.Cleanup(func() { c.Close() }) // after the Del below
 	run := randHex(t)
 	keys := make([]string, 100)
 	for i := range keys {
@@ -195,7 +195,9 @@ func TestRedisCluster(t *testing.T) {
 	}
 	t.Cleanup(func() {
 		for _, k := range keys {
-			c.Del(context.Background(), k)
+			if err := c.Del(context.Background(), k).Err(); err != nil {
+				t.Errorf("DEL %s: %v", k, err)
+			}
 		}
 	})
 	for i, k := range keys {

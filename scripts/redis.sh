@@ -1,0 +1,166 @@
+#!/usr/bin/env bash
+# Runs the Redis servers the integration tests use, from Debian's packages
+# (installed with apt-get when missing), as our own processes rather than the
+# system service:
+#   - a standalone redis-server on 127.0.0.1:16379
+#   - a three-master Redis Cluster on 127.0.0.1:17000,17001,17002
+#
+#   scripts/redis.sh start|stop|status
+#
+# Environment: REDIS_PORT (16379), REDIS_CLUSTER_PORTS ("17000 17001 17002"),
+# REDIS_START_TIMEOUT (seconds, 30). State lives in .cache/redis and is
+# removed on stop, so every start is a clean cluster.
+set -euo pipefail
+
+ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
+PORT="${REDIS_PORT:-16379}"
+read -r -a CLUSTER_PORTS <<<"${REDIS_CLUSTER_PORTS:-17000 17001 17002}"
+TIMEOUT="${REDIS_START_TIMEOUT:-30}"
+DIR="$ROOT/.cache/redis"
+
+log() { echo "redis.sh: $*" >&2; }
+die() { log "ERROR: $*"; exit 1; }
+
+ensure_installed() {
+	command -v redis-server >/dev/null && command -v redis-cli >/dev/null && return
+	command -v apt-get >/dev/null || die "redis-server/redis-cli missing and apt-get not available"
+	log "installing Debian's redis-server and redis-tools"
+	local -a install=(apt-get install -y -q --no-install-recommends redis-server redis-tools)
+	[[ $(id -u) -eq 0 ]] || install=(sudo "${install[@]}")
+	export DEBIAN_FRONTEND=noninteractive
+	if ! "${install[@]}" >"$DIR/apt.log" 2>&1; then
+		# A fresh machine may have no package lists yet.
+		log "install failed; running apt-get update and retrying"
+		local -a update=(apt-get update -q)
+		[[ $(id -u) -eq 0 ]] || update=(sudo "${update[@]}")
+		"${update[@]}" >>"$DIR/apt.log" 2>&1 || { cat "$DIR/apt.log" >&2; die "apt-get update failed"; }
+		"${install[@]}" >>"$DIR/apt.log" 2>&1 || { cat "$DIR/apt.log" >&2; die "apt-get install redis-server redis-tools failed"; }
+	fi
+	# The package starts the system service on its default port; we do not use it.
+	if command -v systemctl >/dev/null && systemctl is-active --quiet redis-server 2>/dev/null; then
+		systemctl stop redis-server >/dev/null 2>&1 || true
+	fi
+}
+
+# pid_alive PID: the process exists and is not a zombie. Daemons we start are
+# reparented to init, which may take a while to reap them once they exit.
+pid_alive() {
+	local state
+	state="$(awk '{print $3}' "/proc/$1/stat" 2>/dev/null)" || return 1
+	[[ -n "$state" && "$state" != Z ]]
+}
+
+cli() { redis-cli -h 127.0.0.1 -p "$1" "${@:2}"; }
+
+# alive PORT: our redis-server on PORT is running (pid file names a live process).
+alive() {
+	local pidfile="$DIR/$1/redis.pid"
+	[[ -f "$pidfile" ]] && pid_alive "$(cat "$pidfile")"
+}
+
+port_open() { (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null; }
+
+start_server() {
+	local port=$1
+	shift
+	local dir="$DIR/$port"
+	mkdir -p "$dir"
+	if port_open "$port"; then
+		die "127.0.0.1:$port is already in use by a process this script did not start"
+	fi
+	redis-server --bind 127.0.0.1 --port "$port" --dir "$dir" \
+		--daemonize yes --pidfile "$dir/redis.pid" --logfile "$dir/redis.log" \
+		--save '' --appendonly no "$@" ||
+		die "redis-server on port $port did not start (see $dir/redis.log)"
+}
+
+wait_ping() {
+	local port=$1 deadline=$2
+	until [[ "$(cli "$port" ping 2>/dev/null)" == PONG ]]; do
+		if ((SECONDS >= deadline)); then
+			tail -n 20 "$DIR/$port/redis.log" >&2 || true
+			die "redis-server on 127.0.0.1:$port did not answer PING within ${TIMEOUT}s"
+		fi
+		sleep 0.1
+	done
+}
+
+start_all() {
+	mkdir -p "$DIR"
+	ensure_installed
+	stop_all quiet
+	local start=$SECONDS deadline=$((SECONDS + TIMEOUT)) p
+
+	start_server "$PORT"
+	for p in "${CLUSTER_PORTS[@]}"; do
+		start_server "$p" --cluster-enabled yes --cluster-config-file "$DIR/$p/nodes.conf" \
+			--cluster-node-timeout 5000
+	done
+	for p in "$PORT" "${CLUSTER_PORTS[@]}"; do
+		wait_ping "$p" "$deadline"
+	done
+	log "standalone ready on 127.0.0.1:$PORT"
+
+	local -a nodes=()
+	for p in "${CLUSTER_PORTS[@]}"; do nodes+=("127.0.0.1:$p"); done
+	if ! redis-cli --cluster create "${nodes[@]}" --cluster-replicas 0 --cluster-yes >"$DIR/cluster-create.log" 2>&1; then
+		cat "$DIR/cluster-create.log" >&2
+		die "redis-cli --cluster create failed"
+	fi
+	for p in "${CLUSTER_PORTS[@]}"; do
+		until cli "$p" cluster info 2>/dev/null | grep -q '^cluster_state:ok'; do
+			if ((SECONDS >= deadline)); then
+				cli "$p" cluster info >&2 || true
+				die "cluster node 127.0.0.1:$p did not reach cluster_state:ok within ${TIMEOUT}s"
+			fi
+			sleep 0.1
+		done
+	done
+	log "cluster ready on ${nodes[*]} in $((SECONDS - start))s"
+}
+
+stop_server() {
+	local port=$1 dir="$DIR/$1" pid i
+	if alive "$port"; then
+		pid="$(cat "$dir/redis.pid")"
+		cli "$port" shutdown nosave >/dev/null 2>&1 || kill -TERM "$pid" 2>/dev/null || true
+		for ((i = 0; i < 100; i++)); do
+			pid_alive "$pid" || break
+			sleep 0.1
+		done
+		pid_alive "$pid" && kill -KILL "$pid" 2>/dev/null
+		stopped+=("$port")
+	fi
+	# Cluster state (nodes.conf) must go, or the next start rejoins a stale cluster.
+	rm -rf "$dir"
+}
+
+stop_all() {
+	local -a stopped=()
+	local p
+	for p in "$PORT" "${CLUSTER_PORTS[@]}"; do stop_server "$p"; done
+	if ((${#stopped[@]} > 0)) || [[ "${1:-}" != quiet ]]; then
+		log "stopped redis-server on port(s): ${stopped[*]:-none running}"
+	fi
+}
+
+case "${1:-}" in
+start) start_all ;;
+stop) stop_all ;;
+status)
+	rc=0
+	for p in "$PORT" "${CLUSTER_PORTS[@]}"; do
+		if alive "$p" && [[ "$(cli "$p" ping 2>/dev/null)" == PONG ]]; then
+			echo "redis: running on 127.0.0.1:$p"
+		else
+			echo "redis: not running on 127.0.0.1:$p"
+			rc=1
+		fi
+	done
+	exit "$rc"
+	;;
+*)
+	echo "usage: $0 start|stop|status" >&2
+	exit 2
+	;;
+esac
