@@ -1,0 +1,300 @@
+// Command demo runs the whole scorer on one machine with nothing installed but Go: an
+// in-process Kafka-protocol broker (kfake) and an in-process Redis (miniredis) stand in for
+// the real services, the PAS simulator publishes a few thousand appointments (plus a few
+// malformed events on purpose), the consumer scores them with the default model, and the
+// demo reads every output topic back to check that each valid booking got a risk event and
+// each malformed event was dead-lettered. It ends by itself and prints, as its last line, a
+// JSON summary. The consumer code is the same as cmd/consumer runs against real services.
+package main
+
+import (
+	"context"
+	"encoding/json"
+	"flag"
+	"fmt"
+	"io"
+	"log/slog"
+	"os"
+	"sort"
+	"time"
+
+	"github.com/alicebob/miniredis/v2"
+	"github.com/redis/go-redis/v9"
+	"github.com/segmentio/kafka-go"
+	"github.com/twmb/franz-go/pkg/kfake"
+
+	"github.com/nhsx/dnarisk/events"
+	"github.com/nhsx/dnarisk/featurestore"
+	"github.com/nhsx/dnarisk/pseudo"
+	"github.com/nhsx/dnarisk/scoring"
+	"github.com/nhsx/dnarisk/sim"
+	"github.com/nhsx/dnarisk/stream"
+)
+
+const (
+	apptTopic = "appointments"
+	riskTopic = "risk"
+	dlqTopic  = "appointments.dlq"
+	// demoSecret pseudonymises the simulator's synthetic NHS numbers; it protects nothing
+	// because there are no real patients here.
+	demoSecret = "demo-only-not-a-secret-0123456789abcdef"
+)
+
+// Summary is the demo's last line.
+type Summary struct {
+	BookingsProduced    int              `json:"bookings_produced"`
+	OutcomesProduced    int              `json:"outcomes_produced"`
+	CancellationsProd   int              `json:"cancellations_produced"`
+	MalformedInjected   int              `json:"malformed_injected"`
+	RiskEventsPublished int              `json:"risk_events_published"`
+	BookingsUnscored    int              `json:"bookings_unscored"`
+	DLQEvents           int              `json:"dlq_events"`
+	RiskBands           map[string]int64 `json:"risk_bands"`
+	ModelID             string           `json:"model_id"`
+	AUC                 float64          `json:"auc"`
+	BayesAUC            float64          `json:"bayes_auc"`
+	HistoriesStored     int              `json:"patient_histories_stored"`
+	ElapsedS            float64          `json:"elapsed_s"`
+}
+
+func main() {
+	var (
+		cfg       sim.Config
+		malformed int
+		modelDir  string
+		timeout   time.Duration
+	)
+	flag.Int64Var(&cfg.Seed, "seed", 42, "simulator seed")
+	flag.IntVar(&cfg.Patients, "patients", 2000, "simulated patients")
+	flag.IntVar(&cfg.Days, "days", 120, "days of bookings")
+	flag.IntVar(&malformed, "malformed", 3, "malformed events to inject (0-3)")
+	flag.StringVar(&modelDir, "model-dir", "models/default", "model directory")
+	flag.DurationVar(&timeout, "timeout", 50*time.Second, "give up after this long")
+	flag.Parse()
+	if malformed < 0 || malformed > len(badEvents) {
+		fmt.Fprintf(os.Stderr, "demo: --malformed must be 0..%d\n", len(badEvents))
+		os.Exit(2)
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), timeout)
+	defer cancel()
+	s, err := run(ctx, cfg, malformed, modelDir)
+	if err != nil {
+		fmt.Fprintln(os.Stderr, "demo failed:", err)
+		os.Exit(1)
+	}
+	out, _ := json.Marshal(s)
+	fmt.Println(string(out))
+}
+
+func say(format string, args ...any) { fmt.Fprintf(os.Stderr, "demo: "+format+"\n", args...) }
+
+func run(ctx context.Context, cfg sim.Config, malformed int, modelDir string) (Summary, error) {
+	start := time.Now()
+	var sum Summary
+	model, err := scoring.Load(modelDir)
+	if err != nil {
+		return sum, err
+	}
+	sum.ModelID = model.ID()
+
+	cluster, err := kfake.NewCluster(kfake.NumBrokers(1), kfake.SeedTopics(4, apptTopic, riskTopic, dlqTopic))
+	if err != nil {
+		return sum, fmt.Errorf("start in-process Kafka: %w", err)
+	}
+	defer cluster.Close()
+	brokers := cluster.ListenAddrs()
+	mr, err := miniredis.Run()
+	if err != nil {
+		return sum, fmt.Errorf("start in-process Redis: %w", err)
+	}
+	defer mr.Close()
+	say("in-process Kafka on %v, Redis on %s, model %s", brokers, mr.Addr(), model.ID())
+
+	// 1. The PAS simulator publishes the appointment stream.
+	ps, _ := pseudo.New([]byte(demoSecret))
+	gen, err := sim.New(cfg, ps)
+	if err != nil {
+		return sum, err
+	}
+	truth := map[string]float64{}    // appointment/version -> true P(DNA)
+	outcome := map[string]float64{}  // appointment -> 1 DNA, 0 attended
+	finalVersion := map[string]int{} // appointment -> version that reached an outcome
+	booked := map[string]bool{}      // appointment/version of every valid booking
+	w := stream.NewWriter(brokers, apptTopic)
+	defer w.Close()
+	batch := make([]kafka.Message, 0, 500)
+	flush := func() error {
+		if len(batch) == 0 {
+			return nil
+		}
+		err := w.WriteMessages(ctx, batch...)
+		batch = batch[:0]
+		return err
+	}
+	for ev, tr := range gen.All() {
+		switch ev.Type {
+		case events.Booked, events.Rescheduled:
+			sum.BookingsProduced++
+			booked[key(ev.AppointmentID, ev.Version)] = true
+			if tr != nil {
+				truth[key(ev.AppointmentID, ev.Version)] = tr.PDNA
+			}
+		case events.Attended, events.DidNotAttend:
+			sum.OutcomesProduced++
+			outcome[ev.AppointmentID] = 0
+			if ev.Type == events.DidNotAttend {
+				outcome[ev.AppointmentID] = 1
+			}
+			finalVersion[ev.AppointmentID] = ev.Version
+		case events.Cancelled:
+			sum.CancellationsProd++
+		}
+		b, err := json.Marshal(ev)
+		if err != nil {
+			return sum, err
+		}
+		batch = append(batch, kafka.Message{Key: []byte(ev.Patient), Value: b})
+		if len(batch) == cap(batch) {
+			if err := flush(); err != nil {
+				return sum, fmt.Errorf("publish appointments: %w", err)
+			}
+		}
+	}
+	for _, bad := range badEvents[:malformed] {
+		batch = append(batch, kafka.Message{Key: []byte(bad.key), Value: []byte(bad.value)})
+	}
+	sum.MalformedInjected = malformed
+	if err := flush(); err != nil {
+		return sum, fmt.Errorf("publish appointments: %w", err)
+	}
+	total := int64(sum.BookingsProduced + sum.OutcomesProduced + sum.CancellationsProd + malformed)
+	say("producer published %d bookings, %d outcomes, %d cancellations and %d malformed events",
+		sum.BookingsProduced, sum.OutcomesProduced, sum.CancellationsProd, malformed)
+
+	// 2. The consumer scores them, exactly as cmd/consumer does against real services.
+	rdb := redis.NewUniversalClient(&redis.UniversalOptions{Addrs: []string{mr.Addr()}})
+	defer rdb.Close()
+	store := featurestore.NewRedisStore(rdb, featurestore.RedisOptions{})
+	out := stream.NewWriter(brokers, "")
+	defer out.Close()
+	r := stream.NewReader(brokers, "dna-scorer", apptTopic)
+	quiet := slog.New(slog.NewJSONHandler(io.Discard, nil))
+	proc := stream.NewProcessor(store, out, model, stream.Topics{Risk: riskTopic, DeadLetter: dlqTopic}, featurestore.Policy{}, quiet)
+	consumeCtx, stopConsumer := context.WithCancel(ctx)
+	done := make(chan error, 1)
+	go func() { done <- stream.Run(consumeCtx, r, proc, stream.Batching{}, quiet) }()
+	for proc.Stats.Consumed.Load() < total && ctx.Err() == nil {
+		time.Sleep(20 * time.Millisecond)
+	}
+	stopConsumer()
+	if err := <-done; err != nil {
+		return sum, err
+	}
+	r.Close()
+	if ctx.Err() != nil {
+		return sum, fmt.Errorf("consumer processed %d of %d events before the time limit", proc.Stats.Consumed.Load(), total)
+	}
+	say("consumer processed %d events: %d scored, %d dead-lettered, %d history facts applied",
+		proc.Stats.Consumed.Load(), proc.Stats.Scored.Load(), proc.Stats.DeadLettered.Load(), proc.Stats.Applied.Load())
+
+	// 3. Read the outputs back from Kafka, as a downstream service would.
+	riskMsgs, err := stream.ReadAll(ctx, brokers, riskTopic)
+	if err != nil {
+		return sum, err
+	}
+	dlqMsgs, err := stream.ReadAll(ctx, brokers, dlqTopic)
+	if err != nil {
+		return sum, err
+	}
+	sum.DLQEvents = len(dlqMsgs)
+	sum.RiskBands = map[string]int64{}
+	scored := map[string]float64{}
+	for _, m := range riskMsgs {
+		var r events.Risk
+		if err := json.Unmarshal(m.Value, &r); err != nil {
+			return sum, fmt.Errorf("risk topic holds an unreadable event: %w", err)
+		}
+		k := key(r.AppointmentID, r.Version)
+		if _, dup := scored[k]; !dup {
+			sum.RiskBands[r.Band]++
+		}
+		scored[k] = r.Probability
+	}
+	sum.RiskEventsPublished = len(riskMsgs)
+	for k := range booked {
+		if _, ok := scored[k]; !ok {
+			sum.BookingsUnscored++
+		}
+	}
+	var modelP, bayes, labels []float64
+	for appt, y := range outcome {
+		k := key(appt, finalVersion[appt])
+		p, ok := scored[k]
+		if !ok {
+			continue
+		}
+		modelP = append(modelP, p)
+		bayes = append(bayes, truth[k])
+		labels = append(labels, y)
+	}
+	sum.AUC = round(auc(modelP, labels), 4)
+	sum.BayesAUC = round(auc(bayes, labels), 4)
+	sum.HistoriesStored = len(mr.Keys())
+	sum.ElapsedS = round(time.Since(start).Seconds(), 2)
+	say("read back %d risk events (%d bookings unscored) and %d dead letters; AUC %.3f against outcomes (true-probability ceiling %.3f)",
+		sum.RiskEventsPublished, sum.BookingsUnscored, sum.DLQEvents, sum.AUC, sum.BayesAUC)
+	if sum.BookingsUnscored > 0 || sum.DLQEvents != malformed {
+		return sum, fmt.Errorf("%d valid bookings have no risk event and %d of %d malformed events were dead-lettered",
+			sum.BookingsUnscored, sum.DLQEvents, malformed)
+	}
+	return sum, nil
+}
+
+// badEvents are the malformed inputs the demo injects: broken JSON, an unknown contract
+// version and an impossible booking.
+var badEvents = []struct{ key, value string }{
+	{"demo-bad-1", `{"schema":"appointment.v1","type":"booked",`},
+	{"demo-bad-2", `{"schema":"appointment.v9","event_id":"x"}`},
+	{"0000000000000000000000000000000000000000000000000000000000000000", `{"schema":"appointment.v1","event_id":"bad-3","type":"booked","event_time":"2025-02-03T10:00:00Z","appointment_id":"A-bad","booking_version":1,"patient":"0000000000000000000000000000000000000000000000000000000000000000","booking":{"specialty":"110","clinic":"X","first_visit":true,"start":"2025-02-10T10:00:00Z","booked_at":"2025-02-03T10:00:00Z","age_band":"unknown","contact":{"sms":true,"opt_out":false}}}`},
+}
+
+func key(appt string, version int) string { return fmt.Sprintf("%s/%d", appt, version) }
+
+// auc is the area under the ROC curve: the chance a random DNA scores above a random
+// attendance (ties count half).
+func auc(scores, labels []float64) float64 {
+	idx := make([]int, len(scores))
+	for i := range idx {
+		idx[i] = i
+	}
+	sort.Slice(idx, func(a, b int) bool { return scores[idx[a]] < scores[idx[b]] })
+	var pos, neg, rankSum float64
+	for i := 0; i < len(idx); {
+		j := i
+		for j < len(idx) && scores[idx[j]] == scores[idx[i]] {
+			j++
+		}
+		avgRank := float64(i+j+1) / 2 // ranks are 1-based
+		for k := i; k < j; k++ {
+			if labels[idx[k]] == 1 {
+				rankSum += avgRank
+				pos++
+			} else {
+				neg++
+			}
+		}
+		i = j
+	}
+	if pos == 0 || neg == 0 {
+		return 0
+	}
+	return (rankSum - pos*(pos+1)/2) / (pos * neg)
+}
+
+func round(x float64, digits int) float64 {
+	p := 1.0
+	for i := 0; i < digits; i++ {
+		p *= 10
+	}
+	return float64(int64(x*p+0.5)) / p
+}
