@@ -1,0 +1,297 @@
+package scoring
+
+import (
+	"bufio"
+	"bytes"
+	"errors"
+	"fmt"
+	"io"
+	"math"
+	"os"
+	"path/filepath"
+	"slices"
+	"strconv"
+	"strings"
+
+	"github.com/dmitryikh/leaves"
+	"github.com/dmitryikh/leaves/transformation"
+
+	"github.com/nhsx/dnarisk/events"
+	"github.com/nhsx/dnarisk/featurestore"
+)
+
+// Files in a model directory.
+const (
+	ModelFile    = "model.txt"
+	ContractFile = "contract.json"
+)
+
+// Size limits: a model far larger than these is a mistake, and reading it would hurt the
+// process that is serving the current model.
+const (
+	maxModelBytes    = 256 << 20
+	maxContractBytes = 1 << 20
+)
+
+// ErrInvalidModel wraps every reason Load refuses a model directory.
+var ErrInvalidModel = errors.New("invalid model")
+
+// Model is a loaded, validated model. It is immutable and safe for concurrent use.
+type Model struct {
+	contract Contract
+	ens      *leaves.Ensemble
+	inputs   []input
+}
+
+// input says where one contract feature comes from.
+type input struct {
+	store       int    // index into featurestore.Vector, or -1 for a booking extra
+	extra       string // booking extra key when store < 0
+	categorical bool
+}
+
+// Load reads and validates the model directory dir (model.txt and contract.json). Any
+// mismatch between the two, or anything the scorer cannot reproduce exactly, is an error
+// wrapping ErrInvalidModel that says what to fix.
+func Load(dir string) (*Model, error) {
+	m, err := load(dir)
+	if err != nil {
+		return nil, fmt.Errorf("load model %s: %w: %w", dir, ErrInvalidModel, err)
+	}
+	return m, nil
+}
+
+func load(dir string) (*Model, error) {
+	cb, err := readLimited(filepath.Join(dir, ContractFile), maxContractBytes)
+	if err != nil {
+		return nil, err
+	}
+	c, err := parseContract(cb)
+	if err != nil {
+		return nil, fmt.Errorf("%s: %w", ContractFile, err)
+	}
+	mb, err := readLimited(filepath.Join(dir, ModelFile), maxModelBytes)
+	if err != nil {
+		return nil, err
+	}
+	t, err := parseLGBText(mb)
+	if err != nil {
+		return nil, fmt.Errorf("%s: %w", ModelFile, err)
+	}
+	if err := checkAgainstContract(t, &c); err != nil {
+		return nil, err
+	}
+	ens, err := leavesLoad(t.leavesText)
+	if err != nil {
+		return nil, fmt.Errorf("%s: leaves: %w", ModelFile, err)
+	}
+	if n := ens.NFeatures(); n != len(c.Features) {
+		return nil, fmt.Errorf("%s has %d features, %s lists %d: leaves would score short vectors as 0", ModelFile, n, ContractFile, len(c.Features))
+	}
+	if ens.NOutputGroups() != 1 || ens.Transformation().Type() != transformation.Logistic {
+		return nil, fmt.Errorf("%s: leaves reads it as %s with %d outputs, want a logistic (binary) model with 1", ModelFile, ens.Transformation().Name(), ens.NOutputGroups())
+	}
+	m := &Model{contract: c.clone(), ens: ens, inputs: make([]input, len(c.Features))}
+	index := make(map[string]int, len(featurestore.Names))
+	for i, n := range featurestore.Names {
+		index[n] = i
+	}
+	for i, f := range c.Features {
+		in := input{store: -1, categorical: f.Type == Categorical}
+		if key, ok := strings.CutPrefix(f.Name, ExtraPrefix); ok {
+			in.extra = key
+		} else {
+			in.store = index[f.Name]
+		}
+		m.inputs[i] = in
+	}
+	// A model that cannot score "nothing known" is broken in a way the checks above missed.
+	x := make([]float64, len(m.inputs))
+	for i := range x {
+		x[i] = math.NaN()
+	}
+	if p := m.Score(m.normalise(x)); !(p > 0 && p < 1) {
+		return nil, fmt.Errorf("%s scores an all-missing row as %v, want a probability in (0, 1)", ModelFile, p)
+	}
+	return m, nil
+}
+
+func readLimited(path string, limit int64) ([]byte, error) {
+	f, err := os.Open(path)
+	if err != nil {
+		return nil, err
+	}
+	defer f.Close()
+	b, err := io.ReadAll(io.LimitReader(f, limit+1))
+	if err != nil {
+		return nil, fmt.Errorf("read %s: %w", path, err)
+	}
+	if int64(len(b)) > limit {
+		return nil, fmt.Errorf("%s is larger than %d MiB", path, limit>>20)
+	}
+	return b, nil
+}
+
+// leavesLoad runs the leaves loader, turning a panic on input it did not expect into an
+// error: a model swap must never take down the process serving the current model.
+func leavesLoad(text []byte) (ens *leaves.Ensemble, err error) {
+	defer func() {
+		if r := recover(); r != nil {
+			ens, err = nil, fmt.Errorf("loader panicked: %v", r)
+		}
+	}()
+	return leaves.LGEnsembleFromReader(bufio.NewReader(bytes.NewReader(text)), true)
+}
+
+func checkAgainstContract(t *lgbText, c *Contract) error {
+	if t.numClass != 1 || t.perIteration != 1 || !strings.HasPrefix(t.objective, "binary ") {
+		return fmt.Errorf("%s objective %q with num_class=%d: the scorer serves binary classification only (objective=binary)", ModelFile, t.objective, t.numClass)
+	}
+	if t.objective != "binary sigmoid:1" {
+		return fmt.Errorf("%s objective %q: leaves applies the logistic with sigmoid 1 only; retrain with the default sigmoid=1", ModelFile, t.objective)
+	}
+	if t.averageOutput {
+		return fmt.Errorf("%s is a random forest (average_output): train with boosting=gbdt", ModelFile)
+	}
+	if p := t.pandasCategorical; p != "" && p != "null" && p != "[]" {
+		return fmt.Errorf("%s was trained on pandas category columns (pandas_categorical=%s): the Go scorer cannot reproduce pandas' category codes; pass categorical features as integer codes and name them in categorical_feature", ModelFile, firstN(p, 80))
+	}
+	if len(t.featureNames) != len(c.Features) {
+		return fmt.Errorf("%s has %d features (max_feature_idx=%d), %s lists %d: leaves would score short vectors as 0", ModelFile, len(t.featureNames), t.maxFeatureIdx, ContractFile, len(c.Features))
+	}
+	if names := c.Names(); !slices.Equal(t.featureNames, names) {
+		return fmt.Errorf("%s feature_names=%s differs from %s features %s: the contract must list the model's features in model order", ModelFile, strings.Join(t.featureNames, " "), ContractFile, strings.Join(names, " "))
+	}
+	paramCat := map[int]bool{}
+	for _, s := range strings.Split(t.categoricalParam, ",") {
+		if i, err := strconv.Atoi(strings.TrimSpace(s)); err == nil {
+			paramCat[i] = true
+		}
+	}
+	for i, f := range c.Features {
+		cat := f.Type == Categorical
+		if modelCat, known := categoricalInfo(t.featureInfos[i]); known && modelCat != cat {
+			return fmt.Errorf("feature %q is %s in %s but the model's feature_infos %q says %s", f.Name, f.Type, ContractFile, firstN(t.featureInfos[i], 60), kindName(modelCat))
+		}
+		if paramCat[i] && !cat {
+			return fmt.Errorf("feature %q is numeric in %s but the model was trained with it in categorical_feature", f.Name, ContractFile)
+		}
+		if cat && t.numSplit[i] || !cat && t.catSplit[i] {
+			return fmt.Errorf("feature %q is %s in %s but the model's trees split on it as %s", f.Name, f.Type, ContractFile, kindName(!cat))
+		}
+	}
+	return nil
+}
+
+func kindName(categorical bool) string {
+	if categorical {
+		return string(Categorical)
+	}
+	return string(Numeric)
+}
+
+// ID returns the model's identifier from its contract.
+func (m *Model) ID() string { return m.contract.ModelID }
+
+// Contract returns a copy of the model's contract.
+func (m *Model) Contract() Contract { return m.contract.clone() }
+
+// NumFeatures is the length of the model's input vector.
+func (m *Model) NumFeatures() int { return len(m.inputs) }
+
+// Vector builds the model input for booking ev from its computed features v, in contract
+// order, appending to dst[:0] (no allocation when dst has the capacity). Booking extras the
+// event does not carry are missing (NaN). Missing categorical values are encoded as -1, see
+// normalise.
+func (m *Model) Vector(ev *events.Appointment, v featurestore.Vector, dst []float64) []float64 {
+	dst = dst[:0]
+	var extra events.Extra
+	if ev != nil && ev.Booking != nil {
+		extra = ev.Booking.Extra
+	}
+	for _, in := range m.inputs {
+		x := math.NaN()
+		if in.store >= 0 {
+			x = v[in.store]
+		} else if e, ok := extra[in.extra]; ok {
+			x = e
+		}
+		if in.categorical {
+			x = category(x)
+		}
+		dst = append(dst, x)
+	}
+	return dst
+}
+
+// normalise applies Vector's categorical encoding to a row built elsewhere (the parity test).
+func (m *Model) normalise(x []float64) []float64 {
+	for i, in := range m.inputs {
+		if in.categorical {
+			x[i] = category(x[i])
+		}
+	}
+	return x
+}
+
+// category maps a missing or unrepresentable category to -1. LightGBM (4.x, tree.h
+// CategoricalDecision) sends NaN and negative categories down the right branch. leaves sends
+// negatives right too, but turns NaN into int32(NaN), which Go leaves to the platform: a
+// negative number on amd64, 0 (a real category) on arm64. -1 means "missing" on every
+// platform, and values past int32 (undefined in both) become missing as well.
+func category(x float64) float64 {
+	if math.IsNaN(x) || x < 0 || x >= math.MaxInt32 {
+		return -1
+	}
+	return x
+}
+
+// Score returns the probability of did-not-attend for input x (as built by Vector). It
+// panics if len(x) is not NumFeatures: leaves would silently return 0.
+func (m *Model) Score(x []float64) float64 {
+	if len(x) != len(m.inputs) {
+		panic(fmt.Sprintf("scoring: model %s got %d features, want %d", m.contract.ModelID, len(x), len(m.inputs)))
+	}
+	return m.ens.PredictSingle(x, 0)
+}
+
+// ScoreBatch scores len(out) rows laid out one after another in xs (row-major, NumFeatures
+// values each) into out, on the calling goroutine. It panics if len(xs) is not
+// len(out)*NumFeatures.
+func (m *Model) ScoreBatch(xs, out []float64) {
+	n := len(m.inputs)
+	if len(xs) != len(out)*n {
+		panic(fmt.Sprintf("scoring: model %s got %d values for %d rows of %d features", m.contract.ModelID, len(xs), len(out), n))
+	}
+	if len(out) == 0 {
+		return
+	}
+	if err := m.ens.PredictDense(xs, len(out), n, out, 0, 1); err != nil {
+		panic(fmt.Sprintf("scoring: model %s: %v", m.contract.ModelID, err))
+	}
+}
+
+// Band returns the name of the highest risk band whose min_probability is at most p.
+func (m *Model) Band(p float64) string {
+	b := m.contract.RiskBands
+	for i := len(b) - 1; i > 0; i-- {
+		if p >= b[i].MinProbability {
+			return b[i].Name
+		}
+	}
+	return b[0].Name
+}
+
+// FeatureMap returns the model inputs of x by contract name, for the risk event's record of
+// the features used. Missing features (NaN, or -1 for a categorical) are omitted, because
+// JSON cannot carry NaN: a name absent from the map means "not known at booking time".
+func (m *Model) FeatureMap(x []float64) map[string]float64 {
+	out := make(map[string]float64, len(x))
+	for i, in := range m.inputs {
+		if i >= len(x) || math.IsNaN(x[i]) || in.categorical && x[i] < 0 {
+			continue
+		}
+		out[m.contract.Features[i].Name] = x[i]
+	}
+	return out
+}
