@@ -11,8 +11,13 @@ import (
 // linger (the default blocks each WriteMessages call for up to a second) and murmur2 key
 // hashing, the Java client's partitioner, so an integration engine using the Java client and
 // this project put a patient's events on the same partition.
+//
+// Each Writer gets its own Transport: kafka-go's shared DefaultTransport answers metadata
+// from a cache, so a topic created after the process first asked is "Unknown Topic Or
+// Partition" to every new Writer until the cache expires, and the Writer does not retry it.
 func NewWriter(brokers []string, topic string) *kafka.Writer {
 	return &kafka.Writer{
+		Transport:       &kafka.Transport{MetadataTTL: 10 * time.Second},
 		Addr:            kafka.TCP(brokers...),
 		Topic:           topic,
 		Balancer:        &kafka.Murmur2Balancer{},
