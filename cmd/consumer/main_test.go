@@ -1,0 +1,131 @@
+package main
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/segmentio/kafka-go"
+
+	"github.com/nhsx/dnarisk/events"
+	"github.com/nhsx/dnarisk/internal/testenv"
+	"github.com/nhsx/dnarisk/pseudo"
+	"github.com/nhsx/dnarisk/sim"
+	"github.com/nhsx/dnarisk/stream"
+)
+
+func TestParseConfigRefusesNonsense(t *testing.T) {
+	for _, args := range [][]string{
+		{"--brokers", " , "},
+		{"--redis", ""},
+		{"--batch-size", "0"},
+		{"--history-retention", "1h"},
+		{"--topic-risk", ""},
+		{"--no-such-flag"},
+	} {
+		if _, err := parseConfig(args); err == nil {
+			t.Errorf("%v accepted", args)
+		}
+	}
+	c, err := parseConfig([]string{"--redis", "a:1, b:2,c:3", "--brokers", "k:9092"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(c.redisAddrs) != 3 || c.brokers[0] != "k:9092" || c.topics.Risk != "risk" {
+		t.Fatalf("parsed %+v", c)
+	}
+}
+
+// The real binary against the real Kafka and Redis: it scores what is on the topic, and on
+// SIGTERM finishes, commits and exits 0, so a restart starts after the last event.
+func TestBinaryScoresAndStopsCleanlyOnSIGTERM(t *testing.T) {
+	brokers := testenv.Kafka(t)
+	redisAddr := testenv.Redis(t)
+	in := testenv.Topic(t, brokers, 4)
+	risk := testenv.Topic(t, brokers, 1)
+	dlq := testenv.Topic(t, brokers, 1)
+	group := fmt.Sprintf("consumer-bin-%d", time.Now().UnixNano())
+
+	bin := filepath.Join(t.TempDir(), "consumer")
+	if out, err := exec.Command("go", "build", "-o", bin, ".").CombinedOutput(); err != nil {
+		t.Fatalf("build: %v\n%s", err, out)
+	}
+
+	ps, _ := pseudo.New([]byte("binary-test-secret-0123456789abcdefghij"))
+	g, err := sim.New(sim.Config{Seed: 3, Patients: 300, Days: 30}, ps)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var msgs []kafka.Message
+	bookings := 0
+	for ev := range g.All() {
+		b, _ := json.Marshal(ev)
+		msgs = append(msgs, kafka.Message{Key: []byte(ev.Patient), Value: b})
+		if ev.Type == events.Booked || ev.Type == events.Rescheduled {
+			bookings++
+		}
+	}
+	w := stream.NewWriter(brokers, in)
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
+	defer cancel()
+	if err := w.WriteMessages(ctx, msgs...); err != nil {
+		t.Fatal(err)
+	}
+	w.Close()
+
+	cmd := exec.Command(bin, "--model-dir", "../../models/default", "--group", group,
+		"--topic-appointments", in, "--topic-risk", risk, "--topic-dlq", dlq, "--redis-prefix", group+":")
+	cmd.Env = append(os.Environ(), "KAFKA_BROKERS="+strings.Join(brokers, ","), "REDIS_ADDR="+redisAddr)
+	var logs bytes.Buffer
+	cmd.Stderr = &logs
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	defer cmd.Process.Kill()
+
+	testenv.Eventually(t, 60*time.Second, func() bool {
+		got, err := stream.ReadAll(ctx, brokers, risk)
+		return err == nil && len(got) >= bookings
+	}, "the binary to score every booking")
+	if err := cmd.Process.Signal(syscall.SIGTERM); err != nil {
+		t.Fatal(err)
+	}
+	exited := make(chan error, 1)
+	go func() { exited <- cmd.Wait() }()
+	select {
+	case err := <-exited:
+		var ee *exec.ExitError
+		if errors.As(err, &ee) || err != nil {
+			t.Fatalf("exit after SIGTERM: %v\n%s", err, logs.String())
+		}
+	case <-time.After(30 * time.Second):
+		t.Fatalf("no exit within 30s of SIGTERM\n%s", logs.String())
+	}
+	if !strings.Contains(logs.String(), "consumer stopped cleanly") {
+		t.Fatalf("no clean-stop log line:\n%s", logs.String())
+	}
+
+	// Offsets were committed up to the end of every partition.
+	client := &kafka.Client{Addr: kafka.TCP(brokers...)}
+	parts := map[string][]int{in: {0, 1, 2, 3}}
+	committed, err := client.OffsetFetch(ctx, &kafka.OffsetFetchRequest{GroupID: group, Topics: parts})
+	if err != nil {
+		t.Fatal(err)
+	}
+	var total int64
+	for _, p := range committed.Topics[in] {
+		total += p.CommittedOffset
+	}
+	if total != int64(len(msgs)) {
+		t.Fatalf("committed offsets add up to %d, want %d", total, len(msgs))
+	}
+}
