@@ -4,7 +4,7 @@
 // is applied), so every row holds exactly what was known when the booking was scored, and
 // labels each row with the appointment's eventual outcome.
 //
-//	trainset -in events.jsonl [-truth truth.csv] [-out trainset.csv]
+//	trainset -in events.jsonl [-truth truth.csv] [-out trainset.csv] [-history-retention 26280h]
 //
 // Input is JSONL, one appointment.v1 event per line (cmd/producer --out writes it), sorted by
 // event_time; an unsorted or invalid line is refused with its line number. The truth file
@@ -39,18 +39,19 @@ func main() {
 	in := flag.String("in", "", "appointment events, JSONL sorted by event_time (- for stdin)")
 	truth := flag.String("truth", "", "optional truth CSV (appointment_id,booking_version,p_dna)")
 	out := flag.String("out", "-", "training set CSV to write (- for stdout)")
+	retention := flag.Duration("history-retention", 3*365*24*time.Hour, "how long facts stay in a patient's history; must equal the consumer's --history-retention or training and serving features differ")
 	flag.Parse()
-	if *in == "" || flag.NArg() > 0 {
+	if *in == "" || flag.NArg() > 0 || *retention < 24*time.Hour {
 		flag.Usage()
 		os.Exit(2)
 	}
-	if err := run(*in, *truth, *out); err != nil {
+	if err := run(*in, *truth, *out, featurestore.Policy{Retention: *retention}); err != nil {
 		fmt.Fprintln(os.Stderr, "trainset:", err)
 		os.Exit(1)
 	}
 }
 
-func run(inPath, truthPath, outPath string) error {
+func run(inPath, truthPath, outPath string, policy featurestore.Policy) error {
 	var pdna map[key]float64
 	if truthPath != "" {
 		f, err := os.Open(truthPath)
@@ -77,6 +78,7 @@ func run(inPath, truthPath, outPath string) error {
 		in = f
 	}
 	r := newReplay()
+	r.policy = policy
 	if err := r.read(context.Background(), in); err != nil {
 		return fmt.Errorf("%s: %w", inPath, err)
 	}
