@@ -1,0 +1,335 @@
+// Command producer plays appointment.v1 events onto Kafka, or into a JSON Lines file: either
+// a synthetic Patient Administration System (package sim, with its ground-truth DNA
+// probabilities written to a truth file on request) or a replay of a historical appointments
+// CSV (package csvimport, layout in docs/csv.md). Events go out in event-time order, keyed by
+// patient pseudonym, in batches, at a chosen rate. SIGINT or SIGTERM stops it cleanly: what
+// was taken is flushed and counted, and a one-line summary ends the run.
+//
+// Every flag has an environment fallback (flag > environment > default):
+//
+//	--source    PRODUCER_SOURCE    sim | csv (default sim)
+//	--csv       PRODUCER_CSV       CSV file for --source csv
+//	--seed      SIM_SEED           simulator seed (default 1)
+//	--patients  SIM_PATIENTS       simulated population (default 2000)
+//	--days      SIM_DAYS           days of bookings (default 120)
+//	--start     SIM_START          first booking day, YYYY-MM-DD UK (default 2025-01-06)
+//	--rate      PRODUCER_RATE      events per second, 0 = as fast as possible (default 0)
+//	--brokers   KAFKA_BROKERS      comma-separated bootstrap servers (default 127.0.0.1:9092)
+//	--topic     TOPIC_APPOINTMENTS topic (default appointments)
+//	--out       PRODUCER_OUT       write JSON Lines to this file instead of Kafka; - is stdout
+//	--truth     PRODUCER_TRUTH     write the simulator's truth CSV here
+//	--progress  PRODUCER_PROGRESS  progress bar on stderr (default: when stderr is a terminal)
+//
+// The pseudonymisation secret comes from the file named by DNA_PSEUDONYM_SECRET_FILE or from
+// DNA_PSEUDONYM_SECRET. Logs are JSON on stderr and never carry patient identifiers. Exit
+// status: 0 done (or stopped by a signal), 1 failed, 2 invalid setting.
+package main
+
+import (
+	"context"
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"iter"
+	"log/slog"
+	"os"
+	"os/signal"
+	"slices"
+	"strings"
+	"syscall"
+	"time"
+	_ "time/tzdata"
+
+	"github.com/schollz/progressbar/v3"
+	"golang.org/x/term"
+
+	"github.com/nhsx/dnarisk/csvimport"
+	"github.com/nhsx/dnarisk/events"
+	"github.com/nhsx/dnarisk/producer"
+	"github.com/nhsx/dnarisk/pseudo"
+	"github.com/nhsx/dnarisk/sim"
+	"github.com/nhsx/dnarisk/stream"
+)
+
+func main() {
+	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+	defer stop()
+	os.Exit(run(ctx, os.Args[1:], os.Stdout, os.Stderr))
+}
+
+type config struct {
+	source, csvPath   string
+	seed              int64
+	patients, days    int
+	start             string
+	rate              float64
+	brokers, topic    string
+	out, truth        string
+	progress          bool
+	progressSetByUser bool
+}
+
+// envFallback names the environment variable behind each flag.
+var envFallback = map[string]string{
+	"source": "PRODUCER_SOURCE", "csv": "PRODUCER_CSV", "seed": "SIM_SEED",
+	"patients": "SIM_PATIENTS", "days": "SIM_DAYS", "start": "SIM_START",
+	"rate": "PRODUCER_RATE", "brokers": "KAFKA_BROKERS", "topic": "TOPIC_APPOINTMENTS",
+	"out": "PRODUCER_OUT", "truth": "PRODUCER_TRUTH", "progress": "PRODUCER_PROGRESS",
+}
+
+// usageError is a setting the command cannot run with (exit status 2). printed is set when
+// the flag package has already reported it.
+type usageError struct {
+	msg     string
+	printed bool
+}
+
+func (e usageError) Error() string { return e.msg }
+
+func badSetting(format string, args ...any) error {
+	return usageError{msg: fmt.Sprintf(format, args...)}
+}
+
+func parseFlags(args []string, stderr io.Writer) (config, error) {
+	var c config
+	fs := flag.NewFlagSet("producer", flag.ContinueOnError)
+	fs.SetOutput(stderr)
+	fs.StringVar(&c.source, "source", "sim", "event source: sim or csv")
+	fs.StringVar(&c.csvPath, "csv", "", "appointments CSV for --source csv (docs/csv.md)")
+	fs.Int64Var(&c.seed, "seed", 1, "simulator seed")
+	fs.IntVar(&c.patients, "patients", 2000, "simulated patients")
+	fs.IntVar(&c.days, "days", 120, "days of simulated bookings")
+	fs.StringVar(&c.start, "start", "2025-01-06", "first simulated booking day (YYYY-MM-DD, UK)")
+	fs.Float64Var(&c.rate, "rate", 0, "events per second; 0 = as fast as possible")
+	fs.StringVar(&c.brokers, "brokers", "127.0.0.1:9092", "Kafka bootstrap servers, comma-separated")
+	fs.StringVar(&c.topic, "topic", "appointments", "Kafka topic")
+	fs.StringVar(&c.out, "out", "", "write JSON Lines to this file instead of Kafka (- for stdout)")
+	fs.StringVar(&c.truth, "truth", "", "write the simulator's truth CSV (appointment_id,booking_version,p_dna) to this file")
+	fs.BoolVar(&c.progress, "progress", false, "progress bar on stderr (default: when stderr is a terminal)")
+	fs.VisitAll(func(f *flag.Flag) { f.Usage += " (env " + envFallback[f.Name] + ")" })
+	if err := fs.Parse(args); err != nil {
+		if errors.Is(err, flag.ErrHelp) {
+			return c, err
+		}
+		return c, usageError{msg: err.Error(), printed: true}
+	}
+	if fs.NArg() > 0 {
+		return c, badSetting("unexpected arguments %q", fs.Args())
+	}
+	set := map[string]bool{}
+	fs.Visit(func(f *flag.Flag) { set[f.Name] = true })
+	for name, env := range envFallback {
+		v, ok := os.LookupEnv(env)
+		if set[name] || !ok || v == "" {
+			continue
+		}
+		if err := fs.Set(name, v); err != nil {
+			return c, badSetting("invalid %s=%q: %v", env, v, err)
+		}
+		set[name] = true
+	}
+	c.progressSetByUser = set["progress"]
+
+	switch {
+	case c.source != "sim" && c.source != "csv":
+		return c, badSetting("--source %q: want sim or csv", c.source)
+	case c.source == "csv" && c.csvPath == "":
+		return c, badSetting("--source csv needs --csv PATH")
+	case c.source == "csv" && c.truth != "":
+		return c, badSetting("--truth needs --source sim: a CSV has no ground truth")
+	case c.source == "sim" && (c.patients < 1 || c.patients > sim.MaxPatients):
+		return c, badSetting("--patients %d: want 1..%d", c.patients, sim.MaxPatients)
+	case c.source == "sim" && (c.days < 1 || c.days > 3650):
+		return c, badSetting("--days %d: want 1..3650", c.days)
+	case !(c.rate >= 0) || c.rate > 1e7:
+		return c, badSetting("--rate %v: want 0 (unlimited) up to 10000000 events/s", c.rate)
+	case c.out == "" && len(brokerList(c.brokers)) == 0:
+		return c, badSetting("--brokers is empty")
+	case c.out == "" && c.topic == "":
+		return c, badSetting("--topic is empty")
+	}
+	return c, nil
+}
+
+func brokerList(s string) []string {
+	var out []string
+	for _, b := range strings.Split(s, ",") {
+		if b = strings.TrimSpace(b); b != "" {
+			out = append(out, b)
+		}
+	}
+	return out
+}
+
+// run is the whole command; it returns the exit status.
+func run(ctx context.Context, args []string, stdout, stderr io.Writer) int {
+	log := slog.New(slog.NewJSONHandler(stderr, nil))
+	c, err := parseFlags(args, stderr)
+	if errors.Is(err, flag.ErrHelp) {
+		return 0
+	}
+	if err == nil {
+		err = produce(ctx, c, stdout, stderr, log)
+	}
+	var ue usageError
+	switch {
+	case errors.As(err, &ue):
+		if !ue.printed {
+			fmt.Fprintln(stderr, "producer:", err)
+		}
+		return 2
+	case err != nil:
+		log.Error("producer failed", "err", err.Error())
+		fmt.Fprintln(stderr, "producer:", err)
+		return 1
+	}
+	return 0
+}
+
+func produce(ctx context.Context, c config, stdout, stderr io.Writer, log *slog.Logger) error {
+	began := time.Now()
+	ps, err := pseudo.FromEnv("DNA_PSEUDONYM_SECRET_FILE", "DNA_PSEUDONYM_SECRET")
+	if err != nil {
+		return badSetting("%v", err)
+	}
+
+	var (
+		evs      iter.Seq[events.Appointment]
+		total    = int64(-1)
+		truthOut *sim.TruthWriter
+		closers  []func() error
+	)
+	defer func() {
+		for _, f := range slices.Backward(closers) {
+			f()
+		}
+	}()
+	switch c.source {
+	case "sim":
+		start, err := time.ParseInLocation(time.DateOnly, c.start, london)
+		if err != nil {
+			return badSetting("--start %q: want YYYY-MM-DD", c.start)
+		}
+		cfg := sim.Config{Seed: c.seed, Patients: c.patients, Days: c.days, Start: start}
+		gen, err := sim.New(cfg, ps)
+		if err != nil {
+			return badSetting("%v", err)
+		}
+		var onTruth func(sim.Truth)
+		if c.truth != "" {
+			f, err := os.Create(c.truth)
+			if err != nil {
+				return fmt.Errorf("create truth file: %w", err)
+			}
+			closers = append(closers, f.Close)
+			truthOut = sim.NewTruthWriter(f)
+			onTruth = func(t sim.Truth) { truthOut.Write(t) } // errors are sticky; checked at Flush
+		}
+		evs = gen.Events(onTruth)
+		log.Info("simulating", "seed", c.seed, "patients", c.patients, "days", c.days, "start", c.start)
+	case "csv":
+		f, err := os.Open(c.csvPath)
+		if err != nil {
+			return badSetting("--csv: %v", err)
+		}
+		res, err := csvimport.Import(f, ps)
+		f.Close()
+		if err != nil {
+			if errors.Is(err, csvimport.ErrHeader) {
+				return badSetting("%s: %v", c.csvPath, err)
+			}
+			return fmt.Errorf("import %s: %w", c.csvPath, err)
+		}
+		const maxLogged = 100
+		for i, bad := range res.Bad {
+			if i == maxLogged {
+				log.Warn("more csv rows skipped", "count", len(res.Bad)-maxLogged)
+				break
+			}
+			log.Warn("csv row skipped", "line", bad.Line, "reason", bad.Reason)
+		}
+		log.Info("csv imported", "rows", res.Rows, "imported", res.Imported, "bad", len(res.Bad), "events", len(res.Events))
+		evs, total = slices.Values(res.Events), int64(len(res.Events))
+	}
+
+	opt := producer.Options{Rate: c.rate}
+	showProgress := c.progress
+	if !c.progressSetByUser {
+		f, ok := stderr.(*os.File)
+		showProgress = ok && term.IsTerminal(int(f.Fd()))
+	}
+	var bar *progressbar.ProgressBar
+	if showProgress {
+		bar = progressbar.NewOptions64(total,
+			progressbar.OptionSetWriter(stderr),
+			progressbar.OptionSetDescription("events"),
+			progressbar.OptionShowCount(),
+			progressbar.OptionShowIts(),
+			progressbar.OptionSetItsString("events"),
+			progressbar.OptionThrottle(100*time.Millisecond),
+			progressbar.OptionClearOnFinish(),
+		)
+		opt.Progress = func(n int) { bar.Add(n) }
+	}
+
+	var counts producer.Counts
+	var sink string
+	if c.out != "" {
+		w := stdout
+		sink = "stdout"
+		if c.out != "-" {
+			f, err := os.Create(c.out)
+			if err != nil {
+				return fmt.Errorf("create output: %w", err)
+			}
+			closers = append(closers, f.Close)
+			w, sink = f, c.out
+		}
+		log.Info("writing JSON Lines", "out", sink, "rate", c.rate)
+		counts, err = producer.WriteJSONL(ctx, w, evs, opt)
+	} else {
+		brokers := brokerList(c.brokers)
+		w := stream.NewWriter(brokers, c.topic)
+		// The first producer onto a fresh cluster creates the topic with the broker's default
+		// partition count, where the broker allows it.
+		w.AllowAutoTopicCreation = true
+		closers = append(closers, w.Close)
+		sink = "kafka"
+		log.Info("publishing to Kafka", "brokers", brokers, "topic", c.topic, "rate", c.rate)
+		counts, err = producer.Publish(ctx, w, evs, opt)
+	}
+	if bar != nil {
+		bar.Finish()
+	}
+	interrupted := errors.Is(err, context.Canceled) && ctx.Err() != nil
+	if err != nil && !interrupted {
+		return err
+	}
+	if truthOut != nil {
+		if ferr := truthOut.Flush(); ferr != nil {
+			return fmt.Errorf("write truth file: %w", ferr)
+		}
+	}
+	for _, f := range slices.Backward(closers) {
+		if cerr := f(); cerr != nil {
+			return fmt.Errorf("close %s: %w", sink, cerr)
+		}
+	}
+	closers = nil
+	elapsed := time.Since(began)
+	if interrupted {
+		log.Warn("stopped by signal; events written so far are flushed", "events", counts.Events)
+	}
+	log.Info("done", "events", counts.Events, "bookings", counts.Bookings(), "outcomes", counts.Outcomes(), "elapsed_s", elapsed.Seconds())
+	fmt.Fprintf(stderr, "producer: %s sink=%s elapsed=%s\n", counts, sink, elapsed.Round(time.Millisecond))
+	return nil
+}
+
+var london = func() *time.Location {
+	l, err := time.LoadLocation("Europe/London")
+	if err != nil {
+		panic(err)
+	}
+	return l
+}()

@@ -1,0 +1,272 @@
+package main
+
+import (
+	"bufio"
+	"bytes"
+	"context"
+	"os"
+	"path/filepath"
+	"slices"
+	"strconv"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/segmentio/kafka-go"
+	"github.com/twmb/franz-go/pkg/kfake"
+
+	"github.com/nhsx/dnarisk/events"
+	"github.com/nhsx/dnarisk/internal/testenv"
+	"github.com/nhsx/dnarisk/pseudo"
+	"github.com/nhsx/dnarisk/sim"
+	"github.com/nhsx/dnarisk/stream"
+)
+
+const testSecret = "producer-cmd-test-secret-0123456789abcdef"
+
+// clearEnv keeps the caller's environment from changing flag defaults.
+func clearEnv(t *testing.T) {
+	t.Helper()
+	for _, v := range envFallback {
+		t.Setenv(v, "")
+	}
+	t.Setenv("DNA_PSEUDONYM_SECRET_FILE", "")
+	t.Setenv("DNA_PSEUDONYM_SECRET", testSecret)
+}
+
+func runCmd(t *testing.T, ctx context.Context, args ...string) (code int, stdout, stderr string) {
+	t.Helper()
+	var out, errb bytes.Buffer
+	code = run(ctx, args, &out, &errb)
+	return code, out.String(), errb.String()
+}
+
+func expected(t *testing.T, cfg sim.Config) ([]events.Appointment, []sim.Truth) {
+	t.Helper()
+	ps, err := pseudo.New([]byte(testSecret))
+	if err != nil {
+		t.Fatal(err)
+	}
+	g, err := sim.New(cfg, ps)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var truth []sim.Truth
+	evs := slices.Collect(g.Events(func(tr sim.Truth) { truth = append(truth, tr) }))
+	return evs, truth
+}
+
+func TestPublishSimulationToKafka(t *testing.T) {
+	const topic = "appointments"
+	c, err := kfake.NewCluster(kfake.NumBrokers(1), kfake.SeedTopics(4, topic))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	publishAndReadBack(t, c.ListenAddrs(), topic)
+}
+
+// TestPublishSimulationToRealKafka is the same check against the real Kafka that `make test`
+// starts (KAFKA_BROKERS); it skips loudly without one, and fails under CI=true.
+func TestPublishSimulationToRealKafka(t *testing.T) {
+	brokers := testenv.Kafka(t)
+	publishAndReadBack(t, brokers, testenv.Topic(t, brokers, 4))
+}
+
+// publishAndReadBack runs the command against brokers and checks the topic and truth file.
+func publishAndReadBack(t *testing.T, brokers []string, topic string) {
+	clearEnv(t)
+	truthPath := filepath.Join(t.TempDir(), "truth.csv")
+	// Brokers come from the environment fallback, the rest from flags.
+	t.Setenv("KAFKA_BROKERS", strings.Join(brokers, ","))
+	ctx, cancel := context.WithTimeout(context.Background(), 90*time.Second)
+	defer cancel()
+	code, _, stderr := runCmd(t, ctx, "--topic", topic, "--seed", "3", "--patients", "300", "--days", "60",
+		"--start", "2024-06-03", "--truth", truthPath)
+	if code != 0 {
+		t.Fatalf("exit %d: %s", code, stderr)
+	}
+	want, wantTruth := expected(t, sim.Config{Seed: 3, Patients: 300, Days: 60, Start: time.Date(2024, 6, 3, 0, 0, 0, 0, london)})
+	if !strings.Contains(stderr, "producer: events="+strconv.Itoa(len(want))+" ") {
+		t.Errorf("summary does not report %d events: %s", len(want), stderr)
+	}
+
+	msgs, err := stream.ReadAll(ctx, brokers, topic)
+	if err != nil {
+		t.Fatal(err)
+	}
+	checkKafka(t, want, msgs)
+
+	f, err := os.Open(truthPath)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer f.Close()
+	truth, err := sim.ReadTruth(f)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !slices.Equal(truth, wantTruth) {
+		t.Errorf("truth file holds %d records, want the simulator's %d", len(truth), len(wantTruth))
+	}
+}
+
+// checkKafka checks that msgs are exactly want, keyed by patient pseudonym, each patient's
+// events on one partition in the order they were produced.
+func checkKafka(t *testing.T, want []events.Appointment, msgs []kafka.Message) {
+	t.Helper()
+	if len(msgs) != len(want) {
+		t.Fatalf("read back %d messages, want %d", len(msgs), len(want))
+	}
+	pos := map[string]int{}
+	for i, ev := range want {
+		pos[ev.EventID] = i
+	}
+	partition := map[string]int{}
+	last := map[string]int{}
+	used := map[int]bool{}
+	for _, m := range msgs {
+		ev, err := events.DecodeAppointment(m.Value)
+		if err != nil {
+			t.Fatalf("partition %d offset %d: %v", m.Partition, m.Offset, err)
+		}
+		if string(m.Key) != ev.Patient {
+			t.Fatalf("key %q is not the patient pseudonym %q", m.Key, ev.Patient)
+		}
+		i, ok := pos[ev.EventID]
+		if !ok {
+			t.Fatalf("unexpected or duplicate event %s", ev.EventID)
+		}
+		delete(pos, ev.EventID)
+		if p, seen := partition[ev.Patient]; seen && p != m.Partition {
+			t.Fatalf("one patient's events on partitions %d and %d", p, m.Partition)
+		}
+		partition[ev.Patient] = m.Partition
+		used[m.Partition] = true
+		if j, seen := last[ev.Patient]; seen && i < j {
+			t.Fatalf("a patient's event %d was read after its event %d", i, j)
+		}
+		last[ev.Patient] = i
+	}
+	if len(used) < 2 {
+		t.Errorf("%d patients all on one partition", len(partition))
+	}
+}
+
+func TestAutoCreatesTopic(t *testing.T) {
+	clearEnv(t)
+	c, err := kfake.NewCluster(kfake.NumBrokers(1), kfake.AllowAutoTopicCreation(), kfake.DefaultNumPartitions(2))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
+	defer cancel()
+	code, _, stderr := runCmd(t, ctx, "--brokers", strings.Join(c.ListenAddrs(), ","), "--topic", "fresh", "--patients", "30", "--days", "30")
+	if code != 0 {
+		t.Fatalf("exit %d: %s", code, stderr)
+	}
+	want, _ := expected(t, sim.Config{Seed: 1, Patients: 30, Days: 30})
+	msgs, err := stream.ReadAll(ctx, c.ListenAddrs(), "fresh")
+	if err != nil {
+		t.Fatal(err)
+	}
+	checkKafka(t, want, msgs)
+}
+
+func TestReplayCSVToStdout(t *testing.T) {
+	clearEnv(t)
+	dir := t.TempDir()
+	secretFile := filepath.Join(dir, "secret")
+	if err := os.WriteFile(secretFile, []byte(testSecret+"\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	t.Setenv("DNA_PSEUDONYM_SECRET", "")
+	t.Setenv("DNA_PSEUDONYM_SECRET_FILE", secretFile)
+	csvPath := filepath.Join(dir, "in.csv")
+	sample, err := os.ReadFile("../../testdata/appointments_sample.csv")
+	if err != nil {
+		t.Fatal(err)
+	}
+	bad := "9990001014,BAD-1,not a time,2024-04-15 09:00,attended,110,Fracture Clinic,true,45-54,3,true,,12.4,0\n"
+	if err := os.WriteFile(csvPath, append(sample, bad...), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	code, stdout, stderr := runCmd(t, context.Background(), "--source", "csv", "--csv", csvPath, "--out", "-")
+	if code != 0 {
+		t.Fatalf("exit %d: %s", code, stderr)
+	}
+	n := 0
+	sc := bufio.NewScanner(strings.NewReader(stdout))
+	for sc.Scan() {
+		if _, err := events.DecodeAppointment(sc.Bytes()); err != nil {
+			t.Fatalf("line %d: %v", n+1, err)
+		}
+		n++
+	}
+	if n != 37 {
+		t.Errorf("%d events on stdout, want 37 (20 bookings, 17 ends)", n)
+	}
+	if !strings.Contains(stderr, `"msg":"csv row skipped","line":22`) || !strings.Contains(stderr, `"bad":1`) {
+		t.Errorf("bad row not reported with its line: %s", stderr)
+	}
+	if strings.Contains(stderr, "9990001014") {
+		t.Error("logs carry a patient identifier")
+	}
+}
+
+func TestStopsCleanlyOnSignal(t *testing.T) {
+	clearEnv(t)
+	out := filepath.Join(t.TempDir(), "events.jsonl")
+	ctx, cancel := context.WithCancel(context.Background())
+	time.AfterFunc(400*time.Millisecond, cancel)
+	code, _, stderr := runCmd(t, ctx, "--out", out, "--rate", "500")
+	if code != 0 {
+		t.Fatalf("exit %d: %s", code, stderr)
+	}
+	b, err := os.ReadFile(out)
+	if err != nil {
+		t.Fatal(err)
+	}
+	lines := strings.Count(string(b), "\n")
+	if lines == 0 || lines > 400 {
+		t.Errorf("%d events written in 0.4 s at 500/s", lines)
+	}
+	if !strings.Contains(stderr, "stopped by signal") || !strings.Contains(stderr, "producer: events="+strconv.Itoa(lines)+" ") {
+		t.Errorf("summary does not match the %d events in the file: %s", lines, stderr)
+	}
+}
+
+func TestInvalidSettings(t *testing.T) {
+	tests := []struct {
+		name string
+		env  map[string]string
+		args []string
+		want string
+	}{
+		{"unknown source", nil, []string{"--source", "hl7"}, "want sim or csv"},
+		{"csv without a path", nil, []string{"--source", "csv"}, "needs --csv"},
+		{"truth for a csv", nil, []string{"--source", "csv", "--csv", "x.csv", "--truth", "t.csv"}, "--truth needs --source sim"},
+		{"missing csv file", nil, []string{"--source", "csv", "--csv", "/nonexistent.csv", "--out", "-"}, "--csv"},
+		{"bad start", nil, []string{"--start", "06/01/2025", "--out", "-"}, "--start"},
+		{"no patients", nil, []string{"--patients", "0"}, "--patients 0"},
+		{"negative rate", nil, []string{"--rate", "-1"}, "--rate"},
+		{"bad env value", map[string]string{"PRODUCER_RATE": "fast"}, nil, "invalid PRODUCER_RATE"},
+		{"no secret", map[string]string{"DNA_PSEUDONYM_SECRET": ""}, []string{"--out", "-"}, "no pseudonym secret"},
+		{"short secret", map[string]string{"DNA_PSEUDONYM_SECRET": "short"}, []string{"--out", "-"}, "need at least 32"},
+		{"unknown flag", nil, []string{"--nope"}, "flag provided but not defined"},
+		{"stray argument", nil, []string{"extra"}, "unexpected arguments"},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			clearEnv(t)
+			for k, v := range tt.env {
+				t.Setenv(k, v)
+			}
+			code, _, stderr := runCmd(t, context.Background(), tt.args...)
+			if code != 2 || !strings.Contains(stderr, tt.want) {
+				t.Errorf("exit %d, stderr %q; want 2 and %q", code, stderr, tt.want)
+			}
+		})
+	}
+}
