@@ -189,7 +189,6 @@ const (
 
 type pending struct {
 	at   int64 // unix seconds
-	seq  uint32
 	kind kind
 	appt *appointment
 }
@@ -218,9 +217,8 @@ type patient struct {
 	lastBooked int64
 	appts      int
 	events     uint32
-	seq        uint32
 	hist       history
-	pending    []pending // sorted by (at, seq), short
+	pending    []pending // sorted by time, ties in insertion order; short
 }
 
 func (g *Generator) populate() {
@@ -506,8 +504,6 @@ func (g *Generator) eventID(p *patient) string {
 
 // push adds an item to p's pending list, keeping it sorted by time then insertion order.
 func (g *Generator) push(p *patient, it pending) {
-	p.seq++
-	it.seq = p.seq
 	i := len(p.pending)
 	p.pending = append(p.pending, it)
 	for i > 0 && p.pending[i-1].at > it.at {
