@@ -130,18 +130,32 @@ func TestApplyIsIdempotent(t *testing.T) {
 }
 
 func TestCorrectedOutcomeCountsOnce(t *testing.T) {
-	var h History
-	for _, ev := range []events.Appointment{
-		outcome("A", events.DidNotAttend, t0),
-		outcome("A", events.Attended, t0.Add(time.Hour)),
-	} {
-		h.Apply(&ev, Policy{})
+	dna1 := outcome("A", events.DidNotAttend, t0)
+	att := outcome("A", events.Attended, t0.Add(time.Hour))
+	dna2 := outcome("A", events.DidNotAttend, t0.Add(2*time.Hour))
+	cases := []struct {
+		name          string
+		seq           []events.Appointment
+		dna, attended float64
+	}{
+		{"DNA corrected to attended", []events.Appointment{dna1, att}, 0, 1},
+		{"corrected back to DNA", []events.Appointment{dna1, att, dna2}, 1, 0},
+		{"whole chain replayed", []events.Appointment{dna1, att, dna2, dna1, att, dna2}, 1, 0},
+		{"stale correction replayed", []events.Appointment{dna1, att, dna1}, 0, 1},
 	}
-	ev := booking("B", 1, t0.Add(days(1)), t0.Add(days(9)))
-	v := Compute(&ev, &h)
-	if feature(v, "prior_dna") != 0 || feature(v, "prior_attended") != 1 {
-		t.Fatalf("corrected outcome: prior_dna=%v prior_attended=%v, want 0 and 1",
-			feature(v, "prior_dna"), feature(v, "prior_attended"))
+	for _, c := range cases {
+		t.Run(c.name, func(t *testing.T) {
+			var h History
+			for i := range c.seq {
+				h.Apply(&c.seq[i], Policy{})
+			}
+			ev := booking("B", 1, t0.Add(days(1)), t0.Add(days(9)))
+			v := Compute(&ev, &h)
+			if feature(v, "prior_dna") != c.dna || feature(v, "prior_attended") != c.attended {
+				t.Fatalf("prior_dna=%v prior_attended=%v, want %v and %v",
+					feature(v, "prior_dna"), feature(v, "prior_attended"), c.dna, c.attended)
+			}
+		})
 	}
 }
 

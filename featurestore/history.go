@@ -92,8 +92,21 @@ func FactOf(ev *events.Appointment) Fact {
 	return f
 }
 
+func (f Fact) isOutcome() bool { return f.Kind == KindAttended || f.Kind == KindDidNotAttend }
+
+func (h *History) latestOutcome(appt string) (Fact, bool) {
+	var latest Fact
+	found := false
+	for _, g := range h.Facts {
+		if g.Appointment == appt && g.isOutcome() && (!found || g.At >= latest.At) {
+			latest, found = g, true
+		}
+	}
+	return latest, found
+}
+
 // same reports whether two facts record the same thing. Bookings are distinct per version;
-// a cancellation or an outcome is one per appointment and kind, whatever version it names.
+// a cancellation is one per appointment and kind, whatever version it names.
 func (f Fact) same(g Fact) bool {
 	if f.Appointment != g.Appointment || f.Kind != g.Kind {
 		return false
@@ -105,12 +118,20 @@ func (f Fact) same(g Fact) bool {
 }
 
 // Apply records ev in h and reports whether h changed. Applying the same event again, or
-// another event that records the same fact, is a no-op.
+// another event that records the same fact, is a no-op. An outcome that corrects an earlier
+// one (did not attend, then attended) is recorded; an outcome no newer than the appointment's
+// latest one is a replay and is not.
 func (h *History) Apply(ev *events.Appointment, p Policy) bool {
 	f := FactOf(ev)
-	for _, g := range h.Facts {
-		if g.same(f) {
+	if f.isOutcome() {
+		if g, ok := h.latestOutcome(f.Appointment); ok && (g.At >= f.At || g.Kind == f.Kind) {
 			return false
+		}
+	} else {
+		for _, g := range h.Facts {
+			if g.same(f) {
+				return false
+			}
 		}
 	}
 	h.Facts = append(h.Facts, f)

@@ -64,7 +64,7 @@ func main() {
 		modelDir  string
 		timeout   time.Duration
 	)
-	flag.Int64Var(&cfg.Seed, "seed", 42, "simulator seed")
+	flag.Int64Var(&cfg.Seed, "seed", 7, "simulator seed (the default model was trained on seed 42)")
 	flag.IntVar(&cfg.Patients, "patients", 2000, "simulated patients")
 	flag.IntVar(&cfg.Days, "days", 120, "days of bookings")
 	flag.IntVar(&malformed, "malformed", 3, "malformed events to inject (0-3)")
