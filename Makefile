@@ -10,9 +10,11 @@ SHELL := /bin/bash
 # Each recipe is one shell script (set -euo pipefail), so traps and variables span its lines.
 .ONESHELL:
 
-KAFKA_PORT := 19092
-REDIS_PORT := 16379
-REDIS_CLUSTER_PORTS := 17000 17001 17002
+# Override all three to run beside another checkout's services (mind the
+# cluster bus ports: each cluster port + 10000).
+KAFKA_PORT ?= 19092
+REDIS_PORT ?= 16379
+REDIS_CLUSTER_PORTS ?= 17000 17001 17002
 export KAFKA_PORT REDIS_PORT REDIS_CLUSTER_PORTS
 
 comma := ,

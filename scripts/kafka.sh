@@ -147,10 +147,11 @@ kjava() {
 		"-Dkafka.log.file=$logfile" -cp "$LIBS/*" "$@"
 }
 
-# wait_ready polls until the broker answers a cluster description with at
-# least one registered broker, via kafka-clients' Admin (already in libs).
+# wait_ready DEADLINE CLUSTER_ID polls until our broker (the cluster id tells
+# it from another on the same port) answers a cluster description with a
+# registered broker, via kafka-clients' Admin (already in libs).
 wait_ready() {
-	local deadline=$1 checker="$CACHE/ReadyCheck.java"
+	local deadline=$1 cluster_id=$2 checker="$CACHE/ReadyCheck.java"
 	cat >"$checker" <<'EOF'
 import java.util.Collection;
 import java.util.Properties;
@@ -172,6 +173,12 @@ public class ReadyCheck {
                     DescribeClusterResult r = admin.describeCluster();
                     Collection<Node> nodes = r.nodes().get();
                     Node controller = r.controller().get();
+                    String clusterId = r.clusterId().get();
+                    if (!args[2].equals(clusterId)) {
+                        // Someone else's broker holds the port; ours failed to bind.
+                        System.err.println("another Kafka (cluster " + clusterId + ") answers on " + args[0]);
+                        System.exit(2);
+                    }
                     if (!nodes.isEmpty() && controller != null && !controller.isEmpty()) {
                         admin.listTopics().names().get();
                         // Finding a group coordinator creates __consumer_offsets. Doing it
@@ -179,7 +186,7 @@ public class ReadyCheck {
                         // 5s JoinGroupBackoff after "coordinator not available".
                         admin.listConsumerGroupOffsets("kafka-sh-ready-check")
                             .partitionsToOffsetAndMetadata().get();
-                        System.out.println(nodes.size() + " broker(s), cluster " + r.clusterId().get());
+                        System.out.println(nodes.size() + " broker(s), cluster " + clusterId);
                         return;
                     }
                 } catch (Exception e) {
@@ -195,7 +202,7 @@ public class ReadyCheck {
 EOF
 	local left=$((deadline - SECONDS))
 	((left > 0)) || left=1
-	kjava "$RUN/readycheck.log" "$checker" "127.0.0.1:$PORT" "$left"
+	kjava "$RUN/readycheck.log" "$checker" "127.0.0.1:$PORT" "$left" "$cluster_id"
 }
 
 fail_start() {
@@ -244,7 +251,7 @@ start_broker() {
 		sleep 0.2
 	done
 	local out
-	if ! out="$(wait_ready "$deadline" 2>&1)"; then
+	if ! out="$(wait_ready "$deadline" "$id" 2>&1)"; then
 		echo "$out" >&2
 		fail_start "broker on 127.0.0.1:$PORT accepted connections but its metadata was not ready within ${TIMEOUT}s"
 	fi

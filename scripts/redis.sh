@@ -90,6 +90,8 @@ start_all() {
 	ensure_installed
 	stop_all quiet
 	local start=$SECONDS deadline=$((SECONDS + TIMEOUT)) p
+	# A half-started set is of no use to anyone: stop it if anything below fails.
+	trap 'stop_all quiet' EXIT
 
 	start_server "$PORT"
 	for p in "${CLUSTER_PORTS[@]}"; do
@@ -98,13 +100,17 @@ start_all() {
 	done
 	for p in "$PORT" "${CLUSTER_PORTS[@]}"; do
 		wait_ping "$p" "$deadline"
+		# A server started by someone else between our port check and our start would answer too.
+		if [[ "$(cli "$p" info server | tr -d '\r' | sed -n 's/^process_id://p')" != "$(cat "$DIR/$p/redis.pid" 2>/dev/null)" ]]; then
+			die "127.0.0.1:$p is answered by a redis-server this script did not start"
+		fi
 	done
 	log "standalone ready on 127.0.0.1:$PORT"
 
 	local -a nodes=()
 	for p in "${CLUSTER_PORTS[@]}"; do nodes+=("127.0.0.1:$p"); done
-	if ! redis-cli --cluster create "${nodes[@]}" --cluster-replicas 0 --cluster-yes >"$DIR/cluster-create.log" 2>&1; then
-		cat "$DIR/cluster-create.log" >&2
+	if ! redis-cli --cluster create "${nodes[@]}" --cluster-replicas 0 --cluster-yes >"$DIR/cluster-create-${CLUSTER_PORTS[0]}.log" 2>&1; then
+		cat "$DIR/cluster-create-${CLUSTER_PORTS[0]}.log" >&2
 		die "redis-cli --cluster create failed"
 	fi
 	for p in "${CLUSTER_PORTS[@]}"; do
@@ -116,6 +122,7 @@ start_all() {
 			sleep 0.1
 		done
 	done
+	trap - EXIT
 	log "cluster ready on ${nodes[*]} in $((SECONDS - start))s"
 }
 
