@@ -55,6 +55,12 @@ type Contract struct {
 	TrainedAt      time.Time `json:"trained_at"`
 	TrainingRows   int       `json:"training_rows"`
 	TrainingWindow *Window   `json:"training_window,omitempty"`
+	// ModelSHA256 is the hex SHA-256 of model.txt. When present, Load refuses a model.txt
+	// with any other content, so a contract.json and model.txt from two different models
+	// (a half-finished copy) are never served together.
+	ModelSHA256 string `json:"model_sha256,omitempty"`
+	// Calibration, when present, maps the trees' probability to the served one.
+	Calibration *Calibration `json:"calibration,omitempty"`
 }
 
 // model IDs travel in risk events, logs and metric labels.
@@ -100,8 +106,18 @@ func (c *Contract) validate() error {
 		}
 		seen[f.Name] = true
 	}
+	if c.ModelSHA256 != "" && !sha256RE.MatchString(c.ModelSHA256) {
+		return fmt.Errorf("model_sha256 %q: want 64 lower-case hex digits (sha256sum model.txt)", c.ModelSHA256)
+	}
+	if c.Calibration != nil {
+		if err := c.Calibration.validate(); err != nil {
+			return err
+		}
+	}
 	return validateBands(c.RiskBands)
 }
+
+var sha256RE = regexp.MustCompile(`^[0-9a-f]{64}$`)
 
 func validateBands(bands []Band) error {
 	if len(bands) == 0 {
@@ -132,6 +148,7 @@ func validateBands(bands []Band) error {
 func (c Contract) clone() Contract {
 	c.Features = append([]Feature(nil), c.Features...)
 	c.RiskBands = append([]Band(nil), c.RiskBands...)
+	c.Calibration = c.Calibration.clone()
 	if c.TrainingWindow != nil {
 		w := *c.TrainingWindow
 		c.TrainingWindow = &w

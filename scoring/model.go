@@ -3,6 +3,8 @@ package scoring
 import (
 	"bufio"
 	"bytes"
+	"crypto/sha256"
+	"encoding/hex"
 	"errors"
 	"fmt"
 	"io"
@@ -41,6 +43,8 @@ type Model struct {
 	contract Contract
 	ens      *leaves.Ensemble
 	inputs   []input
+	cal      *Calibration // nil: serve the trees' probability
+	digest   string       // see Digest
 }
 
 // input says where one contract feature comes from.
@@ -74,6 +78,11 @@ func load(dir string) (*Model, error) {
 	if err != nil {
 		return nil, err
 	}
+	modelSum := sha256.Sum256(mb)
+	if c.ModelSHA256 != "" && c.ModelSHA256 != hex.EncodeToString(modelSum[:]) {
+		return nil, fmt.Errorf("%s has SHA-256 %s but %s says model_sha256 %s: the two files come from different models (a copy still in progress?); copy both files of one model directory",
+			ModelFile, hex.EncodeToString(modelSum[:])[:16]+"…", ContractFile, c.ModelSHA256[:16]+"…")
+	}
 	t, err := parseLGBText(mb)
 	if err != nil {
 		return nil, fmt.Errorf("%s: %w", ModelFile, err)
@@ -91,7 +100,8 @@ func load(dir string) (*Model, error) {
 	if ens.NOutputGroups() != 1 || ens.Transformation().Type() != transformation.Logistic {
 		return nil, fmt.Errorf("%s: leaves reads it as %s with %d outputs, want a logistic (binary) model with 1", ModelFile, ens.Transformation().Name(), ens.NOutputGroups())
 	}
-	m := &Model{contract: c.clone(), ens: ens, inputs: make([]input, len(c.Features))}
+	m := &Model{contract: c.clone(), ens: ens, inputs: make([]input, len(c.Features)), digest: digest(cb, mb)}
+	m.cal = m.contract.Calibration
 	index := make(map[string]int, len(featurestore.Names))
 	for i, n := range featurestore.Names {
 		index[n] = i
@@ -114,6 +124,17 @@ func load(dir string) (*Model, error) {
 		return nil, fmt.Errorf("%s scores an all-missing row as %v, want a probability in (0, 1)", ModelFile, p)
 	}
 	return m, nil
+}
+
+// digest identifies a model directory's serving content: contract.json and model.txt.
+func digest(contract, model []byte) string {
+	c, m := sha256.Sum256(contract), sha256.Sum256(model)
+	return sumHex(append(c[:], m[:]...))
+}
+
+func sumHex(b []byte) string {
+	s := sha256.Sum256(b)
+	return hex.EncodeToString(s[:])
 }
 
 func readLimited(path string, limit int64) ([]byte, error) {
@@ -193,6 +214,13 @@ func kindName(categorical bool) string {
 // ID returns the model's identifier from its contract.
 func (m *Model) ID() string { return m.contract.ModelID }
 
+// Digest identifies what was loaded: a SHA-256 over the bytes of contract.json and model.txt.
+// Two models with the same Digest score and band identically.
+func (m *Model) Digest() string { return m.digest }
+
+// Calibrated reports whether the model applies a calibration map after the trees.
+func (m *Model) Calibrated() bool { return m.cal != nil }
+
 // Contract returns a copy of the model's contract.
 func (m *Model) Contract() Contract { return m.contract.clone() }
 
@@ -252,7 +280,11 @@ func (m *Model) Score(x []float64) float64 {
 	if len(x) != len(m.inputs) {
 		panic(fmt.Sprintf("scoring: model %s got %d features, want %d", m.contract.ModelID, len(x), len(m.inputs)))
 	}
-	return m.ens.PredictSingle(x, 0)
+	p := m.ens.PredictSingle(x, 0)
+	if m.cal != nil {
+		p = m.cal.apply(p)
+	}
+	return p
 }
 
 // ScoreBatch scores len(out) rows laid out one after another in xs (row-major, NumFeatures
@@ -268,6 +300,11 @@ func (m *Model) ScoreBatch(xs, out []float64) {
 	}
 	if err := m.ens.PredictDense(xs, len(out), n, out, 0, 1); err != nil {
 		panic(fmt.Sprintf("scoring: model %s: %v", m.contract.ModelID, err))
+	}
+	if m.cal != nil {
+		for i, p := range out {
+			out[i] = m.cal.apply(p)
+		}
 	}
 }
 

@@ -2,6 +2,8 @@ package scoring
 
 import (
 	"bufio"
+	"crypto/sha256"
+	"encoding/hex"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -41,10 +43,18 @@ func fixture(t *testing.T) (string, map[string]any) {
 }
 
 // writeDir writes a model directory into a temporary directory; a nil contract or an empty
-// model text leaves that file out.
+// model text leaves that file out. The contract's model_sha256 is set to the model text's,
+// so a test that edits the text tests what it means to (TestLoadRefusesMismatchedPair tests
+// the hash itself).
 func writeDir(t *testing.T, model string, contract map[string]any) string {
 	t.Helper()
 	dir := t.TempDir()
+	if contract != nil && model != "" {
+		if _, ok := contract["model_sha256"]; ok {
+			sum := sha256.Sum256([]byte(model))
+			contract["model_sha256"] = hex.EncodeToString(sum[:])
+		}
+	}
 	if model != "" {
 		if err := os.WriteFile(filepath.Join(dir, ModelFile), []byte(model), 0o644); err != nil {
 			t.Fatal(err)
@@ -348,7 +358,7 @@ func TestConcurrentScoring(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	rows := readParity(t, m)[:2000]
+	rows := readDefaultParity(t, m)[:2000]
 	var wg sync.WaitGroup
 	for g := range 8 {
 		wg.Go(func() {

@@ -1,122 +1,52 @@
 package scoring
 
 import (
-	"encoding/csv"
-	"io"
-	"math"
 	"os"
 	"path/filepath"
-	"slices"
-	"strconv"
 	"testing"
 )
 
-// defaultModel is the committed model built by training/build_default_model.sh.
+// defaultModel is the committed model built by `make model` (training/build_model.sh).
 var defaultModel = filepath.Join("..", "models", "default")
 
-// parityRow is one row of parity.csv: LightGBM's own probability for a feature row.
-type parityRow struct {
-	kind string
-	x    []float64
-	want float64
-}
-
-// readParity reads models/default/parity.csv (written by training/train.py): a kind column,
-// the contract's features in order (empty = missing), then LightGBM's probability.
-func readParity(t testing.TB, m *Model) []parityRow {
+// readDefaultParity reads models/default/parity.csv for the model m.
+func readDefaultParity(t testing.TB, m *Model) []parityRow {
 	t.Helper()
-	f, err := os.Open(filepath.Join(defaultModel, "parity.csv"))
+	f, err := os.Open(filepath.Join(defaultModel, ParityFile))
 	if err != nil {
 		t.Fatal(err)
 	}
 	defer f.Close()
-	r := csv.NewReader(f)
-	r.ReuseRecord = true
-	header, err := r.Read()
+	rows, err := readParity(f, m.Contract().Names())
 	if err != nil {
 		t.Fatal(err)
-	}
-	names := m.Contract().Names()
-	if want := append(append([]string{"kind"}, names...), "probability"); !slices.Equal(header, want) {
-		t.Fatalf("parity.csv header %v, want %v", header, want)
-	}
-	var rows []parityRow
-	for line := 2; ; line++ {
-		rec, err := r.Read()
-		if err == io.EOF {
-			break
-		}
-		if err != nil {
-			t.Fatal(err)
-		}
-		row := parityRow{kind: rec[0], x: make([]float64, len(names))}
-		for i, s := range rec[1 : len(rec)-1] {
-			row.x[i] = math.NaN()
-			if s != "" {
-				if row.x[i], err = strconv.ParseFloat(s, 64); err != nil {
-					t.Fatalf("parity.csv line %d: %v", line, err)
-				}
-			}
-		}
-		if row.want, err = strconv.ParseFloat(rec[len(rec)-1], 64); err != nil {
-			t.Fatalf("parity.csv line %d: %v", line, err)
-		}
-		rows = append(rows, row)
 	}
 	return rows
 }
 
-// TestParity proves that the Go scorer (leaves, after the v4 header shim) gives LightGBM's
-// own predict() probabilities for the committed model, over held-out rows and perturbed rows
+// TestParity proves that the Go scorer (leaves, after the v4 header shim, then the
+// calibration map if the model has one) gives the probabilities Python computed with
+// LightGBM's own predict() for the committed model, over held-out rows and perturbed rows
 // with missing values and missing, negative and unseen categories.
 func TestParity(t *testing.T) {
-	m, err := Load(defaultModel)
+	m, rep, err := CheckParityDir(defaultModel)
 	if err != nil {
 		t.Fatal(err)
 	}
-	rows := readParity(t, m)
-	if len(rows) < 10000 {
-		t.Fatalf("parity.csv has %d rows, want at least 10000", len(rows))
+	t.Logf("model %s (calibrated: %v): %d rows (%d with missing values, %d missing/negative categories, %d distinct categories): max |Go - LightGBM| = %.3g raw, %.3g with Vector's categorical encoding (worst at line %d)",
+		m.ID(), rep.Calibrated, rep.Rows, rep.RowsWithMissing, rep.MissingCategories, rep.DistinctCategories, rep.MaxAbsDiffRaw, rep.MaxAbsDiffEncoded, rep.WorstLine)
+	if rep.Rows < 10000 {
+		t.Fatalf("parity.csv has %d rows, want at least 10000", rep.Rows)
 	}
-	var maxRaw, maxNorm float64
-	var withNaN, catMissing int
-	cats := map[float64]bool{}
-	x := make([]float64, m.NumFeatures())
-	for i, r := range rows {
-		if d := math.Abs(m.Score(r.x) - r.want); d > maxRaw || math.IsNaN(d) {
-			maxRaw = d
-		}
-		// The production path: Vector's categorical encoding (missing -> -1).
-		copy(x, r.x)
-		if d := math.Abs(m.Score(m.normalise(x)) - r.want); d > maxNorm || math.IsNaN(d) {
-			maxNorm = d
-		}
-		if slices.ContainsFunc(r.x, math.IsNaN) {
-			withNaN++
-		}
-		for j, in := range m.inputs {
-			if in.categorical {
-				if x[j] < 0 {
-					catMissing++
-				} else {
-					cats[x[j]] = true
-				}
-			}
-		}
-		if math.IsNaN(maxRaw) || math.IsNaN(maxNorm) {
-			t.Fatalf("row %d: NaN probability", i)
-		}
+	if rep.MaxAbsDiff > 1e-9 {
+		t.Fatalf("max |Go - LightGBM| = %g (line %d); want <= 1e-9", rep.MaxAbsDiff, rep.WorstLine)
 	}
-	t.Logf("model %s: %d rows (%d with missing values, %d missing/negative categories, %d distinct categories): max |leaves - LightGBM| = %.3g raw, %.3g with Vector's categorical encoding",
-		m.ID(), len(rows), withNaN, catMissing, len(cats), maxRaw, maxNorm)
-	if maxRaw > 1e-9 || maxNorm > 1e-9 {
-		t.Fatalf("max |leaves - LightGBM| = %g raw, %g encoded; want <= 1e-9", maxRaw, maxNorm)
-	}
-	if withNaN == 0 || catMissing == 0 || len(cats) < 2 {
-		t.Fatalf("parity.csv does not exercise missing values and categories (%d rows with NaN, %d missing categories, %d categories)", withNaN, catMissing, len(cats))
+	if rep.RowsWithMissing == 0 || rep.MissingCategories == 0 || rep.DistinctCategories < 2 {
+		t.Fatalf("parity.csv does not exercise missing values and categories: %+v", rep)
 	}
 
 	// ScoreBatch gives the same numbers as Score.
+	rows := readDefaultParity(t, m)
 	flat := make([]float64, 0, len(rows)*m.NumFeatures())
 	for _, r := range rows {
 		flat = append(flat, r.x...)
