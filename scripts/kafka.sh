@@ -3,7 +3,7 @@
 # integration tests, from the Kafka server jars on Maven Central and the
 # machine's Java 17. No tarball, no container.
 #
-#   scripts/kafka.sh start|stop|status
+#   scripts/kafka.sh start|stop|status|fetch   (fetch: download the jars only)
 #
 # Environment:
 #   KAFKA_PORT             client listener on 127.0.0.1 (default 19092)
