@@ -233,16 +233,12 @@ func (m *Model) NumFeatures() int { return len(m.inputs) }
 // normalise.
 func (m *Model) Vector(ev *events.Appointment, v featurestore.Vector, dst []float64) []float64 {
 	dst = dst[:0]
-	var extra events.Extra
-	if ev != nil && ev.Booking != nil {
-		extra = ev.Booking.Extra
-	}
 	for _, in := range m.inputs {
-		x := math.NaN()
+		var x float64
 		if in.store >= 0 {
 			x = v[in.store]
-		} else if e, ok := extra[in.extra]; ok {
-			x = e
+		} else {
+			x = ExtraValue(ev, in.extra)
 		}
 		if in.categorical {
 			x = category(x)
@@ -250,6 +246,18 @@ func (m *Model) Vector(ev *events.Appointment, v featurestore.Vector, dst []floa
 		dst = append(dst, x)
 	}
 	return dst
+}
+
+// ExtraValue is booking extra key of ev as a model input: booking.extra[key], or NaN
+// (missing) when the event does not carry it. cmd/trainset writes the training set's
+// "extra.<key>" columns with it, so training and serving read extras the same way.
+func ExtraValue(ev *events.Appointment, key string) float64 {
+	if ev != nil && ev.Booking != nil {
+		if x, ok := ev.Booking.Extra[key]; ok {
+			return x
+		}
+	}
+	return math.NaN()
 }
 
 // normalise applies Vector's categorical encoding to a row built elsewhere (the parity test).

@@ -4,54 +4,120 @@
 // is applied), so every row holds exactly what was known when the booking was scored, and
 // labels each row with the appointment's eventual outcome.
 //
-//	trainset -in events.jsonl [-truth truth.csv] [-out trainset.csv] [-history-retention 26280h]
+//	trainset -in events.jsonl [-truth truth.csv] [-out trainset.csv] [-extras a,b] [-summary s.json]
+//	trainset -csv appointments.csv [-bad-rows bad_rows.csv] [-out trainset.csv] [-extras a,b] [-summary s.json]
 //
-// Input is JSONL, one appointment.v1 event per line (cmd/producer --out writes it), sorted by
-// event_time; an unsorted or invalid line is refused with its line number. The truth file
-// (cmd/producer --truth, CSV appointment_id,booking_version,p_dna) is optional and only fills
-// the p_dna column, so a model card can compare the model with the simulator's ground truth.
+// Input is either JSONL, one appointment.v1 event per line (cmd/producer --out writes it),
+// sorted by event_time (an unsorted or invalid line is refused with its line number), or a
+// historical appointments CSV in the layout of docs/csv.md, read by csvimport. A CSV's bad
+// rows are never dropped silently: they are counted by reason on stderr and in the summary,
+// and listed (line number and reason, never cell values) in the -bad-rows file. Patient
+// identifiers in a CSV are pseudonymised under a random key that lives only in this process:
+// the training set carries no patient identity at all, so no trust secret is needed.
+//
+// The truth file (cmd/producer --truth, CSV appointment_id,booking_version,p_dna) is optional
+// and only fills the p_dna column, so a model card can compare the model with the simulator's
+// ground truth.
 //
 // Output is CSV: appointment_id, booking_version, event_time (RFC 3339), every
-// featurestore.Names column (empty for missing), label (1 did not attend, 0 attended) and
-// p_dna. Only the final version of an appointment that ended in attended or did-not-attend is
-// a row; superseded, cancelled and unfinished bookings are counted on stderr.
+// featurestore.Names column, then an "extra.<key>" column for each -extras key (the booking's
+// booking.extra value, as the scorer's scoring.Model.Vector reads it), label (1 did not
+// attend, 0 attended) and p_dna; an empty field is missing. Only the final version of an
+// appointment that ended in attended or did-not-attend is a row; superseded, cancelled and
+// unfinished bookings are counted on stderr and in the -summary JSON.
 package main
 
 import (
 	"bufio"
 	"context"
+	"crypto/rand"
 	"encoding/csv"
+	"encoding/json"
 	"errors"
 	"flag"
 	"fmt"
 	"io"
+	"maps"
 	"math"
 	"os"
+	"regexp"
+	"slices"
 	"strconv"
+	"strings"
 	"time"
 
+	"github.com/nhsx/dnarisk/csvimport"
 	"github.com/nhsx/dnarisk/events"
 	"github.com/nhsx/dnarisk/featurestore"
+	"github.com/nhsx/dnarisk/pseudo"
+	"github.com/nhsx/dnarisk/scoring"
 	"github.com/nhsx/dnarisk/sim"
 )
 
+// options are the command line.
+type options struct {
+	in, csv, truth, out string
+	badRows, summary    string
+	extras              []string
+	policy              featurestore.Policy
+}
+
+// errUsage marks a problem with the input files' shape (not their content); exit status 2.
+var errUsage = errors.New("usage")
+
 func main() {
-	in := flag.String("in", "", "appointment events, JSONL sorted by event_time (- for stdin)")
-	truth := flag.String("truth", "", "optional truth CSV (appointment_id,booking_version,p_dna)")
-	out := flag.String("out", "-", "training set CSV to write (- for stdout)")
+	var o options
+	flag.StringVar(&o.in, "in", "", "appointment events, JSONL sorted by event_time (- for stdin)")
+	flag.StringVar(&o.csv, "csv", "", "historical appointments CSV (docs/csv.md), instead of -in")
+	flag.StringVar(&o.truth, "truth", "", "optional truth CSV (appointment_id,booking_version,p_dna)")
+	flag.StringVar(&o.out, "out", "-", "training set CSV to write (- for stdout)")
+	flag.StringVar(&o.badRows, "bad-rows", "", "with -csv: write every bad row's line number and reason to this CSV")
+	flag.StringVar(&o.summary, "summary", "", "write counts (rows, bad rows by reason, rows left out, extras) as JSON to this file")
+	extras := flag.String("extras", "", "comma-separated booking extras to add as extra.<key> columns (CSV: extra column names)")
 	retention := flag.Duration("history-retention", 3*365*24*time.Hour, "how long facts stay in a patient's history; must equal the consumer's --history-retention or training and serving features differ")
 	flag.Parse()
-	if *in == "" || flag.NArg() > 0 || *retention < 24*time.Hour {
+	o.extras = splitList(*extras)
+	o.policy = featurestore.Policy{Retention: *retention}
+	bad := (o.in == "") == (o.csv == "") || flag.NArg() > 0 || *retention < 24*time.Hour
+	bad = bad || o.badRows != "" && o.csv == "" || o.truth != "" && o.csv != ""
+	if bad {
+		fmt.Fprintln(os.Stderr, "trainset: give exactly one of -in (JSONL events) or -csv (appointments CSV); -bad-rows needs -csv; -truth needs -in (a CSV has no ground truth)")
 		flag.Usage()
 		os.Exit(2)
 	}
-	if err := run(*in, *truth, *out, featurestore.Policy{Retention: *retention}); err != nil {
+	if err := run(o); err != nil {
 		fmt.Fprintln(os.Stderr, "trainset:", err)
+		if errors.Is(err, errUsage) || errors.Is(err, csvimport.ErrHeader) {
+			os.Exit(2)
+		}
 		os.Exit(1)
 	}
 }
 
-func run(inPath, truthPath, outPath string, policy featurestore.Policy) error {
+func splitList(s string) []string {
+	var out []string
+	for _, p := range strings.Split(s, ",") {
+		if p = strings.TrimSpace(p); p != "" {
+			out = append(out, p)
+		}
+	}
+	return out
+}
+
+// extraKeyRE: extra keys become LightGBM feature names ("extra.<key>"), which must not hold
+// JSON punctuation or spaces; csvimport lower-cases column names.
+var extraKeyRE = regexp.MustCompile(`^[a-z0-9_]{1,64}$`)
+
+func run(o options) error {
+	for _, k := range o.extras {
+		if !extraKeyRE.MatchString(k) {
+			return fmt.Errorf("%w: extra %q: want 1-64 of a-z 0-9 _ (csvimport lower-cases CSV column names)", errUsage, k)
+		}
+	}
+	if dup := duplicates(o.extras); len(dup) > 0 {
+		return fmt.Errorf("%w: extras listed twice: %s", errUsage, strings.Join(dup, ", "))
+	}
+	inPath, truthPath, outPath := o.in, o.truth, o.out
 	var pdna map[key]float64
 	if truthPath != "" {
 		f, err := os.Open(truthPath)
@@ -68,19 +134,38 @@ func run(inPath, truthPath, outPath string, policy featurestore.Policy) error {
 			pdna[key{t.AppointmentID, t.Version}] = t.PDNA
 		}
 	}
-	in := io.Reader(os.Stdin)
-	if inPath != "-" {
-		f, err := os.Open(inPath)
-		if err != nil {
+	r := newReplay()
+	r.policy = o.policy
+	r.extras = o.extras
+	sum := summary{Extras: o.extras}
+	if o.csv != "" {
+		sum.Source = "csv"
+		if err := r.readCSV(context.Background(), o, &sum); err != nil {
 			return err
 		}
-		defer f.Close()
-		in = f
-	}
-	r := newReplay()
-	r.policy = policy
-	if err := r.read(context.Background(), in); err != nil {
-		return fmt.Errorf("%s: %w", inPath, err)
+	} else {
+		sum.Source = "jsonl"
+		in := io.Reader(os.Stdin)
+		if inPath != "-" {
+			f, err := os.Open(inPath)
+			if err != nil {
+				return err
+			}
+			defer f.Close()
+			in = f
+		}
+		if err := r.read(context.Background(), in); err != nil {
+			return fmt.Errorf("%s: %w", inPath, err)
+		}
+		var never []string
+		for _, k := range o.extras {
+			if !r.extraSeen[k] {
+				never = append(never, k)
+			}
+		}
+		if len(never) > 0 {
+			return fmt.Errorf("%w: %s: no booking carries the extras %s in booking.extra", errUsage, inPath, strings.Join(never, ", "))
+		}
 	}
 	out := io.Writer(os.Stdout)
 	var f *os.File
@@ -107,7 +192,205 @@ func run(inPath, truthPath, outPath string, policy featurestore.Policy) error {
 	s := r.stats
 	fmt.Fprintf(os.Stderr, "trainset: %d events, %d patients, %d bookings scored: %d training rows (%d did not attend, %d attended); left out %d superseded by a reschedule, %d cancelled, %d without an outcome, %d duplicate bookings; %d rows without p_dna\n",
 		s.events, r.store.Len(), s.scored, n, s.dna, s.attended, s.superseded, s.cancelled, s.noOutcome, s.duplicates, s.noTruth)
+	if o.summary != "" {
+		sum.Events, sum.Patients, sum.BookingsScored, sum.TrainingRows = s.events, r.store.Len(), s.scored, n
+		sum.DidNotAttend, sum.Attended, sum.WithoutTruth = s.dna, s.attended, s.noTruth
+		sum.LeftOut = map[string]int{"superseded_by_reschedule": s.superseded, "cancelled": s.cancelled, "no_outcome": s.noOutcome, "duplicate_booking": s.duplicates}
+		sum.HistoryRetentionHours = int(o.policy.Retention / time.Hour)
+		b, _ := json.MarshalIndent(sum, "", "  ")
+		if err := os.WriteFile(o.summary, append(b, '\n'), 0o644); err != nil {
+			return err
+		}
+	}
 	return nil
+}
+
+// summary is the -summary JSON: where the rows came from and what was left out, for the
+// model card.
+type summary struct {
+	Source                string         `json:"source"` // csv or jsonl
+	CSV                   *csvSummary    `json:"csv,omitempty"`
+	Events                int            `json:"events"`
+	Patients              int            `json:"patients"`
+	BookingsScored        int            `json:"bookings_scored"`
+	TrainingRows          int            `json:"training_rows"`
+	DidNotAttend          int            `json:"did_not_attend"`
+	Attended              int            `json:"attended"`
+	WithoutTruth          int            `json:"rows_without_p_dna"`
+	LeftOut               map[string]int `json:"left_out"`
+	Extras                []string       `json:"extras"`
+	HistoryRetentionHours int            `json:"history_retention_hours"`
+}
+
+type csvSummary struct {
+	Rows     int `json:"rows"`
+	Imported int `json:"imported"`
+	Bad      int `json:"bad"`
+	// BadReasons counts bad rows by reason; the -bad-rows file lists them by line.
+	BadReasons map[string]int `json:"bad_reasons"`
+	// UnusedExtraColumns are extra columns in the file that -extras did not ask for.
+	UnusedExtraColumns []string `json:"unused_extra_columns"`
+}
+
+func duplicates(xs []string) []string {
+	var out []string
+	seen := map[string]bool{}
+	for _, x := range xs {
+		if seen[x] && !slices.Contains(out, x) {
+			out = append(out, x)
+		}
+		seen[x] = true
+	}
+	return out
+}
+
+// standardColumns are the csvimport columns with a meaning; any other column is an extra.
+var standardColumns = append(slices.Clone(csvimport.Required), csvimport.ColSpecialty, csvimport.ColClinic,
+	csvimport.ColFirstVisit, csvimport.ColAgeBand, csvimport.ColAge, csvimport.ColDeprivation, csvimport.ColSMS,
+	csvimport.ColCancelledAt)
+
+// csvExtraColumns returns the extra (non-standard) column names of a CSV header, as
+// csvimport names them.
+func csvExtraColumns(path string) ([]string, error) {
+	f, err := os.Open(path)
+	if err != nil {
+		return nil, err
+	}
+	defer f.Close()
+	head, err := csv.NewReader(bufio.NewReader(f)).Read()
+	if err != nil {
+		return nil, fmt.Errorf("%w: %s: header: %v", csvimport.ErrHeader, path, err)
+	}
+	var out []string
+	for _, h := range head {
+		name := strings.ToLower(strings.TrimSpace(strings.TrimPrefix(h, "\ufeff")))
+		if name != "" && !slices.Contains(standardColumns, name) && !slices.Contains(out, name) {
+			out = append(out, name)
+		}
+	}
+	return out, nil
+}
+
+// readCSV imports a historical appointments CSV and replays its events. Header problems,
+// and extras the header does not have, are one error naming all of them.
+func (r *replay) readCSV(ctx context.Context, o options, sum *summary) error {
+	available, err := csvExtraColumns(o.csv)
+	if err != nil {
+		return err
+	}
+	var missing, standard []string
+	for _, k := range o.extras {
+		switch {
+		case slices.Contains(standardColumns, k):
+			standard = append(standard, k)
+		case !slices.Contains(available, k):
+			missing = append(missing, k)
+		}
+	}
+	f, err := os.Open(o.csv)
+	if err != nil {
+		return err
+	}
+	defer f.Close()
+	// The training set holds no patient identity, so the pseudonyms only need to group one
+	// patient's rows within this run: a random key, never stored, is enough.
+	key := make([]byte, pseudo.MinSecretBytes)
+	rand.Read(key)
+	ps, err := pseudo.New(key)
+	if err != nil {
+		return err
+	}
+	res, err := csvimport.Import(bufio.NewReaderSize(f, 1<<20), ps)
+	if err != nil || len(missing) > 0 || len(standard) > 0 {
+		var problems []string
+		if err != nil {
+			problems = append(problems, err.Error())
+		}
+		if len(missing) > 0 {
+			problems = append(problems, fmt.Sprintf("extras %s are not columns of the file (its extra columns: %s)", strings.Join(missing, ", "), listOrNone(available)))
+		}
+		if len(standard) > 0 {
+			problems = append(problems, fmt.Sprintf("%s are standard columns with their own features, not extras", strings.Join(standard, ", ")))
+		}
+		if err != nil && !errors.Is(err, csvimport.ErrHeader) {
+			return fmt.Errorf("%s: %s", o.csv, strings.Join(problems, "; "))
+		}
+		return fmt.Errorf("%w: %s: %s", csvimport.ErrHeader, o.csv, strings.Join(problems, "; "))
+	}
+	cs := &csvSummary{Rows: res.Rows, Imported: res.Imported, Bad: len(res.Bad), BadReasons: map[string]int{}}
+	for _, c := range available {
+		if !slices.Contains(o.extras, c) {
+			cs.UnusedExtraColumns = append(cs.UnusedExtraColumns, c)
+		}
+	}
+	for _, b := range res.Bad {
+		cs.BadReasons[b.Reason]++
+	}
+	sum.CSV = cs
+	if o.badRows != "" {
+		if err := writeBadRows(o.badRows, res.Bad); err != nil {
+			return err
+		}
+	}
+	reportBad(os.Stderr, o, cs, res.Bad)
+	if res.Imported == 0 {
+		return fmt.Errorf("%s: none of its %d rows could be imported", o.csv, res.Rows)
+	}
+	for i := range res.Events {
+		if err := r.apply(ctx, &res.Events[i]); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+func listOrNone(xs []string) string {
+	if len(xs) == 0 {
+		return "none"
+	}
+	return strings.Join(xs, ", ")
+}
+
+// reportBad prints the bad-row counts by reason and the first few rows to w.
+func reportBad(w io.Writer, o options, cs *csvSummary, bad []csvimport.RowError) {
+	fmt.Fprintf(w, "trainset: %s: %d rows, %d imported, %d bad", o.csv, cs.Rows, cs.Imported, cs.Bad)
+	if o.badRows != "" && cs.Bad > 0 {
+		fmt.Fprintf(w, " (all listed in %s)", o.badRows)
+	}
+	fmt.Fprintln(w)
+	reasons := slices.SortedFunc(maps.Keys(cs.BadReasons), func(a, b string) int { return cs.BadReasons[b] - cs.BadReasons[a] })
+	for _, r := range reasons {
+		fmt.Fprintf(w, "trainset:   %6d × %s\n", cs.BadReasons[r], r)
+	}
+	const show = 10
+	for i, b := range bad {
+		if i == show {
+			fmt.Fprintf(w, "trainset:   ... and %d more bad rows\n", len(bad)-show)
+			break
+		}
+		fmt.Fprintf(w, "trainset:   line %d: %s\n", b.Line, b.Reason)
+	}
+	if len(cs.UnusedExtraColumns) > 0 {
+		fmt.Fprintf(w, "trainset: extra columns not used as features (add them to the training config's \"extras\" to use them): %s\n", strings.Join(cs.UnusedExtraColumns, ", "))
+	}
+}
+
+func writeBadRows(path string, bad []csvimport.RowError) error {
+	f, err := os.Create(path)
+	if err != nil {
+		return err
+	}
+	cw := csv.NewWriter(f)
+	cw.Write([]string{"line", "reason"})
+	for _, b := range bad {
+		cw.Write([]string{strconv.Itoa(b.Line), b.Reason})
+	}
+	cw.Flush()
+	if err := cw.Error(); err != nil {
+		f.Close()
+		return err
+	}
+	return f.Close()
 }
 
 type key struct {
@@ -118,9 +401,10 @@ type key struct {
 // row is one scored booking: its features as the live consumer would have computed them.
 type row struct {
 	key
-	at  time.Time
-	seq int // position in the stream
-	v   featurestore.Vector
+	at    time.Time
+	seq   int // position in the stream
+	v     featurestore.Vector
+	extra []float64 // the -extras values, NaN when the booking does not carry one
 }
 
 // fate is what became of an appointment by the end of the stream.
@@ -140,16 +424,18 @@ type stats struct {
 // replay holds the state of one pass over the events. Histories live in a MemoryStore and
 // go through Load, Compute, Apply, Save exactly as in the live consumer.
 type replay struct {
-	store  featurestore.MemoryStore
-	policy featurestore.Policy
-	rows   []row
+	store     featurestore.MemoryStore
+	policy    featurestore.Policy
+	extras    []string        // booking extras written as extra.<key> columns
+	extraSeen map[string]bool // extras some booking carried
+	rows      []row
 	seen   map[key]bool
 	fates  map[string]*fate
 	stats  stats
 }
 
 func newReplay() *replay {
-	return &replay{seen: map[key]bool{}, fates: map[string]*fate{}}
+	return &replay{seen: map[key]bool{}, fates: map[string]*fate{}, extraSeen: map[string]bool{}}
 }
 
 // read replays JSONL events from in. Events must be valid appointment.v1 events in
@@ -211,7 +497,18 @@ func (r *replay) apply(ctx context.Context, ev *events.Appointment) error {
 		}
 		r.seen[k] = true
 		r.stats.scored++
-		r.rows = append(r.rows, row{key: k, at: ev.EventTime, seq: seq, v: featurestore.Compute(ev, h)})
+		rw := row{key: k, at: ev.EventTime, seq: seq, v: featurestore.Compute(ev, h)}
+		if len(r.extras) > 0 {
+			// The scorer's own reading of booking extras (scoring.Model.Vector), so
+			// training and serving cannot differ.
+			rw.extra = extrasOf(ev, r.extras)
+			for i, k := range r.extras {
+				if !math.IsNaN(rw.extra[i]) {
+					r.extraSeen[k] = true
+				}
+			}
+		}
+		r.rows = append(r.rows, rw)
 		f.latest = max(f.latest, ev.Version)
 	case events.Cancelled:
 		f.cancelled = true
@@ -248,6 +545,9 @@ func (r *replay) label(rw *row) (label int, ok bool) {
 func (r *replay) writeCSV(w io.Writer, pdna map[key]float64) (int, error) {
 	cw := csv.NewWriter(w)
 	header := append([]string{"appointment_id", "booking_version", "event_time"}, featurestore.Names...)
+	for _, k := range r.extras {
+		header = append(header, scoring.ExtraPrefix+k)
+	}
 	if err := cw.Write(append(header, "label", "p_dna")); err != nil {
 		return 0, err
 	}
@@ -261,6 +561,9 @@ func (r *replay) writeCSV(w io.Writer, pdna map[key]float64) (int, error) {
 		}
 		rec = append(rec[:0], rw.appointment, strconv.Itoa(rw.version), rw.at.UTC().Format(time.RFC3339Nano))
 		for _, x := range rw.v {
+			rec = append(rec, formatFloat(x))
+		}
+		for _, x := range rw.extra {
 			rec = append(rec, formatFloat(x))
 		}
 		rec = append(rec, strconv.Itoa(label))
@@ -277,6 +580,16 @@ func (r *replay) writeCSV(w io.Writer, pdna map[key]float64) (int, error) {
 	}
 	cw.Flush()
 	return n, cw.Error()
+}
+
+// extrasOf returns the booking extras keys of ev as the scorer reads them
+// (scoring.ExtraValue).
+func extrasOf(ev *events.Appointment, keys []string) []float64 {
+	out := make([]float64, len(keys))
+	for i, k := range keys {
+		out[i] = scoring.ExtraValue(ev, k)
+	}
+	return out
 }
 
 // formatFloat writes the shortest text that parses back to x exactly; "" for missing.

@@ -171,7 +171,7 @@ func TestCSVFormat(t *testing.T) {
 	if err := os.WriteFile(truth, []byte("appointment_id,booking_version,p_dna\nA1,1,0.0625\n"), 0o644); err != nil {
 		t.Fatal(err)
 	}
-	if err := run(in, truth, out, featurestore.Policy{}); err != nil {
+	if err := run(options{in: in, truth: truth, out: out}); err != nil {
 		t.Fatal(err)
 	}
 	b, err := os.ReadFile(out)

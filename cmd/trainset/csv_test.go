@@ -1,0 +1,214 @@
+package main
+
+import (
+	"context"
+	"encoding/csv"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"math"
+	"os"
+	"path/filepath"
+	"slices"
+	"strings"
+	"testing"
+
+	"github.com/nhsx/dnarisk/csvimport"
+	"github.com/nhsx/dnarisk/events"
+)
+
+const csvHeader = "patient_id,appointment_id,booked_at,appointment_start,outcome,specialty,age_band,distance_km,clinic_code,interpreter_needed\n"
+
+// csvFile writes a CSV in docs/csv.md's layout: patient 1 has A1 booked, then A2 booked
+// before A1's DNA is recorded, then A3 booked after it; two rows are bad.
+func csvFile(t *testing.T) string {
+	t.Helper()
+	body := csvHeader +
+		"9990000001,A1,2025-01-06 09:00,2025-01-20 10:00,did_not_attend,110,25-34,12.5,3,0\n" +
+		"9990000001,A2,2025-01-10 09:00,2025-03-03 10:00,attended,110,25-34,,3,1\n" +
+		"9990000001,A3,2025-01-21 09:00,2025-02-03 10:00,did_not_attend,110,25-34,4,7,0\n" +
+		"9990000002,B1,2025-01-07 09:00,2025-01-27 10:00,maybe,300,45-54,1,1,0\n" + // bad outcome
+		"9990000002,B2,2025-01-07 09:00,2025-01-28 10:00,attended,300,45-54,far,1,0\n" + // bad extra
+		"9990000002,B3,2025-01-08 09:00,2025-01-29 10:00,attended,300,45-54,2,1,0\n"
+	path := filepath.Join(t.TempDir(), "appointments.csv")
+	if err := os.WriteFile(path, []byte(body), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	return path
+}
+
+func readCSVFile(t *testing.T, path string) []map[string]string {
+	t.Helper()
+	f, err := os.Open(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer f.Close()
+	recs, err := csv.NewReader(f).ReadAll()
+	if err != nil {
+		t.Fatal(err)
+	}
+	var out []map[string]string
+	for _, rec := range recs[1:] {
+		m := map[string]string{}
+		for i, h := range recs[0] {
+			if _, dup := m[h]; !dup {
+				m[h] = rec[i]
+			}
+		}
+		out = append(out, m)
+	}
+	return out
+}
+
+// TestCSVInput: a historical CSV becomes training rows with the chosen extras as
+// extra.<key> columns; bad rows are counted by reason and listed by line; an outcome
+// recorded after a booking is invisible to it.
+func TestCSVInput(t *testing.T) {
+	in := csvFile(t)
+	dir := t.TempDir()
+	o := options{csv: in, out: filepath.Join(dir, "trainset.csv"), badRows: filepath.Join(dir, "bad_rows.csv"),
+		summary: filepath.Join(dir, "summary.json"), extras: []string{"distance_km", "clinic_code"}}
+	if err := run(o); err != nil {
+		t.Fatal(err)
+	}
+	b, _ := os.ReadFile(o.out)
+	header := strings.SplitN(string(b), "\n", 2)[0]
+	if !strings.HasSuffix(header, ",open_bookings,extra.distance_km,extra.clinic_code,label,p_dna") {
+		t.Fatalf("header %s", header)
+	}
+	rows := readCSVFile(t, o.out)
+	got := map[string]map[string]string{}
+	for _, r := range rows {
+		got[r["appointment_id"]] = r
+	}
+	if len(rows) != 4 || got["A1"]["extra.distance_km"] != "12.5" || got["A2"]["extra.distance_km"] != "" ||
+		got["A3"]["extra.clinic_code"] != "7" || got["A3"]["label"] != "1" || got["B3"]["label"] != "0" {
+		t.Fatalf("rows %v", rows)
+	}
+	// A2 was booked before A1's DNA was recorded (at A1's start); A3 after it.
+	if got["A2"]["prior_dna"] != "0" || got["A3"]["prior_dna"] != "1" {
+		t.Fatalf("prior_dna: A2 %q (want 0), A3 %q (want 1)", got["A2"]["prior_dna"], got["A3"]["prior_dna"])
+	}
+
+	bad := readCSVFile(t, o.badRows)
+	if len(bad) != 2 || bad[0]["line"] != "5" || !strings.Contains(bad[0]["reason"], "outcome") ||
+		bad[1]["line"] != "6" || !strings.Contains(bad[1]["reason"], `"distance_km"`) {
+		t.Fatalf("bad rows %v", bad)
+	}
+	var sum summary
+	sb, _ := os.ReadFile(o.summary)
+	if err := json.Unmarshal(sb, &sum); err != nil {
+		t.Fatal(err)
+	}
+	if sum.Source != "csv" || sum.CSV == nil || sum.CSV.Rows != 6 || sum.CSV.Imported != 4 || sum.CSV.Bad != 2 ||
+		len(sum.CSV.BadReasons) != 2 || !slices.Equal(sum.CSV.UnusedExtraColumns, []string{"interpreter_needed"}) ||
+		sum.TrainingRows != 4 || sum.DidNotAttend != 2 || !slices.Equal(sum.Extras, o.extras) {
+		t.Fatalf("summary %s", sb)
+	}
+	// Pseudonyms are keyed per run and never written: the training set has no patient column.
+	if strings.Contains(string(b), "9990000001") || slices.Contains(strings.Split(header, ","), "patient_id") || slices.Contains(strings.Split(header, ","), "patient") {
+		t.Fatal("patient identity in the training set")
+	}
+}
+
+// TestCSVColumnErrors: every header problem, and every configured extra the file lacks, in
+// one error naming them all.
+func TestCSVColumnErrors(t *testing.T) {
+	path := filepath.Join(t.TempDir(), "a.csv")
+	os.WriteFile(path, []byte("patient_id,booked_at,appointment_start,outcome,age,distance_km\n1,x,y,attended,40,1\n"), 0o644)
+	err := run(options{csv: path, out: filepath.Join(t.TempDir(), "o.csv"), extras: []string{"imd_score", "distance_km", "waiting_days", "age"}})
+	if !errors.Is(err, csvimport.ErrHeader) {
+		t.Fatalf("error %v, want ErrHeader", err)
+	}
+	for _, want := range []string{"missing required columns appointment_id", "extras imd_score, waiting_days are not columns", "its extra columns: distance_km", "age are standard columns"} {
+		if !strings.Contains(err.Error(), want) {
+			t.Errorf("error %q lacks %q", err, want)
+		}
+	}
+	t.Log(err)
+
+	for _, extras := range [][]string{{"Distance KM"}, {"a", "a"}} {
+		if err := run(options{csv: path, out: "-", extras: extras}); !errors.Is(err, errUsage) {
+			t.Errorf("extras %q: %v, want a usage error", extras, err)
+		}
+	}
+	// JSONL input: an extra no booking carries is an error too.
+	var s stream
+	s.add(0, events.Booked, "A1", 1, t0, t0.Add(48*3600e9))
+	in := filepath.Join(t.TempDir(), "e.jsonl")
+	os.WriteFile(in, s.jsonl(t).Bytes(), 0o644)
+	if err := run(options{in: in, out: filepath.Join(t.TempDir(), "o.csv"), extras: []string{"distance_km"}}); err == nil || !strings.Contains(err.Error(), "no booking carries the extras distance_km") {
+		t.Fatalf("JSONL without the extra: %v", err)
+	}
+}
+
+// TestPropertyFutureOutcomesInvisible is the leakage test stated directly: rewrite every
+// outcome recorded after a cut-off time (attended <-> did not attend) and replay again. Every
+// row booked at or before the cut-off has exactly the same features, including booking
+// extras, though the future it is labelled with has changed.
+func TestPropertyFutureOutcomesInvisible(t *testing.T) {
+	for seed := range uint64(20) {
+		t.Run(fmt.Sprint(seed), func(t *testing.T) {
+			s := randomStream(seed, 10, 400)
+			for i := range s.evs {
+				if b := s.evs[i].Booking; b != nil {
+					b.Extra = events.Extra{"distance_km": float64(i % 17)}
+				}
+			}
+			cut := s.evs[len(s.evs)/2].EventTime
+			flipped := &stream{evs: slices.Clone(s.evs)}
+			changed := 0
+			for i, ev := range flipped.evs {
+				if !ev.EventTime.After(cut) {
+					continue
+				}
+				switch ev.Type {
+				case events.Attended:
+					flipped.evs[i].Type = events.DidNotAttend
+					changed++
+				case events.DidNotAttend:
+					flipped.evs[i].Type = events.Attended
+					changed++
+				}
+			}
+			a, b := replayWith(t, s, "distance_km"), replayWith(t, flipped, "distance_km")
+			if len(a.rows) != len(b.rows) || changed == 0 {
+				t.Fatalf("%d and %d rows, %d outcomes flipped", len(a.rows), len(b.rows), changed)
+			}
+			compared := 0
+			for i := range a.rows {
+				ra, rb := &a.rows[i], &b.rows[i]
+				if ra.at.After(cut) {
+					continue
+				}
+				compared++
+				if ra.key != rb.key || !sameVector(ra.v, rb.v) || !slices.EqualFunc(ra.extra, rb.extra, func(x, y float64) bool { return x == y || math.IsNaN(x) && math.IsNaN(y) }) {
+					t.Fatalf("row %s v%d booked %s (cut-off %s) changed when later outcomes changed: %v %v -> %v %v",
+						ra.appointment, ra.version, ra.at, cut, ra.v, ra.extra, rb.v, rb.extra)
+				}
+			}
+			// The later rows do see the flipped outcomes, or the test would prove nothing.
+			differ := 0
+			for i := range a.rows {
+				if a.rows[i].at.After(cut) && !sameVector(a.rows[i].v, b.rows[i].v) {
+					differ++
+				}
+			}
+			if compared < 20 || differ == 0 {
+				t.Fatalf("%d rows before the cut-off compared, %d later rows differ: the stream is too weak", compared, differ)
+			}
+		})
+	}
+}
+
+func replayWith(t *testing.T, s *stream, extras ...string) *replay {
+	t.Helper()
+	r := newReplay()
+	r.extras = extras
+	if err := r.read(context.Background(), s.jsonl(t)); err != nil {
+		t.Fatal(err)
+	}
+	return r
+}
+
