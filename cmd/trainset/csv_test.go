@@ -211,4 +211,3 @@ func replayWith(t *testing.T, s *stream, extras ...string) *replay {
 	}
 	return r
 }
-

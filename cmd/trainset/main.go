@@ -429,9 +429,9 @@ type replay struct {
 	extras    []string        // booking extras written as extra.<key> columns
 	extraSeen map[string]bool // extras some booking carried
 	rows      []row
-	seen   map[key]bool
-	fates  map[string]*fate
-	stats  stats
+	seen      map[key]bool
+	fates     map[string]*fate
+	stats     stats
 }
 
 func newReplay() *replay {
