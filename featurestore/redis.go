@@ -2,7 +2,6 @@ package featurestore
 
 import (
 	"context"
-	"encoding/json"
 	"fmt"
 	"strconv"
 	"sync/atomic"
@@ -13,7 +12,7 @@ import (
 
 // RedisStore keeps histories in Redis (standalone, Sentinel or Cluster through
 // redis.UniversalClient). Each patient is one hash, "<prefix>{<pseudonym>}:history", with
-// fields rev and facts; the braces are a Redis Cluster hash tag, so every key of one patient
+// fields rev and facts (compact binary, codec.go); the braces are a Redis Cluster hash tag, so every key of one patient
 // lands in one slot. Loads and saves are pipelined: one round trip per batch.
 type RedisStore struct {
 	rdb    redis.UniversalClient
@@ -81,7 +80,8 @@ func (s *RedisStore) Load(ctx context.Context, patients []string) (map[string]*H
 			h.Rev = n
 		}
 		if facts, ok := vals[1].(string); ok {
-			if err := json.Unmarshal([]byte(facts), &h.Facts); err != nil {
+			var err error
+			if h.Facts, err = decodeFacts([]byte(facts)); err != nil {
 				return nil, fmt.Errorf("history %s: %w", s.Key(p), err)
 			}
 		}
@@ -110,10 +110,7 @@ func (s *RedisStore) Save(ctx context.Context, hs map[string]*History) error {
 	}
 	ps := make([]pending, 0, len(hs))
 	for p, h := range hs {
-		facts, err := json.Marshal(h.Facts)
-		if err != nil {
-			return fmt.Errorf("encode history: %w", err)
-		}
+		facts := appendFacts(nil, h.Facts)
 		cmd := casScript.EvalSha(ctx, pipe, []string{s.Key(p)},
 			strconv.FormatInt(h.Rev, 10), strconv.FormatInt(h.Rev+1, 10), facts, ttl)
 		ps = append(ps, pending{p, h, cmd})
