@@ -1,0 +1,189 @@
+package mllp
+
+import (
+	"context"
+	"errors"
+	"io"
+	"log/slog"
+	"net"
+	"sync"
+	"time"
+)
+
+// Handler answers frames. Both methods are called from one goroutine per connection, and
+// may be called concurrently for different connections. The reply they return is written
+// back as one frame; nil means no reply.
+type Handler interface {
+	// Message handles one complete frame. An acknowledgement that accepts the message must
+	// only be returned once the message's effects are durable: the sender deletes its copy
+	// when it reads it.
+	Message(ctx context.Context, frame []byte) []byte
+	// TooLarge answers a frame cut at the size limit; prefix holds its first bytes.
+	TooLarge(ctx context.Context, prefix []byte) []byte
+}
+
+// Server accepts MLLP connections and serves them with a Handler.
+type Server struct {
+	Handler Handler
+	Log     *slog.Logger
+	// IdleTimeout closes a connection that sends nothing for this long, which also reaps
+	// half-open connections whose peer vanished. Default 10 minutes.
+	IdleTimeout time.Duration
+	// WriteTimeout bounds writing one reply to a peer that does not read. Default 30 s.
+	WriteTimeout time.Duration
+	// MaxConns bounds concurrent connections; more are closed at once. Default 64.
+	MaxConns int
+	// MaxFrame bounds one frame's size in bytes. Default DefaultLimit (1 MiB).
+	MaxFrame int
+	// HandleTimeout bounds the handling of one frame, including after shutdown began, so a
+	// message being processed is finished and acknowledged. Default 60 s.
+	HandleTimeout time.Duration
+
+	mu    sync.Mutex
+	conns map[net.Conn]struct{}
+	wg    sync.WaitGroup
+}
+
+func (s *Server) setDefaults() {
+	if s.IdleTimeout <= 0 {
+		s.IdleTimeout = 10 * time.Minute
+	}
+	if s.WriteTimeout <= 0 {
+		s.WriteTimeout = 30 * time.Second
+	}
+	if s.MaxConns <= 0 {
+		s.MaxConns = 64
+	}
+	if s.MaxFrame <= 0 {
+		s.MaxFrame = DefaultLimit
+	}
+	if s.HandleTimeout <= 0 {
+		s.HandleTimeout = 60 * time.Second
+	}
+	if s.Log == nil {
+		s.Log = slog.New(slog.DiscardHandler)
+	}
+}
+
+// Serve accepts connections on l until ctx is cancelled, then stops accepting, lets each
+// connection finish the frame it is handling (and write its acknowledgement), closes them
+// all and returns nil. It closes l. Any other accept failure is returned.
+func (s *Server) Serve(ctx context.Context, l net.Listener) error {
+	s.setDefaults()
+	s.mu.Lock()
+	s.conns = map[net.Conn]struct{}{}
+	s.mu.Unlock()
+	stop := context.AfterFunc(ctx, func() {
+		l.Close()
+		s.mu.Lock()
+		defer s.mu.Unlock()
+		// Wake connections blocked in a read; one in the middle of handling a frame notices
+		// after it has written the reply.
+		for c := range s.conns {
+			_ = c.SetReadDeadline(time.Now())
+		}
+	})
+	defer stop()
+	defer s.wg.Wait()
+	for {
+		c, err := l.Accept()
+		if err != nil {
+			if ctx.Err() != nil {
+				return nil
+			}
+			var ne net.Error
+			if errors.As(err, &ne) && ne.Timeout() {
+				time.Sleep(50 * time.Millisecond)
+				continue
+			}
+			return err
+		}
+		s.mu.Lock()
+		if len(s.conns) >= s.MaxConns {
+			s.mu.Unlock()
+			s.Log.Warn("mllp connection refused: too many connections", "remote", c.RemoteAddr().String(), "max_conns", s.MaxConns)
+			c.Close()
+			continue
+		}
+		s.conns[c] = struct{}{}
+		s.mu.Unlock()
+		s.wg.Add(1)
+		go func() {
+			defer s.wg.Done()
+			defer func() {
+				s.mu.Lock()
+				delete(s.conns, c)
+				s.mu.Unlock()
+				c.Close()
+			}()
+			s.serveConn(ctx, c)
+		}()
+	}
+}
+
+func (s *Server) serveConn(ctx context.Context, c net.Conn) {
+	remote := c.RemoteAddr().String()
+	log := s.Log.With("remote", remote)
+	log.Info("mllp connection opened")
+	r := NewReader(c, s.MaxFrame)
+	frames := 0
+	defer func() {
+		log.Info("mllp connection closed", "frames", frames, "skipped_bytes", r.Skipped)
+	}()
+	for s.armRead(ctx, c) {
+		frame, err := r.Read()
+		var reply []byte
+		hctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), s.HandleTimeout)
+		switch {
+		case err == nil:
+			frames++
+			reply = s.Handler.Message(hctx, frame)
+		case errors.Is(err, ErrTooLarge):
+			frames++
+			log.Warn("mllp frame over the size limit rejected", "limit_bytes", s.MaxFrame)
+			reply = s.Handler.TooLarge(hctx, frame)
+		case errors.Is(err, ErrRestarted):
+			cancel()
+			log.Warn("mllp frame abandoned by the sender (new start block inside it); discarded")
+			continue
+		default:
+			cancel()
+			var ne net.Error
+			switch {
+			case ctx.Err() != nil:
+			case errors.As(err, &ne) && ne.Timeout():
+				log.Info("mllp connection idle; closing", "idle_timeout", s.IdleTimeout.String())
+			case errors.Is(err, ErrTruncated):
+				log.Warn("mllp connection closed inside a frame; partial message discarded, not acknowledged")
+			default:
+				if !isEOF(err) {
+					log.Warn("mllp read failed", "err", err)
+				}
+			}
+			return
+		}
+		cancel()
+		if reply == nil {
+			continue
+		}
+		_ = c.SetWriteDeadline(time.Now().Add(s.WriteTimeout))
+		if err := Write(c, reply); err != nil {
+			log.Warn("mllp acknowledgement not delivered", "err", err)
+			return
+		}
+	}
+}
+
+func isEOF(err error) bool { return errors.Is(err, io.EOF) || errors.Is(err, net.ErrClosed) }
+
+// armRead sets the idle deadline for the next read unless shutdown has begun. It holds the
+// lock Serve's shutdown hook takes, so the hook's "read now" deadline cannot be overwritten.
+func (s *Server) armRead(ctx context.Context, c net.Conn) bool {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if ctx.Err() != nil {
+		return false
+	}
+	_ = c.SetReadDeadline(time.Now().Add(s.IdleTimeout))
+	return true
+}

@@ -1,0 +1,227 @@
+package mllp
+
+import (
+	"bufio"
+	"context"
+	"errors"
+	"io"
+	"net"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+)
+
+// echo answers "ACK:<frame>" and records what it saw; block, when set, holds Message until
+// released so a test can act while a frame is being handled.
+type echo struct {
+	mu     sync.Mutex
+	frames []string
+	large  []string
+	block  chan struct{}
+	inside chan struct{}
+}
+
+func (e *echo) Message(ctx context.Context, frame []byte) []byte {
+	if e.block != nil {
+		e.inside <- struct{}{}
+		<-e.block
+	}
+	e.mu.Lock()
+	e.frames = append(e.frames, string(frame))
+	e.mu.Unlock()
+	return []byte("ACK:" + string(frame))
+}
+
+func (e *echo) TooLarge(ctx context.Context, prefix []byte) []byte {
+	e.mu.Lock()
+	e.large = append(e.large, string(prefix))
+	e.mu.Unlock()
+	return []byte("TOO LARGE:" + string(prefix))
+}
+
+func (e *echo) seen() []string {
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	return append([]string(nil), e.frames...)
+}
+
+type running struct {
+	srv  *Server
+	addr string
+	stop context.CancelFunc
+	done chan error
+}
+
+func start(t *testing.T, h Handler, opts func(*Server)) *running {
+	t.Helper()
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	srv := &Server{Handler: h}
+	if opts != nil {
+		opts(srv)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	r := &running{srv: srv, addr: l.Addr().String(), stop: cancel, done: make(chan error, 1)}
+	go func() { r.done <- srv.Serve(ctx, l) }()
+	t.Cleanup(func() {
+		cancel()
+		select {
+		case <-r.done:
+		case <-time.After(10 * time.Second):
+			t.Error("server did not stop")
+		}
+	})
+	return r
+}
+
+func dial(t *testing.T, addr string) (net.Conn, *Reader) {
+	t.Helper()
+	c, err := net.Dial("tcp", addr)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { c.Close() })
+	_ = c.SetDeadline(time.Now().Add(10 * time.Second))
+	return c, NewReader(bufio.NewReader(c), 0)
+}
+
+func TestServerSeveralMessagesInOrder(t *testing.T) {
+	h := &echo{}
+	r := start(t, h, nil)
+	c, rd := dial(t, r.addr)
+	for _, m := range []string{"one", "two", "three"} {
+		if err := Write(c, []byte(m)); err != nil {
+			t.Fatal(err)
+		}
+		got, err := rd.Read()
+		if err != nil || string(got) != "ACK:"+m {
+			t.Fatalf("reply %q, %v", got, err)
+		}
+	}
+	// Pipelined: all written before any reply is read; replies come back in order.
+	var b strings.Builder
+	for _, m := range []string{"a", "b", "c"} {
+		b.WriteString(frame(m))
+	}
+	if _, err := io.WriteString(c, b.String()); err != nil {
+		t.Fatal(err)
+	}
+	for _, m := range []string{"a", "b", "c"} {
+		if got, err := rd.Read(); err != nil || string(got) != "ACK:"+m {
+			t.Fatalf("pipelined reply %q, %v", got, err)
+		}
+	}
+}
+
+func TestServerHalfClosedConnectionStillGetsItsAck(t *testing.T) {
+	r := start(t, &echo{}, nil)
+	c, rd := dial(t, r.addr)
+	if err := Write(c, []byte("last")); err != nil {
+		t.Fatal(err)
+	}
+	// The sender is done writing (FIN) but still reads the acknowledgement.
+	if err := c.(*net.TCPConn).CloseWrite(); err != nil {
+		t.Fatal(err)
+	}
+	if got, err := rd.Read(); err != nil || string(got) != "ACK:last" {
+		t.Fatalf("reply %q, %v", got, err)
+	}
+	if _, err := rd.Read(); !errors.Is(err, io.EOF) {
+		t.Fatalf("after the ack the server should close, got %v", err)
+	}
+}
+
+func TestServerIdleConnectionClosed(t *testing.T) {
+	r := start(t, &echo{}, func(s *Server) { s.IdleTimeout = 100 * time.Millisecond })
+	_, rd := dial(t, r.addr)
+	begin := time.Now()
+	if _, err := rd.Read(); !errors.Is(err, io.EOF) {
+		t.Fatalf("idle connection: %v, want EOF", err)
+	}
+	if time.Since(begin) > 5*time.Second {
+		t.Fatal("idle connection closed too late")
+	}
+}
+
+func TestServerTruncatedFrameNotAcked(t *testing.T) {
+	h := &echo{}
+	r := start(t, h, nil)
+	c, rd := dial(t, r.addr)
+	if _, err := io.WriteString(c, frame("whole")+"\x0bcut off"); err != nil {
+		t.Fatal(err)
+	}
+	_ = c.(*net.TCPConn).CloseWrite()
+	if got, err := rd.Read(); err != nil || string(got) != "ACK:whole" {
+		t.Fatalf("reply %q, %v", got, err)
+	}
+	if got, err := rd.Read(); !errors.Is(err, io.EOF) {
+		t.Fatalf("truncated frame answered: %q, %v", got, err)
+	}
+	if seen := h.seen(); len(seen) != 1 {
+		t.Fatalf("handler saw %q", seen)
+	}
+}
+
+func TestServerRestartedFrameAndOversize(t *testing.T) {
+	h := &echo{}
+	r := start(t, h, func(s *Server) { s.MaxFrame = 8 })
+	c, rd := dial(t, r.addr)
+	if _, err := io.WriteString(c, "\x0babandoned"+frame("next")+frame("much too long")+frame("after")); err != nil {
+		t.Fatal(err)
+	}
+	for _, want := range []string{"ACK:next", "TOO LARGE:much too", "ACK:after"} {
+		if got, err := rd.Read(); err != nil || string(got) != want {
+			t.Fatalf("reply %q, %v; want %q", got, err, want)
+		}
+	}
+}
+
+func TestServerShutdownFinishesTheFrameInHand(t *testing.T) {
+	h := &echo{block: make(chan struct{}), inside: make(chan struct{})}
+	r := start(t, h, nil)
+	busy, busyRd := dial(t, r.addr)
+	_, idleRd := dial(t, r.addr)
+	if err := Write(busy, []byte("in flight")); err != nil {
+		t.Fatal(err)
+	}
+	<-h.inside
+	r.stop()
+	close(h.block)
+	if got, err := busyRd.Read(); err != nil || string(got) != "ACK:in flight" {
+		t.Fatalf("in-flight message not acknowledged on shutdown: %q, %v", got, err)
+	}
+	if _, err := busyRd.Read(); !errors.Is(err, io.EOF) {
+		t.Fatalf("busy connection not closed after its ack: %v", err)
+	}
+	if _, err := idleRd.Read(); !errors.Is(err, io.EOF) {
+		t.Fatalf("idle connection not closed on shutdown: %v", err)
+	}
+	select {
+	case err := <-r.done:
+		if err != nil {
+			t.Fatalf("Serve: %v", err)
+		}
+	case <-time.After(5 * time.Second):
+		t.Fatal("Serve did not return")
+	}
+	r.done <- nil // for the cleanup
+}
+
+func TestServerMaxConns(t *testing.T) {
+	h := &echo{}
+	r := start(t, h, func(s *Server) { s.MaxConns = 1 })
+	c1, rd1 := dial(t, r.addr)
+	if err := Write(c1, []byte("x")); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := rd1.Read(); err != nil {
+		t.Fatal(err)
+	}
+	_, rd2 := dial(t, r.addr)
+	if _, err := rd2.Read(); err == nil {
+		t.Fatal("a connection over the limit was served")
+	}
+}
