@@ -170,9 +170,9 @@ func TestEscapes(t *testing.T) {
 		{`line\.br\two`, "line\ntwo"},
 		{`\H\bold\N\`, "bold"},
 		{`\X41424344\`, "ABCD"},
-		{`\XZZ\`, `\XZZ\`}, // not hex: kept literally
+		{`\XZZ\`, `\XZZ\`},     // not hex: kept literally
 		{`C:\temp`, `C:\temp`}, // a lone backslash from a sloppy sender
-		{`\Q\`, `\Q\`},       // unknown escape kept
+		{`\Q\`, `\Q\`},         // unknown escape kept
 		{`\C2842\x\M2442\`, "x"},
 		{`\.sp\`, ""},
 		{`\\`, `\\`},
