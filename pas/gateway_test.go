@@ -80,7 +80,7 @@ func TestGatewayVersions(t *testing.T) {
 		{c: change(Modify, "3", later), ignoring: "unchanged"}, // retransmitted S13
 		{c: change(Modify, "4", otherClinic), typ: events.Rescheduled, version: 3},
 		{c: change(Modify, "5", &contactOnly), ignoring: "unchanged"}, // not a booking fact the scorer uses
-		{c: noPatient, typ: events.DidNotAttend, version: 3},         // patient from state
+		{c: noPatient, typ: events.DidNotAttend, version: 3},          // patient from state
 		{c: change(Cancel, "8", nil), typ: events.Cancelled, version: 3},
 		{c: change(Modify, "9", booking(start.Add(48*time.Hour))), ignoring: "cancelled"},
 	}
