@@ -1,0 +1,238 @@
+package reminders
+
+import (
+	"context"
+	"crypto/hmac"
+	"crypto/sha256"
+	"encoding/hex"
+	"errors"
+	"fmt"
+	"log/slog"
+	"regexp"
+	"strconv"
+	"sync/atomic"
+	"time"
+
+	"github.com/redis/go-redis/v9"
+	"github.com/segmentio/kafka-go"
+
+	"github.com/nhsx/dnarisk/contacts"
+	"github.com/nhsx/dnarisk/notify"
+)
+
+// Notifier sends text messages and finds them by reference; *notify.Client is the
+// implementation. SendSMS must not retry a send whose outcome is unknown without first
+// checking by reference (notify.Client does this).
+type Notifier interface {
+	SendSMS(ctx context.Context, m notify.SMS) (notify.Notification, error)
+	FindByReference(ctx context.Context, reference string) ([]notify.Notification, error)
+}
+
+// Contacts returns a patient's contact details, or an error wrapping contacts.ErrNotFound;
+// *contacts.Store is the implementation.
+type Contacts interface {
+	Get(ctx context.Context, patient string) (contacts.Contact, error)
+}
+
+// Publisher writes failed-reminder events; WriteMessages must return only once they are
+// acknowledged (stream.NewWriter's kafka-go Writer does).
+type Publisher interface {
+	WriteMessages(ctx context.Context, msgs ...kafka.Message) error
+}
+
+// Templates are the Notify template ids per reminder kind. Each template may use the
+// placeholders ((appointment_date)) and ((appointment_time)); nothing else is sent.
+type Templates struct {
+	Standard string `json:"standard"`
+	Extra    string `json:"extra"`
+}
+
+// Topics names the topics the dispatcher reads and writes.
+type Topics struct {
+	Appointments string // appointment.v1 events [appointments]
+	Risk         string // risk.v1 events [risk]
+	Failed       string // reminder_failed.v1 events [reminders.failed]
+}
+
+// Options configures a Dispatcher. Zero values take the defaults in brackets.
+type Options struct {
+	Policy    Policy
+	Templates Templates
+	Topics    Topics
+	// Secret keys the reminder ids (HMAC-SHA256); at least 32 bytes. It must stay the same
+	// across restarts and members, or replays would plan new reminders.
+	Secret []byte
+	// Prefix starts every Redis key ["dna:"].
+	Prefix string
+	// Clock plans and fires reminders [System].
+	Clock Clock
+	// Lease is how long a claim holds a reminder before another sender may take it over
+	// (after looking it up in Notify). It must be well above the Notifier's worst case for
+	// one send with its retries [5m]. Leases are measured on the wall clock.
+	Lease time.Duration
+	// Workers sending at once [4].
+	Workers int
+	// PollInterval is the longest RunSender sleeps between looks at the due queue [1s].
+	PollInterval time.Duration
+	// MaxAttempts to send one reminder before it is failed [6].
+	MaxAttempts int
+	// RetryBackoff is the first wait before a reminder whose send failed transiently is
+	// tried again; it doubles per attempt [2m].
+	RetryBackoff time.Duration
+	// KeepAfter is how long after the appointment start its records stay in Redis [30 days].
+	// Replays of older events plan nothing (their reminders are past MaxLate), so this only
+	// bounds memory.
+	KeepAfter time.Duration
+	// Log gets operational events; never personal data [slog.Default()].
+	Log *slog.Logger
+}
+
+// MinSecretBytes is the shortest reminder-id secret accepted.
+const MinSecretBytes = 32
+
+var templateIDRE = regexp.MustCompile(`^[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}$`)
+
+// Validate checks the options and fills in defaults.
+func (o *Options) Validate() error {
+	if err := o.Policy.Validate(); err != nil {
+		return err
+	}
+	if o.Templates.Standard == "" && len(o.Policy.Standard) > 0 {
+		return errors.New("templates.standard is missing (a Notify template id)")
+	}
+	if o.Templates.Extra == "" && len(o.Policy.Extra) > 0 {
+		return errors.New("templates.extra is missing (a Notify template id)")
+	}
+	for name, id := range map[string]string{"standard": o.Templates.Standard, "extra": o.Templates.Extra} {
+		if id != "" && !templateIDRE.MatchString(id) {
+			return fmt.Errorf("templates.%s %q is not a UUID", name, id)
+		}
+	}
+	if len(o.Secret) < MinSecretBytes {
+		return fmt.Errorf("reminder secret is %d bytes, need at least %d", len(o.Secret), MinSecretBytes)
+	}
+	if o.Topics.Appointments == "" {
+		o.Topics.Appointments = "appointments"
+	}
+	if o.Topics.Risk == "" {
+		o.Topics.Risk = "risk"
+	}
+	if o.Topics.Failed == "" {
+		o.Topics.Failed = "reminders.failed"
+	}
+	if o.Prefix == "" {
+		o.Prefix = "dna:"
+	}
+	if o.Clock == nil {
+		o.Clock = System
+	}
+	if o.Lease <= 0 {
+		o.Lease = 5 * time.Minute
+	}
+	if o.Workers <= 0 {
+		o.Workers = 4
+	}
+	if o.PollInterval <= 0 {
+		o.PollInterval = time.Second
+	}
+	if o.MaxAttempts <= 0 {
+		o.MaxAttempts = 6
+	}
+	if o.RetryBackoff <= 0 {
+		o.RetryBackoff = 2 * time.Minute
+	}
+	if o.KeepAfter <= 0 {
+		o.KeepAfter = 30 * 24 * time.Hour
+	}
+	if o.Log == nil {
+		o.Log = slog.Default()
+	}
+	return nil
+}
+
+// Stats counts what a Dispatcher did. Counts are per process: after a restart they start
+// again from zero.
+type Stats struct {
+	Consumed  atomic.Int64 // messages read from either topic
+	Ignored   atomic.Int64 // messages that could not be read (the scorer dead-letters them)
+	Scheduled atomic.Int64 // reminders created (a replay creates none)
+	Retimed   atomic.Int64 // pending reminders moved (quiet hours at send time, policy change)
+	Cancelled atomic.Int64 // pending reminders dropped: cancellation, reschedule, opt-out, too close, too late
+	Sent      atomic.Int64 // reminders recorded as sent (including ones found already sent)
+	Recovered atomic.Int64 // of Sent: found in Notify by reference, not sent again
+	Deferred  atomic.Int64 // sends that failed transiently and were put back for later
+	Failed    atomic.Int64 // reminders given up: refused by Notify, no contact details, too many attempts
+}
+
+// Dispatcher schedules and sends reminders. One value serves both the intake (Process) and
+// the send side (SendDue, RunSender); both may run at once, in any number of processes.
+type Dispatcher struct {
+	rdb      redis.UniversalClient
+	notifier Notifier
+	contacts Contacts
+	failed   Publisher
+	o        Options
+	token    string // identifies this process's claims
+	Stats    Stats
+}
+
+// New returns a Dispatcher after validating o.
+func New(rdb redis.UniversalClient, n Notifier, c Contacts, failed Publisher, o Options) (*Dispatcher, error) {
+	if err := o.Validate(); err != nil {
+		return nil, err
+	}
+	return &Dispatcher{rdb: rdb, notifier: n, contacts: c, failed: failed, o: o,
+		token: strconv.FormatInt(time.Now().UnixNano(), 36) + "-" + strconv.Itoa(int(tokenSeq.Add(1)))}, nil
+}
+
+var tokenSeq atomic.Int64
+
+// ReminderID is the deterministic id of one reminder: the first 128 bits of
+// HMAC-SHA256(secret, appointment id ‖ booking version ‖ slot), in hex. It is the Notify
+// reference: the same reminder always gets the same reference, and the reference reveals
+// nothing about the patient or the appointment.
+func (d *Dispatcher) ReminderID(appointment string, version int, slot string) string {
+	m := hmac.New(sha256.New, d.o.Secret)
+	m.Write([]byte(appointment))
+	m.Write([]byte{0})
+	m.Write([]byte(strconv.Itoa(version)))
+	m.Write([]byte{0})
+	m.Write([]byte(slot))
+	return hex.EncodeToString(m.Sum(nil)[:16])
+}
+
+// Redis keys. The {pseudonym} hash tag puts a patient's appointment and reminder records in
+// one Cluster slot, so one script can update them together.
+func (d *Dispatcher) apptKey(patient, appt string) string {
+	return d.o.Prefix + "{" + patient + "}:rappt:" + appt
+}
+
+func (d *Dispatcher) remKey(patient, rid string) string {
+	return d.o.Prefix + "{" + patient + "}:rem:" + rid
+}
+
+// DueKey is the sorted set of pending reminders, scored by due time (Unix ms).
+func (d *Dispatcher) DueKey() string { return d.o.Prefix + "reminders:due" }
+
+// A due-queue member is "<pseudonym>:<reminder id>:<appointment id>": the first two have
+// fixed lengths, so appointment ids may contain anything.
+const (
+	pseudonymLen = 64
+	ridLen       = 32
+)
+
+func member(patient, rid, appt string) string { return patient + ":" + rid + ":" + appt }
+
+func parseMember(m string) (patient, rid, appt string, ok bool) {
+	if len(m) < pseudonymLen+ridLen+3 || m[pseudonymLen] != ':' || m[pseudonymLen+ridLen+1] != ':' {
+		return "", "", "", false
+	}
+	return m[:pseudonymLen], m[pseudonymLen+1 : pseudonymLen+1+ridLen], m[pseudonymLen+ridLen+2:], true
+}
+
+func ms(t time.Time) int64 { return t.UnixMilli() }
+
+func fromMS(s string) time.Time {
+	n, _ := strconv.ParseInt(s, 10, 64)
+	return time.UnixMilli(n).UTC()
+}
