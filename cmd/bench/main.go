@@ -1,0 +1,703 @@
+// Command bench measures the scorer end to end against real Kafka and Redis, next to a Python
+// implementation of the same job (bench/peer), on the same broker, Redis, model and input.
+// `make bench` starts the services and runs it; it writes out/bench.json.
+//
+// It simulates two years of a hospital, loads the first year into Redis as patient histories
+// and publishes the second year's events (at least a million bookings by default) to a topic.
+// Each implementation then consumes that topic as a separate process, from a fresh consumer
+// group over freshly loaded histories, once per run:
+//
+//   - throughput: events per second from the first risk event written to the moment the
+//     group's committed offsets reach the end of the input;
+//   - peak RSS of the process (VmHWM);
+//   - latency: p50/p99/p99.9 from a booking being produced to its risk event being readable,
+//     at a fixed offered load (default 2,000 events/s).
+//
+// The peer's risk events must match ours within 1e-6 on every booking both scored, or the
+// comparison is reported as void.
+package main
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"flag"
+	"fmt"
+	"log/slog"
+	"math"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"runtime"
+	"sort"
+	"strconv"
+	"strings"
+	"sync"
+	"syscall"
+	"time"
+
+	"github.com/redis/go-redis/v9"
+	"github.com/segmentio/kafka-go"
+
+	"github.com/nhsx/dnarisk/events"
+	"github.com/nhsx/dnarisk/featurestore"
+	"github.com/nhsx/dnarisk/pseudo"
+	"github.com/nhsx/dnarisk/sim"
+	"github.com/nhsx/dnarisk/stream"
+)
+
+type config struct {
+	brokers        []string
+	redisAddr      string
+	patients       int
+	bookingsPerYr  float64
+	runs           int
+	peerEvents     int
+	latencyRate    int
+	latencySeconds int
+	partitions     int
+	modelDir       string
+	out            string
+	peerCmd        string
+	skipPeer       bool
+}
+
+// Result is one implementation's figures (medians over runs, with every run kept).
+type Result struct {
+	EventsPerS float64   `json:"events_per_s"`
+	P50ms      float64   `json:"p50_ms"`
+	P99ms      float64   `json:"p99_ms"`
+	P999ms     float64   `json:"p999_ms"`
+	RSSMB      float64   `json:"rss_mb"`
+	Events     int       `json:"events"`
+	Runs       []float64 `json:"events_per_s_runs"`
+	RSSRuns    []float64 `json:"rss_mb_runs"`
+	Note       string    `json:"note,omitempty"`
+}
+
+// Report is out/bench.json.
+type Report struct {
+	Go              Result         `json:"go"`
+	Peer            *Result        `json:"peer,omitempty"`
+	ThroughputRatio float64        `json:"throughput_ratio,omitempty"`
+	Parity          *Parity        `json:"parity,omitempty"`
+	Machine         map[string]any `json:"machine"`
+	Input           map[string]any `json:"input"`
+	Command         string         `json:"command"`
+	When            time.Time      `json:"when"`
+}
+
+// Parity compares the peer's probabilities with ours.
+type Parity struct {
+	Compared   int     `json:"bookings_compared"`
+	MaxAbsDiff float64 `json:"max_abs_diff"`
+	Valid      bool    `json:"valid"`
+}
+
+func main() {
+	var c config
+	brokers := flag.String("brokers", envOr("KAFKA_BROKERS", "127.0.0.1:19092"), "Kafka brokers (env KAFKA_BROKERS)")
+	flag.StringVar(&c.redisAddr, "redis", envOr("REDIS_ADDR", "127.0.0.1:16379"), "Redis address (env REDIS_ADDR)")
+	flag.IntVar(&c.patients, "patients", 110_000, "simulated patients (all get a year of history)")
+	flag.Float64Var(&c.bookingsPerYr, "bookings-per-year", 10, "mean bookings per patient per year")
+	flag.IntVar(&c.runs, "runs", 3, "throughput runs per implementation")
+	flag.IntVar(&c.peerEvents, "peer-events", 200_000, "events the peer consumes per run (a prefix of the same input; it is slow)")
+	flag.IntVar(&c.latencyRate, "latency-rate", 2000, "offered load of the latency run, events/s")
+	flag.IntVar(&c.latencySeconds, "latency-seconds", 30, "length of the latency run")
+	flag.IntVar(&c.partitions, "partitions", 4, "partitions of the input topic")
+	flag.StringVar(&c.modelDir, "model-dir", "models/default", "model directory")
+	flag.StringVar(&c.out, "out", "out/bench.json", "report file")
+	flag.StringVar(&c.peerCmd, "peer", ".venv-peer/bin/python bench/peer/peer.py", "command that runs the Python peer")
+	flag.BoolVar(&c.skipPeer, "skip-peer", false, "measure only the Go consumer")
+	flag.Parse()
+	c.brokers = strings.Split(*brokers, ",")
+	log := slog.New(slog.NewTextHandler(os.Stderr, nil))
+	if err := run(context.Background(), c, log); err != nil {
+		fmt.Fprintln(os.Stderr, "bench:", err)
+		os.Exit(1)
+	}
+}
+
+func envOr(k, d string) string {
+	if v := os.Getenv(k); v != "" {
+		return v
+	}
+	return d
+}
+
+// world is the pre-generated benchmark input.
+type world struct {
+	histories map[string]*featurestore.History
+	input     []kafka.Message
+	bookings  int
+	cut       time.Time
+}
+
+func generate(c config) (*world, error) {
+	ps, _ := pseudo.New([]byte("benchmark-only-secret-0123456789abcdef"))
+	start := time.Date(2024, 1, 1, 0, 0, 0, 0, time.UTC)
+	g, err := sim.New(sim.Config{Seed: 2026, Patients: c.patients, Start: start, Days: 730, BookingsPerYear: c.bookingsPerYr}, ps)
+	if err != nil {
+		return nil, err
+	}
+	w := &world{histories: map[string]*featurestore.History{}, cut: start.AddDate(1, 0, 0)}
+	for ev := range g.All() {
+		if ev.EventTime.Before(w.cut) {
+			h := w.histories[ev.Patient]
+			if h == nil {
+				h = &featurestore.History{}
+				w.histories[ev.Patient] = h
+			}
+			h.Apply(&ev, featurestore.Policy{})
+			continue
+		}
+		b, err := json.Marshal(ev)
+		if err != nil {
+			return nil, err
+		}
+		w.input = append(w.input, kafka.Message{Key: []byte(ev.Patient), Value: b})
+		if ev.Type == events.Booked || ev.Type == events.Rescheduled {
+			w.bookings++
+		}
+	}
+	return w, nil
+}
+
+func run(ctx context.Context, c config, log *slog.Logger) error {
+	t0 := time.Now()
+	w, err := generate(c)
+	if err != nil {
+		return err
+	}
+	log.Info("input generated", "patients_with_history", len(w.histories), "events", len(w.input), "bookings", w.bookings, "took", time.Since(t0).Round(time.Millisecond))
+
+	rdb := redis.NewClient(&redis.Options{Addr: c.redisAddr})
+	defer rdb.Close()
+	tag := strconv.FormatInt(time.Now().Unix(), 36)
+	inTopic := "bench.in." + tag
+	if err := createTopic(ctx, c.brokers, inTopic, c.partitions); err != nil {
+		return err
+	}
+	t0 = time.Now()
+	if err := publish(ctx, c.brokers, inTopic, w.input); err != nil {
+		return err
+	}
+	log.Info("input published", "topic", inTopic, "took", time.Since(t0).Round(time.Millisecond))
+
+	bin := filepath.Join(os.TempDir(), "dnarisk-bench-consumer")
+	if out, err := exec.Command("go", "build", "-o", bin, "./cmd/consumer").CombinedOutput(); err != nil {
+		return fmt.Errorf("build consumer: %v\n%s", err, out)
+	}
+
+	rep := Report{
+		Machine: machine(),
+		Input: map[string]any{"events": len(w.input), "bookings": w.bookings, "patients_with_history": len(w.histories),
+			"partitions": c.partitions, "history_window": "1 year simulated before the input year"},
+		Command: "make bench",
+		When:    time.Now().UTC(),
+	}
+	goImpl := impl{name: "go", start: func(a implArgs) *exec.Cmd {
+		return exec.Command(bin, "--brokers", strings.Join(c.brokers, ","), "--redis", c.redisAddr,
+			"--group", a.group, "--topic-appointments", a.in, "--topic-risk", a.risk, "--topic-dlq", a.dlq,
+			"--redis-prefix", a.prefix, "--model-dir", c.modelDir)
+	}}
+	var goRisk map[string]float64
+	rep.Go, goRisk, err = measure(ctx, c, log, rdb, w, goImpl, inTopic, len(w.input))
+	if err != nil {
+		return err
+	}
+	if !c.skipPeer {
+		parts := strings.Fields(c.peerCmd)
+		peerImpl := impl{name: "peer", start: func(a implArgs) *exec.Cmd {
+			args := append(parts[1:], "--brokers", strings.Join(c.brokers, ","), "--redis", c.redisAddr,
+				"--group", a.group, "--topic-in", a.in, "--topic-risk", a.risk, "--topic-dlq", a.dlq,
+				"--redis-prefix", a.prefix, "--model-dir", c.modelDir, "--max-events", strconv.Itoa(a.maxEvents))
+			return exec.Command(parts[0], args...)
+		}}
+		n := min(c.peerEvents, len(w.input))
+		peer, peerRisk, err := measure(ctx, c, log, rdb, w, peerImpl, inTopic, n)
+		if err != nil {
+			return fmt.Errorf("peer: %w", err)
+		}
+		peer.Note = fmt.Sprintf("consumes the first %d events of the same input per run", n)
+		rep.Peer = &peer
+		rep.ThroughputRatio = round(rep.Go.EventsPerS/peer.EventsPerS, 2)
+		rep.Parity = compare(goRisk, peerRisk)
+		if !rep.Parity.Valid {
+			log.Error("peer outputs differ from ours: the comparison is void", "max_abs_diff", rep.Parity.MaxAbsDiff)
+		}
+	}
+	if err := os.MkdirAll(filepath.Dir(c.out), 0o755); err != nil {
+		return err
+	}
+	b, _ := json.MarshalIndent(rep, "", "  ")
+	if err := os.WriteFile(c.out, b, 0o644); err != nil {
+		return err
+	}
+	fmt.Println(string(b))
+	return nil
+}
+
+type implArgs struct {
+	group, in, risk, dlq, prefix string
+	maxEvents                    int
+}
+
+type impl struct {
+	name  string
+	start func(implArgs) *exec.Cmd
+}
+
+// measure runs impl c.runs times over the input for throughput and RSS, then once at a fixed
+// load for latency. It returns the probabilities of the last throughput run by booking.
+func measure(ctx context.Context, c config, log *slog.Logger, rdb *redis.Client, w *world, im impl, inTopic string, n int) (Result, map[string]float64, error) {
+	var res Result
+	res.Events = n
+	var risks map[string]float64
+	for r := 1; r <= c.runs; r++ {
+		a := implArgs{group: fmt.Sprintf("bench-%s-%d-%d", im.name, r, time.Now().UnixNano()), in: inTopic, maxEvents: n}
+		a.risk, a.dlq, a.prefix = a.group+".risk", a.group+".dlq", a.group+":"
+		for _, t := range []string{a.risk, a.dlq} {
+			if err := createTopic(ctx, c.brokers, t, c.partitions); err != nil {
+				return res, nil, err
+			}
+		}
+		if err := preload(ctx, rdb, a.prefix, w.histories); err != nil {
+			return res, nil, err
+		}
+		eps, rss, err := throughputRun(ctx, c, im, a, n)
+		if err != nil {
+			return res, nil, err
+		}
+		log.Info("throughput run", "impl", im.name, "run", r, "events", n, "events_per_s", round(eps, 0), "rss_mb", round(rss, 1))
+		res.Runs = append(res.Runs, round(eps, 0))
+		res.RSSRuns = append(res.RSSRuns, round(rss, 1))
+		if r == c.runs {
+			risks, err = readRisks(ctx, c.brokers, a.risk)
+			if err != nil {
+				return res, nil, err
+			}
+		}
+		_ = rdbFlushPrefix(ctx, rdb, a.prefix)
+	}
+	res.EventsPerS = median(res.Runs)
+	res.RSSMB = maxOf(res.RSSRuns)
+	lat, err := latencyRun(ctx, c, log, rdb, w, im)
+	if err != nil {
+		return res, nil, err
+	}
+	res.P50ms, res.P99ms, res.P999ms = round(pct(lat, 50), 2), round(pct(lat, 99), 2), round(pct(lat, 99.9), 2)
+	log.Info("latency run", "impl", im.name, "rate", c.latencyRate, "samples", len(lat), "p50_ms", res.P50ms, "p99_ms", res.P99ms, "p999_ms", res.P999ms)
+	return res, risks, nil
+}
+
+func throughputRun(ctx context.Context, c config, im impl, a implArgs, n int) (eventsPerS, rssMB float64, err error) {
+	cmd := im.start(a)
+	var stderr strings.Builder
+	cmd.Stderr = &stderr
+	if err := cmd.Start(); err != nil {
+		return 0, 0, err
+	}
+	exited := make(chan struct{})
+	go func() { _ = cmd.Wait(); close(exited) }()
+	defer func() {
+		_ = cmd.Process.Signal(syscall.SIGTERM)
+		select {
+		case <-exited:
+		case <-time.After(20 * time.Second):
+			_ = cmd.Process.Kill()
+			<-exited
+		}
+	}()
+	client := &kafka.Client{Addr: kafka.TCP(c.brokers...)}
+	parts := make([]int, c.partitions)
+	for i := range parts {
+		parts[i] = i
+	}
+	deadline := time.Now().Add(30 * time.Minute)
+	var done time.Time
+	var peakRSS float64
+	for {
+		if time.Now().After(deadline) {
+			return 0, 0, fmt.Errorf("%s did not finish within 30 minutes\n%s", im.name, tail(stderr.String()))
+		}
+		if rss := vmHWM(cmd.Process.Pid); rss > peakRSS {
+			peakRSS = rss
+		}
+		off, err := client.OffsetFetch(ctx, &kafka.OffsetFetchRequest{GroupID: a.group, Topics: map[string][]int{a.in: parts}})
+		if err == nil {
+			var total int64
+			for _, p := range off.Topics[a.in] {
+				if p.CommittedOffset > 0 {
+					total += p.CommittedOffset
+				}
+			}
+			if total >= int64(n) {
+				done = time.Now()
+				break
+			}
+		}
+		select {
+		case <-exited:
+			return 0, 0, fmt.Errorf("%s exited before consuming its input\n%s", im.name, tail(stderr.String()))
+		case <-time.After(100 * time.Millisecond):
+		}
+	}
+	if rss := vmHWM(cmd.Process.Pid); rss > peakRSS {
+		peakRSS = rss
+	}
+	first, err := firstTimestamp(ctx, c.brokers, a.risk)
+	if err != nil {
+		return 0, 0, err
+	}
+	return float64(n) / done.Sub(first).Seconds(), peakRSS, nil
+}
+
+// latencyRun offers bookings at a fixed rate to a running consumer and times each one from
+// the moment it is handed to the Kafka producer to the moment its risk event is read.
+func latencyRun(ctx context.Context, c config, log *slog.Logger, rdb *redis.Client, w *world, im impl) ([]float64, error) {
+	a := implArgs{group: fmt.Sprintf("bench-lat-%s-%d", im.name, time.Now().UnixNano()), maxEvents: 1 << 30}
+	a.in, a.risk, a.dlq, a.prefix = a.group+".in", a.group+".risk", a.group+".dlq", a.group+":"
+	for _, t := range []string{a.in, a.risk, a.dlq} {
+		if err := createTopic(ctx, c.brokers, t, c.partitions); err != nil {
+			return nil, err
+		}
+	}
+	if err := preload(ctx, rdb, a.prefix, w.histories); err != nil {
+		return nil, err
+	}
+	defer rdbFlushPrefix(ctx, rdb, a.prefix)
+	cmd := im.start(a)
+	var stderr strings.Builder
+	cmd.Stderr = &stderr
+	if err := cmd.Start(); err != nil {
+		return nil, err
+	}
+	defer stop(cmd)
+
+	// New bookings only: each produces exactly one risk event to wait for.
+	var bookings []kafka.Message
+	for _, m := range w.input {
+		if strings.Contains(string(m.Value), `"type":"booked"`) {
+			bookings = append(bookings, m)
+		}
+	}
+	total := min(c.latencyRate*c.latencySeconds+1, len(bookings))
+
+	var mu sync.Mutex
+	sent := make(map[string]time.Time, total)
+	lat := make([]float64, 0, total)
+	got := make(chan struct{}, total)
+	readCtx, stopRead := context.WithCancel(ctx)
+	defer stopRead()
+	for p := 0; p < c.partitions; p++ {
+		r := kafka.NewReader(kafka.ReaderConfig{Brokers: c.brokers, Topic: a.risk, Partition: p, MinBytes: 1, MaxBytes: 10 << 20, MaxWait: 10 * time.Millisecond})
+		go func() {
+			defer r.Close()
+			for {
+				m, err := r.ReadMessage(readCtx)
+				if err != nil {
+					return
+				}
+				at := time.Now()
+				var risk events.Risk
+				if json.Unmarshal(m.Value, &risk) != nil {
+					continue
+				}
+				mu.Lock()
+				if t, ok := sent[risk.SourceEventID]; ok {
+					lat = append(lat, float64(at.Sub(t).Microseconds())/1000)
+					delete(sent, risk.SourceEventID)
+				}
+				mu.Unlock()
+				got <- struct{}{}
+			}
+		}()
+	}
+
+	wr := stream.NewWriter(c.brokers, a.in)
+	wr.BatchTimeout = time.Millisecond
+	defer wr.Close()
+	send := func(batch []kafka.Message) error {
+		now := time.Now()
+		mu.Lock()
+		for _, m := range batch {
+			sent[eventID(m.Value)] = now
+		}
+		mu.Unlock()
+		return wr.WriteMessages(ctx, batch...)
+	}
+	// Warm up: joining the group and the first fetches are not steady-state latency.
+	if err := send(bookings[:1]); err != nil {
+		return nil, err
+	}
+	select {
+	case <-got:
+	case <-time.After(90 * time.Second):
+		return nil, fmt.Errorf("%s: no risk event for the warm-up booking within 90s\n%s", im.name, tail(stderr.String()))
+	}
+	mu.Lock()
+	lat = lat[:0]
+	mu.Unlock()
+
+	// Every tick, send the bookings due by now, so the offered rate holds even when a write
+	// takes longer than a tick.
+	start := time.Now()
+	next := 1
+	ticker := time.NewTicker(5 * time.Millisecond)
+	defer ticker.Stop()
+	for next < total {
+		<-ticker.C
+		due := min(1+int(time.Since(start).Seconds()*float64(c.latencyRate)), total)
+		if due <= next {
+			continue
+		}
+		if err := send(bookings[next:due]); err != nil {
+			return nil, fmt.Errorf("latency producer: %w", err)
+		}
+		next = due
+	}
+	deadline := time.After(60 * time.Second)
+	for received := 0; received < total-1; received++ {
+		select {
+		case <-got:
+		case <-deadline:
+			mu.Lock()
+			defer mu.Unlock()
+			return nil, fmt.Errorf("%s: %d of %d risk events arrived within 60s of the last booking", im.name, len(lat), total-1)
+		}
+	}
+	mu.Lock()
+	defer mu.Unlock()
+	log.Info("latency load offered", "impl", im.name, "bookings", total-1, "seconds", round(time.Since(start).Seconds(), 1))
+	return append([]float64(nil), lat...), nil
+}
+
+func stop(cmd *exec.Cmd) {
+	_ = cmd.Process.Signal(syscall.SIGTERM)
+	done := make(chan struct{})
+	go func() { _ = cmd.Wait(); close(done) }()
+	select {
+	case <-done:
+	case <-time.After(20 * time.Second):
+		_ = cmd.Process.Kill()
+		<-done
+	}
+}
+
+func eventID(v []byte) string {
+	var e struct {
+		ID string `json:"event_id"`
+	}
+	_ = json.Unmarshal(v, &e)
+	return e.ID
+}
+
+func createTopic(ctx context.Context, brokers []string, topic string, partitions int) error {
+	conn, err := kafka.DialContext(ctx, "tcp", brokers[0])
+	if err != nil {
+		return err
+	}
+	defer conn.Close()
+	ctrl, err := conn.Controller()
+	if err != nil {
+		return err
+	}
+	cc, err := kafka.DialContext(ctx, "tcp", fmt.Sprintf("%s:%d", ctrl.Host, ctrl.Port))
+	if err != nil {
+		return err
+	}
+	defer cc.Close()
+	if err := cc.CreateTopics(kafka.TopicConfig{Topic: topic, NumPartitions: partitions, ReplicationFactor: 1}); err != nil {
+		return fmt.Errorf("create topic %s: %w", topic, err)
+	}
+	for i := 0; i < 100; i++ {
+		parts, err := conn.ReadPartitions(topic)
+		if err == nil && len(parts) == partitions {
+			return nil
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
+	return fmt.Errorf("topic %s not ready", topic)
+}
+
+func publish(ctx context.Context, brokers []string, topic string, msgs []kafka.Message) error {
+	w := stream.NewWriter(brokers, topic)
+	w.BatchSize = 5000
+	defer w.Close()
+	for len(msgs) > 0 {
+		n := min(len(msgs), 5000)
+		if err := w.WriteMessages(ctx, msgs[:n]...); err != nil {
+			return fmt.Errorf("publish input: %w", err)
+		}
+		msgs = msgs[n:]
+	}
+	return nil
+}
+
+// preload writes the year of history under prefix, as the consumer would have left it.
+func preload(ctx context.Context, rdb *redis.Client, prefix string, hs map[string]*featurestore.History) error {
+	store := featurestore.NewRedisStore(rdb, featurestore.RedisOptions{Prefix: prefix, TTL: 24 * time.Hour})
+	batch := map[string]*featurestore.History{}
+	flush := func() error {
+		for _, h := range batch {
+			h.Rev = 0
+		}
+		err := store.Save(ctx, batch)
+		clear(batch)
+		return err
+	}
+	for p, h := range hs {
+		batch[p] = &featurestore.History{Facts: h.Facts}
+		if len(batch) == 2000 {
+			if err := flush(); err != nil {
+				return fmt.Errorf("preload histories: %w", err)
+			}
+		}
+	}
+	return flush()
+}
+
+func rdbFlushPrefix(ctx context.Context, rdb *redis.Client, prefix string) error {
+	iter := rdb.Scan(ctx, 0, prefix+"*", 5000).Iterator()
+	var keys []string
+	for iter.Next(ctx) {
+		keys = append(keys, iter.Val())
+		if len(keys) == 5000 {
+			rdb.Unlink(ctx, keys...)
+			keys = keys[:0]
+		}
+	}
+	if len(keys) > 0 {
+		rdb.Unlink(ctx, keys...)
+	}
+	return iter.Err()
+}
+
+func readRisks(ctx context.Context, brokers []string, topic string) (map[string]float64, error) {
+	msgs, err := stream.ReadAll(ctx, brokers, topic)
+	if err != nil {
+		return nil, err
+	}
+	out := make(map[string]float64, len(msgs))
+	for _, m := range msgs {
+		var r events.Risk
+		if err := json.Unmarshal(m.Value, &r); err != nil {
+			return nil, fmt.Errorf("unreadable risk event on %s: %w", topic, err)
+		}
+		out[fmt.Sprintf("%s/%d", r.AppointmentID, r.Version)] = r.Probability
+	}
+	return out, nil
+}
+
+// firstTimestamp is the earliest producer timestamp on topic: when the first risk event was
+// written, i.e. just after the first batch was consumed and scored.
+func firstTimestamp(ctx context.Context, brokers []string, topic string) (time.Time, error) {
+	conn, err := kafka.DialContext(ctx, "tcp", brokers[0])
+	if err != nil {
+		return time.Time{}, err
+	}
+	parts, err := conn.ReadPartitions(topic)
+	conn.Close()
+	if err != nil {
+		return time.Time{}, err
+	}
+	var first time.Time
+	for _, p := range parts {
+		r := kafka.NewReader(kafka.ReaderConfig{Brokers: brokers, Topic: topic, Partition: p.ID, MaxWait: 50 * time.Millisecond})
+		rctx, cancel := context.WithTimeout(ctx, 5*time.Second)
+		m, err := r.ReadMessage(rctx)
+		cancel()
+		r.Close()
+		if err != nil {
+			continue // an empty partition
+		}
+		if first.IsZero() || m.Time.Before(first) {
+			first = m.Time
+		}
+	}
+	if first.IsZero() {
+		return first, errors.New("no risk event was written")
+	}
+	return first, nil
+}
+
+func compare(ours, peer map[string]float64) *Parity {
+	p := &Parity{}
+	for k, q := range peer {
+		if o, ok := ours[k]; ok {
+			p.Compared++
+			p.MaxAbsDiff = math.Max(p.MaxAbsDiff, math.Abs(o-q))
+		}
+	}
+	p.Valid = p.Compared > 0 && p.MaxAbsDiff <= 1e-6 && p.Compared >= len(peer)*99/100
+	return p
+}
+
+// vmHWM is the process's peak resident set in MB, from /proc.
+func vmHWM(pid int) float64 {
+	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/status", pid))
+	if err != nil {
+		return 0
+	}
+	for _, line := range strings.Split(string(b), "\n") {
+		if strings.HasPrefix(line, "VmHWM:") {
+			f := strings.Fields(line)
+			kb, _ := strconv.ParseFloat(f[1], 64)
+			return kb / 1024
+		}
+	}
+	return 0
+}
+
+func machine() map[string]any {
+	m := map[string]any{"cores": runtime.NumCPU(), "go": runtime.Version(), "note": "Kafka broker, Redis and the consumer share the machine"}
+	if b, err := os.ReadFile("/proc/cpuinfo"); err == nil {
+		for _, line := range strings.Split(string(b), "\n") {
+			if strings.HasPrefix(line, "model name") {
+				m["cpu"] = strings.TrimSpace(strings.SplitN(line, ":", 2)[1])
+				break
+			}
+		}
+	}
+	return m
+}
+
+func median(xs []float64) float64 {
+	s := append([]float64(nil), xs...)
+	sort.Float64s(s)
+	if len(s) == 0 {
+		return 0
+	}
+	return s[len(s)/2]
+}
+
+func maxOf(xs []float64) float64 {
+	m := 0.0
+	for _, x := range xs {
+		m = math.Max(m, x)
+	}
+	return m
+}
+
+func pct(xs []float64, p float64) float64 {
+	if len(xs) == 0 {
+		return math.NaN()
+	}
+	s := append([]float64(nil), xs...)
+	sort.Float64s(s)
+	i := int(math.Ceil(p/100*float64(len(s)))) - 1
+	return s[max(0, min(i, len(s)-1))]
+}
+
+func round(x float64, digits int) float64 {
+	p := math.Pow(10, float64(digits))
+	return math.Round(x*p) / p
+}
+
+func tail(s string) string {
+	if len(s) > 2000 {
+		return s[len(s)-2000:]
+	}
+	return s
+}
