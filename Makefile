@@ -30,7 +30,7 @@ TEST_ENV := KAFKA_BROKERS=127.0.0.1:$(KAFKA_PORT) \
 GO_TEST_FLAGS ?= -race -count=1 -timeout 20m
 PKGS ?= ./...
 
-.PHONY: test services-up services-down services-status python compose-check build demo fmt vet
+.PHONY: test services-up services-down services-status python compose-check build demo fmt vet model
 
 # One recipe, so the trap can stop the services whatever happens in between;
 # the EXIT trap keeps the status of the command that failed. Stale services
@@ -88,6 +88,12 @@ build:
 
 demo:
 	go run ./cmd/demo
+
+# `make model` rebuilds models/default from the simulator (same seed, same model.txt).
+# `make model DATA=appointments.csv [CONFIG=config.json] [OUT=dir]` trains on a trust's
+# historical CSV (docs/csv.md) into models/<model_id> (or OUT). See docs/model.md.
+model:
+	DATA="$(DATA)" CONFIG="$(CONFIG)" OUT="$(OUT)" training/build_model.sh
 
 fmt:
 	gofmt -l -w .

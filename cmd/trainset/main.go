@@ -40,6 +40,7 @@ import (
 	"maps"
 	"math"
 	"os"
+	"path/filepath"
 	"regexp"
 	"slices"
 	"strconv"
@@ -304,7 +305,7 @@ func (r *replay) readCSV(ctx context.Context, o options, sum *summary) error {
 	if err != nil || len(missing) > 0 || len(standard) > 0 {
 		var problems []string
 		if err != nil {
-			problems = append(problems, err.Error())
+			problems = append(problems, strings.TrimPrefix(err.Error(), csvimport.ErrHeader.Error()+": "))
 		}
 		if len(missing) > 0 {
 			problems = append(problems, fmt.Sprintf("extras %s are not columns of the file (its extra columns: %s)", strings.Join(missing, ", "), listOrNone(available)))
@@ -355,7 +356,7 @@ func listOrNone(xs []string) string {
 func reportBad(w io.Writer, o options, cs *csvSummary, bad []csvimport.RowError) {
 	fmt.Fprintf(w, "trainset: %s: %d rows, %d imported, %d bad", o.csv, cs.Rows, cs.Imported, cs.Bad)
 	if o.badRows != "" && cs.Bad > 0 {
-		fmt.Fprintf(w, " (all listed in %s)", o.badRows)
+		fmt.Fprintf(w, " (each listed with its line number and reason in %s)", filepath.Base(o.badRows))
 	}
 	fmt.Fprintln(w)
 	reasons := slices.SortedFunc(maps.Keys(cs.BadReasons), func(a, b string) int { return cs.BadReasons[b] - cs.BadReasons[a] })

@@ -1,0 +1,132 @@
+#!/usr/bin/env bash
+# Builds a model directory end to end: training set (the Go feature code, replayed
+# point-in-time), LightGBM training, calibration decision, bands, Go parity check, model card.
+#
+#   make model                                   # = training/build_model.sh: models/default from the simulator
+#   make model DATA=appointments.csv [CONFIG=training/config.example.json] [OUT=models/mine]
+#
+# Without DATA: cmd/producer --source sim (fixed seed) -> events.jsonl + truth.csv ->
+# cmd/trainset -> train.py -> models/default. The same seed gives a byte-identical model.txt.
+# With DATA: a historical appointments CSV in the layout of docs/csv.md -> cmd/trainset -csv
+# (bad rows counted by reason, listed in bad_rows.csv) -> train.py -> models/<model_id>.
+#
+# Environment (defaults in brackets): DATA, CONFIG (training config JSON: extras and their
+# types, split, bands, ...; see docs/model.md), OUT [models/default, or models/<model_id> with
+# DATA], PATIENTS [50000], DAYS [365], SEED [42] (simulator), PYTHON [the .venv that
+# scripts/python.sh builds from training/requirements.txt], KEEP (a directory to keep the
+# intermediate files in), HISTORY_RETENTION [26280h, must equal the consumer's].
+#
+# The new directory is assembled next to OUT and moved in at the end: a fresh OUT by one
+# rename; an existing OUT (perhaps one a consumer is watching) file by file, model.txt before
+# contract.json, each by rename, so a watcher never loads a mix (and would refuse one: the
+# contract pins model.txt's SHA-256).
+set -euo pipefail
+
+ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
+cd "$ROOT"
+DATA="${DATA:-}"
+CONFIG="${CONFIG:-}"
+OUT="${OUT:-}"
+PATIENTS="${PATIENTS:-50000}"
+DAYS="${DAYS:-365}"
+SEED="${SEED:-42}"
+HISTORY_RETENTION="${HISTORY_RETENTION:-26280h}"
+
+log() { echo "build_model: $*" >&2; }
+die() { log "ERROR: $*"; exit 1; }
+
+[[ -z "$DATA" || -f "$DATA" ]] || die "DATA=$DATA: no such file"
+[[ -z "$CONFIG" || -f "$CONFIG" ]] || die "CONFIG=$CONFIG: no such file"
+if [[ -z "$DATA" && -z "$OUT" ]]; then OUT=models/default; fi
+
+start=$SECONDS
+PYTHON="${PYTHON:-$(scripts/python.sh)}"
+want="$(sed -n 's/^lightgbm==//p' training/requirements.txt)"
+have="$("$PYTHON" -c 'import lightgbm; print(lightgbm.__version__)')"
+[[ "$have" == "$want" ]] || die "$PYTHON has LightGBM $have, training/requirements.txt pins $want: run scripts/python.sh"
+
+if [[ -n "${KEEP:-}" ]]; then
+	WORK="$KEEP"
+	mkdir -p "$WORK"
+else
+	WORK="$(mktemp -d)"
+fi
+# Stage next to where the model goes, so moving it in is a rename on one filesystem.
+PARENT="$(dirname "${OUT:-models/x}")"
+mkdir -p "$PARENT"
+STAGE="$(mktemp -d "$PARENT/.model-staging-XXXXXX")"
+cleanup() { rm -rf "$STAGE"; [[ -n "${KEEP:-}" ]] || rm -rf "$WORK"; }
+trap cleanup EXIT
+
+log "building the Go tools"
+go build -o "$WORK/bin/" ./cmd/producer ./cmd/trainset ./cmd/modelcheck
+
+EXTRAS=""
+if [[ -n "$CONFIG" ]]; then
+	EXTRAS="$("$PYTHON" -c '
+import json, sys
+try:
+    cfg = json.load(open(sys.argv[1]))
+except ValueError as e:
+    sys.exit(f"build_model: ERROR: CONFIG={sys.argv[1]} is not JSON: {e}")
+print(",".join(cfg.get("extras", {})) if isinstance(cfg, dict) else "")
+' "$CONFIG")"
+fi
+
+TRAIN_ARGS=(--trainset "$WORK/trainset.csv" --out "$STAGE" --data-summary "$WORK/summary.json")
+[[ -z "$CONFIG" ]] || TRAIN_ARGS+=(--config "$CONFIG")
+if [[ -z "$DATA" ]]; then
+	# Simulated patients only: this key pseudonymises made-up NHS numbers and protects nothing.
+	export DNA_PSEUDONYM_SECRET=training-only-not-a-secret-000000
+	log "simulating $PATIENTS patients over $DAYS days (seed $SEED)"
+	"$WORK/bin/producer" --source sim --seed "$SEED" --patients "$PATIENTS" --days "$DAYS" \
+		--out "$WORK/events.jsonl" --truth "$WORK/truth.csv"
+	log "replaying $(wc -l <"$WORK/events.jsonl") events into a training set"
+	"$WORK/bin/trainset" -in "$WORK/events.jsonl" -truth "$WORK/truth.csv" -out "$WORK/trainset.csv" \
+		-extras "$EXTRAS" -summary "$WORK/summary.json" -history-retention "$HISTORY_RETENTION"
+	TRAIN_ARGS+=(--provenance source=simulator --provenance "seed=$SEED" --provenance "patients=$PATIENTS" --provenance "days=$DAYS")
+else
+	log "reading $DATA"
+	"$WORK/bin/trainset" -csv "$DATA" -bad-rows "$STAGE/bad_rows.csv" -out "$WORK/trainset.csv" \
+		-extras "$EXTRAS" -summary "$WORK/summary.json" -history-retention "$HISTORY_RETENTION"
+	TRAIN_ARGS+=(--provenance source=csv --provenance "file=$(basename "$DATA")"
+		--provenance "file_sha256=$(sha256sum "$DATA" | cut -d' ' -f1)")
+fi
+# The shipped model must prove parity on at least 10,000 rows (scoring's TestParity asks the
+# same); a small trust's test window may hold fewer.
+MIN_PARITY_ROWS=1
+if [[ -n "$OUT" && "$(realpath -m "$OUT")" == "$ROOT/models/default" ]]; then MIN_PARITY_ROWS=10000; fi
+[[ -z "$CONFIG" ]] || TRAIN_ARGS+=(--provenance "config=$CONFIG")
+
+log "training"
+"$PYTHON" training/train.py "${TRAIN_ARGS[@]}" --modelcheck "$WORK/bin/modelcheck -min-rows $MIN_PARITY_ROWS"
+
+MODEL_ID="$("$PYTHON" -c 'import json, sys; print(json.load(open(sys.argv[1]))["model_id"])' "$STAGE/contract.json")"
+OUT="${OUT:-models/$MODEL_ID}"
+if [[ ! -e "$OUT" ]]; then
+	chmod 755 "$STAGE"
+	mv "$STAGE" "$OUT"
+else
+	[[ -d "$OUT" ]] || die "OUT=$OUT exists and is not a directory"
+	# Everything but the two serving files first, then model.txt, then contract.json.
+	for f in "$STAGE"/*; do
+		case "$(basename "$f")" in model.txt | contract.json) ;; *) mv -f "$f" "$OUT/" ;; esac
+	done
+	mv -f "$STAGE/model.txt" "$OUT/model.txt"
+	mv -f "$STAGE/contract.json" "$OUT/contract.json"
+	# A file the new model did not write (bad_rows.csv of an earlier CSV build) is stale.
+	[[ -n "$DATA" || ! -e "$OUT/bad_rows.csv" ]] || rm -f "$OUT/bad_rows.csv"
+fi
+
+"$PYTHON" - "$OUT" <<'EOF'
+import json, sys
+c = json.load(open(sys.argv[1] + "/card.json"))
+bayes = f", bayes_auc {c['bayes_auc']:.4f}" if "bayes_auc" in c else " (no bayes_auc: not simulator data)"
+print(f"build_model: {c['model_id']}: auc {c['auc']:.4f}{bayes}, ece {c['ece']:.4f}, parity_max_abs_diff {c['parity_max_abs_diff']:.3g}, "
+      f"calibrated {c['calibration']['applied']}; rows train/validation/test {c['rows']['train']}/{c['rows']['validation']}/{c['rows']['test']}",
+      file=sys.stderr)
+EOF
+if [[ -f "$OUT/bad_rows.csv" ]]; then
+	log "$(($(wc -l <"$OUT/bad_rows.csv") - 1)) bad rows of $DATA were not used; each is listed with its line number and reason in $OUT/bad_rows.csv"
+fi
+log "done in $((SECONDS - start)) s: $OUT (card: $OUT/card.md)"
