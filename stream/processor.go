@@ -86,6 +86,7 @@ type Processor struct {
 	model  atomic.Pointer[scorerBox]
 	log    *slog.Logger
 	now    func() time.Time
+	obs    Observer
 	// Stats counts batches that completed; a batch that failed and is retried counts once.
 	Stats Stats
 }
@@ -98,7 +99,7 @@ func NewProcessor(store featurestore.Store, out Output, model Scorer, topics Top
 	if log == nil {
 		log = slog.Default()
 	}
-	p := &Processor{store: store, out: out, topics: topics, policy: policy, log: log, now: time.Now}
+	p := &Processor{store: store, out: out, topics: topics, policy: policy, log: log, now: time.Now, obs: nopObserver{}}
 	p.SetModel(model)
 	return p
 }
@@ -109,6 +110,15 @@ func (p *Processor) SetModel(m Scorer) { p.model.Store(&scorerBox{m}) }
 
 // Model returns the model in use.
 func (p *Processor) Model() Scorer { return p.model.Load().Scorer }
+
+// SetObserver makes o hear about every batch (nil: nobody). Call it before the first
+// Process.
+func (p *Processor) SetObserver(o Observer) {
+	if o == nil {
+		o = nopObserver{}
+	}
+	p.obs = o
+}
 
 // maxConflictRetries bounds how often a batch re-applies history after losing a
 // compare-and-set race; more than a couple means two live consumers own one partition.
@@ -122,8 +132,22 @@ const maxConflictRetries = 5
 // Bookings are scored against the history as loaded before the batch's own events are
 // applied, in message order, so a patient's booking sees exactly the facts that preceded it.
 func (p *Processor) Process(ctx context.Context, msgs []kafka.Message) error {
+	start := time.Now()
+	rep := &BatchReport{Source: sourceTopic(msgs), Messages: len(msgs)}
+	err := p.process(ctx, msgs, rep)
+	rep.Took = time.Since(start)
+	if err != nil {
+		p.obs.BatchFailed(len(msgs), rep.Took, err)
+		return err
+	}
+	p.obs.BatchDone(rep)
+	return nil
+}
+
+func (p *Processor) process(ctx context.Context, msgs []kafka.Message, rep *BatchReport) error {
 	model := p.Model()
 	evs := make([]events.Appointment, 0, len(msgs))
+	sent := make([]time.Time, 0, len(msgs)) // Kafka timestamp of each valid event
 	var out []kafka.Message
 	var patients []string
 	seen := make(map[string]bool, len(msgs))
@@ -131,13 +155,14 @@ func (p *Processor) Process(ctx context.Context, msgs []kafka.Message) error {
 		m := &msgs[i]
 		ev, err := events.DecodeAppointment(m.Value)
 		if err == nil && string(m.Key) != ev.Patient {
-			err = fmt.Errorf("%w: message key is not the event's patient pseudonym (per-patient order depends on it)", events.ErrInvalid)
+			err = fmt.Errorf("%w: %w", events.ErrInvalid, errKeyMismatch)
 		}
 		if err != nil {
-			out = append(out, p.deadLetter(m, err))
+			out = append(out, p.deadLetter(m, err, rep))
 			continue
 		}
 		evs = append(evs, ev)
+		sent = append(sent, m.Time)
 		if !seen[ev.Patient] {
 			seen[ev.Patient] = true
 			patients = append(patients, ev.Patient)
@@ -145,10 +170,13 @@ func (p *Processor) Process(ctx context.Context, msgs []kafka.Message) error {
 	}
 	deadLettered := len(out)
 
+	t := time.Now()
 	hist, err := p.store.Load(ctx, patients)
 	if err != nil {
 		return fmt.Errorf("load %d histories: %w", len(patients), err)
 	}
+	rep.Load = time.Since(t)
+	var scoredAt []time.Time // Kafka timestamp of each scored booking, as rep.Scores
 	dirty := map[string]*featurestore.History{}
 	bands := map[string]int64{}
 	var x []float64
@@ -161,12 +189,14 @@ func (p *Processor) Process(ctx context.Context, msgs []kafka.Message) error {
 				skipped++
 			} else {
 				x = model.Vector(ev, featurestore.Compute(ev, h), x)
-				m, band, err := p.risk(model, ev, x)
+				m, band, prob, err := p.risk(model, ev, x)
 				if err != nil {
 					return err
 				}
 				out = append(out, m)
 				bands[band]++
+				rep.Scores = append(rep.Scores, Score{Event: ev, Probability: prob, Band: band, ModelID: model.ID()})
+				scoredAt = append(scoredAt, sent[i])
 			}
 		}
 		if h.Apply(ev, p.policy) {
@@ -176,13 +206,27 @@ func (p *Processor) Process(ctx context.Context, msgs []kafka.Message) error {
 	}
 
 	if len(out) > 0 {
+		t = time.Now()
 		if err := p.out.WriteMessages(ctx, out...); err != nil {
 			return fmt.Errorf("publish %d messages: %w", len(out), err)
 		}
+		acked := time.Now()
+		rep.Publish = acked.Sub(t)
+		rep.Published = map[string]int{}
+		for i := range out {
+			rep.Published[out[i].Topic]++
+		}
+		for i := range rep.Scores {
+			if !scoredAt[i].IsZero() {
+				rep.Scores[i].Delay = acked.Sub(scoredAt[i])
+			}
+		}
 	}
+	t = time.Now()
 	if err := p.save(ctx, dirty, evs); err != nil {
 		return err
 	}
+	rep.Save = time.Since(t)
 	p.Stats.Consumed.Add(int64(len(msgs)))
 	p.Stats.DeadLettered.Add(int64(deadLettered))
 	p.Stats.Scored.Add(int64(len(out) - deadLettered))
@@ -199,7 +243,7 @@ func (p *Processor) Process(ctx context.Context, msgs []kafka.Message) error {
 	return nil
 }
 
-func (p *Processor) risk(model Scorer, ev *events.Appointment, x []float64) (kafka.Message, string, error) {
+func (p *Processor) risk(model Scorer, ev *events.Appointment, x []float64) (kafka.Message, string, float64, error) {
 	prob := model.Score(x)
 	r := events.Risk{
 		Schema:           events.RiskSchema,
@@ -216,14 +260,14 @@ func (p *Processor) risk(model Scorer, ev *events.Appointment, x []float64) (kaf
 	}
 	b, err := json.Marshal(r)
 	if err != nil {
-		return kafka.Message{}, "", fmt.Errorf("encode risk event for appointment %s: %w", ev.AppointmentID, err)
+		return kafka.Message{}, "", 0, fmt.Errorf("encode risk event for appointment %s: %w", ev.AppointmentID, err)
 	}
 	return kafka.Message{
 		Topic:   p.topics.Risk,
 		Key:     []byte(ev.Patient),
 		Value:   b,
 		Headers: []kafka.Header{{Key: "schema", Value: []byte(events.RiskSchema)}},
-	}, r.Band, nil
+	}, r.Band, prob, nil
 }
 
 // save writes the changed histories. A patient whose history another writer changed since it
@@ -257,8 +301,9 @@ func (p *Processor) save(ctx context.Context, dirty map[string]*featurestore.His
 	return nil
 }
 
-// deadLetter wraps a refused message with the reason and where it came from.
-func (p *Processor) deadLetter(m *kafka.Message, reason error) kafka.Message {
+// deadLetter wraps a refused message with the reason and where it came from. The log line
+// carries the reason with digit runs masked: a decode error can quote a field's value.
+func (p *Processor) deadLetter(m *kafka.Message, reason error, rep *BatchReport) kafka.Message {
 	d := events.DeadLetter{
 		Schema:    events.DeadLetterSchema,
 		Reason:    reason.Error(),
@@ -270,7 +315,13 @@ func (p *Processor) deadLetter(m *kafka.Message, reason error) kafka.Message {
 		FailedAt:  p.now().UTC(),
 	}
 	b, _ := json.Marshal(d) // only []byte, strings, ints and a time: cannot fail
-	p.log.Warn("dead-lettered appointment event", "topic", m.Topic, "partition", m.Partition, "offset", m.Offset, "reason", reason.Error())
+	code := DeadLetterReason(m.Value, reason)
+	if rep.DeadLettered == nil {
+		rep.DeadLettered = map[string]int{}
+	}
+	rep.DeadLettered[code]++
+	p.log.Warn("dead-lettered appointment event", "topic", m.Topic, "partition", m.Partition, "offset", m.Offset,
+		"reason", code, "detail", redactDigits(reason.Error()))
 	return kafka.Message{
 		Topic:   p.topics.DeadLetter,
 		Key:     m.Key,

@@ -10,8 +10,9 @@ import (
 
 // ReadAll reads every partition of topic from its first offset to the end it has when
 // ReadAll starts. It is for verification (the demo, tests, audits), not the hot path.
-func ReadAll(ctx context.Context, brokers []string, topic string) ([]kafka.Message, error) {
-	conn, err := kafka.DialContext(ctx, "tcp", brokers[0])
+func ReadAll(ctx context.Context, brokers []string, topic string, opts ...Option) ([]kafka.Message, error) {
+	d := applyOptions(opts).dialer()
+	conn, err := d.DialContext(ctx, "tcp", brokers[0])
 	if err != nil {
 		return nil, fmt.Errorf("dial %s: %w", brokers[0], err)
 	}
@@ -22,7 +23,7 @@ func ReadAll(ctx context.Context, brokers []string, topic string) ([]kafka.Messa
 	}
 	var out []kafka.Message
 	for _, p := range parts {
-		msgs, err := readPartition(ctx, brokers, topic, p)
+		msgs, err := readPartition(ctx, d, brokers, topic, p)
 		if err != nil {
 			return nil, err
 		}
@@ -31,9 +32,9 @@ func ReadAll(ctx context.Context, brokers []string, topic string) ([]kafka.Messa
 	return out, nil
 }
 
-func readPartition(ctx context.Context, brokers []string, topic string, p kafka.Partition) ([]kafka.Message, error) {
+func readPartition(ctx context.Context, d *kafka.Dialer, brokers []string, topic string, p kafka.Partition) ([]kafka.Message, error) {
 	leader := fmt.Sprintf("%s:%d", p.Leader.Host, p.Leader.Port)
-	pc, err := kafka.DialLeader(ctx, "tcp", leader, topic, p.ID)
+	pc, err := d.DialLeader(ctx, "tcp", leader, topic, p.ID)
 	if err != nil {
 		return nil, fmt.Errorf("dial leader of %s/%d: %w", topic, p.ID, err)
 	}
@@ -45,7 +46,7 @@ func readPartition(ctx context.Context, brokers []string, topic string, p kafka.
 	if end <= first {
 		return nil, nil
 	}
-	r := kafka.NewReader(kafka.ReaderConfig{Brokers: brokers, Topic: topic, Partition: p.ID, MaxWait: 50 * time.Millisecond})
+	r := kafka.NewReader(kafka.ReaderConfig{Brokers: brokers, Dialer: d, Topic: topic, Partition: p.ID, MaxWait: 50 * time.Millisecond})
 	defer r.Close()
 	if err := r.SetOffset(first); err != nil {
 		return nil, err

@@ -15,9 +15,11 @@ import (
 // Each Writer gets its own Transport: kafka-go's shared DefaultTransport answers metadata
 // from a cache, so a topic created after the process first asked is "Unknown Topic Or
 // Partition" to every new Writer until the cache expires, and the Writer does not retry it.
-func NewWriter(brokers []string, topic string) *kafka.Writer {
+//
+// opts add TLS and SASL (see Option).
+func NewWriter(brokers []string, topic string, opts ...Option) *kafka.Writer {
 	return &kafka.Writer{
-		Transport:       &kafka.Transport{MetadataTTL: 10 * time.Second},
+		Transport:       applyOptions(opts).transport(),
 		Addr:            kafka.TCP(brokers...),
 		Topic:           topic,
 		Balancer:        &kafka.Murmur2Balancer{},
@@ -34,10 +36,11 @@ func NewWriter(brokers []string, topic string) *kafka.Writer {
 // NewReader returns a consumer-group Reader for topic with explicit, synchronous commits
 // (CommitMessages returns once Kafka stored the offsets; kafka-go's background committer
 // only logs failures) and a new group starting from the earliest offset, so no booking
-// published before the scorer first started is missed.
-func NewReader(brokers []string, group, topic string) *kafka.Reader {
+// published before the scorer first started is missed. opts add TLS and SASL (see Option).
+func NewReader(brokers []string, group, topic string, opts ...Option) *kafka.Reader {
 	return kafka.NewReader(kafka.ReaderConfig{
 		Brokers:           brokers,
+		Dialer:            applyOptions(opts).dialer(),
 		GroupID:           group,
 		Topic:             topic,
 		MinBytes:          1,

@@ -5,7 +5,11 @@
 // and exits 0; SIGHUP reloads the model directory (a model that fails validation is refused
 // and the current one keeps serving).
 //
-// Every setting is a flag with an environment variable fallback; run with --help.
+// Every setting is a flag with an environment variable fallback; run with --help. An
+// invalid setting is one line on stderr and exit status 2. Metrics, health, readiness and the
+// status page are served on --metrics-addr (package ops). Kafka TLS and SASL/SCRAM, and
+// Redis TLS and ACL credentials, are set by the flags of package secconfig; passwords come
+// from files or the environment only.
 package main
 
 import (
@@ -13,7 +17,9 @@ import (
 	"errors"
 	"flag"
 	"fmt"
+	"io"
 	"log/slog"
+	"net"
 	"os"
 	"os/signal"
 	"strings"
@@ -23,7 +29,11 @@ import (
 	"github.com/redis/go-redis/v9"
 
 	"github.com/nhsx/dnarisk/featurestore"
+	"github.com/nhsx/dnarisk/internal/envflag"
+	"github.com/nhsx/dnarisk/metrics"
+	"github.com/nhsx/dnarisk/ops"
 	"github.com/nhsx/dnarisk/scoring"
+	"github.com/nhsx/dnarisk/secconfig"
 	"github.com/nhsx/dnarisk/stream"
 )
 
@@ -38,45 +48,96 @@ type config struct {
 	retention   time.Duration
 	historyTTL  time.Duration
 	redisPrefix string
+
+	metricsAddr string // "" or "off": no operations endpoint
+	statusPage  bool
+	lagEvery    time.Duration
+	logLevel    slog.Level
+	kafkaOpts   []stream.Option
+	redisOpts   redis.UniversalOptions
 }
 
-func env(name, def string) string {
-	if v := os.Getenv(name); v != "" {
-		return v
-	}
-	return def
-}
+// usage is the --help text's first line.
+const usage = "usage: consumer [flags]\n\nScores PAS appointment events from Kafka for DNA risk. Flags (flag > environment > default):"
 
-func envDuration(name string, def time.Duration) time.Duration {
-	if v := os.Getenv(name); v != "" {
-		if d, err := time.ParseDuration(v); err == nil {
-			return d
-		}
-	}
-	return def
-}
-
+// parseConfig reads flags, then the environment for flags not given, then checks the
+// result. An error is one line, fit to print as is; flag.ErrHelp means --help was asked for
+// and the usage is already on stderr.
 func parseConfig(args []string) (config, error) {
+	return parseConfigEnv(args, os.LookupEnv, os.Stderr)
+}
+
+func parseConfigEnv(args []string, lookup func(string) (string, bool), stderr io.Writer) (config, error) {
 	fs := flag.NewFlagSet("consumer", flag.ContinueOnError)
+	fs.SetOutput(io.Discard) // a bad flag is reported in one line below, without the usage
+	fs.Usage = func() {}
 	var c config
-	brokers := fs.String("brokers", env("KAFKA_BROKERS", "127.0.0.1:9092"), "Kafka bootstrap brokers, comma-separated (env KAFKA_BROKERS)")
-	redisAddrs := fs.String("redis", env("REDIS_ADDR", "127.0.0.1:6379"), "Redis address; several comma-separated addresses mean a Redis Cluster (env REDIS_ADDR)")
-	fs.StringVar(&c.modelDir, "model-dir", env("MODEL_DIR", "models/default"), "model directory with model.txt and contract.json (env MODEL_DIR)")
-	fs.StringVar(&c.group, "group", env("KAFKA_GROUP", "dna-scorer"), "Kafka consumer group (env KAFKA_GROUP)")
-	fs.StringVar(&c.inTopic, "topic-appointments", env("TOPIC_APPOINTMENTS", "appointments"), "input topic (env TOPIC_APPOINTMENTS)")
-	fs.StringVar(&c.topics.Risk, "topic-risk", env("TOPIC_RISK", "risk"), "risk event topic (env TOPIC_RISK)")
-	fs.StringVar(&c.topics.DeadLetter, "topic-dlq", env("TOPIC_DLQ", "appointments.dlq"), "dead-letter topic (env TOPIC_DLQ)")
+	env := envflag.Env{
+		"brokers": "KAFKA_BROKERS", "redis": "REDIS_ADDR", "model-dir": "MODEL_DIR", "group": "KAFKA_GROUP",
+		"topic-appointments": "TOPIC_APPOINTMENTS", "topic-risk": "TOPIC_RISK", "topic-dlq": "TOPIC_DLQ",
+		"batch-size": "BATCH_SIZE", "batch-wait": "BATCH_WAIT", "history-retention": "HISTORY_RETENTION",
+		"redis-prefix": "REDIS_PREFIX", "metrics-addr": "METRICS_ADDR", "status-page": "STATUS_PAGE",
+		"lag-interval": "LAG_INTERVAL", "log-level": "LOG_LEVEL",
+	}
+	brokers := fs.String("brokers", "127.0.0.1:9092", "Kafka bootstrap brokers, comma-separated")
+	redisAddrs := fs.String("redis", "127.0.0.1:6379", "Redis address; several comma-separated addresses mean a Redis Cluster")
+	fs.StringVar(&c.modelDir, "model-dir", "models/default", "model directory with model.txt and contract.json")
+	fs.StringVar(&c.group, "group", "dna-scorer", "Kafka consumer group")
+	fs.StringVar(&c.inTopic, "topic-appointments", "appointments", "input topic")
+	fs.StringVar(&c.topics.Risk, "topic-risk", "risk", "risk event topic")
+	fs.StringVar(&c.topics.DeadLetter, "topic-dlq", "appointments.dlq", "dead-letter topic")
 	fs.IntVar(&c.batch.MaxMessages, "batch-size", 500, "most messages per batch")
 	fs.DurationVar(&c.batch.MaxWait, "batch-wait", 10*time.Millisecond, "longest wait to fill a batch")
-	fs.DurationVar(&c.retention, "history-retention", envDuration("HISTORY_RETENTION", 3*365*24*time.Hour), "how long facts are kept in a patient's history (env HISTORY_RETENTION)")
-	fs.StringVar(&c.redisPrefix, "redis-prefix", env("REDIS_PREFIX", "dna:"), "prefix of every Redis key (env REDIS_PREFIX)")
+	fs.DurationVar(&c.retention, "history-retention", 3*365*24*time.Hour, "how long facts are kept in a patient's history")
+	fs.StringVar(&c.redisPrefix, "redis-prefix", "dna:", "prefix of every Redis key")
+	fs.StringVar(&c.metricsAddr, "metrics-addr", ":9464", "address for /metrics, /healthz, /readyz and /status; off to disable")
+	fs.BoolVar(&c.statusPage, "status-page", true, "serve the status page (/status) on --metrics-addr")
+	fs.DurationVar(&c.lagEvery, "lag-interval", 15*time.Second, "how often to measure consumer lag")
+	logLevel := fs.String("log-level", "info", "debug, info, warn or error")
+	var ksec secconfig.Kafka
+	ksec.Register(fs, env)
+	var rsec secconfig.Redis
+	rsec.Register(fs, env)
+	env.Annotate(fs)
 	if err := fs.Parse(args); err != nil {
+		if errors.Is(err, flag.ErrHelp) {
+			fmt.Fprintln(stderr, usage)
+			fs.SetOutput(stderr)
+			fs.PrintDefaults()
+		}
+		return c, err
+	}
+	if fs.NArg() > 0 {
+		return c, fmt.Errorf("unexpected arguments %q", fs.Args())
+	}
+	if err := env.Apply(fs, lookup); err != nil {
 		return c, err
 	}
 	c.brokers = splitList(*brokers)
 	c.redisAddrs = splitList(*redisAddrs)
 	c.historyTTL = c.retention + 30*24*time.Hour
+	if err := c.logLevel.UnmarshalText([]byte(*logLevel)); err != nil {
+		return c, fmt.Errorf("--log-level %q: want debug, info, warn or error", *logLevel)
+	}
+	if c.metricsAddr == "off" {
+		c.metricsAddr = ""
+	}
+	if c.metricsAddr != "" {
+		if _, _, err := net.SplitHostPort(c.metricsAddr); err != nil {
+			return c, fmt.Errorf("--metrics-addr %q: want host:port, :port or off", c.metricsAddr)
+		}
+	}
+	var err error
+	if c.kafkaOpts, err = ksec.Options(lookup); err != nil {
+		return c, err
+	}
+	c.redisOpts.Addrs = c.redisAddrs
+	if err := rsec.Apply(&c.redisOpts, lookup); err != nil {
+		return c, err
+	}
 	switch {
+	case c.lagEvery < time.Second:
+		return c, fmt.Errorf("--lag-interval %s is under a second", c.lagEvery)
 	case len(c.brokers) == 0:
 		return c, errors.New("no Kafka brokers: set --brokers or KAFKA_BROKERS")
 	case len(c.redisAddrs) == 0:
@@ -102,7 +163,6 @@ func splitList(s string) []string {
 }
 
 func main() {
-	log := slog.New(slog.NewJSONHandler(os.Stderr, nil))
 	cfg, err := parseConfig(os.Args[1:])
 	if errors.Is(err, flag.ErrHelp) {
 		os.Exit(0)
@@ -111,6 +171,7 @@ func main() {
 		fmt.Fprintln(os.Stderr, "consumer: invalid configuration:", err)
 		os.Exit(2)
 	}
+	log := slog.New(slog.NewJSONHandler(os.Stderr, &slog.HandlerOptions{Level: cfg.logLevel}))
 	model, err := scoring.Load(cfg.modelDir)
 	if err != nil {
 		fmt.Fprintln(os.Stderr, "consumer: cannot load model:", err)
@@ -126,16 +187,60 @@ func run(cfg config, model *scoring.Model, log *slog.Logger) error {
 	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGTERM, syscall.SIGINT)
 	defer stop()
 
-	rdb := redis.NewUniversalClient(&redis.UniversalOptions{Addrs: cfg.redisAddrs})
+	m := metrics.New()
+	rdb := redis.NewUniversalClient(&cfg.redisOpts)
 	defer rdb.Close()
+	rdb.AddHook(m.RedisHook())
 	store := featurestore.NewRedisStore(rdb, featurestore.RedisOptions{Prefix: cfg.redisPrefix, TTL: cfg.historyTTL})
-	w := stream.NewWriter(cfg.brokers, "")
+	w := stream.NewWriter(cfg.brokers, "", cfg.kafkaOpts...)
 	defer w.Close()
-	r := stream.NewReader(cfg.brokers, cfg.group, cfg.inTopic)
+	r := stream.NewReader(cfg.brokers, cfg.group, cfg.inTopic, cfg.kafkaOpts...)
 	defer r.Close()
+	admin := stream.NewAdmin(cfg.brokers, cfg.kafkaOpts...)
+	defer admin.Close()
 
 	proc := stream.NewProcessor(store, w, model, cfg.topics, featurestore.Policy{Retention: cfg.retention}, log)
-	go reloadOnHUP(ctx, cfg.modelDir, proc, log)
+	m.SetModel(model.ID())
+	observers := []stream.Observer{m}
+	if cfg.metricsAddr != "" {
+		var status *ops.Status
+		if cfg.statusPage {
+			status = ops.NewStatus(ops.StatusConfig{
+				Metrics:  m.Registry,
+				Model:    func() *scoring.Model { mm, _ := proc.Model().(*scoring.Model); return mm },
+				ModelDir: cfg.modelDir,
+				// The reminder dispatcher reports its counts through metrics.Reminder in its
+				// own process; until the page reads them from there it says "not connected".
+			})
+			observers = append(observers, status)
+		}
+		ln, err := net.Listen("tcp", cfg.metricsAddr)
+		if err != nil {
+			return fmt.Errorf("operations endpoint: %w", err)
+		}
+		h := ops.Handler(ops.Config{Registry: m.Registry, Status: status, Log: log, Checks: []ops.Check{
+			{Name: "kafka", Func: func(ctx context.Context) error {
+				return admin.Ping(ctx, cfg.inTopic, cfg.topics.Risk, cfg.topics.DeadLetter)
+			}},
+			{Name: "redis", Func: func(ctx context.Context) error { return rdb.Ping(ctx).Err() }},
+			{Name: "model", Func: func(context.Context) error {
+				if proc.Model() == nil {
+					return errors.New("no model loaded")
+				}
+				return nil
+			}},
+		}})
+		// The endpoint outlives the signal: /readyz and /metrics answer until the last batch
+		// is committed.
+		opsCtx, stopOps := context.WithCancel(context.Background())
+		served := make(chan error, 1)
+		go func() { served <- ops.Serve(opsCtx, ln, h) }()
+		defer func() { stopOps(); <-served }()
+		log.Info("operations endpoint listening", "addr", ln.Addr().String(), "paths", "/metrics /healthz /readyz /status")
+	}
+	proc.SetObserver(stream.Observers(observers...))
+	go m.PollLag(ctx, admin, cfg.group, cfg.inTopic, cfg.lagEvery, log)
+	go reloadOnHUP(ctx, cfg.modelDir, proc, m, log)
 	log.Info("consumer started", "group", cfg.group, "topic", cfg.inTopic, "model_id", model.ID())
 	if err := stream.Run(ctx, r, proc, cfg.batch, log); err != nil {
 		return err
@@ -147,7 +252,7 @@ func run(cfg config, model *scoring.Model, log *slog.Logger) error {
 
 // reloadOnHUP swaps in the model directory's current contents on SIGHUP, keeping the old
 // model when the new one does not load.
-func reloadOnHUP(ctx context.Context, dir string, proc *stream.Processor, log *slog.Logger) {
+func reloadOnHUP(ctx context.Context, dir string, proc *stream.Processor, m *metrics.Metrics, log *slog.Logger) {
 	hup := make(chan os.Signal, 1)
 	signal.Notify(hup, syscall.SIGHUP)
 	defer signal.Stop(hup)
@@ -156,13 +261,16 @@ func reloadOnHUP(ctx context.Context, dir string, proc *stream.Processor, log *s
 		case <-ctx.Done():
 			return
 		case <-hup:
-			m, err := scoring.Load(dir)
+			next, err := scoring.Load(dir)
 			if err != nil {
 				log.Error("model reload refused; keeping the current model", "dir", dir, "current_model_id", proc.Model().ID(), "err", err)
+				m.ModelReload(false)
 				continue
 			}
-			proc.SetModel(m)
-			log.Info("model reloaded", "model_id", m.ID())
+			proc.SetModel(next)
+			m.SetModel(next.ID())
+			m.ModelReload(true)
+			log.Info("model reloaded", "model_id", next.ID())
 		}
 	}
 }
