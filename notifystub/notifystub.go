@@ -49,8 +49,9 @@ type Fault struct {
 	RetryAfter time.Duration
 	// Delay holds the answer back this long (or until the caller gives up).
 	Delay time.Duration
-	// Accept records the message before failing with Status, as when Notify created the
-	// notification but the response never reached the caller.
+	// Accept records the message before the Delay and the Status, as when Notify created
+	// the notification but the answer was slow, failed or never reached the caller. With
+	// Status 0 or 201 the (late) answer is the normal one.
 	Accept bool
 }
 
@@ -271,16 +272,14 @@ func (s *Stub) send(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 
-	if fault.Delay > 0 {
-		select {
-		case <-time.After(fault.Delay):
-		case <-r.Context().Done():
+	if !fault.Accept {
+		if !s.wait(r, fault.Delay) {
 			return
 		}
-	}
-	if fault.Status != 0 && !fault.Accept {
-		s.faultReply(w, fault)
-		return
+		if fault.Status != 0 && fault.Status != http.StatusCreated {
+			s.faultReply(w, fault)
+			return
+		}
 	}
 	ref := ""
 	if req.Reference != nil {
@@ -295,9 +294,14 @@ func (s *Stub) send(w http.ResponseWriter, r *http.Request) {
 	s.messages = append(s.messages, m)
 	s.byRef[ref] = append(s.byRef[ref], len(s.messages)-1)
 	s.mu.Unlock()
-	if fault.Status != 0 {
-		s.faultReply(w, fault)
-		return
+	if fault.Accept {
+		if !s.wait(r, fault.Delay) {
+			return
+		}
+		if fault.Status != 0 && fault.Status != http.StatusCreated {
+			s.faultReply(w, fault)
+			return
+		}
 	}
 	var refOut any
 	if ref != "" {
@@ -311,6 +315,19 @@ func (s *Stub) send(w http.ResponseWriter, r *http.Request) {
 		"template":      map[string]any{"id": m.TemplateID, "version": 1, "uri": "http://" + r.Host + "/v2/template/" + m.TemplateID},
 		"scheduled_for": nil,
 	}, 0)
+}
+
+// wait holds the answer back for d; false if the caller gave up meanwhile.
+func (s *Stub) wait(r *http.Request, d time.Duration) bool {
+	if d <= 0 {
+		return true
+	}
+	select {
+	case <-time.After(d):
+		return true
+	case <-r.Context().Done():
+		return false
+	}
 }
 
 func (s *Stub) list(w http.ResponseWriter, r *http.Request) {

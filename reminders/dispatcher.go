@@ -188,11 +188,14 @@ func New(rdb redis.UniversalClient, n Notifier, c Contacts, failed Publisher, o 
 var tokenSeq atomic.Int64
 
 // ReminderID is the deterministic id of one reminder: the first 128 bits of
-// HMAC-SHA256(secret, appointment id ‖ booking version ‖ slot), in hex. It is the Notify
-// reference: the same reminder always gets the same reference, and the reference reveals
-// nothing about the patient or the appointment.
-func (d *Dispatcher) ReminderID(appointment string, version int, slot string) string {
+// HMAC-SHA256(secret, patient ‖ appointment id ‖ booking version ‖ slot), in hex. It is the
+// Notify reference: the same reminder always gets the same reference, and the reference
+// reveals nothing about the patient or the appointment. The patient is included so that
+// two PAS systems reusing an appointment id cannot make one reminder look already sent.
+func (d *Dispatcher) ReminderID(patient, appointment string, version int, slot string) string {
 	m := hmac.New(sha256.New, d.o.Secret)
+	m.Write([]byte(patient))
+	m.Write([]byte{0})
 	m.Write([]byte(appointment))
 	m.Write([]byte{0})
 	m.Write([]byte(strconv.Itoa(version)))

@@ -268,7 +268,7 @@ func (d *Dispatcher) planCall(rec *record, now time.Time) *planCall {
 		known[r] = true
 	}
 	for _, p := range planned {
-		rid := d.ReminderID(rec.ID, rec.Version, p.Slot.Name)
+		rid := d.ReminderID(rec.Patient, rec.ID, rec.Version, p.Slot.Name)
 		wanted[rid] = true
 		pc.keys = append(pc.keys, d.remKey(rec.Patient, rid))
 		pc.want = append(pc.want, want{rid, ms(p.Due)})
