@@ -3,7 +3,9 @@
 // model in MODEL_DIR and publishes risk events; outcomes update the history. Malformed
 // events go to the dead-letter topic. SIGTERM or SIGINT finishes the batch in hand, commits
 // and exits 0; SIGHUP reloads the model directory (a model that fails validation is refused
-// and the current one keeps serving).
+// and the current one keeps serving). The directory is also polled every --model-poll
+// (default 5s), so copying a new model into it swaps the model without a restart or a lost
+// event; a model that does not load is refused with a log line (see hotswap.go).
 //
 // Every setting is a flag with an environment variable fallback; run with --help. An
 // invalid setting is one line on stderr and exit status 2. Metrics, health, readiness and the
@@ -41,6 +43,7 @@ type config struct {
 	brokers     []string
 	redisAddrs  []string
 	modelDir    string
+	modelPoll   time.Duration
 	group       string
 	inTopic     string
 	topics      stream.Topics
@@ -73,7 +76,7 @@ func parseConfigEnv(args []string, lookup func(string) (string, bool), stderr io
 	fs.Usage = func() {}
 	var c config
 	env := envflag.Env{
-		"brokers": "KAFKA_BROKERS", "redis": "REDIS_ADDR", "model-dir": "MODEL_DIR", "group": "KAFKA_GROUP",
+		"brokers": "KAFKA_BROKERS", "redis": "REDIS_ADDR", "model-dir": "MODEL_DIR", "model-poll": "MODEL_POLL", "group": "KAFKA_GROUP",
 		"topic-appointments": "TOPIC_APPOINTMENTS", "topic-risk": "TOPIC_RISK", "topic-dlq": "TOPIC_DLQ",
 		"batch-size": "BATCH_SIZE", "batch-wait": "BATCH_WAIT", "history-retention": "HISTORY_RETENTION",
 		"redis-prefix": "REDIS_PREFIX", "metrics-addr": "METRICS_ADDR", "status-page": "STATUS_PAGE",
@@ -82,6 +85,7 @@ func parseConfigEnv(args []string, lookup func(string) (string, bool), stderr io
 	brokers := fs.String("brokers", "127.0.0.1:9092", "Kafka bootstrap brokers, comma-separated")
 	redisAddrs := fs.String("redis", "127.0.0.1:6379", "Redis address; several comma-separated addresses mean a Redis Cluster")
 	fs.StringVar(&c.modelDir, "model-dir", "models/default", "model directory with model.txt and contract.json")
+	fs.DurationVar(&c.modelPoll, "model-poll", 5*time.Second, "how often to check the model directory for a new model (swapped in without a restart); 0 turns it off")
 	fs.StringVar(&c.group, "group", "dna-scorer", "Kafka consumer group")
 	fs.StringVar(&c.inTopic, "topic-appointments", "appointments", "input topic")
 	fs.StringVar(&c.topics.Risk, "topic-risk", "risk", "risk event topic")
@@ -138,6 +142,8 @@ func parseConfigEnv(args []string, lookup func(string) (string, bool), stderr io
 	switch {
 	case c.lagEvery < time.Second:
 		return c, fmt.Errorf("--lag-interval %s is under a second", c.lagEvery)
+	case c.modelPoll < 0 || c.modelPoll > 0 && c.modelPoll < 100*time.Millisecond:
+		return c, fmt.Errorf("--model-poll %s: want 0 (off) or at least 100ms", c.modelPoll)
 	case len(c.brokers) == 0:
 		return c, errors.New("no Kafka brokers: set --brokers or KAFKA_BROKERS")
 	case len(c.redisAddrs) == 0:
@@ -242,6 +248,14 @@ func run(cfg config, model *scoring.Model, log *slog.Logger) error {
 	go m.PollLag(ctx, admin, cfg.group, cfg.inTopic, cfg.lagEvery, log)
 	go reloadOnHUP(ctx, cfg.modelDir, proc, m, log)
 	log.Info("consumer started", "group", cfg.group, "topic", cfg.inTopic, "model_id", model.ID())
+	go watchModelDir(ctx, cfg.modelDir, cfg.modelPoll, model, proc, log, func(next *scoring.Model, err error) {
+		if err != nil {
+			m.ModelReload(false)
+			return
+		}
+		m.SetModel(next.ID())
+		m.ModelReload(true)
+	})
 	if err := stream.Run(ctx, r, proc, cfg.batch, log); err != nil {
 		return err
 	}
