@@ -17,7 +17,6 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
-	"os"
 	"regexp"
 	"strings"
 
@@ -70,28 +69,6 @@ var ErrNotFound = errors.New("no contact details for patient")
 
 // KeyBytes is the AES-256 key length.
 const KeyBytes = 32
-
-// KeyFromEnv reads the encryption key from the file named by fileVar, or else from the
-// variable keyVar; either holds 64 hex digits or standard base64 of 32 bytes.
-func KeyFromEnv(fileVar, keyVar string) ([]byte, error) {
-	var text, from string
-	if path := os.Getenv(fileVar); path != "" {
-		b, err := os.ReadFile(path)
-		if err != nil {
-			return nil, fmt.Errorf("read contact key from %s=%s: %w", fileVar, path, err)
-		}
-		text, from = string(b), fileVar
-	} else if v := os.Getenv(keyVar); v != "" {
-		text, from = v, keyVar
-	} else {
-		return nil, fmt.Errorf("no contact encryption key: set %s to a file or %s to the key (64 hex digits)", fileVar, keyVar)
-	}
-	k, err := ParseKey(text)
-	if err != nil {
-		return nil, fmt.Errorf("%s: %w", from, err)
-	}
-	return k, nil
-}
 
 // ParseKey decodes a key written as 64 hex digits or base64 of 32 bytes.
 func ParseKey(text string) ([]byte, error) {

@@ -63,6 +63,7 @@ type Client struct {
 	base    string
 	http    *retryablehttp.Client
 	waitMax time.Duration
+	longest time.Duration
 }
 
 // New checks cfg and returns a Client.
@@ -100,7 +101,8 @@ func New(cfg Config) (*Client, error) {
 		t.MaxIdleConnsPerHost = 16
 		cfg.Transport = t
 	}
-	c := &Client{base: strings.TrimRight(cfg.BaseURL, "/"), waitMax: cfg.RetryWaitMax}
+	c := &Client{base: strings.TrimRight(cfg.BaseURL, "/"), waitMax: cfg.RetryWaitMax,
+		longest: time.Duration(cfg.MaxRetries+1) * (2*cfg.Timeout + cfg.RetryWaitMax)}
 	rc := retryablehttp.NewClient()
 	rc.HTTPClient = &http.Client{Timeout: cfg.Timeout, Transport: &bearer{base: cfg.Transport, key: cfg.Key}}
 	rc.RetryMax = cfg.MaxRetries
@@ -116,6 +118,10 @@ func New(cfg Config) (*Client, error) {
 	c.http = rc
 	return c, nil
 }
+
+// Longest bounds how long one SendSMS can take: every attempt and the lookup before it
+// timing out, and every wait at its maximum.
+func (c *Client) Longest() time.Duration { return c.longest }
 
 // bearer signs every attempt with a new token, so a retry after a long backoff is not
 // refused for a stale iat.

@@ -67,8 +67,9 @@ type Options struct {
 	// Clock plans and fires reminders [System].
 	Clock Clock
 	// Lease is how long a claim holds a reminder before another sender may take it over
-	// (after looking it up in Notify). It must be well above the Notifier's worst case for
-	// one send with its retries [5m]. Leases are measured on the wall clock.
+	// (after looking it up in Notify). A send is cut off at half the lease, so the lease
+	// must be well above the Notifier's worst case for one send with its retries [10m].
+	// Leases are measured on the wall clock.
 	Lease time.Duration
 	// Workers sending at once [4].
 	Workers int
@@ -127,7 +128,7 @@ func (o *Options) Validate() error {
 		o.Clock = System
 	}
 	if o.Lease <= 0 {
-		o.Lease = 5 * time.Minute
+		o.Lease = 10 * time.Minute
 	}
 	if o.Workers <= 0 {
 		o.Workers = 4

@@ -1,0 +1,280 @@
+// Command dispatcher sends appointment reminders by SMS through GOV.UK Notify. It consumes
+// appointment events and risk events (one consumer group over both topics), keeps each
+// appointment's planned reminders in Redis, and sends them as they fall due, each exactly
+// once; reminders Notify refuses go to the failed-reminders topic with the reason. The
+// reminder policy, Notify templates and sending limits come from a JSON config file
+// (config.example.json); secrets come from files or the environment, never from the file.
+// SIGTERM or SIGINT finishes the batch and the sends in hand, commits and exits 0.
+//
+// Every setting is a flag with an environment variable fallback; run with --help.
+package main
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"flag"
+	"fmt"
+	"log/slog"
+	"os"
+	"os/signal"
+	"strings"
+	"sync"
+	"syscall"
+	"time"
+
+	"github.com/redis/go-redis/v9"
+
+	"github.com/nhsx/dnarisk/contacts"
+	"github.com/nhsx/dnarisk/notify"
+	"github.com/nhsx/dnarisk/reminders"
+	"github.com/nhsx/dnarisk/stream"
+)
+
+// fileConfig is the JSON config file. Durations are strings: "10s", "36h", "7d".
+type fileConfig struct {
+	NotifyBaseURL string `json:"notify_base_url"`
+	Notify        struct {
+		Timeout      reminders.Duration `json:"timeout"`
+		MaxRetries   int                `json:"max_retries"`
+		RetryWaitMin reminders.Duration `json:"retry_wait_min"`
+		RetryWaitMax reminders.Duration `json:"retry_wait_max"`
+	} `json:"notify"`
+	Templates reminders.Templates `json:"templates"`
+	Policy    *reminders.Policy   `json:"policy"`
+	Sending   struct {
+		Workers      int                `json:"workers"`
+		Lease        reminders.Duration `json:"lease"`
+		PollInterval reminders.Duration `json:"poll_interval"`
+		MaxAttempts  int                `json:"max_attempts"`
+		RetryBackoff reminders.Duration `json:"retry_backoff"`
+	} `json:"sending"`
+	KeepAfter reminders.Duration `json:"keep_after"`
+}
+
+type config struct {
+	brokers    []string
+	redisAddrs []string
+	group      string
+	notify     notify.Config
+	contactKey []byte
+	opts       reminders.Options
+}
+
+func env(getenv func(string) string, name, def string) string {
+	if v := getenv(name); v != "" {
+		return v
+	}
+	return def
+}
+
+// secret reads a secret from the file named by fileVar, else from secretVar.
+func secret(getenv func(string) string, fileVar, secretVar string) (string, error) {
+	if path := getenv(fileVar); path != "" {
+		b, err := os.ReadFile(path)
+		if err != nil {
+			return "", fmt.Errorf("read %s=%s: %w", fileVar, path, err)
+		}
+		return strings.TrimSpace(string(b)), nil
+	}
+	if v := getenv(secretVar); v != "" {
+		return v, nil
+	}
+	return "", fmt.Errorf("set %s to a file or %s", fileVar, secretVar)
+}
+
+func parseConfig(args []string, getenv func(string) string) (config, error) {
+	fs := flag.NewFlagSet("dispatcher", flag.ContinueOnError)
+	var c config
+	cfgPath := fs.String("config", env(getenv, "DISPATCHER_CONFIG", ""), "JSON config file: policy, templates, Notify and sending settings (env DISPATCHER_CONFIG)")
+	brokers := fs.String("brokers", env(getenv, "KAFKA_BROKERS", "127.0.0.1:9092"), "Kafka bootstrap brokers, comma-separated (env KAFKA_BROKERS)")
+	redisAddrs := fs.String("redis", env(getenv, "REDIS_ADDR", "127.0.0.1:6379"), "Redis address; several comma-separated addresses mean a Redis Cluster (env REDIS_ADDR)")
+	fs.StringVar(&c.group, "group", env(getenv, "REMINDER_GROUP", "dna-reminders"), "Kafka consumer group (env REMINDER_GROUP)")
+	fs.StringVar(&c.opts.Topics.Appointments, "topic-appointments", env(getenv, "TOPIC_APPOINTMENTS", "appointments"), "appointment events (env TOPIC_APPOINTMENTS)")
+	fs.StringVar(&c.opts.Topics.Risk, "topic-risk", env(getenv, "TOPIC_RISK", "risk"), "risk events (env TOPIC_RISK)")
+	fs.StringVar(&c.opts.Topics.Failed, "topic-failed", env(getenv, "TOPIC_REMINDERS_FAILED", "reminders.failed"), "failed-reminder events (env TOPIC_REMINDERS_FAILED)")
+	fs.StringVar(&c.opts.Prefix, "redis-prefix", env(getenv, "REDIS_PREFIX", "dna:"), "prefix of every Redis key (env REDIS_PREFIX)")
+	notifyURL := fs.String("notify-url", env(getenv, "NOTIFY_BASE_URL", ""), "Notify API base URL, overriding the config file (env NOTIFY_BASE_URL)")
+	fs.Usage = func() {
+		fmt.Fprintf(fs.Output(), "Usage: dispatcher --config FILE [flags]\n\nSecrets (file variable preferred):\n"+
+			"  NOTIFY_API_KEY_FILE / NOTIFY_API_KEY              GOV.UK Notify API key\n"+
+			"  DNA_REMINDER_SECRET_FILE / DNA_REMINDER_SECRET    HMAC key of reminder ids, >= 32 bytes\n"+
+			"  DNA_CONTACT_KEY_FILE / DNA_CONTACT_KEY            AES-256 key of the contact store (64 hex digits)\n\nFlags:\n")
+		fs.PrintDefaults()
+	}
+	if err := fs.Parse(args); err != nil {
+		return c, err
+	}
+	c.brokers, c.redisAddrs = splitList(*brokers), splitList(*redisAddrs)
+	switch {
+	case len(c.brokers) == 0:
+		return c, errors.New("no Kafka brokers: set --brokers or KAFKA_BROKERS")
+	case len(c.redisAddrs) == 0:
+		return c, errors.New("no Redis address: set --redis or REDIS_ADDR")
+	case c.group == "" || c.opts.Topics.Appointments == "" || c.opts.Topics.Risk == "" || c.opts.Topics.Failed == "":
+		return c, errors.New("group and topic names must not be empty")
+	case *cfgPath == "":
+		return c, errors.New("no config file: set --config or DISPATCHER_CONFIG")
+	}
+	fc, err := readConfigFile(*cfgPath)
+	if err != nil {
+		return c, err
+	}
+
+	apiKey, err := secret(getenv, "NOTIFY_API_KEY_FILE", "NOTIFY_API_KEY")
+	if err != nil {
+		return c, fmt.Errorf("no Notify API key: %w", err)
+	}
+	key, err := notify.ParseKey(apiKey)
+	if err != nil {
+		return c, err
+	}
+	c.notify = notify.Config{BaseURL: fc.NotifyBaseURL, Key: key, Timeout: time.Duration(fc.Notify.Timeout),
+		MaxRetries: fc.Notify.MaxRetries, RetryWaitMin: time.Duration(fc.Notify.RetryWaitMin), RetryWaitMax: time.Duration(fc.Notify.RetryWaitMax)}
+	if *notifyURL != "" {
+		c.notify.BaseURL = *notifyURL
+	}
+	client, err := notify.New(c.notify)
+	if err != nil {
+		return c, err
+	}
+	rs, err := secret(getenv, "DNA_REMINDER_SECRET_FILE", "DNA_REMINDER_SECRET")
+	if err != nil {
+		return c, fmt.Errorf("no reminder id secret: %w", err)
+	}
+	ck, err := secret(getenv, "DNA_CONTACT_KEY_FILE", "DNA_CONTACT_KEY")
+	if err != nil {
+		return c, fmt.Errorf("no contact encryption key: %w", err)
+	}
+	if c.contactKey, err = contacts.ParseKey(ck); err != nil {
+		return c, err
+	}
+	c.opts.Secret = []byte(rs)
+	c.opts.Templates = fc.Templates
+	c.opts.Policy = reminders.DefaultPolicy()
+	if fc.Policy != nil {
+		c.opts.Policy = *fc.Policy
+	}
+	c.opts.Workers, c.opts.MaxAttempts = fc.Sending.Workers, fc.Sending.MaxAttempts
+	c.opts.Lease, c.opts.PollInterval = time.Duration(fc.Sending.Lease), time.Duration(fc.Sending.PollInterval)
+	c.opts.RetryBackoff, c.opts.KeepAfter = time.Duration(fc.Sending.RetryBackoff), time.Duration(fc.KeepAfter)
+	if err := c.opts.Validate(); err != nil {
+		return c, fmt.Errorf("%s: %w", *cfgPath, err)
+	}
+	// Sends are cut off at half the lease, so a claim must outlive two sends with all their
+	// retries, or a slow send could be cut short every time.
+	if c.opts.Lease < 2*client.Longest() {
+		return c, fmt.Errorf("%s: sending.lease %s is shorter than two sends with their retries can take (%s)", *cfgPath, c.opts.Lease, 2*client.Longest())
+	}
+	return c, nil
+}
+
+func readConfigFile(path string) (fileConfig, error) {
+	var fc fileConfig
+	f, err := os.Open(path)
+	if err != nil {
+		return fc, fmt.Errorf("config file: %w", err)
+	}
+	defer f.Close()
+	dec := json.NewDecoder(f)
+	dec.DisallowUnknownFields()
+	if err := dec.Decode(&fc); err != nil {
+		return fc, fmt.Errorf("config file %s: %w", path, err)
+	}
+	return fc, nil
+}
+
+func splitList(s string) []string {
+	var out []string
+	for _, p := range strings.Split(s, ",") {
+		if p = strings.TrimSpace(p); p != "" {
+			out = append(out, p)
+		}
+	}
+	return out
+}
+
+func main() {
+	log := slog.New(slog.NewJSONHandler(os.Stderr, nil))
+	cfg, err := parseConfig(os.Args[1:], os.Getenv)
+	if errors.Is(err, flag.ErrHelp) {
+		os.Exit(0)
+	}
+	if err != nil {
+		fmt.Fprintln(os.Stderr, "dispatcher: invalid configuration:", err)
+		os.Exit(2)
+	}
+	if err := run(cfg, log); err != nil {
+		log.Error("dispatcher stopped", "err", err)
+		os.Exit(1)
+	}
+}
+
+func run(cfg config, log *slog.Logger) error {
+	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGTERM, syscall.SIGINT)
+	defer stop()
+
+	rdb := redis.NewUniversalClient(&redis.UniversalOptions{Addrs: cfg.redisAddrs})
+	defer rdb.Close()
+	cfg.notify.Log = log
+	client, err := notify.New(cfg.notify)
+	if err != nil {
+		return err
+	}
+	store, err := contacts.NewStore(rdb, cfg.opts.Prefix, cfg.contactKey)
+	if err != nil {
+		return err
+	}
+	w := stream.NewWriter(cfg.brokers, "")
+	defer w.Close()
+	cfg.opts.Log = log
+	d, err := reminders.New(rdb, client, store, w, cfg.opts)
+	if err != nil {
+		return err
+	}
+	r := reminders.NewReader(cfg.brokers, cfg.group, cfg.opts.Topics.Appointments, cfg.opts.Topics.Risk)
+	defer r.Close()
+
+	log.Info("dispatcher started", "group", cfg.group, "topics", []string{cfg.opts.Topics.Appointments, cfg.opts.Topics.Risk},
+		"notify", cfg.notify.BaseURL, "notify_key", cfg.notify.Key)
+	var wg sync.WaitGroup
+	errc := make(chan error, 2)
+	wg.Add(2)
+	go func() { defer wg.Done(); errc <- reminders.Consume(ctx, r, d, reminders.Batching{}) }()
+	go func() { defer wg.Done(); errc <- d.RunSender(ctx) }()
+	go report(ctx, d, log)
+	var first error
+	for range 2 {
+		if err := <-errc; err != nil && first == nil {
+			first = err
+			stop() // one side failing stops the other
+		}
+	}
+	wg.Wait()
+	if first != nil {
+		return first
+	}
+	log.Info("dispatcher stopped cleanly", stats(d)...)
+	return nil
+}
+
+// report logs the counters once a minute.
+func report(ctx context.Context, d *reminders.Dispatcher, log *slog.Logger) {
+	t := time.NewTicker(time.Minute)
+	defer t.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-t.C:
+			log.Info("dispatcher progress", stats(d)...)
+		}
+	}
+}
+
+func stats(d *reminders.Dispatcher) []any {
+	s := &d.Stats
+	return []any{"consumed", s.Consumed.Load(), "scheduled", s.Scheduled.Load(), "sent", s.Sent.Load(),
+		"recovered", s.Recovered.Load(), "cancelled", s.Cancelled.Load(), "retimed", s.Retimed.Load(),
+		"deferred", s.Deferred.Load(), "failed", s.Failed.Load()}
+}
