@@ -194,6 +194,9 @@ func run(cfg config, model *scoring.Model, log *slog.Logger) error {
 	defer stop()
 
 	m := metrics.New()
+	// Redis 7.0 (Debian 12's) has no CLIENT SETINFO: go-redis would send it on every new
+	// connection and the hook would count a failed command each time.
+	cfg.redisOpts.DisableIdentity = true
 	rdb := redis.NewUniversalClient(&cfg.redisOpts)
 	defer rdb.Close()
 	rdb.AddHook(m.RedisHook())
