@@ -111,7 +111,9 @@ type lagSource struct {
 	err  error
 }
 
-func (s lagSource) Lag(context.Context, string, string) ([]stream.PartitionLag, error) { return s.lags, s.err }
+func (s lagSource) Lag(context.Context, string, string) ([]stream.PartitionLag, error) {
+	return s.lags, s.err
+}
 
 func TestPollLag(t *testing.T) {
 	m := metrics.New()

@@ -84,7 +84,7 @@ func TestStatusPageShowsWhatMetricsCount(t *testing.T) {
 	ev := &events.Appointment{Patient: patient, Booking: &events.Booking{Specialty: "110", Clinic: "ORTHO-2", FirstVisit: true, Start: start}}
 	obs.BatchDone(&stream.BatchReport{Source: "appointments", Messages: 4, Published: map[string]int{"risk": 3, "appointments.dlq": 1},
 		DeadLettered: map[string]int{stream.ReasonContract: 1},
-		Scores: []stream.Score{{Event: ev, Band: "very_high", Probability: 0.61}, {Event: ev, Band: "low", Probability: 0.02}, {Event: ev, Band: "high", Probability: 0.2}}})
+		Scores:       []stream.Score{{Event: ev, Band: "very_high", Probability: 0.61}, {Event: ev, Band: "low", Probability: 0.02}, {Event: ev, Band: "high", Probability: 0.2}}})
 	srv := httptest.NewServer(ops.Handler(ops.Config{Registry: m.Registry, Status: st}))
 	defer srv.Close()
 
