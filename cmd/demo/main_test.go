@@ -13,7 +13,7 @@ import (
 func TestDemoRunsEndToEnd(t *testing.T) {
 	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
 	defer cancel()
-	s, err := run(ctx, sim.Config{Seed: 11, Patients: 300, Days: 30}, 3, "../../models/default")
+	s, err := run(ctx, options{sim: sim.Config{Seed: 11, Patients: 300, Days: 30}, malformed: 3, modelDir: "../../models/default"})
 	if err != nil {
 		t.Fatal(err)
 	}
