@@ -555,8 +555,8 @@ def main():
     if has_truth:
         card["bayes_auc"] = float(roc_auc_score(y_test, test[TRUTH].to_numpy()))
     else:
-        card["bayes_auc_note"] = ("no bayes_auc: the data did not come from the simulator, so the true probability of each "
-                                  "DNA, and with it the best AUC any model could reach, is unknown")
+        card["bayes_auc_note"] = ("the data did not come from the simulator, so the true probability of each DNA, and with "
+                                  "it the best AUC any model could reach on these rows, is unknown")
     card.update({
         "parity_max_abs_diff": check["max_abs_diff"],
         "parity": {k: check[k] for k in ("rows", "rows_with_missing", "missing_categories", "distinct_categories",
