@@ -1,0 +1,217 @@
+package main
+
+import (
+	"context"
+	"crypto/rand"
+	"encoding/json"
+	"fmt"
+	"io"
+	"log/slog"
+	"net/http/httptest"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/redis/go-redis/v9"
+	"github.com/segmentio/kafka-go"
+
+	"github.com/nhsx/dnarisk/contacts"
+	"github.com/nhsx/dnarisk/events"
+	"github.com/nhsx/dnarisk/notify"
+	"github.com/nhsx/dnarisk/notifystub"
+	"github.com/nhsx/dnarisk/reminders"
+	"github.com/nhsx/dnarisk/stream"
+)
+
+const (
+	failedTopic = "reminders.failed"
+	// demoNotifyKey signs requests to the in-process Notify stub; it opens nothing real.
+	demoNotifyKey = "dnarisk_demo-0b6c4a4e-7a51-4a43-9f3c-2f4b8b1c6d10-5f1e2d3c-4b5a-4697-8887-796a5b4c3d2e"
+	stdTemplate   = "9d3f5a7e-1c2b-4e6d-8f90-a1b2c3d4e5f6"
+	extraTemplate = "0a1b2c3d-4e5f-4a6b-8c7d-8e9f0a1b2c3d"
+)
+
+// remind is the demo's reminder stage: the dispatcher (the code cmd/dispatcher runs) consumes
+// the appointments and risk topics from the in-process broker into the in-process Redis, then
+// a manual clock jumps from one due time to the next over the simulated months, so every
+// reminder falls due in seconds. Sends go to the Notify stub on a local HTTP server, which
+// fails 2% of them with a 500 to show the retries. The contact store gets a number from
+// Ofcom's drama range for every patient. It checks that no cancelled appointment was
+// reminded, that extra reminders went only to high and very-high bands, and that Notify
+// received exactly one message per reminder sent.
+func remind(ctx context.Context, brokers []string, rdb redis.UniversalClient, riskMsgs []kafka.Message, sum *Summary) error {
+	apptMsgs, err := stream.ReadAll(ctx, brokers, apptTopic)
+	if err != nil {
+		return err
+	}
+	var first time.Time
+	cancelled := map[string]bool{}
+	for _, m := range apptMsgs {
+		ev, err := events.DecodeAppointment(m.Value)
+		if err != nil {
+			continue
+		}
+		if first.IsZero() || ev.EventTime.Before(first) {
+			first = ev.EventTime
+		}
+		if ev.Type == events.Cancelled {
+			cancelled[ev.AppointmentID] = true
+		}
+	}
+	bands := map[string]string{} // appointment/version -> band
+	patients := map[string]contacts.Contact{}
+	for _, m := range riskMsgs {
+		var r events.Risk
+		if err := json.Unmarshal(m.Value, &r); err != nil {
+			return fmt.Errorf("risk topic holds an unreadable event: %w", err)
+		}
+		bands[key(r.AppointmentID, r.Version)] = r.Band
+		if _, ok := patients[r.Patient]; !ok {
+			patients[r.Patient] = contacts.Contact{Phone: contacts.Drama(len(patients))}
+		}
+	}
+
+	contactKey := make([]byte, contacts.KeyBytes)
+	_, _ = rand.Read(contactKey)
+	store, err := contacts.NewStore(rdb, "", contactKey)
+	if err != nil {
+		return err
+	}
+	if err := store.PutMany(ctx, patients); err != nil {
+		return err
+	}
+	nkey, err := notify.ParseKey(demoNotifyKey)
+	if err != nil {
+		return err
+	}
+	stub, err := notifystub.New(notifystub.Config{Key: nkey, Chaos: notifystub.Chaos{Error500: 0.02},
+		Templates: map[string][]string{stdTemplate: {"appointment_date", "appointment_time"}, extraTemplate: {"appointment_date", "appointment_time"}}})
+	if err != nil {
+		return err
+	}
+	srv := httptest.NewServer(stub)
+	defer srv.Close()
+	client, err := notify.New(notify.Config{BaseURL: srv.URL, Key: nkey, RetryWaitMin: time.Millisecond, RetryWaitMax: 20 * time.Millisecond})
+	if err != nil {
+		return err
+	}
+	if err := createTopic(ctx, brokers, failedTopic); err != nil {
+		return err
+	}
+	failed := stream.NewWriter(brokers, "")
+	defer failed.Close()
+	secret := make([]byte, 32)
+	_, _ = rand.Read(secret)
+	clock := reminders.NewManual(first)
+	quiet := slog.New(slog.NewJSONHandler(io.Discard, nil))
+	d, err := reminders.New(rdb, client, store, failed, reminders.Options{
+		Policy:    reminders.DefaultPolicy(),
+		Templates: reminders.Templates{Standard: stdTemplate, Extra: extraTemplate},
+		Topics:    reminders.Topics{Appointments: apptTopic, Risk: riskTopic, Failed: failedTopic},
+		Secret:    secret, Clock: clock, Workers: 8, Log: quiet,
+	})
+	if err != nil {
+		return err
+	}
+
+	// Intake: everything the PAS and the scorer published, through a consumer group.
+	r := reminders.NewReader(brokers, "dna-reminders", apptTopic, riskTopic)
+	intake, stopIntake := context.WithCancel(ctx)
+	done := make(chan error, 1)
+	go func() { done <- reminders.Consume(intake, r, d, reminders.Batching{}) }()
+	total := int64(len(apptMsgs) + len(riskMsgs))
+	for d.Stats.Consumed.Load() < total && ctx.Err() == nil {
+		time.Sleep(20 * time.Millisecond)
+	}
+	stopIntake()
+	if err := <-done; err != nil {
+		return err
+	}
+	r.Close()
+	if ctx.Err() != nil {
+		return fmt.Errorf("dispatcher read %d of %d events before the time limit", d.Stats.Consumed.Load(), total)
+	}
+	say("dispatcher planned %d reminders for %d patients (%d dropped by cancellations and reschedules)",
+		d.Stats.Scheduled.Load(), len(patients), d.Stats.Cancelled.Load())
+
+	// Sending: jump the clock to each due time in turn.
+	for ctx.Err() == nil {
+		if _, err := d.SendDue(ctx); err != nil {
+			return err
+		}
+		next, ok, err := d.NextDue(ctx)
+		if err != nil {
+			return err
+		}
+		if !ok {
+			break
+		}
+		clock.Set(next)
+	}
+	if ctx.Err() != nil {
+		return fmt.Errorf("reminders still pending at the time limit")
+	}
+	sum.RemindersScheduled = d.Stats.Scheduled.Load()
+	sum.RemindersSent = d.Stats.Sent.Load()
+	sum.RemindersCancelled = d.Stats.Cancelled.Load()
+	sum.RemindersFailed = d.Stats.Failed.Load()
+
+	// Check what was sent against what was booked, cancelled and scored.
+	var extra, extraWrong, toCancelled int
+	iter := rdb.Scan(ctx, 0, "dna:{*}:rem:*", 1000).Iterator()
+	for iter.Next(ctx) {
+		h, err := rdb.HGetAll(ctx, iter.Val()).Result()
+		if err != nil {
+			return err
+		}
+		if h["state"] != "sent" {
+			continue
+		}
+		v, _ := strconv.Atoi(h["ver"])
+		if cancelled[h["appt"]] {
+			toCancelled++
+		}
+		if h["kind"] == string(reminders.Extra) {
+			extra++
+			if b := bands[key(h["appt"], v)]; b != "high" && b != "very_high" {
+				extraWrong++
+			}
+		}
+	}
+	if err := iter.Err(); err != nil {
+		return err
+	}
+	messages := stub.Messages()
+	refs := map[string]bool{}
+	for _, m := range messages {
+		refs[m.Reference] = true
+		if !strings.HasPrefix(m.PhoneNumber, "07700900") {
+			return fmt.Errorf("a reminder went to a number outside the drama range")
+		}
+	}
+	say("dispatcher sent %d reminders (%d extra for high risk), cancelled %d, failed %d; Notify stub answered %d sends with 500 and got %d messages",
+		sum.RemindersSent, extra, sum.RemindersCancelled, sum.RemindersFailed, stub.Statuses()[500], len(messages))
+	switch {
+	case toCancelled > 0:
+		return fmt.Errorf("%d reminders were sent for cancelled appointments", toCancelled)
+	case extraWrong > 0:
+		return fmt.Errorf("%d extra reminders went to appointments not in a high band", extraWrong)
+	case int64(len(messages)) != sum.RemindersSent || len(refs) != len(messages):
+		return fmt.Errorf("Notify got %d messages with %d references for %d reminders sent", len(messages), len(refs), sum.RemindersSent)
+	case sum.RemindersSent == 0 || extra == 0:
+		return fmt.Errorf("no reminders sent (%d, %d extra)", sum.RemindersSent, extra)
+	}
+	return nil
+}
+
+func createTopic(ctx context.Context, brokers []string, topic string) error {
+	c := &kafka.Client{Addr: kafka.TCP(brokers...)}
+	res, err := c.CreateTopics(ctx, &kafka.CreateTopicsRequest{Topics: []kafka.TopicConfig{{Topic: topic, NumPartitions: 1, ReplicationFactor: 1}}})
+	if err != nil {
+		return fmt.Errorf("create topic %s: %w", topic, err)
+	}
+	if err := res.Errors[topic]; err != nil {
+		return fmt.Errorf("create topic %s: %w", topic, err)
+	}
+	return nil
+}
