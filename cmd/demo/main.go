@@ -5,17 +5,25 @@
 // demo reads every output topic back to check that each valid booking got a risk event and
 // each malformed event was dead-lettered. It ends by itself and prints, as its last line, a
 // JSON summary. The consumer code is the same as cmd/consumer runs against real services.
+//
+// While it runs, the scorer's metrics, health, readiness and status page are served on
+// --metrics-addr (http://127.0.0.1:9464/status by default); --hold keeps them up after the
+// run so a person can look, and --rate slows the simulated PAS down to watch it live.
 package main
 
 import (
 	"context"
 	"encoding/json"
+	"errors"
 	"flag"
 	"fmt"
 	"io"
 	"log/slog"
+	"net"
 	"os"
+	"os/signal"
 	"sort"
+	"syscall"
 	"time"
 
 	"github.com/alicebob/miniredis/v2"
@@ -25,6 +33,8 @@ import (
 
 	"github.com/nhsx/dnarisk/events"
 	"github.com/nhsx/dnarisk/featurestore"
+	"github.com/nhsx/dnarisk/metrics"
+	"github.com/nhsx/dnarisk/ops"
 	"github.com/nhsx/dnarisk/pseudo"
 	"github.com/nhsx/dnarisk/scoring"
 	"github.com/nhsx/dnarisk/sim"
@@ -61,27 +71,80 @@ type Summary struct {
 	ElapsedS            float64          `json:"elapsed_s"`
 }
 
+// options is one demo run.
+type options struct {
+	sim       sim.Config
+	malformed int
+	modelDir  string
+	// rate paces the simulated PAS in events per second; 0 publishes as fast as possible.
+	rate float64
+	// metricsAddr serves the operations endpoint ("" or "off": none). If it is taken, a free
+	// port is used instead.
+	metricsAddr string
+	// hold is called once the run is verified, while the endpoint still serves; the summary
+	// is printed after it returns. nil returns at once.
+	hold func(ctx context.Context, opsURL string)
+	// logs receives the scorer's JSON logs. Default: nowhere.
+	logs io.Writer
+}
+
+// progress receives the demo's progress lines: stderr, or what a test captures.
+var progress io.Writer = os.Stderr
+
+func say(format string, args ...any) { fmt.Fprintf(progress, "demo: "+format+"\n", args...) }
+
 func main() {
 	var (
-		cfg       sim.Config
-		malformed int
-		modelDir  string
-		timeout   time.Duration
+		o       options
+		timeout time.Duration
+		hold    time.Duration
+		logFile string
 	)
-	flag.Int64Var(&cfg.Seed, "seed", 7, "simulator seed (the default model was trained on seed 42)")
-	flag.IntVar(&cfg.Patients, "patients", 2000, "simulated patients")
-	flag.IntVar(&cfg.Days, "days", 120, "days of bookings")
-	flag.IntVar(&malformed, "malformed", 3, "malformed events to inject (0-3)")
-	flag.StringVar(&modelDir, "model-dir", "models/default", "model directory")
-	flag.DurationVar(&timeout, "timeout", 50*time.Second, "give up after this long")
+	flag.Int64Var(&o.sim.Seed, "seed", 7, "simulator seed (the default model was trained on seed 42)")
+	flag.IntVar(&o.sim.Patients, "patients", 2000, "simulated patients")
+	flag.IntVar(&o.sim.Days, "days", 120, "days of bookings")
+	flag.IntVar(&o.malformed, "malformed", 3, fmt.Sprintf("malformed events to inject (0-%d)", len(badEvents)))
+	flag.StringVar(&o.modelDir, "model-dir", "models/default", "model directory")
+	flag.Float64Var(&o.rate, "rate", 0, "events per second from the simulated PAS; 0 = as fast as possible")
+	flag.StringVar(&o.metricsAddr, "metrics-addr", "127.0.0.1:9464", "serve /metrics, /healthz, /readyz and /status here while the demo runs; off to disable")
+	flag.DurationVar(&hold, "hold", 0, "after the run, keep the status page and metrics up this long (Ctrl-C ends it early)")
+	flag.StringVar(&logFile, "log-file", "", "write the scorer's JSON logs to this file")
+	flag.DurationVar(&timeout, "timeout", 50*time.Second, "give up after this long (the hold not included)")
 	flag.Parse()
-	if malformed < 0 || malformed > len(badEvents) {
+	switch {
+	case o.malformed < 0 || o.malformed > len(badEvents):
 		fmt.Fprintf(os.Stderr, "demo: --malformed must be 0..%d\n", len(badEvents))
 		os.Exit(2)
+	case !(o.rate >= 0):
+		fmt.Fprintln(os.Stderr, "demo: --rate must be 0 or more")
+		os.Exit(2)
+	case hold < 0:
+		fmt.Fprintln(os.Stderr, "demo: --hold must be 0 or more")
+		os.Exit(2)
+	}
+	if logFile != "" {
+		f, err := os.Create(logFile)
+		if err != nil {
+			fmt.Fprintln(os.Stderr, "demo: --log-file:", err)
+			os.Exit(2)
+		}
+		defer f.Close()
+		o.logs = f
+	}
+	if hold > 0 {
+		o.hold = func(ctx context.Context, opsURL string) {
+			fmt.Fprintf(os.Stderr, "demo: holding for %s: status page %s/status, metrics %s/metrics (Ctrl-C ends it)\n", hold, opsURL, opsURL)
+			sig, stop := signal.NotifyContext(ctx, os.Interrupt, syscall.SIGTERM)
+			defer stop()
+			select {
+			case <-sig.Done():
+			case <-time.After(hold):
+			}
+		}
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), timeout)
 	defer cancel()
-	s, err := run(ctx, cfg, malformed, modelDir)
+	s, err := run(ctx, o)
 	if err != nil {
 		fmt.Fprintln(os.Stderr, "demo failed:", err)
 		os.Exit(1)
@@ -90,11 +153,13 @@ func main() {
 	fmt.Println(string(out))
 }
 
-func say(format string, args ...any) { fmt.Fprintf(os.Stderr, "demo: "+format+"\n", args...) }
-
-func run(ctx context.Context, cfg sim.Config, malformed int, modelDir string) (Summary, error) {
+func run(ctx context.Context, o options) (sum Summary, err error) {
 	start := time.Now()
-	var sum Summary
+	cfg, malformed, modelDir := o.sim, o.malformed, o.modelDir
+	if o.logs == nil {
+		o.logs = io.Discard
+	}
+	log := slog.New(slog.NewJSONHandler(o.logs, nil))
 	model, err := scoring.Load(modelDir)
 	if err != nil {
 		return sum, err
@@ -114,6 +179,60 @@ func run(ctx context.Context, cfg sim.Config, malformed int, modelDir string) (S
 	defer mr.Close()
 	say("in-process Kafka on %v, Redis on %s, model %s", brokers, mr.Addr(), model.ID())
 
+	// The scorer, exactly as cmd/consumer runs it against real services, starts first and
+	// scores while the simulated PAS publishes.
+	m := metrics.New()
+	rdb := redis.NewUniversalClient(&redis.UniversalOptions{Addrs: []string{mr.Addr()}, DisableIdentity: true})
+	defer rdb.Close()
+	rdb.AddHook(m.RedisHook())
+	store := featurestore.NewRedisStore(rdb, featurestore.RedisOptions{})
+	out := stream.NewWriter(brokers, "")
+	defer out.Close()
+	r := stream.NewReader(brokers, "dna-scorer", apptTopic)
+	defer r.Close()
+	admin := stream.NewAdmin(brokers)
+	defer admin.Close()
+	proc := stream.NewProcessor(store, out, model, stream.Topics{Risk: riskTopic, DeadLetter: dlqTopic}, featurestore.Policy{}, log)
+	m.SetModel(model.ID())
+	status := ops.NewStatus(ops.StatusConfig{Title: "DNA risk scorer (demo)", Metrics: m.Registry,
+		Model: func() *scoring.Model { return model }, ModelDir: modelDir})
+	proc.SetObserver(stream.Observers(m, status))
+	if o.metricsAddr != "" && o.metricsAddr != "off" {
+		ln, err := listen(o.metricsAddr)
+		if err != nil {
+			return sum, err
+		}
+		if got := ln.Addr().String(); got != o.metricsAddr {
+			say("%s is taken; serving on %s instead", o.metricsAddr, got)
+		}
+		h := ops.Handler(ops.Config{Registry: m.Registry, Status: status, Log: log, Checks: []ops.Check{
+			{Name: "kafka", Func: func(ctx context.Context) error { return admin.Ping(ctx, apptTopic, riskTopic, dlqTopic) }},
+			{Name: "redis", Func: func(ctx context.Context) error { return rdb.Ping(ctx).Err() }},
+			{Name: "model", Func: func(context.Context) error { return nil }},
+		}})
+		opsCtx, stopOps := context.WithCancel(context.Background())
+		served := make(chan error, 1)
+		go func() { served <- ops.Serve(opsCtx, ln, h) }()
+		defer func() { stopOps(); <-served }()
+		opsURL := "http://" + ln.Addr().String()
+		say("status page %s/status, metrics %s/metrics", opsURL, opsURL)
+		if o.hold != nil {
+			// Deferred, so it runs after every stage, while the endpoint still serves.
+			defer func() {
+				if err == nil {
+					o.hold(context.WithoutCancel(ctx), opsURL)
+				}
+			}()
+		}
+	}
+	consumeCtx, stopConsumer := context.WithCancel(ctx)
+	defer stopConsumer()
+	lagCtx, stopLag := context.WithCancel(ctx)
+	defer stopLag()
+	go m.PollLag(lagCtx, admin, "dna-scorer", apptTopic, time.Second, log)
+	done := make(chan error, 1)
+	go func() { done <- stream.Run(consumeCtx, r, proc, stream.Batching{}, log) }()
+
 	// 1. The PAS simulator publishes the appointment stream.
 	ps, _ := pseudo.New([]byte(demoSecret))
 	gen, err := sim.New(cfg, ps)
@@ -127,12 +246,25 @@ func run(ctx context.Context, cfg sim.Config, malformed int, modelDir string) (S
 	w := stream.NewWriter(brokers, apptTopic)
 	defer w.Close()
 	batch := make([]kafka.Message, 0, 500)
+	if o.rate > 0 {
+		batch = make([]kafka.Message, 0, max(1, min(500, int(o.rate/10))))
+	}
+	sent := 0
 	flush := func() error {
 		if len(batch) == 0 {
 			return nil
 		}
 		err := w.WriteMessages(ctx, batch...)
+		sent += len(batch)
 		batch = batch[:0]
+		if o.rate > 0 && err == nil {
+			due := start.Add(time.Duration(float64(sent) / o.rate * float64(time.Second)))
+			select {
+			case <-ctx.Done():
+				return ctx.Err()
+			case <-time.After(time.Until(due)):
+			}
+		}
 		return err
 	}
 	for ev, tr := range gen.All() {
@@ -175,18 +307,7 @@ func run(ctx context.Context, cfg sim.Config, malformed int, modelDir string) (S
 	say("producer published %d bookings, %d outcomes, %d cancellations and %d malformed events",
 		sum.BookingsProduced, sum.OutcomesProduced, sum.CancellationsProd, malformed)
 
-	// 2. The consumer scores them, exactly as cmd/consumer does against real services.
-	rdb := redis.NewUniversalClient(&redis.UniversalOptions{Addrs: []string{mr.Addr()}})
-	defer rdb.Close()
-	store := featurestore.NewRedisStore(rdb, featurestore.RedisOptions{})
-	out := stream.NewWriter(brokers, "")
-	defer out.Close()
-	r := stream.NewReader(brokers, "dna-scorer", apptTopic)
-	quiet := slog.New(slog.NewJSONHandler(io.Discard, nil))
-	proc := stream.NewProcessor(store, out, model, stream.Topics{Risk: riskTopic, DeadLetter: dlqTopic}, featurestore.Policy{}, quiet)
-	consumeCtx, stopConsumer := context.WithCancel(ctx)
-	done := make(chan error, 1)
-	go func() { done <- stream.Run(consumeCtx, r, proc, stream.Batching{}, quiet) }()
+	// 2. Wait for the scorer to have processed every event.
 	for proc.Stats.Consumed.Load() < total && ctx.Err() == nil {
 		time.Sleep(20 * time.Millisecond)
 	}
@@ -194,7 +315,7 @@ func run(ctx context.Context, cfg sim.Config, malformed int, modelDir string) (S
 	if err := <-done; err != nil {
 		return sum, err
 	}
-	r.Close()
+	stopLag()
 	if ctx.Err() != nil {
 		return sum, fmt.Errorf("consumer processed %d of %d events before the time limit", proc.Stats.Consumed.Load(), total)
 	}
@@ -266,6 +387,17 @@ var badEvents = []struct{ key, value string }{
 	{"demo-bad-1", `{"schema":"appointment.v1","type":"booked",`},
 	{"demo-bad-2", `{"schema":"appointment.v9","event_id":"x"}`},
 	{"0000000000000000000000000000000000000000000000000000000000000000", `{"schema":"appointment.v1","event_id":"bad-3","type":"booked","event_time":"2025-02-03T10:00:00Z","appointment_id":"A-bad","booking_version":1,"patient":"0000000000000000000000000000000000000000000000000000000000000000","booking":{"specialty":"110","clinic":"X","first_visit":true,"start":"2025-02-10T10:00:00Z","booked_at":"2025-02-03T10:00:00Z","age_band":"unknown","contact":{"sms":true,"opt_out":false}}}`},
+}
+
+// listen binds addr, or a free port on the same host when addr is taken (another demo or
+// a local Prometheus exporter), so a busy port never stops the demo.
+func listen(addr string) (net.Listener, error) {
+	ln, err := net.Listen("tcp", addr)
+	if err == nil || !errors.Is(err, syscall.EADDRINUSE) {
+		return ln, err
+	}
+	host, _, _ := net.SplitHostPort(addr)
+	return net.Listen("tcp", net.JoinHostPort(host, "0"))
 }
 
 func key(appt string, version int) string { return fmt.Sprintf("%s/%d", appt, version) }
