@@ -95,3 +95,35 @@ scan:
 	}
 	return false
 }
+
+var (
+	newCodes = map[string]bool{"NEW": true, "N": true, "NP": true, "FIRST": true, "1ST": true, "NEWPATIENT": true}
+	fuCodes  = map[string]bool{"FU": true, "FUP": true, "F": true, "FOLLOWUP": true, "FOLLOW-UP": true, "REVIEW": true, "RV": true, "CHECKUP": true}
+)
+
+// VisitType classifies an appointment type as new (first is true) or follow-up from its code
+// (NEW, N, NP, FIRST; FU, FUP, FOLLOWUP, REVIEW, CHECKUP, …) or else words in its text
+// ("New patient", "Follow-up"); known is false when neither says.
+func VisitType(code, text string) (first, known bool) {
+	c := strings.ToUpper(strings.TrimSpace(code))
+	switch {
+	case newCodes[c]:
+		return true, true
+	case fuCodes[c]:
+		return false, true
+	}
+	for _, w := range Words(text) {
+		switch w {
+		case "new", "first":
+			return true, true
+		case "follow", "followup", "review":
+			return false, true
+		}
+	}
+	return false, false
+}
+
+// Words splits text into lower-case words of letters and digits.
+func Words(s string) []string {
+	return strings.FieldsFunc(strings.ToLower(s), func(r rune) bool { return !(r >= 'a' && r <= 'z' || r >= '0' && r <= '9') })
+}

@@ -17,6 +17,7 @@ import (
 	"fmt"
 	"hash/fnv"
 	"log/slog"
+	"strings"
 	"sync"
 	"time"
 
@@ -204,4 +205,23 @@ func decide(c Change, st State) (*events.Appointment, State, string, error) {
 		return nil, st, "", fmt.Errorf("%w: unknown change kind %d", ErrRejected, c.Kind)
 	}
 	return ev, next, "", nil
+}
+
+// Check reports whether c would make a valid event for an appointment the gateway has not
+// seen before. A caller that must accept a set of changes all or nothing (a FHIR transaction)
+// checks each one before applying any. A change without a patient is checked as if the
+// gateway knew the appointment's patient; Apply decides that case.
+func Check(c Change) error {
+	var st State
+	if c.Patient == "" {
+		st.Patient = strings.Repeat("0", 64)
+	}
+	ev, _, _, err := decide(c, st)
+	if err != nil {
+		return err
+	}
+	if err := ev.Validate(); err != nil {
+		return fmt.Errorf("%w: %w", ErrRejected, err)
+	}
+	return nil
 }

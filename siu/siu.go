@@ -424,39 +424,18 @@ func clinic(msg *hl7.Message, sch hl7.Segment) string {
 	return ""
 }
 
-var (
-	newCodes = map[string]bool{"NEW": true, "N": true, "NP": true, "FIRST": true, "1ST": true, "NEWPATIENT": true}
-	fuCodes  = map[string]bool{"FU": true, "FUP": true, "F": true, "FOLLOWUP": true, "FOLLOW-UP": true, "REVIEW": true, "RV": true, "CHECKUP": true}
-)
-
-// firstVisit reads new (true) or follow-up (false) from the code, then the text, of SCH-8
-// (appointment type) and SCH-7 (appointment reason). HL7's own tables (0276 ROUTINE, WALKIN,
-// CHECKUP, FOLLOWUP, EMERGENCY; 0277 Normal, Tentative, Complete) barely say; UK feeds use
-// local codes like NEW and FU. Unknown means follow-up (false), as in csvimport.
+// firstVisit reads new (true) or follow-up (false) from SCH-8 (appointment type), then SCH-7
+// (appointment reason), code before text. HL7's own tables (0276 ROUTINE, WALKIN, CHECKUP,
+// FOLLOWUP, EMERGENCY; 0277 Normal, Tentative, Complete) barely say; UK feeds use local
+// codes like NEW and FU. Unknown means follow-up (false), as in csvimport.
 func firstVisit(sch hl7.Segment) bool {
 	for _, n := range []int{8, 7} {
 		f := sch.Field(n)
-		code := strings.ToUpper(strings.TrimSpace(f.Comp(1).String()))
-		switch {
-		case newCodes[code]:
-			return true
-		case fuCodes[code]:
-			return false
-		}
-		for _, w := range words(f.Comp(2).String()) {
-			switch w {
-			case "new", "first":
-				return true
-			case "follow", "followup", "review":
-				return false
-			}
+		if first, known := pas.VisitType(f.Comp(1).String(), f.Comp(2).String()); known {
+			return first
 		}
 	}
 	return false
-}
-
-func words(s string) []string {
-	return strings.FieldsFunc(strings.ToLower(s), func(r rune) bool { return !(r >= 'a' && r <= 'z' || r >= '0' && r <= '9') })
 }
 
 var (
@@ -477,7 +456,7 @@ func cancelledBy(reason hl7.Field) events.CancelledBy {
 	case hospitalCancel[code]:
 		return events.ByHospital
 	}
-	for _, w := range words(reason.Comp(2).String()) {
+	for _, w := range pas.Words(reason.Comp(2).String()) {
 		switch w {
 		case "patient":
 			return events.ByPatient

@@ -1,0 +1,188 @@
+package fhirin
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"mime"
+	"net/http"
+	"strings"
+
+	"github.com/samply/golang-fhir-models/fhir-models/fhir"
+
+	"github.com/nhsx/dnarisk/pas"
+)
+
+// MaxBody bounds a request body; a Bundle of a day's bookings for a clinic fits easily.
+const MaxBody = 8 << 20
+
+// Applier publishes a change; *pas.Gateway is the implementation. Apply must return only
+// once the change's event is acknowledged by Kafka (or there is nothing to publish).
+type Applier interface {
+	Apply(ctx context.Context, c pas.Change) (pas.Result, error)
+}
+
+// Handler is the FHIR endpoint: POST <base>/Appointment and PUT <base>/Appointment/<id> take
+// one Appointment; POST <base> takes a transaction or batch Bundle. It answers 200 with an
+// OperationOutcome (or a transaction-/batch-response Bundle) once the events are on Kafka,
+// 400/422 with an OperationOutcome for input it cannot accept, and 503 when Kafka or Redis
+// failed (retry: every resource is idempotent).
+type Handler struct {
+	Mapper  *Mapper
+	Gateway Applier
+	Log     *slog.Logger
+	mux     *http.ServeMux
+}
+
+// NewHandler serves the endpoint under base (for example "/fhir").
+func NewHandler(base string, m *Mapper, g Applier, log *slog.Logger) *Handler {
+	if log == nil {
+		log = slog.New(slog.DiscardHandler)
+	}
+	base = "/" + strings.Trim(base, "/")
+	if base == "/" {
+		base = ""
+	}
+	h := &Handler{Mapper: m, Gateway: g, Log: log, mux: http.NewServeMux()}
+	h.mux.HandleFunc("POST "+base+"/Appointment", func(w http.ResponseWriter, r *http.Request) { h.appointment(w, r, "") })
+	h.mux.HandleFunc("PUT "+base+"/Appointment/{id}", func(w http.ResponseWriter, r *http.Request) { h.appointment(w, r, r.PathValue("id")) })
+	h.mux.HandleFunc("POST "+base+"/{$}", h.bundle)
+	if base != "" {
+		h.mux.HandleFunc("POST "+base, h.bundle)
+	}
+	h.mux.HandleFunc("/", func(w http.ResponseWriter, r *http.Request) {
+		writeOutcome(w, http.StatusNotFound, fhir.IssueTypeNotSupported,
+			fmt.Sprintf("%s %s is not served: POST %s/Appointment, PUT %s/Appointment/<id>, or POST a Bundle to %s/", r.Method, r.URL.Path, base, base, base), "")
+	})
+	return h
+}
+
+func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request) { h.mux.ServeHTTP(w, r) }
+
+func (h *Handler) read(w http.ResponseWriter, r *http.Request) ([]byte, bool) {
+	if ct := r.Header.Get("Content-Type"); ct != "" {
+		mt, _, err := mime.ParseMediaType(ct)
+		if err != nil || mt != "application/fhir+json" && mt != "application/json" {
+			writeOutcome(w, http.StatusUnsupportedMediaType, fhir.IssueTypeNotSupported,
+				"Content-Type must be application/fhir+json (FHIR XML is not accepted)", "")
+			return nil, false
+		}
+	}
+	body, err := io.ReadAll(http.MaxBytesReader(w, r.Body, MaxBody))
+	if err != nil {
+		var mbe *http.MaxBytesError
+		if errors.As(err, &mbe) {
+			writeOutcome(w, http.StatusRequestEntityTooLarge, fhir.IssueTypeTooCostly, fmt.Sprintf("body larger than %d bytes", MaxBody), "")
+		} else {
+			writeOutcome(w, http.StatusBadRequest, fhir.IssueTypeStructure, "could not read the request body", "")
+		}
+		return nil, false
+	}
+	if !json.Valid(body) {
+		writeOutcome(w, http.StatusBadRequest, fhir.IssueTypeStructure, "the body is not valid JSON", "")
+		return nil, false
+	}
+	return body, true
+}
+
+func (h *Handler) appointment(w http.ResponseWriter, r *http.Request, urlID string) {
+	body, ok := h.read(w, r)
+	if !ok {
+		return
+	}
+	if rt := resourceType(body); rt == "Bundle" {
+		writeOutcome(w, http.StatusBadRequest, fhir.IssueTypeNotSupported, "a Bundle goes to the base URL, not to /Appointment", "")
+		return
+	}
+	c, ignored, err := h.Mapper.Map(body, urlID, nil)
+	if err != nil {
+		h.refuse(w, err)
+		return
+	}
+	status, msg := h.apply(r.Context(), c, ignored)
+	writeOutcome(w, status, outcomeType(status), msg, "")
+}
+
+// apply publishes c (nil: nothing to publish) and says how it went, as an HTTP status.
+func (h *Handler) apply(ctx context.Context, c *pas.Change, ignored string) (int, string) {
+	if c == nil {
+		h.Log.Info("fhir appointment accepted; nothing to publish", "reason", ignored)
+		return http.StatusOK, "ignored: " + ignored
+	}
+	log := h.Log.With("source", c.Source, "appointment_id", c.AppointmentID)
+	res, err := h.Gateway.Apply(ctx, *c)
+	switch {
+	case errors.Is(err, pas.ErrUnavailable):
+		log.Error("fhir appointment not accepted: publishing failed; the sender should retry", "err", err)
+		return http.StatusServiceUnavailable, "temporarily unable to publish the event; send it again later"
+	case err != nil:
+		log.Warn("fhir appointment refused", "reason", err.Error())
+		return http.StatusUnprocessableEntity, err.Error()
+	case res.Event == nil:
+		log.Info("fhir appointment accepted; nothing to publish", "reason", res.Ignored)
+		return http.StatusOK, "ignored: " + res.Ignored
+	}
+	log.Info("fhir appointment accepted", "event_type", string(res.Event.Type), "booking_version", res.Event.Version, "event_id", res.Event.EventID)
+	return http.StatusOK, fmt.Sprintf("%s version %d published", res.Event.Type, res.Event.Version)
+}
+
+func (h *Handler) refuse(w http.ResponseWriter, err error) {
+	var is *Issue
+	if !errors.As(err, &is) {
+		is = &Issue{Code: fhir.IssueTypeProcessing, Diagnostics: err.Error()}
+	}
+	h.Log.Warn("fhir input refused", "reason", is.Error())
+	writeOutcome(w, statusOf(is.Code), is.Code, is.Diagnostics, is.Expression)
+}
+
+// statusOf: malformed resources are 400; well-formed ones breaking a rule are 422.
+func statusOf(code fhir.IssueType) int {
+	switch code {
+	case fhir.IssueTypeStructure, fhir.IssueTypeNotSupported:
+		return http.StatusBadRequest
+	}
+	return http.StatusUnprocessableEntity
+}
+
+func outcomeType(status int) fhir.IssueType {
+	switch {
+	case status == http.StatusServiceUnavailable:
+		return fhir.IssueTypeTransient
+	case status >= 400:
+		return fhir.IssueTypeBusinessRule
+	}
+	return fhir.IssueTypeInformational
+}
+
+func outcome(code fhir.IssueType, msg, expr string) fhir.OperationOutcome {
+	sev := fhir.IssueSeverityError
+	if code == fhir.IssueTypeInformational {
+		sev = fhir.IssueSeverityInformation
+	}
+	iss := fhir.OperationOutcomeIssue{Severity: sev, Code: code, Diagnostics: &msg}
+	if expr != "" {
+		iss.Expression = []string{expr}
+	}
+	return fhir.OperationOutcome{Issue: []fhir.OperationOutcomeIssue{iss}}
+}
+
+func writeOutcome(w http.ResponseWriter, status int, code fhir.IssueType, msg, expr string) {
+	writeJSON(w, status, outcome(code, msg, expr))
+}
+
+func writeJSON(w http.ResponseWriter, status int, v any) {
+	b, err := json.Marshal(v)
+	if err != nil {
+		http.Error(w, "encode response", http.StatusInternalServerError)
+		return
+	}
+	w.Header().Set("Content-Type", "application/fhir+json")
+	if status == http.StatusServiceUnavailable {
+		w.Header().Set("Retry-After", "5")
+	}
+	w.WriteHeader(status)
+	_, _ = w.Write(b)
+}
