@@ -1,0 +1,289 @@
+// Command pasgateway connects a trust's PAS or integration engine to the DNA risk scorer. It
+// listens for HL7 v2 SIU messages over MLLP (S12 book, S13 reschedule, S14 modify, S15
+// cancel, S17 delete, S26 no-show) and for FHIR R4 Appointments over HTTP, turns them into
+// appointment.v1 events keyed by the patient pseudonym, publishes them to Kafka, and
+// acknowledges each message only after Kafka acknowledged its event. Booking versions are
+// kept per appointment in Redis. SIGTERM or SIGINT stops accepting, finishes the messages in
+// hand (their acknowledgements included) and exits 0.
+//
+// Every setting is a flag with an environment variable fallback; run with --help. The
+// pseudonymisation secret comes from DNA_PSEUDONYM_SECRET_FILE or DNA_PSEUDONYM_SECRET.
+// See docs/pas-integration.md.
+package main
+
+import (
+	"context"
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"log/slog"
+	"net"
+	"net/http"
+	"os"
+	"os/signal"
+	"strings"
+	"sync"
+	"syscall"
+	"time"
+
+	"github.com/redis/go-redis/v9"
+
+	"github.com/nhsx/dnarisk/fhirin"
+	"github.com/nhsx/dnarisk/internal/envflag"
+	"github.com/nhsx/dnarisk/mllp"
+	"github.com/nhsx/dnarisk/pas"
+	"github.com/nhsx/dnarisk/pseudo"
+	"github.com/nhsx/dnarisk/secconfig"
+	"github.com/nhsx/dnarisk/siu"
+	"github.com/nhsx/dnarisk/stream"
+)
+
+type config struct {
+	mllpAddr, fhirAddr, fhirBase string
+	brokers                      []string
+	topic                        string
+	redisOpts                    redis.UniversalOptions
+	redisPrefix                  string
+	stateTTL                     time.Duration
+	location                     *time.Location
+	patientIDTypes               []string
+	processingIDs                []string
+	fhirPatientSystem            string
+	fhirApptSystem               string
+	idleTimeout                  time.Duration
+	maxConns, maxMessage         int
+	logLevel                     slog.Level
+	kafkaOpts                    []stream.Option
+}
+
+const usage = "usage: pasgateway [flags]\n\nReceives HL7 v2 SIU over MLLP and FHIR R4 Appointments over HTTP and publishes appointment events to Kafka. Flags (flag > environment > default):"
+
+func parseConfig(args []string, lookup func(string) (string, bool), stderr io.Writer) (config, error) {
+	fs := flag.NewFlagSet("pasgateway", flag.ContinueOnError)
+	fs.SetOutput(io.Discard)
+	fs.Usage = func() {}
+	var c config
+	env := envflag.Env{
+		"mllp-addr": "MLLP_ADDR", "fhir-addr": "FHIR_ADDR", "fhir-base": "FHIR_BASE",
+		"brokers": "KAFKA_BROKERS", "topic-appointments": "TOPIC_APPOINTMENTS",
+		"redis": "REDIS_ADDR", "redis-prefix": "REDIS_PREFIX", "state-ttl": "PAS_STATE_TTL",
+		"timezone": "PAS_TIMEZONE", "patient-id-type": "PAS_PATIENT_ID_TYPE", "processing-id": "HL7_PROCESSING_ID",
+		"fhir-patient-system": "FHIR_PATIENT_SYSTEM", "fhir-appointment-system": "FHIR_APPOINTMENT_SYSTEM",
+		"idle-timeout": "MLLP_IDLE_TIMEOUT", "max-conns": "MLLP_MAX_CONNS", "max-message-bytes": "MLLP_MAX_MESSAGE_BYTES",
+		"log-level": "LOG_LEVEL",
+	}
+	fs.StringVar(&c.mllpAddr, "mllp-addr", ":2575", "MLLP listen address for HL7 v2 SIU; off to disable")
+	fs.StringVar(&c.fhirAddr, "fhir-addr", ":8080", "HTTP listen address for FHIR R4 Appointments; off to disable")
+	fs.StringVar(&c.fhirBase, "fhir-base", "/fhir", "base path of the FHIR endpoint")
+	brokers := fs.String("brokers", "127.0.0.1:9092", "Kafka bootstrap brokers, comma-separated")
+	fs.StringVar(&c.topic, "topic-appointments", "appointments", "topic the appointment events go to")
+	redisAddrs := fs.String("redis", "127.0.0.1:6379", "Redis address for booking-version state; several comma-separated addresses mean a Redis Cluster")
+	fs.StringVar(&c.redisPrefix, "redis-prefix", "dna:", "prefix of every Redis key")
+	fs.DurationVar(&c.stateTTL, "state-ttl", 3*365*24*time.Hour, "how long an appointment's version state is kept after its last change")
+	tz := fs.String("timezone", "Europe/London", "time zone of HL7 date/times without an offset")
+	idTypes := fs.String("patient-id-type", "NH", "PID-3 identifier type codes to pseudonymise, in order of preference (NH = NHS number)")
+	procIDs := fs.String("processing-id", "P", "MSH-11 processing ids accepted, comma-separated (P production, T training, D debugging)")
+	fs.StringVar(&c.fhirPatientSystem, "fhir-patient-system", fhirin.NHSNumberSystem, "identifier system of the patient id in FHIR resources")
+	fs.StringVar(&c.fhirApptSystem, "fhir-appointment-system", "", "identifier system of the PAS appointment id in FHIR Appointments (default: the first identifier, else the resource id)")
+	fs.DurationVar(&c.idleTimeout, "idle-timeout", 10*time.Minute, "close an MLLP connection that sends nothing for this long")
+	fs.IntVar(&c.maxConns, "max-conns", 64, "most MLLP connections at once")
+	fs.IntVar(&c.maxMessage, "max-message-bytes", mllp.DefaultLimit, "largest HL7 message accepted")
+	logLevel := fs.String("log-level", "info", "debug, info, warn or error")
+	var ksec secconfig.Kafka
+	ksec.Register(fs, env)
+	var rsec secconfig.Redis
+	rsec.Register(fs, env)
+	env.Annotate(fs)
+	if err := fs.Parse(args); err != nil {
+		if errors.Is(err, flag.ErrHelp) {
+			fmt.Fprintln(stderr, usage)
+			fs.SetOutput(stderr)
+			fs.PrintDefaults()
+		}
+		return c, err
+	}
+	if fs.NArg() > 0 {
+		return c, fmt.Errorf("unexpected arguments %q", fs.Args())
+	}
+	if err := env.Apply(fs, lookup); err != nil {
+		return c, err
+	}
+	c.brokers = splitList(*brokers)
+	c.redisOpts.Addrs = splitList(*redisAddrs)
+	c.patientIDTypes = splitList(*idTypes)
+	c.processingIDs = splitList(*procIDs)
+	if err := c.logLevel.UnmarshalText([]byte(*logLevel)); err != nil {
+		return c, fmt.Errorf("--log-level %q: want debug, info, warn or error", *logLevel)
+	}
+	var err error
+	if c.location, err = time.LoadLocation(*tz); err != nil {
+		return c, fmt.Errorf("--timezone %q: %v", *tz, err)
+	}
+	for _, a := range []*string{&c.mllpAddr, &c.fhirAddr} {
+		if *a == "off" {
+			*a = ""
+		}
+		if *a != "" {
+			if _, _, err := net.SplitHostPort(*a); err != nil {
+				return c, fmt.Errorf("listen address %q: want host:port, :port or off", *a)
+			}
+		}
+	}
+	if c.kafkaOpts, err = ksec.Options(lookup); err != nil {
+		return c, err
+	}
+	if err := rsec.Apply(&c.redisOpts, lookup); err != nil {
+		return c, err
+	}
+	switch {
+	case c.mllpAddr == "" && c.fhirAddr == "":
+		return c, errors.New("both --mllp-addr and --fhir-addr are off: nothing to listen on")
+	case len(c.brokers) == 0:
+		return c, errors.New("no Kafka brokers: set --brokers or KAFKA_BROKERS")
+	case len(c.redisOpts.Addrs) == 0:
+		return c, errors.New("no Redis address: set --redis or REDIS_ADDR")
+	case c.topic == "":
+		return c, errors.New("--topic-appointments must not be empty")
+	case len(c.patientIDTypes) == 0:
+		return c, errors.New("--patient-id-type must name at least one identifier type")
+	case len(c.processingIDs) == 0:
+		return c, errors.New("--processing-id must name at least one processing id")
+	case c.stateTTL < 24*time.Hour:
+		return c, fmt.Errorf("--state-ttl %s is under a day", c.stateTTL)
+	case c.idleTimeout < time.Second:
+		return c, fmt.Errorf("--idle-timeout %s is under a second", c.idleTimeout)
+	case c.maxConns < 1:
+		return c, fmt.Errorf("--max-conns %d: want at least 1", c.maxConns)
+	case c.maxMessage < 1024 || c.maxMessage > 64<<20:
+		return c, fmt.Errorf("--max-message-bytes %d out of range 1024..%d", c.maxMessage, 64<<20)
+	}
+	return c, nil
+}
+
+func splitList(s string) []string {
+	var out []string
+	for _, p := range strings.Split(s, ",") {
+		if p = strings.TrimSpace(p); p != "" {
+			out = append(out, p)
+		}
+	}
+	return out
+}
+
+func main() {
+	cfg, err := parseConfig(os.Args[1:], os.LookupEnv, os.Stderr)
+	if errors.Is(err, flag.ErrHelp) {
+		os.Exit(0)
+	}
+	if err != nil {
+		fmt.Fprintln(os.Stderr, "pasgateway: invalid configuration:", err)
+		os.Exit(2)
+	}
+	ps, err := pseudo.FromEnv("DNA_PSEUDONYM_SECRET_FILE", "DNA_PSEUDONYM_SECRET")
+	if err != nil {
+		fmt.Fprintln(os.Stderr, "pasgateway: invalid configuration:", err)
+		os.Exit(2)
+	}
+	log := slog.New(slog.NewJSONHandler(os.Stderr, &slog.HandlerOptions{Level: cfg.logLevel}))
+	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGTERM, syscall.SIGINT)
+	defer stop()
+	if err := run(ctx, cfg, ps, log, nil); err != nil {
+		log.Error("pasgateway stopped", "err", err)
+		os.Exit(1)
+	}
+}
+
+// listening reports the bound addresses once both listeners are up ("" for one that is off).
+type listening func(mllpAddr, fhirAddr string)
+
+// run serves until ctx ends, then shuts down cleanly and returns nil; a listener that fails
+// stops the other and its error is returned.
+func run(ctx context.Context, cfg config, ps *pseudo.Pseudonymiser, log *slog.Logger, ready listening) error {
+	// Redis 7.0 (Debian 12's) has no CLIENT SETINFO; go-redis would send it on every connection.
+	cfg.redisOpts.DisableIdentity = true
+	rdb := redis.NewUniversalClient(&cfg.redisOpts)
+	defer rdb.Close()
+	w := stream.NewWriter(cfg.brokers, cfg.topic, cfg.kafkaOpts...)
+	defer w.Close()
+	gw := pas.NewGateway(pas.NewRedisTracker(rdb, cfg.redisPrefix, cfg.stateTTL), w, log)
+
+	var mllpLn, httpLn net.Listener
+	var err error
+	if cfg.mllpAddr != "" {
+		if mllpLn, err = net.Listen("tcp", cfg.mllpAddr); err != nil {
+			return fmt.Errorf("mllp listener: %w", err)
+		}
+	}
+	if cfg.fhirAddr != "" {
+		if httpLn, err = net.Listen("tcp", cfg.fhirAddr); err != nil {
+			if mllpLn != nil {
+				mllpLn.Close()
+			}
+			return fmt.Errorf("fhir listener: %w", err)
+		}
+	}
+
+	ctx, cancel := context.WithCancel(ctx)
+	defer cancel()
+	var wg sync.WaitGroup
+	errs := make(chan error, 2)
+	if mllpLn != nil {
+		m, err := siu.NewMapper(siu.Config{Pseudonymiser: ps, Location: cfg.location, PatientIDTypes: cfg.patientIDTypes, ProcessingIDs: cfg.processingIDs})
+		if err != nil {
+			return err
+		}
+		srv := &mllp.Server{Handler: &siu.Handler{Mapper: m, Gateway: gw, Log: log}, Log: log,
+			IdleTimeout: cfg.idleTimeout, MaxConns: cfg.maxConns, MaxFrame: cfg.maxMessage}
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			if err := srv.Serve(ctx, mllpLn); err != nil {
+				errs <- fmt.Errorf("mllp: %w", err)
+				cancel()
+			}
+		}()
+	}
+	if httpLn != nil {
+		m, err := fhirin.NewMapper(fhirin.Config{Pseudonymiser: ps, PatientSystem: cfg.fhirPatientSystem, AppointmentSystem: cfg.fhirApptSystem})
+		if err != nil {
+			return err
+		}
+		srv := &http.Server{Handler: fhirin.NewHandler(cfg.fhirBase, m, gw, log), ReadHeaderTimeout: 10 * time.Second,
+			ReadTimeout: 60 * time.Second, IdleTimeout: 2 * time.Minute}
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			if err := srv.Serve(httpLn); err != nil && !errors.Is(err, http.ErrServerClosed) {
+				errs <- fmt.Errorf("fhir: %w", err)
+				cancel()
+			}
+		}()
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			<-ctx.Done()
+			// Requests in hand finish (their events published and answered) before exit.
+			sctx, scancel := context.WithTimeout(context.Background(), 60*time.Second)
+			defer scancel()
+			_ = srv.Shutdown(sctx)
+		}()
+	}
+	addr := func(l net.Listener) string {
+		if l == nil {
+			return ""
+		}
+		return l.Addr().String()
+	}
+	log.Info("pasgateway started", "mllp_addr", addr(mllpLn), "fhir_addr", addr(httpLn), "topic", cfg.topic)
+	if ready != nil {
+		ready(addr(mllpLn), addr(httpLn))
+	}
+	wg.Wait()
+	close(errs)
+	if err := <-errs; err != nil {
+		return err
+	}
+	log.Info("pasgateway stopped cleanly")
+	return nil
+}
