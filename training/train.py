@@ -485,7 +485,6 @@ def main():
         model_hash = hashlib.sha256(f.read()).hexdigest()
 
     now = dt.datetime.fromtimestamp(int(os.environ.get("SOURCE_DATE_EPOCH", dt.datetime.now(dt.timezone.utc).timestamp())), dt.timezone.utc)
-    model_id = f"dna-gbm-{now:%Y%m%d}-{model_hash[:8]}"
     y_valid, y_test = valid[LABEL].to_numpy(), test[LABEL].to_numpy()
     raw_valid = model.predict(valid[features])
     raw_test = model.predict(test[features])
@@ -508,7 +507,7 @@ def main():
     base_rate = float(train[LABEL].mean())
 
     contract = {
-        "model_id": model_id,
+        "model_id": None,  # below: it names what is served
         "features": [{"name": c, "type": "categorical" if c in categorical else "numeric"} for c in features],
         "risk_bands": bands(cfg, base_rate, p_valid),
         "trained_at": now.strftime("%Y-%m-%dT%H:%M:%SZ"),
@@ -520,6 +519,12 @@ def main():
     }
     if table is not None:
         contract["calibration"] = {"method": calibration["method"], "x": [float(x) for x in table[0]], "y": [float(y) for y in table[1]]}
+    # The id's hash covers everything that decides a risk event's probability and band: the
+    # trees, the features, the bands and the calibration map. Same trees, new calibration or
+    # bands: a new id, so risk events always say which scoring produced them.
+    served = json.dumps({k: contract.get(k) for k in ("features", "risk_bands", "calibration")}, sort_keys=True)
+    model_id = f"dna-gbm-{now:%Y%m%d}-{hashlib.sha256((model_hash + served).encode()).hexdigest()[:8]}"
+    contract["model_id"] = model_id
     with open(os.path.join(args.out, "contract.json"), "w") as f:
         f.write(dump_contract(contract))
     if table is not None:
