@@ -175,7 +175,7 @@ func (p *Policy) Plan(a Appointment, now time.Time) []Planned {
 	}
 	var out []Planned
 	for _, s := range slots {
-		due := p.outOfQuiet(a.Start.Add(-s.Before))
+		due := p.outOfQuiet(p.before(a.Start, s.Before))
 		switch {
 		case a.Start.Sub(due) < time.Duration(p.MinLead):
 		case due.Before(a.BookedAt):
@@ -185,6 +185,13 @@ func (p *Policy) Plan(a Appointment, now time.Time) []Planned {
 		}
 	}
 	return out
+}
+
+// before counts whole days back on the local calendar, so "7 days before" a 10:00
+// appointment is at 10:00 even across a clock change; the rest of the offset is elapsed time.
+func (p *Policy) before(start time.Time, d time.Duration) time.Time {
+	const day = 24 * time.Hour
+	return start.In(p.loc).AddDate(0, 0, -int(d/day)).Add(-(d % day)).UTC()
 }
 
 // inQuiet reports whether t falls in quiet hours.
