@@ -41,7 +41,6 @@ type Metrics struct {
 	lagErrors     prometheus.Counter
 	redisDuration *prometheus.HistogramVec
 	redisErrors   *prometheus.CounterVec
-	reminders     *prometheus.CounterVec
 }
 
 // Metric names, for tests and the status page.
@@ -62,6 +61,7 @@ const (
 	RedisDuration      = Namespace + "_redis_command_duration_seconds"
 	RedisErrors        = Namespace + "_redis_errors_total"
 	Reminders          = Namespace + "_reminders_total"
+	RemindersToday     = Namespace + "_reminders_today"
 )
 
 // New returns the collectors of one process, registered on a new registry together with the
@@ -104,15 +104,13 @@ func New() *Metrics {
 			Buckets: short}, []string{"command"}),
 		redisErrors: prometheus.NewCounterVec(prometheus.CounterOpts{Name: RedisErrors,
 			Help: "Redis round trips that failed, by command."}, []string{"command"}),
-		reminders: prometheus.NewCounterVec(prometheus.CounterOpts{Name: Reminders,
-			Help: "SMS reminders by outcome: sent (accepted by Notify), failed (given up), cancelled (appointment cancelled or moved first)."}, []string{"outcome"}),
 	}
 	m.Registry.MustRegister(
 		collectors.NewGoCollector(),
 		collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}),
 		m.consumed, m.published, m.deadLettered, m.batchFailures, m.batchDuration, m.batchSize,
 		m.delay, m.probability, m.riskEvents, m.modelInfo, m.modelReloads, m.lag, m.lagErrors,
-		m.redisDuration, m.redisErrors, m.reminders,
+		m.redisDuration, m.redisErrors,
 	)
 	return m
 }
@@ -164,17 +162,6 @@ func (m *Metrics) ModelReload(loaded bool) {
 		m.modelReloads.WithLabelValues("refused").Inc()
 	}
 }
-
-// Reminder outcomes.
-const (
-	ReminderSent      = "sent"
-	ReminderFailed    = "failed"
-	ReminderCancelled = "cancelled"
-)
-
-// Reminder counts one reminder outcome (ReminderSent, ReminderFailed, ReminderCancelled).
-// It is the hook the reminder dispatcher reports through.
-func (m *Metrics) Reminder(outcome string) { m.reminders.WithLabelValues(outcome).Inc() }
 
 // LagSource measures a consumer group's lag; *stream.Admin implements it.
 type LagSource interface {

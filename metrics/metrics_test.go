@@ -31,7 +31,7 @@ func TestBatchDoneCountsByTopicReasonAndBand(t *testing.T) {
 	m.BatchFailed(3, time.Millisecond, errors.New("redis down"))
 	m.SetModel("m1")
 	m.SetModel("m2")
-	m.Reminder(metrics.ReminderSent)
+	m.Reminders(func() metrics.ReminderCounts { return metrics.ReminderCounts{Sent: 1} }, time.UTC)
 
 	want := `
 # HELP dnarisk_events_consumed_total Input messages processed in completed batches, valid or not, by topic.
@@ -54,8 +54,12 @@ dnarisk_batch_failures_total 1
 # HELP dnarisk_model_info 1 for the model currently scoring, labelled with its id.
 # TYPE dnarisk_model_info gauge
 dnarisk_model_info{model_id="m2"} 1
-# HELP dnarisk_reminders_total SMS reminders by outcome: sent (accepted by Notify), failed (given up), cancelled (appointment cancelled or moved first).
+# HELP dnarisk_reminders_total SMS reminders by outcome since the dispatcher started: scheduled, sent (accepted by Notify), deferred (retry later), failed (given up), cancelled (dropped before sending).
 # TYPE dnarisk_reminders_total counter
+dnarisk_reminders_total{outcome="cancelled"} 0
+dnarisk_reminders_total{outcome="deferred"} 0
+dnarisk_reminders_total{outcome="failed"} 0
+dnarisk_reminders_total{outcome="scheduled"} 0
 dnarisk_reminders_total{outcome="sent"} 1
 `
 	if err := testutil.GatherAndCompare(m.Registry, strings.NewReader(want),

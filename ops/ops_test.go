@@ -111,3 +111,39 @@ func TestStatusPageShowsWhatMetricsCount(t *testing.T) {
 		t.Fatalf("status.json = %+v", d)
 	}
 }
+
+// The consumer's status page reads today's reminders from the dispatcher's /metrics.
+func TestRemindersFromDispatcherMetrics(t *testing.T) {
+	dm := metrics.New()
+	dm.Reminders(func() metrics.ReminderCounts { return metrics.ReminderCounts{Sent: 42, Failed: 2, Cancelled: 7, Scheduled: 60} }, time.UTC)
+	dispatcher := httptest.NewServer(ops.Handler(ops.Config{Registry: dm.Registry}))
+	defer dispatcher.Close()
+	for name, rc := range map[string]ops.ReminderCounter{
+		"url":      ops.RemindersFromURL(dispatcher.URL + "/metrics"),
+		"gatherer": ops.RemindersFrom(dm.Registry),
+	} {
+		got, err := rc.RemindersToday(context.Background())
+		if err != nil || got != (ops.ReminderCounts{Sent: 42, Failed: 2, Cancelled: 7}) {
+			t.Errorf("%s: %+v, %v", name, got, err)
+		}
+	}
+	if _, err := ops.RemindersFromURL(dispatcher.URL + "/nope").RemindersToday(context.Background()); err == nil {
+		t.Error("a missing endpoint gave no error")
+	}
+
+	m := metrics.New()
+	model, err := scoring.Load("../models/default")
+	if err != nil {
+		t.Fatal(err)
+	}
+	st := ops.NewStatus(ops.StatusConfig{Metrics: m.Registry, Model: func() *scoring.Model { return model },
+		Reminders: ops.RemindersFromURL(dispatcher.URL + "/metrics")})
+	srv := httptest.NewServer(ops.Handler(ops.Config{Registry: m.Registry, Status: st}))
+	defer srv.Close()
+	_, _, page := get(t, srv, "/status")
+	for _, want := range []string{`data-k="reminders-sent">42<`, `data-k="reminders-failed">2<`, `data-k="reminders-cancelled">7<`} {
+		if !strings.Contains(page, want) {
+			t.Errorf("page lacks %q", want)
+		}
+	}
+}

@@ -54,10 +54,12 @@ type config struct {
 
 	metricsAddr string // "" or "off": no operations endpoint
 	statusPage  bool
-	lagEvery    time.Duration
-	logLevel    slog.Level
-	kafkaOpts   []stream.Option
-	redisOpts   redis.UniversalOptions
+	// remindersURL is the dispatcher's /metrics, read for the status page's reminders.
+	remindersURL string
+	lagEvery     time.Duration
+	logLevel     slog.Level
+	kafkaOpts    []stream.Option
+	redisOpts    redis.UniversalOptions
 }
 
 // usage is the --help text's first line.
@@ -80,7 +82,7 @@ func parseConfigEnv(args []string, lookup func(string) (string, bool), stderr io
 		"topic-appointments": "TOPIC_APPOINTMENTS", "topic-risk": "TOPIC_RISK", "topic-dlq": "TOPIC_DLQ",
 		"batch-size": "BATCH_SIZE", "batch-wait": "BATCH_WAIT", "history-retention": "HISTORY_RETENTION",
 		"redis-prefix": "REDIS_PREFIX", "metrics-addr": "METRICS_ADDR", "status-page": "STATUS_PAGE",
-		"lag-interval": "LAG_INTERVAL", "log-level": "LOG_LEVEL",
+		"lag-interval": "LAG_INTERVAL", "log-level": "LOG_LEVEL", "reminders-metrics-url": "REMINDERS_METRICS_URL",
 	}
 	brokers := fs.String("brokers", "127.0.0.1:9092", "Kafka bootstrap brokers, comma-separated")
 	redisAddrs := fs.String("redis", "127.0.0.1:6379", "Redis address; several comma-separated addresses mean a Redis Cluster")
@@ -96,6 +98,7 @@ func parseConfigEnv(args []string, lookup func(string) (string, bool), stderr io
 	fs.StringVar(&c.redisPrefix, "redis-prefix", "dna:", "prefix of every Redis key")
 	fs.StringVar(&c.metricsAddr, "metrics-addr", ":9464", "address for /metrics, /healthz, /readyz and /status; off to disable")
 	fs.BoolVar(&c.statusPage, "status-page", true, "serve the status page (/status) on --metrics-addr")
+	fs.StringVar(&c.remindersURL, "reminders-metrics-url", "", "the reminder dispatcher's /metrics URL, for today's reminders on the status page (default: not connected)")
 	fs.DurationVar(&c.lagEvery, "lag-interval", 15*time.Second, "how often to measure consumer lag")
 	logLevel := fs.String("log-level", "info", "debug, info, warn or error")
 	var ksec secconfig.Kafka
@@ -214,13 +217,15 @@ func run(cfg config, model *scoring.Model, log *slog.Logger) error {
 	if cfg.metricsAddr != "" {
 		var status *ops.Status
 		if cfg.statusPage {
-			status = ops.NewStatus(ops.StatusConfig{
+			sc := ops.StatusConfig{
 				Metrics:  m.Registry,
 				Model:    func() *scoring.Model { mm, _ := proc.Model().(*scoring.Model); return mm },
 				ModelDir: cfg.modelDir,
-				// The reminder dispatcher reports its counts through metrics.Reminder in its
-				// own process; until the page reads them from there it says "not connected".
-			})
+			}
+			if cfg.remindersURL != "" {
+				sc.Reminders = ops.RemindersFromURL(cfg.remindersURL)
+			}
+			status = ops.NewStatus(sc)
 			observers = append(observers, status)
 		}
 		ln, err := net.Listen("tcp", cfg.metricsAddr)

@@ -6,6 +6,8 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"io"
+	"net/http"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -82,7 +84,8 @@ func TestBinaryScoresAndStopsCleanlyOnSIGTERM(t *testing.T) {
 	}
 	w.Close()
 
-	cmd := exec.Command(bin, "--model-dir", "../../models/default", "--group", group,
+	opsAddr := fmt.Sprintf("127.0.0.1:%d", testenv.FreePort(t))
+	cmd := exec.Command(bin, "--model-dir", "../../models/default", "--group", group, "--metrics-addr", opsAddr, "--lag-interval", "1s",
 		"--topic-appointments", in, "--topic-risk", risk, "--topic-dlq", dlq, "--redis-prefix", group+":")
 	cmd.Env = append(os.Environ(), "KAFKA_BROKERS="+strings.Join(brokers, ","), "REDIS_ADDR="+redisAddr)
 	var logs bytes.Buffer
@@ -96,6 +99,23 @@ func TestBinaryScoresAndStopsCleanlyOnSIGTERM(t *testing.T) {
 		got, err := stream.ReadAll(ctx, brokers, risk)
 		return err == nil && len(got) >= bookings
 	}, "the binary to score every booking")
+	// The operations endpoint of the real binary against real Kafka and Redis: ready, and
+	// its metrics count what it did.
+	testenv.Eventually(t, 30*time.Second, func() bool {
+		body := httpGet(t, "http://"+opsAddr+"/metrics")
+		return strings.Contains(body, fmt.Sprintf("dnarisk_events_consumed_total{topic=%q} %d", in, len(msgs))) &&
+			strings.Contains(body, fmt.Sprintf("dnarisk_consumer_lag_messages{partition=\"0\",topic=%q} 0", in))
+	}, "/metrics to count every event and zero lag")
+	if body := httpGet(t, "http://"+opsAddr+"/readyz"); !strings.Contains(body, `"ready":true`) {
+		t.Fatalf("/readyz: %s", body)
+	}
+	body := httpGet(t, "http://"+opsAddr+"/metrics")
+	for _, want := range []string{fmt.Sprintf("dnarisk_events_published_total{topic=%q} %d", risk, bookings), `dnarisk_model_info{model_id="`,
+		`dnarisk_redis_command_duration_seconds_count{command="pipeline"}`, "dnarisk_risk_probability_bucket"} {
+		if !strings.Contains(body, want) {
+			t.Errorf("/metrics lacks %q", want)
+		}
+	}
 	if err := cmd.Process.Signal(syscall.SIGTERM); err != nil {
 		t.Fatal(err)
 	}
@@ -128,4 +148,15 @@ func TestBinaryScoresAndStopsCleanlyOnSIGTERM(t *testing.T) {
 	if total != int64(len(msgs)) {
 		t.Fatalf("committed offsets add up to %d, want %d", total, len(msgs))
 	}
+}
+
+func httpGet(t *testing.T, url string) string {
+	t.Helper()
+	res, err := http.Get(url)
+	if err != nil {
+		return err.Error()
+	}
+	defer res.Body.Close()
+	b, _ := io.ReadAll(res.Body)
+	return string(b)
 }

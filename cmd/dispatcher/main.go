@@ -16,6 +16,7 @@ import (
 	"flag"
 	"fmt"
 	"log/slog"
+	"net"
 	"os"
 	"os/signal"
 	"strings"
@@ -26,7 +27,9 @@ import (
 	"github.com/redis/go-redis/v9"
 
 	"github.com/nhsx/dnarisk/contacts"
+	"github.com/nhsx/dnarisk/metrics"
 	"github.com/nhsx/dnarisk/notify"
+	"github.com/nhsx/dnarisk/ops"
 	"github.com/nhsx/dnarisk/reminders"
 	"github.com/nhsx/dnarisk/stream"
 )
@@ -53,12 +56,13 @@ type fileConfig struct {
 }
 
 type config struct {
-	brokers    []string
-	redisAddrs []string
-	group      string
-	notify     notify.Config
-	contactKey []byte
-	opts       reminders.Options
+	brokers     []string
+	redisAddrs  []string
+	metricsAddr string // "" or "off": no operations endpoint
+	group       string
+	notify      notify.Config
+	contactKey  []byte
+	opts        reminders.Options
 }
 
 func env(getenv func(string) string, name, def string) string {
@@ -94,6 +98,7 @@ func parseConfig(args []string, getenv func(string) string) (config, error) {
 	fs.StringVar(&c.opts.Topics.Risk, "topic-risk", env(getenv, "TOPIC_RISK", "risk"), "risk events (env TOPIC_RISK)")
 	fs.StringVar(&c.opts.Topics.Failed, "topic-failed", env(getenv, "TOPIC_REMINDERS_FAILED", "reminders.failed"), "failed-reminder events (env TOPIC_REMINDERS_FAILED)")
 	fs.StringVar(&c.opts.Prefix, "redis-prefix", env(getenv, "REDIS_PREFIX", "dna:"), "prefix of every Redis key (env REDIS_PREFIX)")
+	fs.StringVar(&c.metricsAddr, "metrics-addr", env(getenv, "METRICS_ADDR", ":9466"), "address for /metrics, /healthz and /readyz; off to disable (env METRICS_ADDR)")
 	notifyURL := fs.String("notify-url", env(getenv, "NOTIFY_BASE_URL", ""), "Notify API base URL, overriding the config file (env NOTIFY_BASE_URL)")
 	fs.Usage = func() {
 		fmt.Fprintf(fs.Output(), "Usage: dispatcher --config FILE [flags]\n\nSecrets (file variable preferred):\n"+
@@ -115,6 +120,12 @@ func parseConfig(args []string, getenv func(string) string) (config, error) {
 		return c, errors.New("group and topic names must not be empty")
 	case *cfgPath == "":
 		return c, errors.New("no config file: set --config or DISPATCHER_CONFIG")
+	}
+	if c.metricsAddr == "off" {
+		c.metricsAddr = ""
+	}
+	if _, _, err := net.SplitHostPort(c.metricsAddr); c.metricsAddr != "" && err != nil {
+		return c, fmt.Errorf("--metrics-addr %q: want host:port, :port or off", c.metricsAddr)
 	}
 	fc, err := readConfigFile(*cfgPath)
 	if err != nil {
@@ -214,8 +225,11 @@ func run(cfg config, log *slog.Logger) error {
 	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGTERM, syscall.SIGINT)
 	defer stop()
 
-	rdb := redis.NewUniversalClient(&redis.UniversalOptions{Addrs: cfg.redisAddrs})
+	m := metrics.New()
+	// DisableIdentity: Redis 7.0 refuses CLIENT SETINFO, which the hook would count as an error.
+	rdb := redis.NewUniversalClient(&redis.UniversalOptions{Addrs: cfg.redisAddrs, DisableIdentity: true})
 	defer rdb.Close()
+	rdb.AddHook(m.RedisHook())
 	cfg.notify.Log = log
 	client, err := notify.New(cfg.notify)
 	if err != nil {
@@ -234,6 +248,31 @@ func run(cfg config, log *slog.Logger) error {
 	}
 	r := reminders.NewReader(cfg.brokers, cfg.group, cfg.opts.Topics.Appointments, cfg.opts.Topics.Risk)
 	defer r.Close()
+	m.Reminders(func() metrics.ReminderCounts {
+		s := &d.Stats
+		return metrics.ReminderCounts{Scheduled: s.Scheduled.Load(), Sent: s.Sent.Load(), Deferred: s.Deferred.Load(),
+			Failed: s.Failed.Load(), Cancelled: s.Cancelled.Load()}
+	}, london)
+	if cfg.metricsAddr != "" {
+		admin := stream.NewAdmin(cfg.brokers)
+		defer admin.Close()
+		ln, err := net.Listen("tcp", cfg.metricsAddr)
+		if err != nil {
+			return fmt.Errorf("operations endpoint: %w", err)
+		}
+		h := ops.Handler(ops.Config{Registry: m.Registry, Log: log, Checks: []ops.Check{
+			{Name: "kafka", Func: func(ctx context.Context) error {
+				return admin.Ping(ctx, cfg.opts.Topics.Appointments, cfg.opts.Topics.Risk)
+			}},
+			{Name: "redis", Func: func(ctx context.Context) error { return rdb.Ping(ctx).Err() }},
+		}})
+		// The endpoint outlives the signal, so /metrics answers until the last send is done.
+		opsCtx, stopOps := context.WithCancel(context.Background())
+		served := make(chan error, 1)
+		go func() { served <- ops.Serve(opsCtx, ln, h) }()
+		defer func() { stopOps(); <-served }()
+		log.Info("operations endpoint listening", "addr", ln.Addr().String(), "paths", "/metrics /healthz /readyz")
+	}
 
 	log.Info("dispatcher started", "group", cfg.group, "topics", []string{cfg.opts.Topics.Appointments, cfg.opts.Topics.Risk},
 		"notify", cfg.notify.BaseURL, "notify_key", cfg.notify.Key)
@@ -278,3 +317,12 @@ func stats(d *reminders.Dispatcher) []any {
 		"recovered", s.Recovered.Load(), "cancelled", s.Cancelled.Load(), "retimed", s.Retimed.Load(),
 		"deferred", s.Deferred.Load(), "failed", s.Failed.Load()}
 }
+
+// london is the zone in which "reminders today" starts at midnight.
+var london = func() *time.Location {
+	l, err := time.LoadLocation("Europe/London")
+	if err != nil {
+		return time.UTC
+	}
+	return l
+}()

@@ -221,7 +221,7 @@ func TestBinarySendsOnceAcrossRestartAndReplay(t *testing.T) {
 	start1 := func() (*exec.Cmd, *bytes.Buffer) {
 		cmd := exec.Command(bin, "--config", cfgPath, "--group", group, "--topic-appointments", appts, "--topic-risk", riskT,
 			"--topic-failed", failedT, "--redis-prefix", prefix, "--notify-url", srv.URL)
-		cmd.Env = append(os.Environ(), "KAFKA_BROKERS="+strings.Join(brokers, ","), "REDIS_ADDR="+redisAddr,
+		cmd.Env = append(os.Environ(), "KAFKA_BROKERS="+strings.Join(brokers, ","), "REDIS_ADDR="+redisAddr, "METRICS_ADDR=127.0.0.1:0",
 			"NOTIFY_API_KEY="+apiKey, "DNA_REMINDER_SECRET=reminder-secret-0123456789abcdefghijkl", "DNA_CONTACT_KEY="+contactKey)
 		var logs bytes.Buffer
 		cmd.Stderr = &logs
