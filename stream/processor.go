@@ -189,10 +189,7 @@ func (p *Processor) process(ctx context.Context, msgs []kafka.Message, rep *Batc
 				skipped++
 			} else {
 				x = model.Vector(ev, featurestore.Compute(ev, h), x)
-				m, band, prob, err := p.risk(model, ev, x)
-				if err != nil {
-					return err
-				}
+				m, band, prob := p.risk(model, ev, x)
 				out = append(out, m)
 				bands[band]++
 				rep.Scores = append(rep.Scores, Score{Event: ev, Probability: prob, Band: band, ModelID: model.ID()})
@@ -243,7 +240,7 @@ func (p *Processor) process(ctx context.Context, msgs []kafka.Message, rep *Batc
 	return nil
 }
 
-func (p *Processor) risk(model Scorer, ev *events.Appointment, x []float64) (kafka.Message, string, float64, error) {
+func (p *Processor) risk(model Scorer, ev *events.Appointment, x []float64) (kafka.Message, string, float64) {
 	prob := model.Score(x)
 	r := events.Risk{
 		Schema:           events.RiskSchema,
@@ -258,16 +255,12 @@ func (p *Processor) risk(model Scorer, ev *events.Appointment, x []float64) (kaf
 		ScoredAt:         p.now().UTC(),
 		Features:         model.FeatureMap(x),
 	}
-	b, err := json.Marshal(r)
-	if err != nil {
-		return kafka.Message{}, "", 0, fmt.Errorf("encode risk event for appointment %s: %w", ev.AppointmentID, err)
-	}
 	return kafka.Message{
 		Topic:   p.topics.Risk,
 		Key:     []byte(ev.Patient),
-		Value:   b,
+		Value:   r.AppendJSON(make([]byte, 0, 1024)),
 		Headers: []kafka.Header{{Key: "schema", Value: []byte(events.RiskSchema)}},
-	}, r.Band, prob, nil
+	}, r.Band, prob
 }
 
 // save writes the changed histories. A patient whose history another writer changed since it
