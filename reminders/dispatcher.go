@@ -75,6 +75,11 @@ type Options struct {
 	Workers int
 	// PollInterval is the longest RunSender sleeps between looks at the due queue [1s].
 	PollInterval time.Duration
+	// LookupFirst looks every reminder up in Notify by reference before its first send
+	// too, not only after a crash or an unknown outcome. It costs one more request per SMS
+	// and closes the window a Redis failover that loses a claim would open (see
+	// docs/reminders.md) [false].
+	LookupFirst bool
 	// MaxAttempts to send one reminder before it is failed [6].
 	MaxAttempts int
 	// RetryBackoff is the first wait before a reminder whose send failed transiently is

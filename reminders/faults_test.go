@@ -8,6 +8,7 @@ import (
 	"time"
 
 	"github.com/nhsx/dnarisk/internal/testenv"
+	"github.com/nhsx/dnarisk/notify"
 	"github.com/nhsx/dnarisk/notifystub"
 )
 
@@ -157,5 +158,29 @@ func TestCrashBetweenSentAndRecorded(t *testing.T) {
 	}
 	if n, _ := heir.Pending(context.Background()); n != 0 {
 		t.Fatalf("%d still pending", n)
+	}
+}
+
+// With LookupFirst, even a reminder whose record lost its claim (a Redis failover dropping
+// acknowledged writes) is looked up before it is sent, so Notify's record wins.
+func TestLookupFirstClosesLostClaimWindow(t *testing.T) {
+	h := newHarness(t)
+	p, _ := h.oneDue(8)
+	d := h.dispatcher()
+	rid := d.ReminderID(p, "F1", 1, "standard-2d")
+	// Notify already has it; Redis does not remember sending it.
+	if _, err := h.notifier(testKey, 0).SendSMS(context.Background(), notify.SMS{PhoneNumber: contactsDrama(8),
+		TemplateID: stdTemplate, Reference: rid,
+		Personalisation: map[string]string{"appointment_date": "x", "appointment_time": "y"}}); err != nil {
+		t.Fatal(err)
+	}
+	o := h.opts
+	o.LookupFirst = true
+	careful := h.dispatcherWith(h.client(), h.notifier(testKey, 3), o)
+	if _, err := careful.SendDue(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+	if len(h.stub.Messages()) != 1 || careful.Stats.Recovered.Load() != 1 {
+		t.Fatalf("%d messages, %d recovered; want 1 and 1", len(h.stub.Messages()), careful.Stats.Recovered.Load())
 	}
 }

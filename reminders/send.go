@@ -206,7 +206,7 @@ func (d *Dispatcher) deliver(ctx context.Context, c *claimed, now time.Time) err
 	case contact.Phone.IsZero():
 		return d.fail(ctx, c, 0, "no mobile number for the patient")
 	}
-	if c.attempts > 1 {
+	if c.attempts > 1 || d.o.LookupFirst {
 		// An earlier claim may have sent it and died before recording that.
 		found, err := d.notifier.FindByReference(ctx, c.rid)
 		if err != nil {

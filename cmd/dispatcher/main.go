@@ -51,6 +51,7 @@ type fileConfig struct {
 		PollInterval reminders.Duration `json:"poll_interval"`
 		MaxAttempts  int                `json:"max_attempts"`
 		RetryBackoff reminders.Duration `json:"retry_backoff"`
+		LookupFirst  bool               `json:"lookup_first"`
 	} `json:"sending"`
 	KeepAfter reminders.Duration `json:"keep_after"`
 }
@@ -166,7 +167,7 @@ func parseConfig(args []string, getenv func(string) string) (config, error) {
 	if fc.Policy != nil {
 		c.opts.Policy = *fc.Policy
 	}
-	c.opts.Workers, c.opts.MaxAttempts = fc.Sending.Workers, fc.Sending.MaxAttempts
+	c.opts.Workers, c.opts.MaxAttempts, c.opts.LookupFirst = fc.Sending.Workers, fc.Sending.MaxAttempts, fc.Sending.LookupFirst
 	c.opts.Lease, c.opts.PollInterval = time.Duration(fc.Sending.Lease), time.Duration(fc.Sending.PollInterval)
 	c.opts.RetryBackoff, c.opts.KeepAfter = time.Duration(fc.Sending.RetryBackoff), time.Duration(fc.KeepAfter)
 	if err := c.opts.Validate(); err != nil {
