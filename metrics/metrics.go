@@ -176,20 +176,16 @@ func (m *Metrics) PollLag(ctx context.Context, src LagSource, group, topic strin
 	failing := false
 	for {
 		qctx, cancel := context.WithTimeout(ctx, every)
-		lags, err := src.Lag(qctx, group, topic)
+		err := m.MeasureLag(qctx, src, group, topic)
 		cancel()
 		switch {
 		case err != nil && ctx.Err() == nil:
-			m.lagErrors.Inc()
 			if !failing && log != nil {
 				log.Warn("cannot measure consumer lag", "group", group, "topic", topic, "err", err)
 			}
 			failing = true
 		case err == nil:
 			failing = false
-			for _, l := range lags {
-				m.lag.WithLabelValues(topic, strconv.Itoa(l.Partition)).Set(float64(l.Lag))
-			}
 		}
 		select {
 		case <-ctx.Done():
@@ -197,4 +193,19 @@ func (m *Metrics) PollLag(ctx context.Context, src LagSource, group, topic strin
 		case <-t.C:
 		}
 	}
+}
+
+// MeasureLag measures group's lag on topic once.
+func (m *Metrics) MeasureLag(ctx context.Context, src LagSource, group, topic string) error {
+	lags, err := src.Lag(ctx, group, topic)
+	if err != nil {
+		if ctx.Err() == nil {
+			m.lagErrors.Inc()
+		}
+		return err
+	}
+	for _, l := range lags {
+		m.lag.WithLabelValues(topic, strconv.Itoa(l.Partition)).Set(float64(l.Lag))
+	}
+	return nil
 }

@@ -115,7 +115,9 @@ func TestStatusPageShowsWhatMetricsCount(t *testing.T) {
 // The consumer's status page reads today's reminders from the dispatcher's /metrics.
 func TestRemindersFromDispatcherMetrics(t *testing.T) {
 	dm := metrics.New()
-	dm.Reminders(func() metrics.ReminderCounts { return metrics.ReminderCounts{Sent: 42, Failed: 2, Cancelled: 7, Scheduled: 60} }, time.UTC)
+	dm.Reminders(func() metrics.ReminderCounts {
+		return metrics.ReminderCounts{Sent: 42, Failed: 2, Cancelled: 7, Scheduled: 60}
+	}, time.UTC)
 	dispatcher := httptest.NewServer(ops.Handler(ops.Config{Registry: dm.Registry}))
 	defer dispatcher.Close()
 	for name, rc := range map[string]ops.ReminderCounter{

@@ -2,6 +2,7 @@ package ops
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"net/http"
 	"time"
@@ -14,8 +15,12 @@ import (
 	"github.com/nhsx/dnarisk/metrics"
 )
 
+// ErrNotConnected is what a ReminderCounter returns while no dispatcher reports.
+var ErrNotConnected = errors.New("not connected")
+
 // RemindersFrom reads today's reminders from g (the dispatcher's registry, when the
-// dispatcher runs in the same process, as in the demo).
+// dispatcher runs in the same process, as in the demo). Until the dispatcher registers its
+// counts there it returns ErrNotConnected.
 func RemindersFrom(g prometheus.Gatherer) ReminderCounter { return gathererCounter{g} }
 
 type gathererCounter struct{ g prometheus.Gatherer }
@@ -30,7 +35,7 @@ func (c gathererCounter) RemindersToday(context.Context) (ReminderCounts, error)
 			return countsOf(f), nil
 		}
 	}
-	return ReminderCounts{}, fmt.Errorf("no %s metric", metrics.RemindersToday)
+	return ReminderCounts{}, ErrNotConnected
 }
 
 // RemindersFromURL reads today's reminders from the dispatcher's /metrics at url.

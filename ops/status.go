@@ -4,6 +4,7 @@ import (
 	"context"
 	_ "embed"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"html/template"
 	"net/http"
@@ -279,7 +280,9 @@ func (s *Status) Data(ctx context.Context) (StatusData, error) {
 
 	if s.c.Reminders == nil {
 		d.RemindersNote = "not connected"
-	} else if rc, err := s.c.Reminders.RemindersToday(ctx); err != nil {
+	} else if rc, err := s.c.Reminders.RemindersToday(ctx); errors.Is(err, ErrNotConnected) {
+		d.RemindersNote = "not connected"
+	} else if err != nil {
 		d.RemindersNote = "unavailable: " + err.Error()
 	} else {
 		d.Reminders = &rc

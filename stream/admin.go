@@ -89,12 +89,16 @@ func (a *Admin) Lag(ctx context.Context, group, topic string) ([]PartitionLag, e
 	if err != nil {
 		return nil, fmt.Errorf("committed offsets of group %s: %w", group, err)
 	}
-	if committed.Error != nil {
+	// A group that never committed is "not found" to some brokers and empty to others.
+	if committed.Error != nil && !errors.Is(committed.Error, kafka.GroupIdNotFound) {
 		return nil, fmt.Errorf("committed offsets of group %s: %w", group, committed.Error)
 	}
 	commit := map[int]int64{}
 	for _, p := range committed.Topics[topic] {
 		if p.Error != nil {
+			if errors.Is(p.Error, kafka.GroupIdNotFound) {
+				continue
+			}
 			return nil, fmt.Errorf("committed offset of %s/%d: %w", topic, p.Partition, p.Error)
 		}
 		commit[p.Partition] = p.CommittedOffset

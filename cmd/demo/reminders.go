@@ -5,7 +5,6 @@ import (
 	"crypto/rand"
 	"encoding/json"
 	"fmt"
-	"io"
 	"log/slog"
 	"net/http/httptest"
 	"strconv"
@@ -17,6 +16,7 @@ import (
 
 	"github.com/nhsx/dnarisk/contacts"
 	"github.com/nhsx/dnarisk/events"
+	"github.com/nhsx/dnarisk/metrics"
 	"github.com/nhsx/dnarisk/notify"
 	"github.com/nhsx/dnarisk/notifystub"
 	"github.com/nhsx/dnarisk/reminders"
@@ -39,7 +39,10 @@ const (
 // Ofcom's drama range for every patient. It checks that no cancelled appointment was
 // reminded, that extra reminders went only to high and very-high bands, and that Notify
 // received exactly one message per reminder sent.
-func remind(ctx context.Context, brokers []string, rdb redis.UniversalClient, riskMsgs []kafka.Message, sum *Summary) error {
+//
+// The dispatcher's counts go to m (so the status page shows today's reminders) and its logs,
+// with the Notify client's, to log.
+func remind(ctx context.Context, brokers []string, rdb redis.UniversalClient, riskMsgs []kafka.Message, sum *Summary, m *metrics.Metrics, log *slog.Logger) error {
 	apptMsgs, err := stream.ReadAll(ctx, brokers, apptTopic)
 	if err != nil {
 		return err
@@ -91,7 +94,7 @@ func remind(ctx context.Context, brokers []string, rdb redis.UniversalClient, ri
 	}
 	srv := httptest.NewServer(stub)
 	defer srv.Close()
-	client, err := notify.New(notify.Config{BaseURL: srv.URL, Key: nkey, RetryWaitMin: time.Millisecond, RetryWaitMax: 20 * time.Millisecond})
+	client, err := notify.New(notify.Config{BaseURL: srv.URL, Key: nkey, RetryWaitMin: time.Millisecond, RetryWaitMax: 20 * time.Millisecond, Log: log})
 	if err != nil {
 		return err
 	}
@@ -103,16 +106,20 @@ func remind(ctx context.Context, brokers []string, rdb redis.UniversalClient, ri
 	secret := make([]byte, 32)
 	_, _ = rand.Read(secret)
 	clock := reminders.NewManual(first)
-	quiet := slog.New(slog.NewJSONHandler(io.Discard, nil))
 	d, err := reminders.New(rdb, client, store, failed, reminders.Options{
 		Policy:    reminders.DefaultPolicy(),
 		Templates: reminders.Templates{Standard: stdTemplate, Extra: extraTemplate},
 		Topics:    reminders.Topics{Appointments: apptTopic, Risk: riskTopic, Failed: failedTopic},
-		Secret:    secret, Clock: clock, Workers: 8, Log: quiet,
+		Secret:    secret, Clock: clock, Workers: 8, Log: log,
 	})
 	if err != nil {
 		return err
 	}
+	m.Reminders(func() metrics.ReminderCounts {
+		s := &d.Stats
+		return metrics.ReminderCounts{Scheduled: s.Scheduled.Load(), Sent: s.Sent.Load(), Deferred: s.Deferred.Load(),
+			Failed: s.Failed.Load(), Cancelled: s.Cancelled.Load()}
+	}, time.Local)
 
 	// Intake: everything the PAS and the scorer published, through a consumer group.
 	r := reminders.NewReader(brokers, "dna-reminders", apptTopic, riskTopic)
