@@ -5,6 +5,7 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
+	"log/slog"
 	"net/http"
 	"net/http/httptest"
 	"strings"
@@ -396,3 +397,43 @@ func TestHTTPBatch(t *testing.T) {
 		}
 	}
 }
+
+func TestHTTPLogsNoPersonalData(t *testing.T) {
+	var mu sync.Mutex
+	var logs bytes.Buffer
+	log := slog.New(slog.NewTextHandler(writerFunc(func(p []byte) (int, error) {
+		mu.Lock()
+		defer mu.Unlock()
+		return logs.Write(p)
+	}), &slog.HandlerOptions{Level: slog.LevelDebug}))
+	srv := httptest.NewServer(NewHandler("/fhir", newMapper(t, Config{}), &recorder{}, log))
+	defer srv.Close()
+	for _, body := range [][]byte{
+		[]byte(booked),
+		[]byte(strings.Replace(booked, "9434765919", "9434765918", 1)),
+		[]byte(strings.Replace(booked, "1980-06-15", "1980-02-30", 1)),
+		edit(t, booked, map[string]any{"status": "bogus"}),
+		bundleOf(t, "batch", "L1"),
+	} {
+		path := "/fhir/Appointment"
+		if bytes.Contains(body, []byte(`"Bundle"`)) {
+			path = "/fhir"
+		}
+		do(t, "POST", srv.URL+path, "", body)
+	}
+	mu.Lock()
+	out := logs.String()
+	mu.Unlock()
+	if !strings.Contains(out, "APT100234") {
+		t.Fatalf("expected useful logs:\n%s", out)
+	}
+	for _, pii := range []string{"943476591", "4010232137", "1980", "2007-01-01", "07700", "0113"} {
+		if strings.Contains(out, pii) {
+			t.Fatalf("log contains %q:\n%s", pii, out)
+		}
+	}
+}
+
+type writerFunc func([]byte) (int, error)
+
+func (f writerFunc) Write(p []byte) (int, error) { return f(p) }

@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"log/slog"
 	"strconv"
 	"strings"
 	"sync"
@@ -411,3 +412,41 @@ func TestHandlerTooLarge(t *testing.T) {
 		t.Fatalf("ack %s %q %v", code, ctrl, e)
 	}
 }
+
+// TestHandlerLogsNoPersonalData runs good and bad messages through the handler and a real
+// gateway and checks the log never holds the NHS number, hospital number, name, birth date,
+// phone numbers or address from the messages.
+func TestHandlerLogsNoPersonalData(t *testing.T) {
+	var logs strings.Builder
+	var mu sync.Mutex
+	log := slog.New(slog.NewTextHandler(writerFunc(func(p []byte) (int, error) {
+		mu.Lock()
+		defer mu.Unlock()
+		return logs.Write(p)
+	}), &slog.HandlerOptions{Level: slog.LevelDebug}))
+	g := pas.NewGateway(&pas.MemoryTracker{}, validating{}, log)
+	h := &Handler{Mapper: mapper(t, Config{}), Gateway: g, Log: log}
+	msgs := []string{s12v251, s12v23, s13, s15, s17, s26,
+		strings.Replace(s12v251, "19800615", "19801315", 1),
+		strings.Replace(s12v251, "9434765919", "9434765918", 1),
+		strings.Replace(s12v251, "MSH|", "XSH|", 1),
+		strings.Replace(s12v251, "|20250402093000|20250402100000", "|2025040|", 1),
+	}
+	for _, m := range msgs {
+		h.Message(context.Background(), wire(m))
+	}
+	h.TooLarge(context.Background(), wire(s12v251))
+	out := logs.String()
+	if !strings.Contains(out, "APT100234") {
+		t.Fatalf("expected the handler to log something useful:\n%s", out)
+	}
+	for _, pii := range []string{"9434765919", "4010232137", "A123456", "SMITH", "JANE", "JONES", "19800615", "20070101", "7700", "4960000", "HIGH STREET", "LS1"} {
+		if strings.Contains(out, pii) {
+			t.Fatalf("log contains %q:\n%s", pii, out)
+		}
+	}
+}
+
+type writerFunc func([]byte) (int, error)
+
+func (f writerFunc) Write(p []byte) (int, error) { return f(p) }
