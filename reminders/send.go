@@ -264,7 +264,8 @@ func (d *Dispatcher) retryLater(ctx context.Context, c *claimed, now time.Time, 
 	}
 	wait := max(d.backoff(c.attempts), notify.RetryAfter(cause))
 	d.Stats.Deferred.Add(1)
-	d.o.Log.Warn("reminder send failed; will retry", "reminder_id", c.rid, "attempt", c.attempts, "retry_in", wait, "err", cause)
+	d.o.Log.Warn("reminder send failed; will retry", "reminder_id", c.rid, "attempt", c.attempts, "retry_in", wait,
+		"err", phoneLike.ReplaceAllString(cause.Error(), "[redacted]"))
 	return d.release(ctx, c, now.Add(wait), false)
 }
 
