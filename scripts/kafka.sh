@@ -3,7 +3,12 @@
 # integration tests, from the Kafka server jars on Maven Central and the
 # machine's Java 17. No tarball, no container.
 #
-#   scripts/kafka.sh start|stop|status|fetch   (fetch: download the jars only)
+#   scripts/kafka.sh start|stop|status|fetch|restart
+#
+# fetch downloads the jars only. restart stops the running broker (SIGTERM,
+# controlled shutdown) and starts it again on the same data and cluster id, so
+# every topic, message and committed offset survives: a broker restart for
+# fault-injection tests (cmd/chaos). start and stop always begin afresh.
 #
 # Environment:
 #   KAFKA_PORT             client listener on 127.0.0.1 (default 19092)
@@ -238,11 +243,19 @@ start_broker() {
 		cat "$RUN/format.out" >&2
 		die "formatting storage in $DATA failed"
 	fi
+	echo "$id" >"$RUN/cluster.id"
+	launch_broker "$deadline" "$id"
+	log "Kafka $(cat "$LIBS/.kafka-version") ready on 127.0.0.1:$PORT in $((SECONDS - start))s ($READY; pid $(cat "$PIDFILE"), log $LOG)"
+}
 
+# launch_broker DEADLINE CLUSTER_ID starts the JVM on the config and data in
+# place and waits until it serves metadata; READY holds the readiness line.
+launch_broker() {
+	local deadline=$1 id=$2
 	# setsid: the broker must outlive this script and not get the terminal's signals.
 	setsid nohup java -Djava.awt.headless=true "-Dlog4j2.configurationFile=$RUN/log4j2.xml" \
 		"-Dkafka.log.file=$LOG" "-Xms$HEAP" "-Xmx$HEAP" -XX:+UseG1GC -cp "$LIBS/*" \
-		kafka.Kafka "$RUN/server.properties" </dev/null >"$RUN/stdout.log" 2>&1 &
+		kafka.Kafka "$RUN/server.properties" </dev/null >>"$RUN/stdout.log" 2>&1 &
 	echo $! >"$PIDFILE"
 
 	until port_open "$PORT"; do
@@ -250,31 +263,44 @@ start_broker() {
 		((SECONDS < deadline)) || fail_start "broker did not listen on 127.0.0.1:$PORT within ${TIMEOUT}s"
 		sleep 0.2
 	done
-	local out
-	if ! out="$(wait_ready "$deadline" "$id" 2>&1)"; then
-		echo "$out" >&2
+	if ! READY="$(wait_ready "$deadline" "$id" 2>&1)"; then
+		echo "$READY" >&2
 		fail_start "broker on 127.0.0.1:$PORT accepted connections but its metadata was not ready within ${TIMEOUT}s"
 	fi
-	log "Kafka $(cat "$LIBS/.kafka-version") ready on 127.0.0.1:$PORT in $((SECONDS - start))s ($out; pid $(cat "$PIDFILE"), log $LOG)"
+}
+
+# restart_broker keeps DATA: the same cluster comes back with everything it held.
+restart_broker() {
+	running || die "no broker of ours is running on 127.0.0.1:$PORT (start it first)"
+	[[ -f "$RUN/cluster.id" ]] || die "$RUN/cluster.id missing: started by an older kafka.sh; stop and start it"
+	local start=$SECONDS deadline=$((SECONDS + TIMEOUT)) id
+	id="$(cat "$RUN/cluster.id")"
+	terminate_broker
+	launch_broker "$deadline" "$id"
+	log "Kafka restarted on 127.0.0.1:$PORT with its data in $((SECONDS - start))s ($READY; pid $(cat "$PIDFILE"))"
+}
+
+# terminate_broker stops our broker, if running, and leaves its data alone.
+terminate_broker() {
+	running || return 0
+	local pid i
+	pid="$(cat "$PIDFILE")"
+	kill -TERM "$pid" 2>/dev/null || true
+	# Controlled shutdown of a combined node takes a few seconds; do not wait forever.
+	for ((i = 0; i < 300; i++)); do
+		pid_alive "$pid" || break
+		sleep 0.1
+	done
+	if pid_alive "$pid"; then
+		log "broker (pid $pid) ignored SIGTERM for 30s; killing it"
+		kill -KILL "$pid" 2>/dev/null || true
+		while pid_alive "$pid"; do sleep 0.1; done
+	fi
+	log "stopped broker on 127.0.0.1:$PORT (pid $pid)"
 }
 
 stop_broker() {
-	if running; then
-		local pid i
-		pid="$(cat "$PIDFILE")"
-		kill -TERM "$pid" 2>/dev/null || true
-		# Controlled shutdown of a combined node takes a few seconds; do not wait forever.
-		for ((i = 0; i < 300; i++)); do
-			pid_alive "$pid" || break
-			sleep 0.1
-		done
-		if pid_alive "$pid"; then
-			log "broker (pid $pid) ignored SIGTERM for 30s; killing it"
-			kill -KILL "$pid" 2>/dev/null || true
-			while pid_alive "$pid"; do sleep 0.1; done
-		fi
-		log "stopped broker on 127.0.0.1:$PORT (pid $pid)"
-	fi
+	terminate_broker
 	rm -f "$PIDFILE"
 	rm -rf "$DATA"
 }
@@ -291,8 +317,9 @@ status)
 	fi
 	;;
 fetch) fetch_jars ;;
+restart) restart_broker ;;
 *)
-	echo "usage: $0 start|stop|status|fetch" >&2
+	echo "usage: $0 start|stop|status|fetch|restart" >&2
 	exit 2
 	;;
 esac

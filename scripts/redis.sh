@@ -5,16 +5,27 @@
 #   - a standalone redis-server on 127.0.0.1:16379
 #   - a three-master Redis Cluster on 127.0.0.1:17000,17001,17002
 #
-#   scripts/redis.sh start|stop|status
+#   scripts/redis.sh start|stop|status|restart
 #
-# Environment: REDIS_PORT (16379), REDIS_CLUSTER_PORTS ("17000 17001 17002"),
-# REDIS_START_TIMEOUT (seconds, 30). State lives in .cache/redis and is
-# removed on stop, so every start is a clean cluster.
+# Environment: REDIS_PORT (16379), REDIS_CLUSTER_PORTS ("17000 17001 17002",
+# or "none" for the standalone server only), REDIS_START_TIMEOUT (seconds,
+# 30), REDIS_APPENDONLY (no; yes makes the standalone server keep an
+# append-only file, fsynced every second, so that `restart` brings its data
+# back). State lives in .cache/redis and is removed on stop, so every start is
+# a clean cluster.
+#
+# restart shuts the standalone server down (SHUTDOWN: with REDIS_APPENDONLY=yes
+# the append-only file is synced first) and starts it again on the same
+# directory: a Redis restart for fault-injection tests (cmd/chaos). Pass the
+# same environment as to start.
 set -euo pipefail
 
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 PORT="${REDIS_PORT:-16379}"
 read -r -a CLUSTER_PORTS <<<"${REDIS_CLUSTER_PORTS:-17000 17001 17002}"
+[[ "${CLUSTER_PORTS[*]}" == none ]] && CLUSTER_PORTS=()
+APPENDONLY="${REDIS_APPENDONLY:-no}"
+[[ "$APPENDONLY" == yes || "$APPENDONLY" == no ]] || { echo "redis.sh: REDIS_APPENDONLY=$APPENDONLY: want yes or no" >&2; exit 2; }
 TIMEOUT="${REDIS_START_TIMEOUT:-30}"
 DIR="$ROOT/.cache/redis"
 
@@ -70,7 +81,7 @@ start_server() {
 	fi
 	redis-server --bind 127.0.0.1 --port "$port" --dir "$dir" \
 		--daemonize yes --pidfile "$dir/redis.pid" --logfile "$dir/redis.log" \
-		--save '' --appendonly no "$@" ||
+		--save '' "$@" ||
 		die "redis-server on port $port did not start (see $dir/redis.log)"
 }
 
@@ -85,6 +96,26 @@ wait_ping() {
 	done
 }
 
+start_standalone() {
+	start_server "$PORT" --appendonly "$APPENDONLY" --appendfsync everysec
+}
+
+# restart_standalone keeps the data directory; only an append-only file brings data back.
+restart_standalone() {
+	alive "$PORT" || die "no redis-server of ours is running on 127.0.0.1:$PORT (start it first)"
+	local start=$SECONDS deadline=$((SECONDS + TIMEOUT)) pid i
+	pid="$(cat "$DIR/$PORT/redis.pid")"
+	cli "$PORT" shutdown >/dev/null 2>&1 || kill -TERM "$pid" 2>/dev/null || true
+	for ((i = 0; i < 100; i++)); do
+		pid_alive "$pid" || break
+		sleep 0.1
+	done
+	pid_alive "$pid" && die "redis-server on 127.0.0.1:$PORT (pid $pid) did not shut down within 10s"
+	start_standalone
+	wait_ping "$PORT" "$deadline"
+	log "restarted standalone on 127.0.0.1:$PORT in $((SECONDS - start))s (appendonly $APPENDONLY, keys: $(cli "$PORT" dbsize))"
+}
+
 start_all() {
 	mkdir -p "$DIR"
 	ensure_installed
@@ -93,9 +124,9 @@ start_all() {
 	# A half-started set is of no use to anyone: stop it if anything below fails.
 	trap 'stop_all quiet' EXIT
 
-	start_server "$PORT"
+	start_standalone
 	for p in "${CLUSTER_PORTS[@]}"; do
-		start_server "$p" --cluster-enabled yes --cluster-config-file "$DIR/$p/nodes.conf" \
+		start_server "$p" --appendonly no --cluster-enabled yes --cluster-config-file "$DIR/$p/nodes.conf" \
 			--cluster-node-timeout 5000
 	done
 	for p in "$PORT" "${CLUSTER_PORTS[@]}"; do
@@ -106,6 +137,10 @@ start_all() {
 		fi
 	done
 	log "standalone ready on 127.0.0.1:$PORT"
+	if ((${#CLUSTER_PORTS[@]} == 0)); then
+		trap - EXIT
+		return
+	fi
 
 	local -a nodes=()
 	for p in "${CLUSTER_PORTS[@]}"; do nodes+=("127.0.0.1:$p"); done
@@ -166,8 +201,9 @@ status)
 	done
 	exit "$rc"
 	;;
+restart) restart_standalone ;;
 *)
-	echo "usage: $0 start|stop|status" >&2
+	echo "usage: $0 start|stop|status|restart" >&2
 	exit 2
 	;;
 esac
