@@ -61,6 +61,7 @@ type config struct {
 	redisAddrs  []string
 	metricsAddr string // "" or "off": no operations endpoint
 	group       string
+	clockFile   string // "": the system clock
 	notify      notify.Config
 	contactKey  []byte
 	opts        reminders.Options
@@ -101,6 +102,7 @@ func parseConfig(args []string, getenv func(string) string) (config, error) {
 	fs.StringVar(&c.opts.Prefix, "redis-prefix", env(getenv, "REDIS_PREFIX", "dna:"), "prefix of every Redis key (env REDIS_PREFIX)")
 	fs.StringVar(&c.metricsAddr, "metrics-addr", env(getenv, "METRICS_ADDR", ":9466"), "address for /metrics, /healthz and /readyz; off to disable (env METRICS_ADDR)")
 	notifyURL := fs.String("notify-url", env(getenv, "NOTIFY_BASE_URL", ""), "Notify API base URL, overriding the config file (env NOTIFY_BASE_URL)")
+	fs.StringVar(&c.clockFile, "clock-file", env(getenv, "DISPATCHER_CLOCK_FILE", ""), "simulations and tests only: plan and send by the RFC 3339 time in this file, read every 10ms, instead of the system clock (env DISPATCHER_CLOCK_FILE)")
 	fs.Usage = func() {
 		fmt.Fprintf(fs.Output(), "Usage: dispatcher --config FILE [flags]\n\nSecrets (file variable preferred):\n"+
 			"  NOTIFY_API_KEY_FILE / NOTIFY_API_KEY              GOV.UK Notify API key\n"+
@@ -124,6 +126,11 @@ func parseConfig(args []string, getenv func(string) string) (config, error) {
 	}
 	if c.metricsAddr == "off" {
 		c.metricsAddr = ""
+	}
+	if c.clockFile != "" {
+		if _, err := readClockFile(c.clockFile); err != nil {
+			return c, err
+		}
 	}
 	if _, _, err := net.SplitHostPort(c.metricsAddr); c.metricsAddr != "" && err != nil {
 		return c, fmt.Errorf("--metrics-addr %q: want host:port, :port or off", c.metricsAddr)
@@ -243,6 +250,11 @@ func run(cfg config, log *slog.Logger) error {
 	w := stream.NewWriter(cfg.brokers, "")
 	defer w.Close()
 	cfg.opts.Log = log
+	if cfg.clockFile != "" {
+		if cfg.opts.Clock, err = fileClock(ctx, cfg.clockFile, log); err != nil {
+			return err
+		}
+	}
 	d, err := reminders.New(rdb, client, store, w, cfg.opts)
 	if err != nil {
 		return err
