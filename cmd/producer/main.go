@@ -19,6 +19,11 @@
 //	--out       PRODUCER_OUT       write JSON Lines to this file instead of Kafka; - is stdout
 //	--truth     PRODUCER_TRUTH     write the simulator's truth CSV here
 //	--progress  PRODUCER_PROGRESS  progress bar on stderr (default: when stderr is a terminal)
+//	--metrics-addr METRICS_ADDR    serve /metrics, /healthz and /readyz here (default: off)
+//
+// Kafka TLS and SASL/SCRAM take the flags of package secconfig (--kafka-tls, --kafka-ca-file,
+// --kafka-sasl-mechanism, ...; run with --help); the SASL password comes from
+// KAFKA_SASL_PASSWORD_FILE or KAFKA_SASL_PASSWORD.
 //
 // The pseudonymisation secret comes from the file named by DNA_PSEUDONYM_SECRET_FILE or from
 // DNA_PSEUDONYM_SECRET. Logs are JSON on stderr and never carry patient identifiers. Exit
@@ -33,6 +38,8 @@ import (
 	"io"
 	"iter"
 	"log/slog"
+	"maps"
+	"net"
 	"os"
 	"os/signal"
 	"slices"
@@ -46,8 +53,12 @@ import (
 
 	"github.com/nhsx/dnarisk/csvimport"
 	"github.com/nhsx/dnarisk/events"
+	"github.com/nhsx/dnarisk/internal/envflag"
+	"github.com/nhsx/dnarisk/metrics"
+	"github.com/nhsx/dnarisk/ops"
 	"github.com/nhsx/dnarisk/producer"
 	"github.com/nhsx/dnarisk/pseudo"
+	"github.com/nhsx/dnarisk/secconfig"
 	"github.com/nhsx/dnarisk/sim"
 	"github.com/nhsx/dnarisk/stream"
 )
@@ -68,6 +79,8 @@ type config struct {
 	out, truth        string
 	progress          bool
 	progressSetByUser bool
+	metricsAddr       string
+	kafkaOpts         []stream.Option
 }
 
 // envFallback names the environment variable behind each flag.
@@ -76,6 +89,7 @@ var envFallback = map[string]string{
 	"patients": "SIM_PATIENTS", "days": "SIM_DAYS", "start": "SIM_START",
 	"rate": "PRODUCER_RATE", "brokers": "KAFKA_BROKERS", "topic": "TOPIC_APPOINTMENTS",
 	"out": "PRODUCER_OUT", "truth": "PRODUCER_TRUTH", "progress": "PRODUCER_PROGRESS",
+	"metrics-addr": "METRICS_ADDR",
 }
 
 // usageError is a setting the command cannot run with (exit status 2). printed is set when
@@ -107,7 +121,11 @@ func parseFlags(args []string, stderr io.Writer) (config, error) {
 	fs.StringVar(&c.out, "out", "", "write JSON Lines to this file instead of Kafka (- for stdout)")
 	fs.StringVar(&c.truth, "truth", "", "write the simulator's truth CSV (appointment_id,booking_version,p_dna) to this file")
 	fs.BoolVar(&c.progress, "progress", false, "progress bar on stderr (default: when stderr is a terminal)")
-	fs.VisitAll(func(f *flag.Flag) { f.Usage += " (env " + envFallback[f.Name] + ")" })
+	fs.StringVar(&c.metricsAddr, "metrics-addr", "", "serve /metrics, /healthz and /readyz on this address (default: off)")
+	env := maps.Clone(envflag.Env(envFallback))
+	var ksec secconfig.Kafka
+	ksec.Register(fs, env)
+	fs.VisitAll(func(f *flag.Flag) { f.Usage += " (env " + env[f.Name] + ")" })
 	if err := fs.Parse(args); err != nil {
 		if errors.Is(err, flag.ErrHelp) {
 			return c, err
@@ -119,17 +137,27 @@ func parseFlags(args []string, stderr io.Writer) (config, error) {
 	}
 	set := map[string]bool{}
 	fs.Visit(func(f *flag.Flag) { set[f.Name] = true })
-	for name, env := range envFallback {
-		v, ok := os.LookupEnv(env)
+	for name, variable := range env {
+		v, ok := os.LookupEnv(variable)
 		if set[name] || !ok || v == "" {
 			continue
 		}
 		if err := fs.Set(name, v); err != nil {
-			return c, badSetting("invalid %s=%q: %v", env, v, err)
+			return c, badSetting("invalid %s=%q: %v", variable, v, err)
 		}
 		set[name] = true
 	}
 	c.progressSetByUser = set["progress"]
+	if c.metricsAddr == "off" {
+		c.metricsAddr = ""
+	}
+	if _, _, err := net.SplitHostPort(c.metricsAddr); c.metricsAddr != "" && err != nil {
+		return c, badSetting("--metrics-addr %q: want host:port, :port or off", c.metricsAddr)
+	}
+	var err error
+	if c.kafkaOpts, err = ksec.Options(os.LookupEnv); err != nil {
+		return c, badSetting("%v", err)
+	}
 
 	switch {
 	case c.source != "sim" && c.source != "csv":
@@ -290,7 +318,14 @@ func produce(ctx context.Context, c config, stdout, stderr io.Writer, log *slog.
 		counts, err = producer.WriteJSONL(ctx, w, evs, opt)
 	} else {
 		brokers := brokerList(c.brokers)
-		w := stream.NewWriter(brokers, c.topic)
+		if c.metricsAddr != "" {
+			stopOps, err := serveOps(c, brokers, &opt, log)
+			if err != nil {
+				return err
+			}
+			defer stopOps()
+		}
+		w := stream.NewWriter(brokers, c.topic, c.kafkaOpts...)
 		// The first producer onto a fresh cluster creates the topic with the broker's default
 		// partition count, where the broker allows it.
 		w.AllowAutoTopicCreation = true
@@ -324,6 +359,33 @@ func produce(ctx context.Context, c config, stdout, stderr io.Writer, log *slog.
 	log.Info("done", "events", counts.Events, "bookings", counts.Bookings(), "outcomes", counts.Outcomes(), "elapsed_s", elapsed.Seconds())
 	fmt.Fprintf(stderr, "producer: %s sink=%s elapsed=%s\n", counts, sink, elapsed.Round(time.Millisecond))
 	return nil
+}
+
+// serveOps starts the operations endpoint and counts what opt publishes; the returned
+// function stops it.
+func serveOps(c config, brokers []string, opt *producer.Options, log *slog.Logger) (func(), error) {
+	m := metrics.New()
+	admin := stream.NewAdmin(brokers, c.kafkaOpts...)
+	ln, err := net.Listen("tcp", c.metricsAddr)
+	if err != nil {
+		admin.Close()
+		return nil, fmt.Errorf("operations endpoint: %w", err)
+	}
+	progress := opt.Progress
+	opt.Progress = func(n int) {
+		m.Published(c.topic, n)
+		if progress != nil {
+			progress(n)
+		}
+	}
+	h := ops.Handler(ops.Config{Registry: m.Registry, Log: log, Checks: []ops.Check{
+		{Name: "kafka", Func: func(ctx context.Context) error { return admin.Ping(ctx) }},
+	}})
+	ctx, cancel := context.WithCancel(context.Background())
+	served := make(chan error, 1)
+	go func() { served <- ops.Serve(ctx, ln, h) }()
+	log.Info("operations endpoint listening", "addr", ln.Addr().String(), "paths", "/metrics /healthz /readyz")
+	return func() { cancel(); <-served; admin.Close() }, nil
 }
 
 var london = func() *time.Location {

@@ -4,8 +4,13 @@ import (
 	"bufio"
 	"bytes"
 	"context"
+	"crypto/tls"
+	"fmt"
+	"io"
+	"net/http"
 	"os"
 	"path/filepath"
+	"regexp"
 	"slices"
 	"strconv"
 	"strings"
@@ -13,6 +18,7 @@ import (
 	"time"
 
 	"github.com/segmentio/kafka-go"
+	"github.com/segmentio/kafka-go/sasl/scram"
 	"github.com/twmb/franz-go/pkg/kfake"
 
 	"github.com/nhsx/dnarisk/events"
@@ -269,4 +275,75 @@ func TestInvalidSettings(t *testing.T) {
 			}
 		})
 	}
+}
+
+// Against a broker that speaks only TLS with SASL/SCRAM, configured by environment as a
+// container would be, the producer publishes and its /metrics counts what it published.
+func TestPublishesOverTLSAndSCRAMWithMetrics(t *testing.T) {
+	clearEnv(t)
+	certs := testenv.NewCerts(t)
+	const topic, user, pw = "appointments", "producer", "producer-password-0123456789"
+	c, err := kfake.NewCluster(kfake.NumBrokers(1), kfake.SeedTopics(2, topic), kfake.TLS(certs.Server),
+		kfake.EnableSASL(), kfake.Superuser("SCRAM-SHA-512", user, pw))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	pwFile := filepath.Join(t.TempDir(), "pw")
+	os.WriteFile(pwFile, []byte(pw), 0o600)
+	t.Setenv("KAFKA_CA_FILE", certs.CAFile)
+	t.Setenv("KAFKA_SASL_MECHANISM", "SCRAM-SHA-512")
+	t.Setenv("KAFKA_SASL_USERNAME", user)
+	t.Setenv("KAFKA_SASL_PASSWORD_FILE", pwFile)
+	addr := fmt.Sprintf("127.0.0.1:%d", testenv.FreePort(t))
+
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	defer cancel()
+	runCtx, stop := context.WithCancel(ctx)
+	type result struct {
+		code   int
+		stderr string
+	}
+	done := make(chan result, 1)
+	go func() {
+		code, _, stderr := runCmd(t, runCtx, "--brokers", strings.Join(c.ListenAddrs(), ","), "--topic", topic,
+			"--patients", "200", "--days", "60", "--rate", "200", "--metrics-addr", addr)
+		done <- result{code, stderr}
+	}()
+	var published int
+	testenv.Eventually(t, 30*time.Second, func() bool {
+		res, err := http.Get("http://" + addr + "/metrics")
+		if err != nil {
+			return false
+		}
+		defer res.Body.Close()
+		b, _ := io.ReadAll(res.Body)
+		m := regexp.MustCompile(`dnarisk_events_published_total\{topic="appointments"\} (\d+)`).FindSubmatch(b)
+		if m == nil {
+			return false
+		}
+		published, _ = strconv.Atoi(string(m[1]))
+		return published > 0
+	}, "the producer's /metrics to count published events")
+	if res, err := http.Get("http://" + addr + "/readyz"); err != nil || res.StatusCode != 200 {
+		t.Fatalf("/readyz: %v %v", res, err)
+	}
+	stop()
+	r := <-done
+	if r.code != 0 || strings.Contains(r.stderr, pw) {
+		t.Fatalf("exit %d\n%s", r.code, r.stderr)
+	}
+	got, err := stream.ReadAll(ctx, c.ListenAddrs(), topic, withSecureKafka(t, certs, user, pw)...)
+	if err != nil || len(got) < published {
+		t.Fatalf("read back %d events over TLS+SCRAM (metrics said %d): %v", len(got), published, err)
+	}
+}
+
+func withSecureKafka(t *testing.T, certs *testenv.Certs, user, pw string) []stream.Option {
+	t.Helper()
+	mech, err := scram.Mechanism(scram.SHA512, user, pw)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return []stream.Option{stream.WithTLS(&tls.Config{RootCAs: certs.Pool}), stream.WithSASL(mech)}
 }
