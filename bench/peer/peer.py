@@ -424,6 +424,8 @@ def encode_facts(facts: Iterable[tuple]) -> bytes:
 
 def _uvarint(b: bytes, i: int) -> tuple[int, int]:
     """Go's binary.Uvarint at b[i:]: (value, next index); CorruptHistory if malformed."""
+    if i < len(b) and b[i] < 0x80:
+        return b[i], i + 1
     x = shift = 0
     for j in range(i, min(i + 10, len(b))):
         c = b[j]
@@ -805,8 +807,9 @@ def parse_args(argv=None):
                     help="seconds consume() waits to fill a batch")
     ap.add_argument("--predict", choices=("batch", "row"), default="batch",
                     help="one Booster.predict per batch (numpy matrix) or per booking")
-    ap.add_argument("--predict-threads", type=int, default=0,
-                    help="LightGBM num_threads for predict (0: LightGBM's default)")
+    ap.add_argument("--predict-threads", type=int, default=1,
+                    help="LightGBM num_threads for predict (0: LightGBM's default, OpenMP's "
+                         "thread count, which is slow for small predictions on a busy machine)")
     ap.add_argument("--history-retention-days", type=int, default=3 * 365,
                     help="facts older than this are dropped; keys expire 30 days after it")
     ap.add_argument("--max-events", type=int, default=0,
@@ -863,6 +866,8 @@ def run(a) -> dict:
              "batches": 0}
     first = last_commit = last_msg = None
     last_log = time.monotonic()
+    # seconds spent per phase, from the first message on (consume: waiting in consume())
+    phase = dict.fromkeys(("consume", "process", "publish", "save", "commit"), 0.0)
     try:
         while not stop:
             n = a.batch_size
@@ -870,6 +875,7 @@ def run(a) -> dict:
                 n = min(n, a.max_events - stats["consumed"])
                 if n <= 0:
                     break
+            t0 = time.monotonic()
             raw = consumer.consume(num_messages=n, timeout=a.batch_wait)
             now = time.monotonic()
             msgs = []
@@ -887,21 +893,30 @@ def run(a) -> dict:
                 continue
             if first is None:
                 first = now
+            else:
+                phase["consume"] += now - t0
             last_msg = now
 
             res = process_batch(msgs, store.load, model, policy, a.predict)
+            t1 = time.monotonic()
             for key, value in res.dead_letters:
                 produce(a.topic_dlq, key, value, DEAD_LETTER_SCHEMA.encode())
             for key, value in res.risk:
                 produce(a.topic_risk, key, value, RISK_SCHEMA.encode())
             if producer.flush(30) or failures:
                 raise KafkaException(failures[0] if failures else "producer flush timed out")
+            t2 = time.monotonic()
             store.save(res.dirty)
+            t3 = time.monotonic()
             try:
                 consumer.commit(asynchronous=False)
             except KafkaException as e:  # partitions moved: the next owner re-consumes them
                 log.error("commit failed: %s", e)
             last_commit = time.monotonic()
+            phase["process"] += t1 - now
+            phase["publish"] += t2 - t1
+            phase["save"] += t3 - t2
+            phase["commit"] += last_commit - t3
 
             stats["consumed"] += len(msgs)
             stats["scored"] += res.scored
@@ -917,9 +932,11 @@ def run(a) -> dict:
         producer.flush(10)
     elapsed = (last_commit - first) if first is not None else 0.0
     stats.update({
-        "model_id": model.id, "predict": a.predict, "batch_size": a.batch_size,
+        "model_id": model.id, "predict": a.predict, "predict_threads": a.predict_threads,
+        "batch_size": a.batch_size,
         "elapsed_s": round(elapsed, 3),
         "events_per_s": round(stats["consumed"] / elapsed, 1) if elapsed > 0 else None,
+        "phase_s": {k: round(v, 3) for k, v in phase.items()},
     })
     return stats
 
