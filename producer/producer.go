@@ -8,6 +8,7 @@ import (
 	"bufio"
 	"context"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"io"
 	"iter"
@@ -41,6 +42,15 @@ type Options struct {
 	Progress func(n int)
 	// FlushTimeout bounds writing the batch in hand once ctx is cancelled. Default 10 s.
 	FlushTimeout time.Duration
+	// RetryFor is how long Publish keeps writing a batch again after the sink failed it
+	// (a broker restarting, a leader moving), with backoff, before giving up. Kafka's own
+	// client retries for only a few seconds, and a PAS feed must outlast a broker restart.
+	// A batch written again may have been partly written already, so Kafka can hold some
+	// events twice; every consumer of the topic is idempotent. Default 2 minutes; negative:
+	// fail at the first error. Retries stop once ctx is cancelled.
+	RetryFor time.Duration
+	// Retrying, if not nil, hears about every failed write that will be retried.
+	Retrying func(err error, wait time.Duration)
 }
 
 func (o *Options) setDefaults() {
@@ -50,6 +60,59 @@ func (o *Options) setDefaults() {
 	if o.FlushTimeout <= 0 {
 		o.FlushTimeout = 10 * time.Second
 	}
+	if o.RetryFor == 0 {
+		o.RetryFor = 2 * time.Minute
+	}
+}
+
+// Backoff between writes of a failed batch.
+const (
+	retryWaitMin = 250 * time.Millisecond
+	retryWaitMax = 5 * time.Second
+)
+
+// writeRetrying writes msgs, again and again while the error looks transient, opt.RetryFor
+// allows and ctx is not cancelled.
+func writeRetrying(ctx, wctx context.Context, w Writer, msgs []kafka.Message, opt Options) error {
+	deadline := time.Now().Add(opt.RetryFor)
+	wait := retryWaitMin
+	for {
+		err := w.WriteMessages(wctx, msgs...)
+		if err == nil || permanent(err) || ctx.Err() != nil || opt.RetryFor < 0 || time.Now().Add(wait).After(deadline) {
+			return err
+		}
+		if opt.Retrying != nil {
+			opt.Retrying(err, wait)
+		}
+		select {
+		case <-ctx.Done():
+			return err
+		case <-time.After(wait):
+		}
+		wait = min(2*wait, retryWaitMax)
+	}
+}
+
+// permanent reports a Kafka refusal that writing again cannot cure (a message too large,
+// an authorisation failure).
+func permanent(err error) bool {
+	var tooLarge kafka.MessageTooLargeError
+	if errors.As(err, &tooLarge) {
+		return true
+	}
+	var ke kafka.Error
+	if errors.As(err, &ke) {
+		return !ke.Temporary()
+	}
+	var we kafka.WriteErrors
+	if errors.As(err, &we) {
+		for _, e := range we {
+			if e != nil && permanent(e) {
+				return true
+			}
+		}
+	}
+	return false
 }
 
 // Counts are the events written, by type.
@@ -101,11 +164,12 @@ func Message(ev *events.Appointment) (kafka.Message, error) {
 }
 
 // Publish writes evs to w in batches, at most opt.Rate events a second, until evs ends or
-// ctx is cancelled. On cancellation the batch already taken from evs is still written
+// ctx is cancelled. A batch the writer fails is written again for up to opt.RetryFor. On cancellation the batch already taken from evs is still written
 // (within opt.FlushTimeout) and the error is ctx's; the counts are of events acknowledged.
 func Publish(ctx context.Context, w Writer, evs iter.Seq[events.Appointment], opt Options) (Counts, error) {
-	msgs := make([]kafka.Message, 0, max(opt.BatchSize, 1))
-	return run(ctx, evs, opt, func(ctx context.Context, batch []events.Appointment) error {
+	opt.setDefaults()
+	msgs := make([]kafka.Message, 0, opt.BatchSize)
+	return run(ctx, evs, opt, func(wctx context.Context, batch []events.Appointment) error {
 		msgs = msgs[:0]
 		for i := range batch {
 			m, err := Message(&batch[i])
@@ -114,7 +178,7 @@ func Publish(ctx context.Context, w Writer, evs iter.Seq[events.Appointment], op
 			}
 			msgs = append(msgs, m)
 		}
-		if err := w.WriteMessages(ctx, msgs...); err != nil {
+		if err := writeRetrying(ctx, wctx, w, msgs, opt); err != nil {
 			return fmt.Errorf("publish %d events: %w", len(msgs), err)
 		}
 		return nil

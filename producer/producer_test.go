@@ -47,6 +47,7 @@ type recorder struct {
 	batches [][]kafka.Message
 	at      []time.Time
 	fail    error
+	failN   int // fail this many writes with fail, then succeed; 0: fail them all
 	delay   time.Duration
 	ctxErrs []error
 }
@@ -56,7 +57,7 @@ func (r *recorder) WriteMessages(ctx context.Context, msgs ...kafka.Message) err
 	r.mu.Lock()
 	defer r.mu.Unlock()
 	r.ctxErrs = append(r.ctxErrs, ctx.Err())
-	if r.fail != nil {
+	if r.fail != nil && (r.failN == 0 || len(r.ctxErrs) <= r.failN) {
 		return r.fail
 	}
 	r.batches = append(r.batches, slices.Clone(msgs))
@@ -190,13 +191,45 @@ func TestPublishStopsCleanlyOnCancel(t *testing.T) {
 
 func TestPublishWriteError(t *testing.T) {
 	evs := simEvents(t, 50, 30)
-	w := recorder{fail: errors.New("broker down")}
-	counts, err := Publish(context.Background(), &w, slices.Values(evs), Options{})
-	if err == nil || !strings.Contains(err.Error(), "broker down") {
-		t.Fatalf("error %v", err)
+	for _, tc := range []struct {
+		name string
+		fail error
+		opt  Options
+	}{
+		{"no retries", errors.New("broker down"), Options{RetryFor: -1}},
+		{"retries run out", errors.New("broker down"), Options{RetryFor: 300 * time.Millisecond}},
+		{"refusal that retrying cannot cure", kafka.MessageSizeTooLarge, Options{}},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			w := recorder{fail: tc.fail}
+			start := time.Now()
+			counts, err := Publish(context.Background(), &w, slices.Values(evs), tc.opt)
+			if err == nil || !errors.Is(err, tc.fail) {
+				t.Fatalf("error %v", err)
+			}
+			if counts.Events != 0 {
+				t.Fatalf("counted %d events the writer refused", counts.Events)
+			}
+			if time.Since(start) > 5*time.Second {
+				t.Fatalf("gave up after %s", time.Since(start))
+			}
+		})
 	}
-	if counts.Events != 0 {
-		t.Fatalf("counted %d events the writer refused", counts.Events)
+}
+
+// A broker restart outlasts the Kafka client's own retries: Publish writes the batch again
+// until the broker is back, and every event is then written and counted.
+func TestPublishRetriesThroughAnOutage(t *testing.T) {
+	evs := simEvents(t, 50, 30)
+	w := recorder{fail: errors.New("dial tcp 127.0.0.1:9092: connect: connection refused"), failN: 3}
+	var retried int
+	counts, err := Publish(context.Background(), &w, slices.Values(evs), Options{BatchSize: 40,
+		Retrying: func(error, time.Duration) { retried++ }})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if retried != 3 || counts.Events != len(evs) || w.count() != len(evs) {
+		t.Fatalf("%d retries, counted %d, written %d, want 3, %d, %d", retried, counts.Events, w.count(), len(evs), len(evs))
 	}
 }
 
