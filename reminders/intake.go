@@ -76,7 +76,9 @@ func (d *Dispatcher) Process(ctx context.Context, msgs []kafka.Message) error {
 		switch m.Topic {
 		case d.o.Topics.Appointments:
 			ev, err := events.DecodeAppointment(m.Value)
-			if err != nil {
+			// The scorer dead-letters an event keyed by anything but its patient (it could
+			// overtake the patient's other events), so it is no booking here either.
+			if err != nil || string(m.Key) != ev.Patient {
 				ignored++
 				continue
 			}

@@ -129,3 +129,19 @@ func TestQuietHoursLateAndNoContact(t *testing.T) {
 		t.Fatalf("failed events %+v", f)
 	}
 }
+
+// An appointment event keyed by anything but its patient is dead-lettered by the scorer;
+// the dispatcher, reading the same topic, must not remind anyone of it either.
+func TestEventKeyedByAnotherPatientIsIgnored(t *testing.T) {
+	h := newHarness(t)
+	d := h.dispatcher()
+	p, other := h.addPatient(1), h.addPatient(2)
+	m := msgs(t, booking(p, "K1", 1, t0.Add(10*day), t0))
+	m[0].Key = []byte(other)
+	if err := d.Process(context.Background(), m); err != nil {
+		t.Fatal(err)
+	}
+	if n, _ := d.Pending(context.Background()); n != 0 || d.Stats.Ignored.Load() != 1 {
+		t.Fatalf("%d reminders pending, %d ignored; want 0 and 1", n, d.Stats.Ignored.Load())
+	}
+}
