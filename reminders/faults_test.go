@@ -135,10 +135,11 @@ func TestCrashBetweenSentAndRecorded(t *testing.T) {
 	h := newHarness(t)
 	h.oneDue(7)
 	// Notify accepts, then the answer is slow; the process dies while waiting for it.
-	h.stub.Inject(notifystub.Fault{Status: 201, Accept: true, Delay: 3 * time.Second})
+	// Its sends are cut off at half its lease (2s), well after the test has seen the message.
+	h.stub.Inject(notifystub.Fault{Status: 201, Accept: true, Delay: 6 * time.Second})
 	doomedRedis := h.client()
 	o := h.opts
-	o.Lease = 1500 * time.Millisecond
+	o.Lease = 4 * time.Second
 	doomed := h.dispatcherWith(doomedRedis, h.notifier(testKey, 0), o)
 	done := make(chan error, 1)
 	go func() { _, err := doomed.SendDue(context.Background()); done <- err }()
@@ -149,7 +150,7 @@ func TestCrashBetweenSentAndRecorded(t *testing.T) {
 	}
 
 	heir := h.dispatcher()
-	testenv.Eventually(t, 10*time.Second, func() bool {
+	testenv.Eventually(t, 20*time.Second, func() bool {
 		_, err := heir.SendDue(context.Background())
 		return err == nil && heir.Stats.Sent.Load() == 1
 	}, "the next dispatcher to take the claim over after the lease")

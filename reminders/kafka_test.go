@@ -18,6 +18,7 @@ import (
 type crashing struct {
 	*kafka.Reader
 	commits, crashAt int
+	committed        int64 // messages whose offsets were committed
 	kill             context.CancelFunc
 }
 
@@ -27,7 +28,11 @@ func (c *crashing) CommitMessages(ctx context.Context, msgs ...kafka.Message) er
 		c.kill()
 		return context.Canceled
 	}
-	return c.Reader.CommitMessages(ctx, msgs...)
+	if err := c.Reader.CommitMessages(ctx, msgs...); err != nil {
+		return err
+	}
+	c.committed += int64(len(msgs))
+	return nil
 }
 
 // Real Kafka, one consumer group over both topics: a member dies after storing a batch and
@@ -67,16 +72,16 @@ func TestConsumeRealKafkaCrashBeforeCommit(t *testing.T) {
 	first := h.dispatcher()
 	r1 := reminders.NewReader(brokers, group, h.opts.Topics.Appointments, h.opts.Topics.Risk)
 	runCtx, kill := context.WithCancel(ctx)
+	crash := &crashing{Reader: r1, crashAt: 3, kill: kill}
 	done := make(chan error, 1)
-	go func() {
-		done <- reminders.Consume(runCtx, &crashing{Reader: r1, crashAt: 3, kill: kill}, first, reminders.Batching{MaxMessages: 10})
-	}()
+	go func() { done <- reminders.Consume(runCtx, crash, first, reminders.Batching{MaxMessages: 10}) }()
 	if err := <-done; err != nil {
 		t.Fatal(err)
 	}
 	r1.Close()
-	if got := first.Stats.Consumed.Load(); got != 30 {
-		t.Fatalf("first member processed %d messages before dying, want 3 batches of 10", got)
+	uncommitted := first.Stats.Consumed.Load() - crash.committed
+	if uncommitted <= 0 {
+		t.Fatalf("first member processed %d messages and committed %d: no batch was left uncommitted", first.Stats.Consumed.Load(), crash.committed)
 	}
 
 	// Second member: consumes the rest plus the uncommitted batch.
@@ -84,15 +89,16 @@ func TestConsumeRealKafkaCrashBeforeCommit(t *testing.T) {
 	r2 := reminders.NewReader(brokers, group, h.opts.Topics.Appointments, h.opts.Topics.Risk)
 	runCtx2, stop := context.WithCancel(ctx)
 	go func() { done <- reminders.Consume(runCtx2, r2, second, reminders.Batching{MaxMessages: 10}) }()
-	testenv.Eventually(t, 60*time.Second, func() bool { return second.Stats.Consumed.Load() >= total-20 },
+	want := total - crash.committed
+	testenv.Eventually(t, 60*time.Second, func() bool { return second.Stats.Consumed.Load() >= want },
 		"the second member to consume the rest and the uncommitted batch")
 	stop()
 	if err := <-done; err != nil {
 		t.Fatal(err)
 	}
 	r2.Close()
-	if got := second.Stats.Consumed.Load(); got != total-20 {
-		t.Fatalf("second member read %d, want %d: the rest plus the 10 of the uncommitted batch", got, total-20)
+	if got := second.Stats.Consumed.Load(); got != want {
+		t.Fatalf("second member read %d, want %d: the rest plus the %d of the uncommitted batch", got, want, uncommitted)
 	}
 	if got, want := first.Stats.Scheduled.Load()+second.Stats.Scheduled.Load(), int64(2*patients+patients/3); got != want {
 		t.Fatalf("scheduled %d reminders, want %d", got, want)

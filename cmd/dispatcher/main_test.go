@@ -259,7 +259,22 @@ func TestBinarySendsOnceAcrossRestartAndReplay(t *testing.T) {
 
 	publish() // every event again, as after a producer retry
 	cmd, logs = start1()
-	time.Sleep(3 * time.Second) // give a wrong duplicate the chance to appear
+	committed := func() int64 {
+		client := &kafka.Client{Addr: kafka.TCP(brokers...)}
+		res, err := client.OffsetFetch(ctx, &kafka.OffsetFetchRequest{GroupID: group, Topics: map[string][]int{appts: {0, 1}, riskT: {0, 1}}})
+		if err != nil {
+			return -1
+		}
+		var n int64
+		for _, ps := range res.Topics {
+			for _, p := range ps {
+				n += max(p.CommittedOffset, 0)
+			}
+		}
+		return n
+	}
+	testenv.Eventually(t, 60*time.Second, func() bool { return committed() == int64(2*len(evs)) },
+		"the restarted dispatcher to consume and commit the replayed events")
 	stopClean(cmd, logs)
 
 	if got := len(stub.Messages()); got != 2 {
