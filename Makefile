@@ -1,8 +1,9 @@
 # `make test` is the whole check, on a fresh machine too: it installs and
 # starts real Kafka (KRaft, from Maven Central's jars) and Redis (standalone
 # and a 3-node cluster, from Debian's packages), builds the Python venv,
-# validates docker-compose.yml, runs every Go test with the race detector,
-# and stops the services it started even when the tests fail.
+# validates docker-compose.yml and builds what the Dockerfile builds, installs
+# Debian's chromium for the status-page browser test, runs every Go test with
+# the race detector, and stops the services it started even when the tests fail.
 
 SHELL := /bin/bash
 .SHELLFLAGS := -euo pipefail -c
@@ -30,7 +31,7 @@ TEST_ENV := KAFKA_BROKERS=127.0.0.1:$(KAFKA_PORT) \
 GO_TEST_FLAGS ?= -race -count=1 -timeout 20m
 PKGS ?= ./...
 
-.PHONY: test services-up services-down services-status python compose-check build demo fmt vet model
+.PHONY: test services-up services-down services-status python compose-check browser build demo fmt vet model
 
 # One recipe, so the trap can stop the services whatever happens in between;
 # the EXIT trap keeps the status of the command that failed. Stale services
@@ -43,6 +44,7 @@ test:
 	$(MAKE) --no-print-directory python & python=$$!
 	scripts/redis.sh start
 	$(MAKE) --no-print-directory compose-check
+	$(MAKE) --no-print-directory browser
 	wait $$kafka; wait $$python
 	export $(TEST_ENV)
 	go test $(GO_TEST_FLAGS) $(PKGS)
@@ -81,13 +83,27 @@ compose-check:
 	fi
 	docker-compose -f docker-compose.yml config -q
 	echo "make: docker-compose.yml is valid" >&2
+	scripts/dockerfile-check.sh
+
+# The status page is tested in headless Chromium (cmd/demo); Debian's package, with a font
+# so the screenshot has text. apt runs here, never beside another apt step.
+browser:
+	@if command -v chromium >/dev/null; then exit 0; fi
+	echo "make: installing Debian's chromium for the status-page browser test" >&2
+	export DEBIAN_FRONTEND=noninteractive
+	install=(apt-get install -y -q --no-install-recommends chromium fonts-dejavu-core)
+	"$${install[@]}" >/dev/null 2>&1 || { apt-get update -q >/dev/null && "$${install[@]}" >/dev/null; }
 
 build:
 	mkdir -p bin
 	go build -o bin/ ./...
 
+# HOLD=2m keeps the status page (http://127.0.0.1:9464/status) and /metrics up after the
+# run; RATE=300 paces the simulated PAS to watch it live.
+HOLD ?= 0s
+RATE ?= 0
 demo:
-	go run ./cmd/demo
+	go run ./cmd/demo --hold $(HOLD) --rate $(RATE)
 
 # `make model` rebuilds models/default from the simulator (same seed, same model.txt).
 # `make model DATA=appointments.csv [CONFIG=config.json] [OUT=dir]` trains on a trust's
