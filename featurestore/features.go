@@ -56,8 +56,8 @@ func mustLoad(name string) *time.Location {
 const day = 24 * 3600
 
 // Compute returns the features of booking event ev (booked or rescheduled, with Booking set)
-// given the patient's history, using only facts known at ev.EventTime and excluding facts
-// about ev's own appointment. It is the one definition used by the live scorer and by
+// given the patient's history, using only facts recorded before ev.EventTime's second and
+// excluding facts about ev's own appointment. It is the one definition used by the live scorer and by
 // training-set replay.
 func Compute(ev *events.Appointment, h *History) Vector {
 	var v Vector
@@ -89,11 +89,13 @@ func Compute(ev *events.Appointment, h *History) Vector {
 	// a did-not-attend to attended).
 	outcome := map[string]Kind{}
 	outcomeAt := map[string]int64{}
-	booked := map[string]int64{} // appointment -> latest known start
+	booked := map[string]Fact{} // appointment -> its highest booking version known
 	cancelled := map[string]bool{}
 	if h != nil {
 		for _, f := range h.Facts {
-			if f.At > asOf || f.Appointment == ev.AppointmentID {
+			// Facts stamped in the booking's own second are left out too: times are whole
+			// seconds, so "at or after" is the only test a replay answers the same way.
+			if f.At >= asOf || f.Appointment == ev.AppointmentID {
 				continue
 			}
 			switch f.Kind {
@@ -106,11 +108,14 @@ func Compute(ev *events.Appointment, h *History) Vector {
 			case KindHospitalCancel:
 				hc++
 				cancelled[f.Appointment] = true
-			case KindRescheduled:
-				resched++
-				booked[f.Appointment] = f.Start
-			case KindBooked:
-				booked[f.Appointment] = f.Start
+			case KindRescheduled, KindBooked:
+				if f.Kind == KindRescheduled {
+					resched++
+				}
+				// A late, superseded version must not move the appointment.
+				if b, ok := booked[f.Appointment]; !ok || f.Version >= b.Version {
+					booked[f.Appointment] = f
+				}
 			}
 		}
 	}
@@ -128,8 +133,8 @@ func Compute(ev *events.Appointment, h *History) Vector {
 		}
 	}
 	open := 0
-	for appt, start := range booked {
-		if _, done := outcome[appt]; !done && !cancelled[appt] && start > asOf {
+	for appt, b := range booked {
+		if _, done := outcome[appt]; !done && !cancelled[appt] && b.Start > asOf {
 			open++
 		}
 	}

@@ -215,3 +215,33 @@ func TestMemoryStoreCompareAndSet(t *testing.T) {
 		t.Fatalf("after saves: %+v %+v", got["p"], got["q"])
 	}
 }
+
+func TestSameSecondFactsAreNotKnownAtBooking(t *testing.T) {
+	// An outcome recorded in the booking's own second may have been processed before or after
+	// it; leaving it out either way makes a replay score exactly as the first pass did.
+	var h History
+	dna := outcome("X", events.DidNotAttend, t0)
+	h.Apply(&dna, Policy{})
+	ev := booking("E", 1, t0, t0.Add(days(20)))
+	if got := feature(Compute(&ev, &h), "prior_dna"); got != 0 {
+		t.Fatalf("prior_dna = %v for an outcome in the booking's own second, want 0", got)
+	}
+	later := booking("F", 1, t0.Add(time.Second), t0.Add(days(20)))
+	if got := feature(Compute(&later, &h), "prior_dna"); got != 1 {
+		t.Fatalf("prior_dna = %v a second later, want 1", got)
+	}
+}
+
+func TestLateSupersededVersionDoesNotMoveAppointment(t *testing.T) {
+	var h History
+	v1 := booking("A", 1, t0, t0.Add(days(30)))
+	v3 := booking("A", 3, t0.Add(days(2)), t0.Add(days(60)))
+	v2 := booking("A", 2, t0.Add(days(1)), t0.Add(days(5))) // arrives last, superseded
+	for _, ev := range []*events.Appointment{&v1, &v3, &v2} {
+		h.Apply(ev, Policy{})
+	}
+	ev := booking("B", 1, t0.Add(days(10)), t0.Add(days(12)))
+	if got := feature(Compute(&ev, &h), "open_bookings"); got != 1 {
+		t.Fatalf("open_bookings = %v, want 1: version 3 starts on day 60, after the booking", got)
+	}
+}

@@ -64,10 +64,14 @@ const (
 	ReasonUnknownSchema = "unknown_schema"
 	ReasonContract      = "contract_violation"
 	ReasonKeyMismatch   = "key_mismatch"
+	ReasonFuture        = "future_event_time"
 )
 
 // errKeyMismatch marks a valid event whose Kafka key is not its patient pseudonym.
 var errKeyMismatch = errors.New("message key is not the event's patient pseudonym (per-patient order depends on it)")
+
+// errFuture marks a valid event dated too far past the consumer's clock.
+var errFuture = errors.New("event dated in the future")
 
 // DeadLetterReason classifies why value was refused. It looks at the bytes again rather than
 // at the error text, which may change wording.
@@ -75,6 +79,8 @@ func DeadLetterReason(value []byte, err error) string {
 	switch {
 	case errors.Is(err, errKeyMismatch):
 		return ReasonKeyMismatch
+	case errors.Is(err, errFuture):
+		return ReasonFuture
 	case len(value) > events.MaxEventBytes:
 		return ReasonTooLarge
 	case !utf8.Valid(value):

@@ -87,6 +87,8 @@ type Processor struct {
 	log    *slog.Logger
 	now    func() time.Time
 	obs    Observer
+	// maxAhead refuses events dated further than this past the wall clock (0: no limit).
+	maxAhead time.Duration
 	// Stats counts batches that completed; a batch that failed and is retried counts once.
 	Stats Stats
 }
@@ -99,7 +101,8 @@ func NewProcessor(store featurestore.Store, out Output, model Scorer, topics Top
 	if log == nil {
 		log = slog.Default()
 	}
-	p := &Processor{store: store, out: out, topics: topics, policy: policy, log: log, now: time.Now, obs: nopObserver{}}
+	p := &Processor{store: store, out: out, topics: topics, policy: policy, log: log, now: time.Now, obs: nopObserver{},
+		maxAhead: DefaultMaxAhead}
 	p.SetModel(model)
 	return p
 }
@@ -119,6 +122,16 @@ func (p *Processor) SetObserver(o Observer) {
 	}
 	p.obs = o
 }
+
+// DefaultMaxAhead is how far past the wall clock an event may be dated. History is pruned
+// relative to the newest fact, so one event mis-dated decades ahead would otherwise erase the
+// patient's history.
+const DefaultMaxAhead = 7 * 24 * time.Hour
+
+// SetMaxAhead sets how far past the wall clock an event's event_time may be; later events
+// are dead-lettered. 0 removes the limit (for replaying a simulated future). Call it before
+// the first Process.
+func (p *Processor) SetMaxAhead(d time.Duration) { p.maxAhead = d }
 
 // maxConflictRetries bounds how often a batch re-applies history after losing a
 // compare-and-set race; more than a couple means two live consumers own one partition.
@@ -156,6 +169,10 @@ func (p *Processor) process(ctx context.Context, msgs []kafka.Message, rep *Batc
 		ev, err := events.DecodeAppointment(m.Value)
 		if err == nil && string(m.Key) != ev.Patient {
 			err = fmt.Errorf("%w: %w", events.ErrInvalid, errKeyMismatch)
+		}
+		if err == nil && p.maxAhead > 0 && ev.EventTime.After(p.now().Add(p.maxAhead)) {
+			err = fmt.Errorf("%w: %w: event_time %s is more than %s ahead of this consumer's clock",
+				events.ErrInvalid, errFuture, ev.EventTime.Format(time.RFC3339), p.maxAhead)
 		}
 		if err != nil {
 			out = append(out, p.deadLetter(m, err, rep))

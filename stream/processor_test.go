@@ -247,3 +247,32 @@ func TestProcessReappliesAfterConflict(t *testing.T) {
 		t.Fatalf("after a conflict: %+v, conflicts %d", hs[pat].Facts, p.Stats.Conflicts.Load())
 	}
 }
+
+func TestProcessDeadLettersEventsFromTheFarFuture(t *testing.T) {
+	store := &featurestore.MemoryStore{}
+	out := &memOutput{}
+	p := NewProcessor(store, out, fakeModel{"m"}, Topics{DeadLetter: "dlq"}, featurestore.Policy{}, nil)
+	p.now = func() time.Time { return t0 }
+	ctx := context.Background()
+	if err := p.Process(ctx, []kafka.Message{msg(t, done("A", events.Attended, t0.Add(-time.Hour)), 0)}); err != nil {
+		t.Fatal(err)
+	}
+	// Dated 2099: applied, it would prune the patient's real history as "older than three years".
+	if err := p.Process(ctx, []kafka.Message{msg(t, done("Z", events.DidNotAttend, t0.AddDate(73, 0, 0)), 1)}); err != nil {
+		t.Fatal(err)
+	}
+	if n := len(out.topic("dlq")); n != 1 {
+		t.Fatalf("%d dead letters, want the future-dated event", n)
+	}
+	hs, _ := store.Load(ctx, []string{pat})
+	if len(hs[pat].Facts) != 1 || hs[pat].Facts[0].Appointment != "A" {
+		t.Fatalf("history after a future-dated event: %+v", hs[pat].Facts)
+	}
+	p.SetMaxAhead(0)
+	if err := p.Process(ctx, []kafka.Message{msg(t, done("Y", events.Attended, t0.AddDate(0, 1, 0)), 2)}); err != nil {
+		t.Fatal(err)
+	}
+	if n := len(out.topic("dlq")); n != 1 {
+		t.Fatal("with no limit, a future event was still refused")
+	}
+}

@@ -523,8 +523,9 @@ def compute_features(ev: Appointment, h: History | None) -> list:
     booked: dict = {}
     cancelled = set()
     if h is not None:
-        for appt, kind, _, at, start in h.facts:
-            if at > as_of or appt == own:
+        for appt, kind, version, at, start in h.facts:
+            # facts in the booking's own second are left out too (featurestore.Compute)
+            if at >= as_of or appt == own:
                 continue
             if kind == K_ATTENDED or kind == K_DNA:
                 outcome[appt] = kind
@@ -535,11 +536,12 @@ def compute_features(ev: Appointment, h: History | None) -> list:
             elif kind == K_HOSPITAL_CANCEL:
                 hc += 1
                 cancelled.add(appt)
-            elif kind == K_RESCHEDULED:
-                resched += 1
-                booked[appt] = start
-            elif kind == K_BOOKED:
-                booked[appt] = start
+            elif kind == K_RESCHEDULED or kind == K_BOOKED:
+                if kind == K_RESCHEDULED:
+                    resched += 1
+                # a late, superseded version does not move the appointment
+                if appt not in booked or version >= booked[appt][0]:
+                    booked[appt] = (version, start)
     year_ago = as_of - 365 * DAY
     for appt, kind in outcome.items():
         at = outcome_at[appt]
@@ -553,7 +555,7 @@ def compute_features(ev: Appointment, h: History | None) -> list:
             att += 1
             if last_att is None or at > last_att:
                 last_att = at
-    open_bookings = sum(1 for appt, start in booked.items()
+    open_bookings = sum(1 for appt, (_, start) in booked.items()
                         if appt not in outcome and appt not in cancelled and start > as_of)
     return [
         lead,

@@ -49,6 +49,7 @@ type config struct {
 	topics      stream.Topics
 	batch       stream.Batching
 	retention   time.Duration
+	maxAhead    time.Duration
 	historyTTL  time.Duration
 	redisPrefix string
 
@@ -80,7 +81,7 @@ func parseConfigEnv(args []string, lookup func(string) (string, bool), stderr io
 	env := envflag.Env{
 		"brokers": "KAFKA_BROKERS", "redis": "REDIS_ADDR", "model-dir": "MODEL_DIR", "model-poll": "MODEL_POLL", "group": "KAFKA_GROUP",
 		"topic-appointments": "TOPIC_APPOINTMENTS", "topic-risk": "TOPIC_RISK", "topic-dlq": "TOPIC_DLQ",
-		"batch-size": "BATCH_SIZE", "batch-wait": "BATCH_WAIT", "history-retention": "HISTORY_RETENTION",
+		"batch-size": "BATCH_SIZE", "batch-wait": "BATCH_WAIT", "history-retention": "HISTORY_RETENTION", "max-ahead": "MAX_EVENT_AHEAD",
 		"redis-prefix": "REDIS_PREFIX", "metrics-addr": "METRICS_ADDR", "status-page": "STATUS_PAGE",
 		"lag-interval": "LAG_INTERVAL", "log-level": "LOG_LEVEL", "reminders-metrics-url": "REMINDERS_METRICS_URL",
 	}
@@ -95,6 +96,7 @@ func parseConfigEnv(args []string, lookup func(string) (string, bool), stderr io
 	fs.IntVar(&c.batch.MaxMessages, "batch-size", 500, "most messages per batch")
 	fs.DurationVar(&c.batch.MaxWait, "batch-wait", 10*time.Millisecond, "longest wait to fill a batch")
 	fs.DurationVar(&c.retention, "history-retention", 3*365*24*time.Hour, "how long facts are kept in a patient's history")
+	fs.DurationVar(&c.maxAhead, "max-ahead", stream.DefaultMaxAhead, "dead-letter events dated further than this past the clock (a mis-dated event would prune the patient's history); 0 for no limit, e.g. to replay a simulated future")
 	fs.StringVar(&c.redisPrefix, "redis-prefix", "dna:", "prefix of every Redis key")
 	fs.StringVar(&c.metricsAddr, "metrics-addr", ":9464", "address for /metrics, /healthz, /readyz and /status; off to disable")
 	fs.BoolVar(&c.statusPage, "status-page", true, "serve the status page (/status) on --metrics-addr")
@@ -155,6 +157,8 @@ func parseConfigEnv(args []string, lookup func(string) (string, bool), stderr io
 		return c, fmt.Errorf("--batch-size %d out of range 1..100000", c.batch.MaxMessages)
 	case c.retention < 24*time.Hour:
 		return c, fmt.Errorf("--history-retention %s is under a day", c.retention)
+	case c.maxAhead < 0:
+		return c, fmt.Errorf("--max-ahead %s is negative", c.maxAhead)
 	case c.group == "" || c.inTopic == "" || c.topics.Risk == "" || c.topics.DeadLetter == "":
 		return c, errors.New("group and topic names must not be empty")
 	}
@@ -212,6 +216,7 @@ func run(cfg config, model *scoring.Model, log *slog.Logger) error {
 	defer admin.Close()
 
 	proc := stream.NewProcessor(store, w, model, cfg.topics, featurestore.Policy{Retention: cfg.retention}, log)
+	proc.SetMaxAhead(cfg.maxAhead)
 	m.SetModel(model.ID())
 	observers := []stream.Observer{m}
 	if cfg.metricsAddr != "" {
