@@ -160,3 +160,61 @@ func httpGet(t *testing.T, url string) string {
 	b, _ := io.ReadAll(res.Body)
 	return string(b)
 }
+
+// Bad settings, from flags or from the environment, are refused in one line that names the
+// setting and never repeats a secret; the binary exits 2.
+func TestInvalidConfigurationIsOneLineAndExit2(t *testing.T) {
+	const secret = "s3cret-redis-password-value"
+	env := func(kv ...string) func(string) (string, bool) {
+		m := map[string]string{}
+		for i := 0; i+1 < len(kv); i += 2 {
+			m[kv[i]] = kv[i+1]
+		}
+		return func(k string) (string, bool) { v, ok := m[k]; return v, ok }
+	}
+	for _, tt := range []struct {
+		args   []string
+		lookup func(string) (string, bool)
+		want   string
+	}{
+		{nil, env("BATCH_WAIT", "soon"), "BATCH_WAIT"},
+		{nil, env("STATUS_PAGE", "perhaps"), "STATUS_PAGE"},
+		{[]string{"--metrics-addr", "9464"}, env(), "--metrics-addr"},
+		{[]string{"--log-level", "loud"}, env(), "--log-level"},
+		{[]string{"--lag-interval", "10ms"}, env(), "--lag-interval"},
+		{[]string{"--redis-username", "scorer"}, env(), "has no password"},
+		{nil, env("REDIS_PASSWORD", secret, "REDIS_PASSWORD_FILE", "/run/secrets/x"), "use one"},
+		{nil, env("REDIS_CA_FILE", "/nonexistent/ca.pem", "REDIS_PASSWORD", secret), "CA file"},
+		{nil, env("KAFKA_SASL_MECHANISM", "SCRAM-SHA-256", "KAFKA_SASL_USERNAME", "u", "KAFKA_SASL_PASSWORD", secret), "without TLS"},
+		{[]string{"extra"}, env(), "unexpected arguments"},
+	} {
+		_, err := parseConfigEnv(tt.args, tt.lookup, io.Discard)
+		if err == nil || !strings.Contains(err.Error(), tt.want) || strings.Contains(err.Error(), "\n") || strings.Contains(err.Error(), secret) {
+			t.Errorf("%v: err = %v, want one line naming %q without the secret", tt.args, err, tt.want)
+		}
+	}
+	c, err := parseConfigEnv(nil, env("METRICS_ADDR", "off", "REDIS_USERNAME", "scorer", "REDIS_PASSWORD", secret, "BATCH_SIZE", "50"), io.Discard)
+	if err != nil || c.metricsAddr != "" || c.redisOpts.Username != "scorer" || c.redisOpts.Password != secret || c.batch.MaxMessages != 50 {
+		t.Fatalf("env settings not applied: %v %+v", err, c.batch)
+	}
+
+	bin := filepath.Join(t.TempDir(), "consumer")
+	if out, err := exec.Command("go", "build", "-o", bin, ".").CombinedOutput(); err != nil {
+		t.Fatalf("build: %v\n%s", err, out)
+	}
+	cmd := exec.Command(bin)
+	cmd.Env = append(os.Environ(), "BATCH_SIZE=lots")
+	var stderr bytes.Buffer
+	cmd.Stderr = &stderr
+	err = cmd.Run()
+	var ee *exec.ExitError
+	if !errors.As(err, &ee) || ee.ExitCode() != 2 || strings.Count(stderr.String(), "\n") != 1 {
+		t.Fatalf("exit %v, stderr %q; want status 2 and one line", err, stderr.String())
+	}
+	help, _ := exec.Command(bin, "--help").CombinedOutput()
+	for _, want := range []string{"(env KAFKA_SASL_MECHANISM)", "(env REDIS_PASSWORD_FILE)", "(env METRICS_ADDR)", "(env MODEL_POLL)"} {
+		if !bytes.Contains(help, []byte(want)) {
+			t.Errorf("--help lacks %s", want)
+		}
+	}
+}
