@@ -1,0 +1,713 @@
+package main
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"log/slog"
+	"os"
+	"path/filepath"
+	"strconv"
+	"sync"
+	"time"
+
+	"github.com/redis/go-redis/v9"
+	"github.com/segmentio/kafka-go"
+
+	"github.com/nhsx/dnarisk/contacts"
+	"github.com/nhsx/dnarisk/notify"
+	"github.com/nhsx/dnarisk/reminders"
+	"github.com/nhsx/dnarisk/scoring"
+	"github.com/nhsx/dnarisk/stream"
+)
+
+// Topics, groups and Redis layout of the run: the defaults of the commands, on the suite's
+// own Kafka and Redis.
+const (
+	topicAppointments = "appointments"
+	topicRisk         = "risk"
+	topicDLQ          = "appointments.dlq"
+	topicFailed       = "reminders.failed"
+	appointmentParts  = 8
+	riskParts         = 4
+	scorerGroup       = "chaos-scorer"
+	reminderGroup     = "chaos-reminders"
+	redisPrefix       = "dna:"
+	stdTemplate       = "f33517ff-2a88-4f6e-b855-c550268ce08a"
+	extraTemplate     = "aa46d7b7-0c3b-4f5c-9b2a-0c2f8d5f7b11"
+	historyRetention  = 3 * 365 * 24 * time.Hour
+)
+
+// fault is one injected fault, as reported.
+type fault struct {
+	Kind   string  `json:"kind"`
+	AtS    float64 `json:"at_s"`
+	Phase  string  `json:"phase"`
+	Target string  `json:"target,omitempty"`
+	Detail string  `json:"detail,omitempty"`
+}
+
+// requiredFaults must each be injected at least once for a run to pass.
+var requiredFaults = []string{
+	"consumer_kill9", "group_join", "group_leave", "redis_restart", "kafka_restart", "redis_slow",
+	"malformed_events", "dispatcher_kill9", "notify_500", "notify_500_after_accept", "notify_429",
+	"notify_timeout", "notify_timeout_after_accept",
+}
+
+// runner drives one pipeline run.
+type runner struct {
+	cfg   config
+	log   *slog.Logger
+	svc   *services
+	ps    *procs
+	began time.Time
+	rdb   *redis.Client
+
+	secrets                     struct{ pseudonym, reminder, contact, notifyKey string }
+	clockPath, dispatcherConfig string
+	notifyURL                   string
+
+	mu         sync.Mutex
+	faults     []fault
+	consumers  map[string]*proc
+	dispatcher *proc
+	violations []string
+	stops      []string // unclean stops of processes asked to stop
+	malformed  []malformed
+	phases     map[string]float64
+}
+
+func (r *runner) since() float64 { return time.Since(r.began).Seconds() }
+
+func (r *runner) record(kind, phase, target, detail string) {
+	r.mu.Lock()
+	r.faults = append(r.faults, fault{Kind: kind, AtS: round(r.since(), 1), Phase: phase, Target: target, Detail: detail})
+	r.mu.Unlock()
+	r.log.Info("fault injected", "kind", kind, "target", target, "detail", detail)
+}
+
+func (r *runner) violate(format string, args ...any) {
+	msg := fmt.Sprintf(format, args...)
+	r.mu.Lock()
+	r.violations = append(r.violations, msg)
+	r.mu.Unlock()
+	r.log.Error("violation", "what", msg)
+}
+
+func round(x float64, places int) float64 {
+	f, _ := strconv.ParseFloat(strconv.FormatFloat(x, 'f', places, 64), 64)
+	return f
+}
+
+// runPipeline is the chaos run. It returns the report (also written to cfg.out); an error
+// means the run could not be carried out at all.
+func runPipeline(parent context.Context, cfg config, log *slog.Logger) (*report, error) {
+	ctx, cancel := context.WithTimeout(parent, cfg.timeout)
+	defer cancel()
+	r := &runner{cfg: cfg, log: log, began: time.Now(), consumers: map[string]*proc{}, phases: map[string]float64{}}
+	r.svc = &services{root: cfg.root, kafkaPort: cfg.kafkaPort, redisPort: cfg.redisPort, log: log}
+	if err := os.MkdirAll(cfg.work, 0o755); err != nil {
+		return nil, err
+	}
+	mark := time.Now()
+	phase := func(name string) {
+		r.phases[name] = round(time.Since(mark).Seconds(), 1)
+		mark = time.Now()
+	}
+
+	// Build while the services start: both take a while on a small machine.
+	built := make(chan error, 1)
+	go func() {
+		built <- build(ctx, cfg.root, filepath.Join(cfg.work, "bin"), "consumer", "dispatcher", "producer")
+	}()
+	if err := r.svc.start(ctx); err != nil {
+		return nil, err
+	}
+	if !cfg.keep {
+		defer r.svc.stop()
+	}
+	if err := <-built; err != nil {
+		return nil, err
+	}
+	var err error
+	if r.ps, err = newProcs(filepath.Join(cfg.work, "bin"), filepath.Join(cfg.work, "logs"), log); err != nil {
+		return nil, err
+	}
+	defer r.ps.stopAll()
+	sampling, stopSampling := context.WithCancel(ctx)
+	defer stopSampling()
+	go r.ps.sampleEvery(sampling, 200*time.Millisecond)
+	phase("setup_s")
+
+	brokers := r.svc.brokers()
+	if err := createTopics(ctx, brokers, map[string]int{topicAppointments: appointmentParts, topicRisk: riskParts, topicDLQ: 2, topicFailed: 1}); err != nil {
+		return nil, err
+	}
+	r.secrets.pseudonym = randomHex(64)
+	r.secrets.reminder = randomHex(64)
+	r.secrets.contact = randomHex(64)
+	r.secrets.notifyKey = "chaos-" + uuid() + "-" + uuid()
+
+	// The input and what the outputs must show, from the project's own code.
+	evs, err := simEvents(cfg, []byte(r.secrets.pseudonym))
+	if err != nil {
+		return nil, err
+	}
+	model, err := scoring.Load(filepath.Join(cfg.root, "models", "default"))
+	if err != nil {
+		return nil, err
+	}
+	opts := reminderOptions([]byte(r.secrets.reminder))
+	rd, err := reminders.New(nil, nil, nil, nil, opts)
+	if err != nil {
+		return nil, err
+	}
+	if err := opts.Policy.Validate(); err != nil {
+		return nil, err
+	}
+	planAt := evs[0].EventTime.Add(-24 * time.Hour).UTC().Truncate(time.Hour)
+	gt := groundTruth(evs, model, historyRetention, rd, &opts.Policy, planAt)
+	log.Info("input and ground truth ready", "events", len(evs), "patients", len(gt.histories),
+		"bookings_to_score", len(gt.risk), "reminders_due", len(gt.reminders))
+
+	r.rdb = redis.NewClient(&redis.Options{Addr: r.svc.redisAddr(), DisableIdentity: true, MaxRetries: 5})
+	defer r.rdb.Close()
+	if err := r.storeContacts(ctx, gt); err != nil {
+		return nil, err
+	}
+	key, err := notify.ParseKey(r.secrets.notifyKey)
+	if err != nil {
+		return nil, err
+	}
+	nf, err := newFaultyNotify(key, map[string][]string{stdTemplate: {"appointment_date", "appointment_time"},
+		extraTemplate: {"appointment_date", "appointment_time"}}, notifyRates{
+		Error500: 0.01, Error500Accept: 0.005, Error429: 0.01, Timeout: 0.001, TimeoutAccept: 0.001, Lookup500: 0.03,
+	}, 2*time.Second, uint64(cfg.seed))
+	if err != nil {
+		return nil, err
+	}
+	var stopNotify func()
+	if r.notifyURL, stopNotify, err = serve(ctx, nf); err != nil {
+		return nil, err
+	}
+	defer stopNotify()
+	r.clockPath = filepath.Join(cfg.work, "clock")
+	if err := r.setClock(planAt); err != nil {
+		return nil, err
+	}
+	if err := r.writeDispatcherConfig(); err != nil {
+		return nil, err
+	}
+	phase("prepare_s")
+
+	// Phase 1: the PAS publishes, the scorers score, the dispatcher plans; faults hit all.
+	if err := r.startDispatcher(); err != nil {
+		return nil, err
+	}
+	for i := 1; i <= cfg.consumers; i++ {
+		if err := r.startConsumer(fmt.Sprintf("consumer-%d", i)); err != nil {
+			return nil, err
+		}
+	}
+	producer, err := r.ps.start("producer", "producer", "producer", []string{
+		"--seed", strconv.FormatInt(cfg.seed, 10), "--patients", strconv.Itoa(cfg.patients), "--days", strconv.Itoa(cfg.days),
+		"--start", simStart, "--rate", strconv.FormatFloat(cfg.rate, 'f', -1, 64), "--brokers", brokers[0], "--topic", topicAppointments,
+	}, []string{"DNA_PSEUDONYM_SECRET=" + r.secrets.pseudonym})
+	if err != nil {
+		return nil, err
+	}
+	if err := r.intakeFaults(ctx, producer, len(evs)); err != nil {
+		return r.finish(ctx, gt, nf, len(evs), err)
+	}
+	if err := producer.wait(ctx); err != nil {
+		r.violate("producer failed: %v (see %s)", err, r.ps.logDir)
+	}
+	phase("produce_s")
+	if err := r.waitDrained(ctx); err != nil {
+		return r.finish(ctx, gt, nf, len(evs), err)
+	}
+	phase("drain_s")
+
+	// Phase 2: the clock sweeps through every due reminder while Notify misbehaves.
+	nf.on.Store(true)
+	err = r.sweep(ctx)
+	nf.on.Store(false)
+	phase("sweep_s")
+	return r.finish(ctx, gt, nf, len(evs), err)
+}
+
+// finish stops the processes (each must stop cleanly on SIGTERM), checks the outputs and
+// writes the report.
+func (r *runner) finish(ctx context.Context, gt *truth, nf *faultyNotify, valid int, runErr error) (*report, error) {
+	if runErr != nil {
+		r.violate("run did not complete: %v", runErr)
+	}
+	r.mu.Lock()
+	stopping := []*proc{r.dispatcher}
+	for _, p := range r.consumers {
+		stopping = append(stopping, p)
+	}
+	r.mu.Unlock()
+	for _, p := range stopping {
+		if p == nil || !p.alive() {
+			continue
+		}
+		r.ps.sample()
+		if err := p.term(30 * time.Second); err != nil {
+			r.violate("%s did not stop cleanly on SIGTERM: %v", p.name, err)
+		}
+	}
+	verifyCtx := context.WithoutCancel(ctx)
+	if ctx.Err() != nil {
+		var cancel context.CancelFunc
+		verifyCtx, cancel = context.WithTimeout(verifyCtx, 2*time.Minute)
+		defer cancel()
+	}
+	start := time.Now()
+	rep, err := r.verify(verifyCtx, gt, nf, valid)
+	if err != nil {
+		return nil, err
+	}
+	rep.Phases["verify_s"] = round(time.Since(start).Seconds(), 1)
+	rep.DurationS = round(r.since(), 1)
+	if err := rep.write(r.cfg.out); err != nil {
+		return rep, err
+	}
+	return rep, nil
+}
+
+func uuid() string {
+	h := randomHex(32)
+	return h[0:8] + "-" + h[8:12] + "-4" + h[13:16] + "-a" + h[17:20] + "-" + h[20:32]
+}
+
+// reminderOptions are the dispatcher's settings for the run: the default policy, quick
+// retries (sends are cut off after 400ms, so a stalled Notify costs little) and a short
+// lease, so a reminder held by a killed dispatcher is taken over within seconds.
+func reminderOptions(secret []byte) reminders.Options {
+	return reminders.Options{
+		Policy:       reminders.DefaultPolicy(),
+		Templates:    reminders.Templates{Standard: stdTemplate, Extra: extraTemplate},
+		Secret:       secret,
+		Prefix:       redisPrefix,
+		Lease:        15 * time.Second,
+		Workers:      16,
+		PollInterval: time.Second,
+		MaxAttempts:  8,
+		RetryBackoff: 5 * time.Minute,
+		KeepAfter:    30 * 24 * time.Hour,
+	}
+}
+
+func (r *runner) writeDispatcherConfig() error {
+	o := reminderOptions(nil)
+	cfg := map[string]any{
+		"notify_base_url": r.notifyURL,
+		"notify":          map[string]any{"timeout": "400ms", "max_retries": 3, "retry_wait_min": "20ms", "retry_wait_max": "1s"},
+		"templates":       map[string]string{"standard": stdTemplate, "extra": extraTemplate},
+		"policy":          o.Policy,
+		"sending": map[string]any{"workers": o.Workers, "lease": reminders.Duration(o.Lease), "poll_interval": reminders.Duration(o.PollInterval),
+			"max_attempts": o.MaxAttempts, "retry_backoff": reminders.Duration(o.RetryBackoff)},
+		"keep_after": reminders.Duration(o.KeepAfter),
+	}
+	b, err := json.MarshalIndent(cfg, "", "  ")
+	if err != nil {
+		return err
+	}
+	r.dispatcherConfig = filepath.Join(r.cfg.work, "dispatcher.json")
+	return os.WriteFile(r.dispatcherConfig, b, 0o600)
+}
+
+// setClock moves the dispatcher's planning clock (it reads the file every 10ms).
+func (r *runner) setClock(t time.Time) error {
+	tmp := r.clockPath + ".tmp"
+	if err := os.WriteFile(tmp, []byte(t.UTC().Format(time.RFC3339Nano)+"\n"), 0o600); err != nil {
+		return err
+	}
+	return os.Rename(tmp, r.clockPath)
+}
+
+// storeContacts gives every patient a number from Ofcom's drama range.
+func (r *runner) storeContacts(ctx context.Context, gt *truth) error {
+	key, err := contacts.ParseKey(r.secrets.contact)
+	if err != nil {
+		return err
+	}
+	store, err := contacts.NewStore(r.rdb, redisPrefix, key)
+	if err != nil {
+		return err
+	}
+	batch := map[string]contacts.Contact{}
+	i := 0
+	for p := range gt.histories {
+		batch[p] = contacts.Contact{Phone: contacts.Drama(i)}
+		i++
+		if len(batch) == 1000 {
+			if err := store.PutMany(ctx, batch); err != nil {
+				return err
+			}
+			clear(batch)
+		}
+	}
+	return store.PutMany(ctx, batch)
+}
+
+func (r *runner) startConsumer(name string) error {
+	p, err := r.ps.start(name, "consumer", "consumer", []string{
+		"--brokers", r.svc.brokers()[0], "--redis", r.svc.redisAddr(), "--model-dir", filepath.Join(r.cfg.root, "models", "default"),
+		"--model-poll", "0", "--group", scorerGroup, "--metrics-addr", "off",
+	}, nil)
+	if err != nil {
+		return err
+	}
+	r.mu.Lock()
+	r.consumers[name] = p
+	r.mu.Unlock()
+	return nil
+}
+
+func (r *runner) startDispatcher() error {
+	p, err := r.ps.start("dispatcher", "dispatcher", "dispatcher", []string{
+		"--config", r.dispatcherConfig, "--brokers", r.svc.brokers()[0], "--redis", r.svc.redisAddr(), "--group", reminderGroup,
+		"--metrics-addr", "off", "--clock-file", r.clockPath,
+	}, []string{"NOTIFY_API_KEY=" + r.secrets.notifyKey, "DNA_REMINDER_SECRET=" + r.secrets.reminder, "DNA_CONTACT_KEY=" + r.secrets.contact})
+	if err != nil {
+		return err
+	}
+	r.mu.Lock()
+	r.dispatcher = p
+	r.mu.Unlock()
+	return nil
+}
+
+func (r *runner) consumer(name string) *proc {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	return r.consumers[name]
+}
+
+// kill9 kills a process the hard way, recording the group's lag at that moment.
+func (r *runner) kill9(ctx context.Context, p *proc, kind, phase, detail string) {
+	lag := r.lag(ctx, scorerGroup, topicAppointments)
+	r.ps.sample()
+	p.kill9()
+	r.record(kind, phase, p.name, fmt.Sprintf("%s; pid %d; scorer lag %d", detail, p.cmd.Process.Pid, lag))
+}
+
+func (r *runner) lag(ctx context.Context, group, topic string) int64 {
+	a := stream.NewAdmin(r.svc.brokers())
+	defer a.Close()
+	c, cancel := context.WithTimeout(ctx, 5*time.Second)
+	defer cancel()
+	lags, err := a.Lag(c, group, topic)
+	if err != nil {
+		return -1
+	}
+	var n int64
+	for _, l := range lags {
+		n += l.Lag
+	}
+	return n
+}
+
+// publishMalformed puts one burst of hostile messages on the appointments topic.
+func (r *runner) publishMalformed(ctx context.Context, burst int) error {
+	w := stream.NewWriter(r.svc.brokers(), "")
+	defer w.Close()
+	ms := malformedBurst(burst)
+	msgs := make([]kafka.Message, len(ms))
+	for i, m := range ms {
+		msgs[i] = m.message(topicAppointments)
+	}
+	deadline := time.Now().Add(2 * time.Minute)
+	for {
+		err := w.WriteMessages(ctx, msgs...)
+		if err == nil {
+			break
+		}
+		if time.Now().After(deadline) || ctx.Err() != nil {
+			return fmt.Errorf("publish malformed burst %d: %w", burst, err)
+		}
+		time.Sleep(time.Second)
+	}
+	r.mu.Lock()
+	r.malformed = append(r.malformed, ms...)
+	r.mu.Unlock()
+	r.record("malformed_events", "intake", topicAppointments, fmt.Sprintf("%d hostile messages (burst %d)", len(ms), burst))
+	return nil
+}
+
+// slowRedis stalls every Redis client for pause out of each period, for d: Redis answers,
+// but slowly. CLIENT PAUSE is what an overloaded or swapping server looks like to clients.
+func (r *runner) slowRedis(ctx context.Context, d, pause, period time.Duration, phase string) {
+	r.record("redis_slow", phase, r.svc.redisAddr(), fmt.Sprintf("CLIENT PAUSE %s every %s for %s", pause, period, d))
+	end := time.Now().Add(d)
+	for time.Now().Before(end) && ctx.Err() == nil {
+		_ = r.rdb.Do(ctx, "CLIENT", "PAUSE", pause.Milliseconds(), "ALL").Err()
+		time.Sleep(period)
+	}
+}
+
+func (r *runner) restartRedis(ctx context.Context, phase string) error {
+	line, err := r.svc.restartRedis(ctx, 2*time.Second)
+	if err != nil {
+		return err
+	}
+	r.record("redis_restart", phase, r.svc.redisAddr(), line)
+	return nil
+}
+
+// intakeFaults injects phase 1's faults as the input flows, each when a share of the input
+// has been published, so every run (full or short) sees them all mid-stream.
+func (r *runner) intakeFaults(ctx context.Context, producer *proc, total int) error {
+	type step struct {
+		at float64
+		do func() error
+	}
+	restartLater := func(name string, after time.Duration) error {
+		time.Sleep(after)
+		return r.startConsumer(name)
+	}
+	steps := []step{
+		{0.03, func() error { return r.publishMalformed(ctx, 1) }},
+		{0.06, func() error {
+			r.kill9(ctx, r.consumer("consumer-1"), "consumer_kill9", "intake", "under load")
+			return restartLater("consumer-1", 3*time.Second)
+		}},
+		{0.12, func() error {
+			r.record("group_join", "intake", "consumer-3", "a third member joins the group")
+			return r.startConsumer("consumer-3")
+		}},
+		{0.18, func() error {
+			// While Redis stalls, every member is inside a batch: this kill is mid-batch.
+			done := make(chan struct{})
+			go func() {
+				defer close(done)
+				r.slowRedis(ctx, 8*time.Second, 400*time.Millisecond, 600*time.Millisecond, "intake")
+			}()
+			time.Sleep(3 * time.Second)
+			r.kill9(ctx, r.consumer("consumer-2"), "consumer_kill9", "intake", "mid-batch, while Redis stalls")
+			<-done
+			return r.startConsumer("consumer-2")
+		}},
+		{0.28, func() error { return r.restartRedis(ctx, "intake") }},
+		{0.36, func() error {
+			p := r.consumer("consumer-3")
+			err := p.term(30 * time.Second)
+			r.record("group_leave", "intake", p.name, fmt.Sprintf("SIGTERM: finishes its batch, commits, leaves (exit: %v)", errString(err)))
+			if err != nil {
+				r.violate("consumer-3 did not stop cleanly on SIGTERM: %v", err)
+			}
+			r.mu.Lock()
+			delete(r.consumers, "consumer-3")
+			r.mu.Unlock()
+			return nil
+		}},
+		{0.45, func() error { return r.publishMalformed(ctx, 2) }},
+		{0.50, func() error {
+			start := time.Now()
+			line, err := r.svc.restartKafka(ctx)
+			if err != nil {
+				return err
+			}
+			r.record("kafka_restart", "intake", r.svc.brokers()[0], fmt.Sprintf("%s (%.0fs)", line, time.Since(start).Seconds()))
+			return nil
+		}},
+		{0.62, func() error {
+			r.kill9(ctx, r.dispatcher, "dispatcher_kill9", "intake", "while planning reminders")
+			time.Sleep(2 * time.Second)
+			return r.startDispatcher()
+		}},
+		{0.70, func() error {
+			r.kill9(ctx, r.consumer("consumer-1"), "consumer_kill9", "intake", "under load")
+			return restartLater("consumer-1", 3*time.Second)
+		}},
+		{0.80, func() error {
+			r.record("group_join", "intake", "consumer-4", "a member joins, to be killed and never come back")
+			return r.startConsumer("consumer-4")
+		}},
+		{0.88, func() error {
+			r.kill9(ctx, r.consumer("consumer-4"), "consumer_kill9", "intake", "under load; not restarted, so the group rebalances after its session times out")
+			r.mu.Lock()
+			delete(r.consumers, "consumer-4")
+			r.mu.Unlock()
+			return nil
+		}},
+		{0.92, func() error { return r.publishMalformed(ctx, 3) }},
+	}
+	next := 0
+	tick := time.NewTicker(250 * time.Millisecond)
+	defer tick.Stop()
+	for next < len(steps) {
+		select {
+		case <-ctx.Done():
+			return ctx.Err()
+		case <-tick.C:
+		}
+		n, err := endOffsets(ctx, r.svc.brokers(), topicAppointments, appointmentParts)
+		if err != nil {
+			continue // the broker may be restarting
+		}
+		r.mu.Lock()
+		bad := len(r.malformed)
+		r.mu.Unlock()
+		frac := float64(n-int64(bad)) / float64(total)
+		if !producer.alive() {
+			frac = 1 // it finished (or failed): the remaining faults still run, on the backlog
+		}
+		for next < len(steps) && frac >= steps[next].at {
+			if err := steps[next].do(); err != nil {
+				return err
+			}
+			next++
+		}
+	}
+	return nil
+}
+
+func errString(err error) string {
+	if err == nil {
+		return "0"
+	}
+	return err.Error()
+}
+
+// waitDrained waits until the scorer group has committed every appointment event and the
+// dispatcher's group every appointment and risk event.
+func (r *runner) waitDrained(ctx context.Context) error {
+	r.log.Info("input published; waiting for the scorers and the dispatcher to catch up")
+	quiet := 0
+	for quiet < 3 {
+		select {
+		case <-ctx.Done():
+			return fmt.Errorf("waiting for the pipeline to drain: %w (scorer lag %d, dispatcher lag %d+%d)", ctx.Err(),
+				r.lag(context.Background(), scorerGroup, topicAppointments), r.lag(context.Background(), reminderGroup, topicAppointments),
+				r.lag(context.Background(), reminderGroup, topicRisk))
+		case <-time.After(time.Second):
+		}
+		a := r.lag(ctx, scorerGroup, topicAppointments)
+		b := r.lag(ctx, reminderGroup, topicAppointments)
+		c := r.lag(ctx, reminderGroup, topicRisk)
+		if a == 0 && b == 0 && c == 0 {
+			quiet++
+		} else {
+			quiet = 0
+		}
+	}
+	return nil
+}
+
+// sweepStep is the most the clock moves past the earliest pending reminder in one step:
+// well inside the policy's 12 hours after which a reminder is dropped as late.
+const sweepStep = 4 * time.Hour
+
+// stepEnd is where one step of the sweep takes the clock, given the earliest pending due
+// time: up to sweepStep on, but not into the evening's quiet hours, where the dispatcher
+// would hold every reminder until the morning.
+func stepEnd(due time.Time) time.Time {
+	end := due.Truncate(time.Minute).Add(sweepStep)
+	l := due.In(london)
+	evening := time.Date(l.Year(), l.Month(), l.Day(), 19, 59, 59, 0, london)
+	if due.Before(evening) && end.After(evening) {
+		end = evening
+	}
+	return end.UTC()
+}
+
+// sweep moves the dispatcher's clock from due time to due time (a step of up to four hours
+// at a time, see stepEnd), waiting each time until every reminder due by then is settled,
+// until none is left.
+// Notify fails a share of requests meanwhile; the dispatcher is killed mid-send and Redis
+// restarts and stalls under it.
+func (r *runner) sweep(ctx context.Context) error {
+	dueKey := redisPrefix + "reminders:due"
+	firstZ, err := r.rdb.ZRangeWithScores(ctx, dueKey, 0, 0).Result()
+	if err != nil {
+		return fmt.Errorf("read due queue: %w", err)
+	}
+	lastZ, err := r.rdb.ZRangeWithScores(ctx, dueKey, -1, -1).Result()
+	if err != nil {
+		return fmt.Errorf("read due queue: %w", err)
+	}
+	if len(firstZ) == 0 {
+		return errors.New("no reminders were planned")
+	}
+	first, last := time.UnixMilli(int64(firstZ[0].Score)), time.UnixMilli(int64(lastZ[0].Score))
+	r.log.Info("sweeping the clock through the due reminders", "from", first.UTC(), "to", last.UTC(),
+		"pending", r.rdb.ZCard(ctx, dueKey).Val())
+	type step struct {
+		at float64
+		do func() error
+	}
+	steps := []step{
+		{0.30, func() error {
+			r.kill9(ctx, r.dispatcher, "dispatcher_kill9", "sweep", "mid-send: its claimed reminders wait out their lease, then the new process looks each up in Notify")
+			time.Sleep(time.Second)
+			return r.startDispatcher()
+		}},
+		{0.55, func() error { return r.restartRedis(ctx, "sweep") }},
+		{0.75, func() error {
+			r.slowRedis(ctx, 3*time.Second, 300*time.Millisecond, 500*time.Millisecond, "sweep")
+			return nil
+		}},
+	}
+	next := 0
+	clock := first
+	steps_, nudges := 0, 0
+	for {
+		z, err := r.rdb.ZRangeWithScores(ctx, dueKey, 0, 0).Result()
+		if err != nil {
+			if ctx.Err() != nil {
+				return ctx.Err()
+			}
+			time.Sleep(100 * time.Millisecond)
+			continue
+		}
+		if len(z) == 0 {
+			break
+		}
+		target := stepEnd(time.UnixMilli(int64(z[0].Score)))
+		if target.Before(clock) {
+			target = clock
+		}
+		clock = target
+		if err := r.setClock(clock); err != nil {
+			return err
+		}
+		steps_++
+		frac := float64(clock.Sub(first)) / float64(max(last.Sub(first), time.Hour))
+		// Faults fire as a step begins, with its reminders in flight.
+		for next < len(steps) && frac >= steps[next].at {
+			time.Sleep(20 * time.Millisecond)
+			if err := steps[next].do(); err != nil {
+				return err
+			}
+			next++
+		}
+		waitStart, lastNudge := time.Now(), time.Now()
+		for {
+			n, err := r.rdb.ZCount(ctx, dueKey, "-inf", strconv.FormatInt(clock.UnixMilli(), 10)).Result()
+			if err == nil && n == 0 {
+				break
+			}
+			if ctx.Err() != nil {
+				return fmt.Errorf("sweep at %s: %w", clock.UTC(), ctx.Err())
+			}
+			if time.Since(waitStart) > 2*time.Minute {
+				return fmt.Errorf("sweep stuck at %s: %d reminders due and not settled for 2 minutes", clock.UTC(), n)
+			}
+			// A reminder claimed by a killed sender is busy until its lease (wall clock) ends;
+			// the sender sleeps on the planning clock, so nudge it on to look again.
+			if time.Since(lastNudge) > time.Second {
+				clock = clock.Add(2 * time.Second)
+				_ = r.setClock(clock)
+				lastNudge = time.Now()
+				nudges++
+			}
+			time.Sleep(3 * time.Millisecond)
+		}
+	}
+	r.log.Info("sweep done", "steps", steps_, "nudges", nudges, "clock", clock.UTC())
+	return nil
+}

@@ -1,0 +1,166 @@
+package main
+
+import (
+	"bytes"
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/segmentio/kafka-go"
+)
+
+// services is the suite's own Kafka and Redis, run by scripts/kafka.sh and scripts/redis.sh
+// on ports no one else uses. Redis keeps an append-only file, so a restart brings the data
+// back, as it would for a production Redis with persistence; Kafka restarts on its data.
+type services struct {
+	root      string
+	kafkaPort int
+	redisPort int
+	log       *slog.Logger
+}
+
+func (s *services) brokers() []string { return []string{"127.0.0.1:" + strconv.Itoa(s.kafkaPort)} }
+func (s *services) redisAddr() string { return "127.0.0.1:" + strconv.Itoa(s.redisPort) }
+
+func (s *services) env(extra ...string) []string {
+	env := append(os.Environ(),
+		"KAFKA_PORT="+strconv.Itoa(s.kafkaPort),
+		"KAFKA_CONTROLLER_PORT="+strconv.Itoa(s.kafkaPort+1),
+		"KAFKA_HEAP=512m",
+		"REDIS_PORT="+strconv.Itoa(s.redisPort),
+		"REDIS_CLUSTER_PORTS=none",
+		"REDIS_APPENDONLY=yes",
+	)
+	return append(env, extra...)
+}
+
+// script runs scripts/<name>.sh with args and returns its last line of output.
+func (s *services) script(ctx context.Context, name string, extraEnv []string, args ...string) (string, error) {
+	cmd := exec.CommandContext(ctx, filepath.Join(s.root, "scripts", name+".sh"), args...)
+	cmd.Env = s.env(extraEnv...)
+	cmd.Dir = s.root
+	var out bytes.Buffer
+	cmd.Stdout, cmd.Stderr = &out, &out
+	err := cmd.Run()
+	text := strings.TrimSpace(out.String())
+	if err != nil {
+		return text, fmt.Errorf("scripts/%s.sh %s: %w\n%s", name, strings.Join(args, " "), err, text)
+	}
+	lines := strings.Split(text, "\n")
+	return lines[len(lines)-1], nil
+}
+
+// start starts Kafka and Redis afresh, wiping what an earlier run left.
+func (s *services) start(ctx context.Context) error {
+	s.stop()
+	var wg sync.WaitGroup
+	var kerr error
+	wg.Add(1)
+	go func() {
+		defer wg.Done()
+		var line string
+		line, kerr = s.script(ctx, "kafka", nil, "start")
+		s.log.Info(line)
+	}()
+	line, rerr := s.script(ctx, "redis", nil, "start")
+	s.log.Info(line)
+	wg.Wait()
+	if kerr != nil || rerr != nil {
+		s.stop()
+		return fmt.Errorf("start services: %w", errors.Join(kerr, rerr))
+	}
+	return nil
+}
+
+func (s *services) stop() {
+	for _, name := range []string{"kafka", "redis"} {
+		if _, err := s.script(context.Background(), name, nil, "stop"); err != nil {
+			s.log.Warn("stop service", "service", name, "err", err)
+		}
+	}
+}
+
+// restartKafka stops the broker (controlled shutdown) and starts it on the same data.
+func (s *services) restartKafka(ctx context.Context) (string, error) {
+	return s.script(ctx, "kafka", nil, "restart")
+}
+
+// restartRedis shuts Redis down and starts it on its append-only file after down.
+func (s *services) restartRedis(ctx context.Context, down time.Duration) (string, error) {
+	return s.script(ctx, "redis", []string{"REDIS_DOWN_SECONDS=" + strconv.FormatFloat(down.Seconds(), 'f', 1, 64)}, "restart")
+}
+
+// createTopics creates the pipeline's topics with enough partitions for rebalances to move
+// work between members.
+func createTopics(ctx context.Context, brokers []string, topics map[string]int) error {
+	c := &kafka.Client{Addr: kafka.TCP(brokers...), Timeout: 30 * time.Second}
+	var cfgs []kafka.TopicConfig
+	for t, n := range topics {
+		cfgs = append(cfgs, kafka.TopicConfig{Topic: t, NumPartitions: n, ReplicationFactor: 1})
+	}
+	res, err := c.CreateTopics(ctx, &kafka.CreateTopicsRequest{Topics: cfgs, ValidateOnly: false})
+	if err != nil {
+		return fmt.Errorf("create topics: %w", err)
+	}
+	for t, err := range res.Errors {
+		if err != nil {
+			return fmt.Errorf("create topic %s: %w", t, err)
+		}
+	}
+	// Every partition must have a leader before producers and consumers start.
+	deadline := time.Now().Add(30 * time.Second)
+	for {
+		md, err := c.Metadata(ctx, &kafka.MetadataRequest{})
+		ready := 0
+		if err == nil {
+			for _, t := range md.Topics {
+				if n, ok := topics[t.Name]; ok && t.Error == nil && len(t.Partitions) == n {
+					led := true
+					for _, p := range t.Partitions {
+						led = led && p.Error == nil && p.Leader.Host != ""
+					}
+					if led {
+						ready++
+					}
+				}
+			}
+		}
+		if ready == len(topics) {
+			return nil
+		}
+		if time.Now().After(deadline) {
+			return fmt.Errorf("topics not ready after 30s (metadata error: %v)", err)
+		}
+		time.Sleep(200 * time.Millisecond)
+	}
+}
+
+// endOffsets returns the sum over partitions of topic's end offsets: how many messages it
+// has ever held (nothing is deleted during a run).
+func endOffsets(ctx context.Context, brokers []string, topic string, partitions int) (int64, error) {
+	c := &kafka.Client{Addr: kafka.TCP(brokers...), Timeout: 5 * time.Second}
+	reqs := make([]kafka.OffsetRequest, partitions)
+	for p := range partitions {
+		reqs[p] = kafka.LastOffsetOf(p)
+	}
+	res, err := c.ListOffsets(ctx, &kafka.ListOffsetsRequest{Topics: map[string][]kafka.OffsetRequest{topic: reqs}})
+	if err != nil {
+		return 0, err
+	}
+	var n int64
+	for _, p := range res.Topics[topic] {
+		if p.Error != nil {
+			return 0, p.Error
+		}
+		n += p.LastOffset
+	}
+	return n, nil
+}
