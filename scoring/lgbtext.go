@@ -3,6 +3,7 @@ package scoring
 import (
 	"bytes"
 	"fmt"
+	"math"
 	"strconv"
 	"strings"
 )
@@ -115,6 +116,14 @@ func parseLGBText(b []byte) (*lgbText, error) {
 	tail := rest[off:]
 	if !bytes.HasPrefix(tail, []byte("end of trees\n")) {
 		return nil, fmt.Errorf("no \"end of trees\" line after the %d trees listed in tree_sizes: truncated or edited by hand", len(sizes))
+	}
+	// LightGBM writes the feature importances and the training parameters after the trees,
+	// the parameters ending with a line of their own. A file cut off in there still has
+	// every tree, but the checks below read the parameters: refuse it as the partial copy
+	// it is.
+	if (bytes.Contains(tail, []byte("\nfeature_importances:")) || bytes.Contains(tail, []byte("\nparameters:"))) &&
+		!bytes.Contains(tail, []byte("\nend of parameters\n")) {
+		return nil, fmt.Errorf("truncated: the parameters after the trees have no \"end of parameters\" line; copy the file again")
 	}
 	for _, l := range strings.Split(string(tail), "\n") {
 		if v, ok := strings.CutPrefix(l, "pandas_categorical:"); ok {
@@ -285,6 +294,11 @@ func floats(kv map[string]string, key string, n int) ([]float64, error) {
 		v, err := strconv.ParseFloat(s, 64)
 		if err != nil {
 			return nil, fmt.Errorf("%s[%d] = %q is not a number", key, i, firstN(s, 40))
+		}
+		// LightGBM writes finite numbers only; a NaN leaf would be served as a NaN
+		// probability, which no risk event can carry.
+		if math.IsNaN(v) || math.IsInf(v, 0) {
+			return nil, fmt.Errorf("%s[%d] = %q is not a finite number", key, i, firstN(s, 40))
 		}
 		out[i] = v
 	}

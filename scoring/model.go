@@ -78,6 +78,21 @@ func load(dir string) (*Model, error) {
 	if err != nil {
 		return nil, err
 	}
+	return build(cb, c, mb)
+}
+
+// parse validates a contract and a model text given as bytes: load without the files (the
+// fuzz target uses it).
+func parse(cb, mb []byte) (*Model, error) {
+	c, err := parseContract(cb)
+	if err != nil {
+		return nil, fmt.Errorf("%s: %w", ContractFile, err)
+	}
+	return build(cb, c, mb)
+}
+
+// build checks the model text mb against the contract c (parsed from cb) and loads it.
+func build(cb []byte, c Contract, mb []byte) (*Model, error) {
 	modelSum := sha256.Sum256(mb)
 	if c.ModelSHA256 != "" && c.ModelSHA256 != hex.EncodeToString(modelSum[:]) {
 		return nil, fmt.Errorf("%s has SHA-256 %s but %s says model_sha256 %s: the two files come from different models (a copy still in progress?); copy both files of one model directory",
