@@ -31,7 +31,7 @@ TEST_ENV := KAFKA_BROKERS=127.0.0.1:$(KAFKA_PORT) \
 GO_TEST_FLAGS ?= -race -count=1 -timeout 20m
 PKGS ?= ./...
 
-.PHONY: test services-up services-down services-status python compose-check browser build demo fmt vet model
+.PHONY: test services-up services-down services-status python peer-venv compose-check browser build demo fmt vet model bench
 
 # One recipe, so the trap can stop the services whatever happens in between;
 # the EXIT trap keeps the status of the command that failed. Stale services
@@ -41,13 +41,15 @@ test:
 	trap 'rc=$$?; trap - EXIT; wait; scripts/kafka.sh stop || true; scripts/redis.sh stop || true; exit $$rc' EXIT
 	trap 'exit 130' INT; trap 'exit 143' TERM
 	scripts/kafka.sh start & kafka=$$!
-	$(MAKE) --no-print-directory python & python=$$!
+	{ $(MAKE) --no-print-directory python && $(MAKE) --no-print-directory peer-venv; } & python=$$!
 	scripts/redis.sh start
 	$(MAKE) --no-print-directory compose-check
 	$(MAKE) --no-print-directory browser
 	wait $$kafka; wait $$python
 	export $(TEST_ENV)
 	go test $(GO_TEST_FLAGS) $(PKGS)
+	# The benchmark's Python peer must compute what the Go scorer computes (bench/peer).
+	.venv-peer/bin/python -m pytest -q -p no:cacheprovider bench/peer
 
 # Starts the services and leaves them running; stop them with `make services-down`.
 services-up:
@@ -64,6 +66,26 @@ services-down:
 services-status:
 	@scripts/kafka.sh status || true
 	scripts/redis.sh status || true
+
+peer-venv:
+	@VENV=$(CURDIR)/.venv-peer REQUIREMENTS=bench/peer/requirements.txt scripts/python.sh >/dev/null
+
+# `make bench`: per-stage Go benchmarks, then the end-to-end run of the Go consumer and the
+# Python peer against real Kafka and Redis (cmd/bench); writes out/bench.json. BENCH_FLAGS
+# passes flags to cmd/bench (e.g. BENCH_FLAGS="--runs 1 --skip-peer").
+BENCH_FLAGS ?=
+bench:
+	@scripts/kafka.sh stop; scripts/redis.sh stop
+	trap 'rc=$$?; trap - EXIT; wait; scripts/kafka.sh stop || true; scripts/redis.sh stop || true; exit $$rc' EXIT
+	trap 'exit 130' INT; trap 'exit 143' TERM
+	scripts/kafka.sh start & kafka=$$!
+	$(MAKE) --no-print-directory peer-venv & python=$$!
+	scripts/redis.sh start
+	wait $$kafka; wait $$python
+	export $(TEST_ENV)
+	mkdir -p out
+	go test -run XXX -bench . -benchmem -count 5 ./events/ ./featurestore/ ./stream/ | tee out/bench-stages.txt
+	go run ./cmd/bench $(BENCH_FLAGS)
 
 python:
 	@if [[ -f training/requirements.txt ]]; then \

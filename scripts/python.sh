@@ -6,11 +6,12 @@
 #   scripts/python.sh          prints the venv's python path on success
 #
 # Environment: PYTHON3 (interpreter that creates the venv, default python3),
-# REQUIREMENTS (default training/requirements.txt).
+# REQUIREMENTS (default training/requirements.txt), VENV (default .venv; the benchmark's
+# Python peer uses .venv-peer with bench/peer/requirements.txt).
 set -euo pipefail
 
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
-VENV="$ROOT/.venv"
+VENV="${VENV:-$ROOT/.venv}"
 REQ="${REQUIREMENTS:-$ROOT/training/requirements.txt}"
 STAMP="$VENV/.requirements.sha256"
 
