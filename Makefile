@@ -138,3 +138,15 @@ fmt:
 
 vet:
 	go vet ./...
+
+# `make chaos` proves fault tolerance end to end (docs/chaos.md): the producer, scorers and
+# dispatcher as real processes on their own Kafka and Redis (CHAOS_KAFKA_PORT,
+# CHAOS_REDIS_PORT), over 100,000 events, with scorers killed, the group rebalanced, Redis
+# and Kafka restarted, Redis slowed, malformed events and Notify failing. It writes
+# out/chaos.json and fails on any lost, double-counted, duplicated or missing output.
+# CHAOS_FLAGS passes more flags (e.g. --profile ci for the short run `make test` includes).
+CHAOS_KAFKA_PORT ?= 49192
+CHAOS_REDIS_PORT ?= 46379
+.PHONY: chaos
+chaos:
+	go run ./cmd/chaos --kafka-port $(CHAOS_KAFKA_PORT) --redis-port $(CHAOS_REDIS_PORT) $(CHAOS_FLAGS)

@@ -98,6 +98,9 @@ func parseConfig(args []string) (config, error) {
 	}
 	if c.rate == 0 {
 		c.rate = p.rate
+		if c.scenario == "backpressure" {
+			c.rate = 700 // the input lasts through both outages and the recoveries
+		}
 	}
 	if c.out == "" {
 		c.out = "out/chaos.json"
