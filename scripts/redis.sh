@@ -16,8 +16,8 @@
 #
 # restart shuts the standalone server down (SHUTDOWN: with REDIS_APPENDONLY=yes
 # the append-only file is synced first) and starts it again on the same
-# directory: a Redis restart for fault-injection tests (cmd/chaos). Pass the
-# same environment as to start.
+# directory, after REDIS_DOWN_SECONDS (0) of outage: a Redis restart for
+# fault-injection tests (cmd/chaos). Pass the same environment as to start.
 set -euo pipefail
 
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
@@ -111,6 +111,8 @@ restart_standalone() {
 		sleep 0.1
 	done
 	pid_alive "$pid" && die "redis-server on 127.0.0.1:$PORT (pid $pid) did not shut down within 10s"
+	sleep "${REDIS_DOWN_SECONDS:-0}"
+	deadline=$((SECONDS + TIMEOUT))
 	start_standalone
 	wait_ping "$PORT" "$deadline"
 	log "restarted standalone on 127.0.0.1:$PORT in $((SECONDS - start))s (appendonly $APPENDONLY, keys: $(cli "$PORT" dbsize))"

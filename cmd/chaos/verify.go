@@ -30,6 +30,11 @@ type report struct {
 		ByType    map[string]int `json:"by_type"`
 		Malformed int            `json:"malformed"`
 		Patients  int            `json:"patients"`
+		// Messages on the appointments topic: events plus malformed plus the events a
+		// producer retry wrote twice (a batch cut short by the broker restart is written
+		// again in full; the scorers must count each event once).
+		Messages   int64 `json:"messages"`
+		Duplicates int64 `json:"duplicated_by_producer_retries"`
 	} `json:"input"`
 
 	// Lost: appointments whose latest booking version has no risk event.
@@ -219,6 +224,10 @@ func (r *runner) verify(ctx context.Context, gt *truth, nf *faultyNotify, valid 
 	r.mu.Unlock()
 	rep.DeadLetter.Injected = len(injected)
 	rep.Input.Malformed = len(injected)
+	if rep.Input.Messages, err = endOffsets(ctx, brokers, topicAppointments, appointmentParts); err != nil {
+		return nil, fmt.Errorf("count appointment messages: %w", err)
+	}
+	rep.Input.Duplicates = rep.Input.Messages - int64(valid+len(injected))
 	dlq, err := stream.ReadAll(ctx, brokers, topicDLQ)
 	if err != nil {
 		return nil, fmt.Errorf("read dead-letter topic: %w", err)
