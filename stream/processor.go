@@ -76,8 +76,9 @@ func (s *Stats) Bands() map[string]int64 {
 }
 
 // Processor turns batches of appointment messages into risk events, dead letters and history
-// updates. It holds no per-batch state, so one Processor serves one consumer loop; the model
-// can be swapped while it runs.
+// updates. It holds no per-batch state and is safe for concurrent use: several consumer
+// loops (group members, each owning its partitions) can share one, and the model can be
+// swapped while they run.
 type Processor struct {
 	store  featurestore.Store
 	out    Output

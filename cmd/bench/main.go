@@ -60,19 +60,25 @@ type config struct {
 	out            string
 	peerCmd        string
 	skipPeer       bool
+	profile        string
+	batch          int
+	workers        int
 }
 
 // Result is one implementation's figures (medians over runs, with every run kept).
 type Result struct {
-	EventsPerS float64   `json:"events_per_s"`
-	P50ms      float64   `json:"p50_ms"`
-	P99ms      float64   `json:"p99_ms"`
-	P999ms     float64   `json:"p999_ms"`
-	RSSMB      float64   `json:"rss_mb"`
-	Events     int       `json:"events"`
-	Runs       []float64 `json:"events_per_s_runs"`
-	RSSRuns    []float64 `json:"rss_mb_runs"`
-	Note       string    `json:"note,omitempty"`
+	EventsPerS float64 `json:"events_per_s"`
+	// EventsPerCPUs is events per CPU-second the process itself used (user+system): what the
+	// implementation costs, apart from the broker and Redis sharing the machine.
+	EventsPerCPUs float64   `json:"events_per_cpu_s"`
+	P50ms         float64   `json:"p50_ms"`
+	P99ms         float64   `json:"p99_ms"`
+	P999ms        float64   `json:"p999_ms"`
+	RSSMB         float64   `json:"rss_mb"`
+	Events        int       `json:"events"`
+	Runs          []float64 `json:"events_per_s_runs"`
+	RSSRuns       []float64 `json:"rss_mb_runs"`
+	Note          string    `json:"note,omitempty"`
 }
 
 // Report is out/bench.json.
@@ -105,10 +111,13 @@ func main() {
 	flag.IntVar(&c.latencyRate, "latency-rate", 2000, "offered load of the latency run, events/s")
 	flag.IntVar(&c.latencySeconds, "latency-seconds", 30, "length of the latency run")
 	flag.IntVar(&c.partitions, "partitions", 4, "partitions of the input topic")
+	flag.IntVar(&c.batch, "batch-size", 500, "the Go consumer's --batch-size")
+	flag.IntVar(&c.workers, "workers", 2, "the Go consumer's --workers")
 	flag.StringVar(&c.modelDir, "model-dir", "models/default", "model directory")
 	flag.StringVar(&c.out, "out", "out/bench.json", "report file")
 	flag.StringVar(&c.peerCmd, "peer", ".venv-peer/bin/python bench/peer/peer.py", "command that runs the Python peer")
 	flag.BoolVar(&c.skipPeer, "skip-peer", false, "measure only the Go consumer")
+	flag.StringVar(&c.profile, "profile", "", "write a CPU profile of the Go consumer's throughput runs to this file (the last run's survives)")
 	flag.Parse()
 	c.brokers = strings.Split(*brokers, ",")
 	log := slog.New(slog.NewTextHandler(os.Stderr, nil))
@@ -197,9 +206,13 @@ func run(ctx context.Context, c config, log *slog.Logger) error {
 		When:    time.Now().UTC(),
 	}
 	goImpl := impl{name: "go", start: func(a implArgs) *exec.Cmd {
-		return exec.Command(bin, "--brokers", strings.Join(c.brokers, ","), "--redis", c.redisAddr,
+		args := []string{"--brokers", strings.Join(c.brokers, ","), "--redis", c.redisAddr,
 			"--group", a.group, "--topic-appointments", a.in, "--topic-risk", a.risk, "--topic-dlq", a.dlq,
-			"--redis-prefix", a.prefix, "--model-dir", c.modelDir)
+			"--redis-prefix", a.prefix, "--model-dir", c.modelDir, "--metrics-addr", "off", "--batch-size", strconv.Itoa(c.batch), "--workers", strconv.Itoa(c.workers)}
+		if c.profile != "" && a.maxEvents < 1<<30 {
+			args = append(args, "--cpu-profile", c.profile)
+		}
+		return exec.Command(bin, args...)
 	}}
 	var goRisk map[string]float64
 	rep.Go, goRisk, err = measure(ctx, c, log, rdb, w, goImpl, inTopic, len(w.input))
@@ -254,6 +267,7 @@ func measure(ctx context.Context, c config, log *slog.Logger, rdb *redis.Client,
 	var res Result
 	res.Events = n
 	var risks map[string]float64
+	var cpuRuns []float64
 	for r := 1; r <= c.runs; r++ {
 		a := implArgs{group: fmt.Sprintf("bench-%s-%d-%d", im.name, r, time.Now().UnixNano()), in: inTopic, maxEvents: n}
 		a.risk, a.dlq, a.prefix = a.group+".risk", a.group+".dlq", a.group+":"
@@ -265,11 +279,12 @@ func measure(ctx context.Context, c config, log *slog.Logger, rdb *redis.Client,
 		if err := preload(ctx, rdb, a.prefix, w.histories); err != nil {
 			return res, nil, err
 		}
-		eps, rss, err := throughputRun(ctx, c, im, a, n)
+		eps, rss, cpu, err := throughputRun(ctx, c, im, a, n)
 		if err != nil {
 			return res, nil, err
 		}
-		log.Info("throughput run", "impl", im.name, "run", r, "events", n, "events_per_s", round(eps, 0), "rss_mb", round(rss, 1))
+		log.Info("throughput run", "impl", im.name, "run", r, "events", n, "events_per_s", round(eps, 0), "rss_mb", round(rss, 1), "cpu_s", round(cpu, 1))
+		cpuRuns = append(cpuRuns, float64(n)/cpu)
 		res.Runs = append(res.Runs, round(eps, 0))
 		res.RSSRuns = append(res.RSSRuns, round(rss, 1))
 		if r == c.runs {
@@ -281,6 +296,7 @@ func measure(ctx context.Context, c config, log *slog.Logger, rdb *redis.Client,
 		_ = rdbFlushPrefix(ctx, rdb, a.prefix)
 	}
 	res.EventsPerS = median(res.Runs)
+	res.EventsPerCPUs = round(median(cpuRuns), 0)
 	res.RSSMB = maxOf(res.RSSRuns)
 	lat, err := latencyRun(ctx, c, log, rdb, w, im)
 	if err != nil {
@@ -291,12 +307,12 @@ func measure(ctx context.Context, c config, log *slog.Logger, rdb *redis.Client,
 	return res, risks, nil
 }
 
-func throughputRun(ctx context.Context, c config, im impl, a implArgs, n int) (eventsPerS, rssMB float64, err error) {
+func throughputRun(ctx context.Context, c config, im impl, a implArgs, n int) (eventsPerS, rssMB, cpuS float64, err error) {
 	cmd := im.start(a)
 	var stderr strings.Builder
 	cmd.Stderr = &stderr
 	if err := cmd.Start(); err != nil {
-		return 0, 0, err
+		return 0, 0, 0, err
 	}
 	exited := make(chan struct{})
 	go func() { _ = cmd.Wait(); close(exited) }()
@@ -319,7 +335,7 @@ func throughputRun(ctx context.Context, c config, im impl, a implArgs, n int) (e
 	var peakRSS float64
 	for {
 		if time.Now().After(deadline) {
-			return 0, 0, fmt.Errorf("%s did not finish within 30 minutes\n%s", im.name, tail(stderr.String()))
+			return 0, 0, 0, fmt.Errorf("%s did not finish within 30 minutes\n%s", im.name, tail(stderr.String()))
 		}
 		if rss := vmHWM(cmd.Process.Pid); rss > peakRSS {
 			peakRSS = rss
@@ -339,18 +355,19 @@ func throughputRun(ctx context.Context, c config, im impl, a implArgs, n int) (e
 		}
 		select {
 		case <-exited:
-			return 0, 0, fmt.Errorf("%s exited before consuming its input\n%s", im.name, tail(stderr.String()))
+			return 0, 0, 0, fmt.Errorf("%s exited before consuming its input\n%s", im.name, tail(stderr.String()))
 		case <-time.After(100 * time.Millisecond):
 		}
 	}
 	if rss := vmHWM(cmd.Process.Pid); rss > peakRSS {
 		peakRSS = rss
 	}
+	cpu := cpuSeconds(cmd.Process.Pid)
 	first, err := firstTimestamp(ctx, c.brokers, a.risk)
 	if err != nil {
-		return 0, 0, err
+		return 0, 0, 0, err
 	}
-	return float64(n) / done.Sub(first).Seconds(), peakRSS, nil
+	return float64(n) / done.Sub(first).Seconds(), peakRSS, cpu, nil
 }
 
 // latencyRun offers bookings at a fixed rate to a running consumer and times each one from
@@ -648,6 +665,20 @@ func vmHWM(pid int) float64 {
 		}
 	}
 	return 0
+}
+
+// cpuSeconds is the user+system CPU time the process has used, from /proc (clock ticks of
+// 1/100 s on Linux).
+func cpuSeconds(pid int) float64 {
+	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", pid))
+	if err != nil {
+		return math.NaN()
+	}
+	// Fields after the command name (which may hold spaces) start after the last ')'.
+	f := strings.Fields(string(b[strings.LastIndexByte(string(b), ')')+1:]))
+	utime, _ := strconv.ParseFloat(f[11], 64)
+	stime, _ := strconv.ParseFloat(f[12], 64)
+	return (utime + stime) / 100
 }
 
 func machine() map[string]any {

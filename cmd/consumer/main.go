@@ -24,6 +24,7 @@ import (
 	"net"
 	"os"
 	"os/signal"
+	"runtime/pprof"
 	"strings"
 	"syscall"
 	"time"
@@ -58,6 +59,8 @@ type config struct {
 	// remindersURL is the dispatcher's /metrics, read for the status page's reminders.
 	remindersURL string
 	lagEvery     time.Duration
+	cpuProfile   string // "" or a file for a CPU profile of the whole run (make bench)
+	workers      int
 	logLevel     slog.Level
 	kafkaOpts    []stream.Option
 	redisOpts    redis.UniversalOptions
@@ -81,7 +84,7 @@ func parseConfigEnv(args []string, lookup func(string) (string, bool), stderr io
 	env := envflag.Env{
 		"brokers": "KAFKA_BROKERS", "redis": "REDIS_ADDR", "model-dir": "MODEL_DIR", "model-poll": "MODEL_POLL", "group": "KAFKA_GROUP",
 		"topic-appointments": "TOPIC_APPOINTMENTS", "topic-risk": "TOPIC_RISK", "topic-dlq": "TOPIC_DLQ",
-		"batch-size": "BATCH_SIZE", "batch-wait": "BATCH_WAIT", "history-retention": "HISTORY_RETENTION", "max-ahead": "MAX_EVENT_AHEAD",
+		"batch-size": "BATCH_SIZE", "batch-wait": "BATCH_WAIT", "history-retention": "HISTORY_RETENTION", "max-ahead": "MAX_EVENT_AHEAD", "workers": "CONSUMER_WORKERS",
 		"redis-prefix": "REDIS_PREFIX", "metrics-addr": "METRICS_ADDR", "status-page": "STATUS_PAGE",
 		"lag-interval": "LAG_INTERVAL", "log-level": "LOG_LEVEL", "reminders-metrics-url": "REMINDERS_METRICS_URL",
 	}
@@ -94,6 +97,7 @@ func parseConfigEnv(args []string, lookup func(string) (string, bool), stderr io
 	fs.StringVar(&c.topics.Risk, "topic-risk", "risk", "risk event topic")
 	fs.StringVar(&c.topics.DeadLetter, "topic-dlq", "appointments.dlq", "dead-letter topic")
 	fs.IntVar(&c.batch.MaxMessages, "batch-size", 500, "most messages per batch")
+	fs.IntVar(&c.workers, "workers", 1, "consumer-group members in this process, each owning some partitions; more overlap one member's Kafka and Redis round trips with another's work")
 	fs.DurationVar(&c.batch.MaxWait, "batch-wait", 10*time.Millisecond, "longest wait to fill a batch")
 	fs.DurationVar(&c.retention, "history-retention", 3*365*24*time.Hour, "how long facts are kept in a patient's history")
 	fs.DurationVar(&c.maxAhead, "max-ahead", stream.DefaultMaxAhead, "dead-letter events dated further than this past the clock (a mis-dated event would prune the patient's history); 0 for no limit, e.g. to replay a simulated future")
@@ -102,6 +106,7 @@ func parseConfigEnv(args []string, lookup func(string) (string, bool), stderr io
 	fs.BoolVar(&c.statusPage, "status-page", true, "serve the status page (/status) on --metrics-addr")
 	fs.StringVar(&c.remindersURL, "reminders-metrics-url", "", "the reminder dispatcher's /metrics URL, for today's reminders on the status page (default: not connected)")
 	fs.DurationVar(&c.lagEvery, "lag-interval", 15*time.Second, "how often to measure consumer lag")
+	fs.StringVar(&c.cpuProfile, "cpu-profile", "", "write a CPU profile of the whole run to this file (for go tool pprof)")
 	logLevel := fs.String("log-level", "info", "debug, info, warn or error")
 	var ksec secconfig.Kafka
 	ksec.Register(fs, env)
@@ -157,6 +162,8 @@ func parseConfigEnv(args []string, lookup func(string) (string, bool), stderr io
 		return c, fmt.Errorf("--batch-size %d out of range 1..100000", c.batch.MaxMessages)
 	case c.retention < 24*time.Hour:
 		return c, fmt.Errorf("--history-retention %s is under a day", c.retention)
+	case c.workers < 1 || c.workers > 64:
+		return c, fmt.Errorf("--workers %d out of range 1..64", c.workers)
 	case c.maxAhead < 0:
 		return c, fmt.Errorf("--max-ahead %s is negative", c.maxAhead)
 	case c.group == "" || c.inTopic == "" || c.topics.Risk == "" || c.topics.DeadLetter == "":
@@ -190,7 +197,21 @@ func main() {
 		fmt.Fprintln(os.Stderr, "consumer: cannot load model:", err)
 		os.Exit(2)
 	}
-	if err := run(cfg, model, log); err != nil {
+	if cfg.cpuProfile != "" {
+		f, err := os.Create(cfg.cpuProfile)
+		if err == nil {
+			err = pprof.StartCPUProfile(f)
+		}
+		if err != nil {
+			fmt.Fprintln(os.Stderr, "consumer: cpu profile:", err)
+			os.Exit(2)
+		}
+	}
+	err = run(cfg, model, log)
+	if cfg.cpuProfile != "" {
+		pprof.StopCPUProfile()
+	}
+	if err != nil {
 		log.Error("consumer stopped", "err", err)
 		os.Exit(1)
 	}
@@ -210,8 +231,6 @@ func run(cfg config, model *scoring.Model, log *slog.Logger) error {
 	store := featurestore.NewRedisStore(rdb, featurestore.RedisOptions{Prefix: cfg.redisPrefix, TTL: cfg.historyTTL})
 	w := stream.NewWriter(cfg.brokers, "", cfg.kafkaOpts...)
 	defer w.Close()
-	r := stream.NewReader(cfg.brokers, cfg.group, cfg.inTopic, cfg.kafkaOpts...)
-	defer r.Close()
 	admin := stream.NewAdmin(cfg.brokers, cfg.kafkaOpts...)
 	defer admin.Close()
 
@@ -269,7 +288,7 @@ func run(cfg config, model *scoring.Model, log *slog.Logger) error {
 		m.SetModel(next.ID())
 		m.ModelReload(true)
 	})
-	if err := stream.Run(ctx, r, proc, cfg.batch, log); err != nil {
+	if err := consume(ctx, cfg, proc, log); err != nil {
 		return err
 	}
 	log.Info("consumer stopped cleanly", "consumed", proc.Stats.Consumed.Load(), "scored", proc.Stats.Scored.Load(),
@@ -300,4 +319,31 @@ func reloadOnHUP(ctx context.Context, dir string, proc *stream.Processor, m *met
 			log.Info("model reloaded", "model_id", next.ID())
 		}
 	}
+}
+
+// consume runs cfg.workers members of the consumer group, sharing one Processor (it is safe
+// for concurrent use), until ctx ends. Each member owns its partitions, so a patient's events
+// are still processed in order by one member. The first member to fail stops the others.
+func consume(ctx context.Context, cfg config, proc *stream.Processor, log *slog.Logger) error {
+	ctx, cancel := context.WithCancel(ctx)
+	defer cancel()
+	errs := make(chan error, cfg.workers)
+	for i := 0; i < cfg.workers; i++ {
+		r := stream.NewReader(cfg.brokers, cfg.group, cfg.inTopic, cfg.kafkaOpts...)
+		go func() {
+			defer r.Close()
+			err := stream.Run(ctx, r, proc, cfg.batch, log)
+			if err != nil {
+				cancel()
+			}
+			errs <- err
+		}()
+	}
+	var first error
+	for i := 0; i < cfg.workers; i++ {
+		if err := <-errs; err != nil && first == nil {
+			first = err
+		}
+	}
+	return first
 }
