@@ -85,12 +85,10 @@ func Compute(ev *events.Appointment, h *History) Vector {
 
 	var dna, att, dna365, pc, hc, resched int
 	lastDNA, lastAtt := int64(math.MinInt64), int64(math.MinInt64)
-	// Outcome per appointment: the latest outcome fact known at asOf wins (a PAS may correct
-	// a did-not-attend to attended).
-	outcome := map[string]Kind{}
-	outcomeAt := map[string]int64{}
-	booked := map[string]Fact{} // appointment -> its highest booking version known
-	cancelled := map[string]bool{}
+	// One entry per other appointment known at asOf, in a slice rather than maps: a patient
+	// has a few dozen facts, and map allocation dominated this function's cost.
+	var buf [32]apptState
+	appts := buf[:0]
 	if h != nil {
 		for _, f := range h.Facts {
 			// Facts stamped in the booking's own second are left out too: times are whole
@@ -98,44 +96,46 @@ func Compute(ev *events.Appointment, h *History) Vector {
 			if f.At >= asOf || f.Appointment == ev.AppointmentID {
 				continue
 			}
+			var a *apptState
+			appts, a = stateOf(appts, f.Appointment)
 			switch f.Kind {
 			case KindAttended, KindDidNotAttend:
-				outcome[f.Appointment] = f.Kind
-				outcomeAt[f.Appointment] = f.At
+				// The latest outcome known at asOf wins (a PAS may correct a DNA to attended).
+				a.outcome, a.outcomeAt = f.Kind, f.At
 			case KindPatientCancel:
 				pc++
-				cancelled[f.Appointment] = true
+				a.cancelled = true
 			case KindHospitalCancel:
 				hc++
-				cancelled[f.Appointment] = true
+				a.cancelled = true
 			case KindRescheduled, KindBooked:
 				if f.Kind == KindRescheduled {
 					resched++
 				}
 				// A late, superseded version must not move the appointment.
-				if b, ok := booked[f.Appointment]; !ok || f.Version >= b.Version {
-					booked[f.Appointment] = f
+				if f.Version >= a.version {
+					a.version, a.start = f.Version, f.Start
 				}
 			}
 		}
 	}
-	for appt, k := range outcome {
-		at := outcomeAt[appt]
-		if k == KindDidNotAttend {
+	open := 0
+	for i := range appts {
+		a := &appts[i]
+		switch a.outcome {
+		case KindDidNotAttend:
 			dna++
-			if at > asOf-365*day {
+			if a.outcomeAt > asOf-365*day {
 				dna365++
 			}
-			lastDNA = max(lastDNA, at)
-		} else {
+			lastDNA = max(lastDNA, a.outcomeAt)
+		case KindAttended:
 			att++
-			lastAtt = max(lastAtt, at)
-		}
-	}
-	open := 0
-	for appt, b := range booked {
-		if _, done := outcome[appt]; !done && !cancelled[appt] && b.Start > asOf {
-			open++
+			lastAtt = max(lastAtt, a.outcomeAt)
+		default:
+			if a.version > 0 && !a.cancelled && a.start > asOf {
+				open++
+			}
 		}
 	}
 
@@ -168,4 +168,26 @@ func boolf(b bool) float64 {
 		return 1
 	}
 	return 0
+}
+
+// apptState is what Compute knows about one other appointment of the patient.
+type apptState struct {
+	id        string
+	outcome   Kind // 0 when none
+	outcomeAt int64
+	cancelled bool
+	version   int   // highest booking version seen, 0 if none
+	start     int64 // its start
+}
+
+// stateOf returns the entry for id, adding one if needed. Recent facts tend to be about recent
+// appointments, so the search runs from the end.
+func stateOf(appts []apptState, id string) ([]apptState, *apptState) {
+	for i := len(appts) - 1; i >= 0; i-- {
+		if appts[i].id == id {
+			return appts, &appts[i]
+		}
+	}
+	appts = append(appts, apptState{id: id})
+	return appts, &appts[len(appts)-1]
 }
