@@ -63,6 +63,7 @@ type config struct {
 	profile        string
 	batch          int
 	workers        int
+	batchWait      time.Duration
 }
 
 // Result is one implementation's figures (medians over runs, with every run kept).
@@ -113,6 +114,7 @@ func main() {
 	flag.IntVar(&c.partitions, "partitions", 4, "partitions of the input topic")
 	flag.IntVar(&c.batch, "batch-size", 500, "the Go consumer's --batch-size")
 	flag.IntVar(&c.workers, "workers", 2, "the Go consumer's --workers")
+	flag.DurationVar(&c.batchWait, "batch-wait", 10*time.Millisecond, "the Go consumer's --batch-wait")
 	flag.StringVar(&c.modelDir, "model-dir", "models/default", "model directory")
 	flag.StringVar(&c.out, "out", "out/bench.json", "report file")
 	flag.StringVar(&c.peerCmd, "peer", ".venv-peer/bin/python bench/peer/peer.py", "command that runs the Python peer")
@@ -208,7 +210,8 @@ func run(ctx context.Context, c config, log *slog.Logger) error {
 	goImpl := impl{name: "go", start: func(a implArgs) *exec.Cmd {
 		args := []string{"--brokers", strings.Join(c.brokers, ","), "--redis", c.redisAddr,
 			"--group", a.group, "--topic-appointments", a.in, "--topic-risk", a.risk, "--topic-dlq", a.dlq,
-			"--redis-prefix", a.prefix, "--model-dir", c.modelDir, "--metrics-addr", "off", "--batch-size", strconv.Itoa(c.batch), "--workers", strconv.Itoa(c.workers)}
+			"--redis-prefix", a.prefix, "--model-dir", c.modelDir, "--metrics-addr", "off", "--batch-size", strconv.Itoa(c.batch), "--workers", strconv.Itoa(c.workers),
+			"--batch-wait", c.batchWait.String()}
 		if c.profile != "" && a.maxEvents < 1<<30 {
 			args = append(args, "--cpu-profile", c.profile)
 		}
