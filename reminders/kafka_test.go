@@ -70,11 +70,11 @@ func TestConsumeRealKafkaCrashBeforeCommit(t *testing.T) {
 
 	// First member: dies at its third commit.
 	first := h.dispatcher()
-	r1 := reminders.NewReader(brokers, group, h.opts.Topics.Appointments, h.opts.Topics.Risk)
+	r1 := stream.NewGroupReader(brokers, group, []string{h.opts.Topics.Appointments, h.opts.Topics.Risk})
 	runCtx, kill := context.WithCancel(ctx)
 	crash := &crashing{Reader: r1, crashAt: 3, kill: kill}
 	done := make(chan error, 1)
-	go func() { done <- reminders.Consume(runCtx, crash, first, reminders.Batching{MaxMessages: 10}) }()
+	go func() { done <- reminders.Consume(runCtx, crash, first, stream.Batching{MaxMessages: 10}) }()
 	if err := <-done; err != nil {
 		t.Fatal(err)
 	}
@@ -86,9 +86,9 @@ func TestConsumeRealKafkaCrashBeforeCommit(t *testing.T) {
 
 	// Second member: consumes the rest plus the uncommitted batch.
 	second := h.dispatcher()
-	r2 := reminders.NewReader(brokers, group, h.opts.Topics.Appointments, h.opts.Topics.Risk)
+	r2 := stream.NewGroupReader(brokers, group, []string{h.opts.Topics.Appointments, h.opts.Topics.Risk})
 	runCtx2, stop := context.WithCancel(ctx)
-	go func() { done <- reminders.Consume(runCtx2, r2, second, reminders.Batching{MaxMessages: 10}) }()
+	go func() { done <- reminders.Consume(runCtx2, r2, second, stream.Batching{MaxMessages: 10}) }()
 	want := total - crash.committed
 	testenv.Eventually(t, 60*time.Second, func() bool { return second.Stats.Consumed.Load() >= want },
 		"the second member to consume the rest and the uncommitted batch")

@@ -18,6 +18,14 @@ type Source interface {
 	CommitMessages(ctx context.Context, msgs ...kafka.Message) error
 }
 
+// Handler processes one batch. It returns nil only when everything the batch implies is
+// durable, so its offsets may be committed; an error means the same batch will be handed to it
+// again, so Process must be idempotent. *Processor (the scorer) and the reminder dispatcher
+// are the implementations.
+type Handler interface {
+	Process(ctx context.Context, msgs []kafka.Message) error
+}
+
 // Batching bounds a batch.
 type Batching struct {
 	// MaxMessages per batch. Default 500.
@@ -49,7 +57,7 @@ func (b *Batching) setDefaults() {
 // When ctx ends, Run finishes the batch in hand, commits it and returns nil; it never commits
 // a batch that was not fully processed. It returns an error only if src fails for another
 // reason than ctx ending.
-func Run(ctx context.Context, src Source, proc *Processor, b Batching, log *slog.Logger) error {
+func Run(ctx context.Context, src Source, proc Handler, b Batching, log *slog.Logger) error {
 	b.setDefaults()
 	if log == nil {
 		log = slog.Default()
@@ -94,7 +102,7 @@ func fetchBatch(ctx context.Context, src Source, b Batching) ([]kafka.Message, e
 }
 
 // processWithRetry reports false if ctx ended before the batch could be processed.
-func processWithRetry(ctx, finish context.Context, proc *Processor, batch []kafka.Message, b Batching, log *slog.Logger) bool {
+func processWithRetry(ctx, finish context.Context, proc Handler, batch []kafka.Message, b Batching, log *slog.Logger) bool {
 	wait := b.RetryBackoff
 	for attempt := 1; ; attempt++ {
 		err := proc.Process(finish, batch)

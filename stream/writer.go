@@ -38,11 +38,17 @@ func NewWriter(brokers []string, topic string, opts ...Option) *kafka.Writer {
 // only logs failures) and a new group starting from the earliest offset, so no booking
 // published before the scorer first started is missed. opts add TLS and SASL (see Option).
 func NewReader(brokers []string, group, topic string, opts ...Option) *kafka.Reader {
+	return NewGroupReader(brokers, group, []string{topic}, opts...)
+}
+
+// NewGroupReader is NewReader over several topics in one consumer group (the reminder
+// dispatcher reads appointments and risk events together).
+func NewGroupReader(brokers []string, group string, topics []string, opts ...Option) *kafka.Reader {
 	return kafka.NewReader(kafka.ReaderConfig{
 		Brokers:           brokers,
 		Dialer:            applyOptions(opts).dialer(),
 		GroupID:           group,
-		Topic:             topic,
+		GroupTopics:       topics,
 		MinBytes:          1,
 		MaxBytes:          10 << 20,
 		MaxWait:           100 * time.Millisecond,

@@ -122,10 +122,10 @@ func remind(ctx context.Context, brokers []string, rdb redis.UniversalClient, ri
 	}, time.Local)
 
 	// Intake: everything the PAS and the scorer published, through a consumer group.
-	r := reminders.NewReader(brokers, "dna-reminders", apptTopic, riskTopic)
+	r := stream.NewGroupReader(brokers, "dna-reminders", []string{apptTopic, riskTopic})
 	intake, stopIntake := context.WithCancel(ctx)
 	done := make(chan error, 1)
-	go func() { done <- reminders.Consume(intake, r, d, reminders.Batching{}) }()
+	go func() { done <- reminders.Consume(intake, r, d, stream.Batching{}) }()
 	total := int64(len(apptMsgs) + len(riskMsgs))
 	for d.Stats.Consumed.Load() < total && ctx.Err() == nil {
 		time.Sleep(20 * time.Millisecond)

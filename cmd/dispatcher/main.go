@@ -259,7 +259,7 @@ func run(cfg config, log *slog.Logger) error {
 	if err != nil {
 		return err
 	}
-	r := reminders.NewReader(cfg.brokers, cfg.group, cfg.opts.Topics.Appointments, cfg.opts.Topics.Risk)
+	r := stream.NewGroupReader(cfg.brokers, cfg.group, []string{cfg.opts.Topics.Appointments, cfg.opts.Topics.Risk})
 	defer r.Close()
 	m.Reminders(func() metrics.ReminderCounts {
 		s := &d.Stats
@@ -292,7 +292,7 @@ func run(cfg config, log *slog.Logger) error {
 	var wg sync.WaitGroup
 	errc := make(chan error, 2)
 	wg.Add(2)
-	go func() { defer wg.Done(); errc <- reminders.Consume(ctx, r, d, reminders.Batching{}) }()
+	go func() { defer wg.Done(); errc <- reminders.Consume(ctx, r, d, stream.Batching{}) }()
 	go func() { defer wg.Done(); errc <- d.RunSender(ctx) }()
 	go report(ctx, d, log)
 	var first error
