@@ -254,6 +254,7 @@ func runBackpressure(parent context.Context, cfg config, log *slog.Logger) (bool
 	}
 	setPhase("end")
 	stopSampling()
+	r.ps.sample() // the kernel's high-water mark, while the process is still there to ask
 	if err := scorer.term(30 * time.Second); err != nil {
 		violate("scorer did not stop cleanly: %v", err)
 	}
@@ -272,7 +273,6 @@ func runBackpressure(parent context.Context, cfg config, log *slog.Logger) (bool
 		}
 	}
 	mu.Unlock()
-	r.ps.sample()
 	rep.RSS.HighWater = r.ps.peakMB()["consumer"]
 	for _, p := range []*float64{&rep.RSS.BeforePeak, &rep.RSS.RedisOutagePeak, &rep.RSS.OutputOutagePeak, &rep.RSS.AfterPeak, &rep.RSS.HighWater} {
 		*p = round(*p, 1)
