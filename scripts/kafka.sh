@@ -156,7 +156,7 @@ kjava() {
 # it from another on the same port) answers a cluster description with a
 # registered broker, via kafka-clients' Admin (already in libs).
 wait_ready() {
-	local deadline=$1 cluster_id=$2 checker="$CACHE/ReadyCheck.java"
+	local deadline=$1 cluster_id=$2 checker="$RUN/ReadyCheck.java"
 	cat >"$checker" <<'EOF'
 import java.util.Collection;
 import java.util.Properties;
