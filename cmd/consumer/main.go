@@ -25,7 +25,6 @@ import (
 	"os"
 	"os/signal"
 	"runtime/pprof"
-	"strings"
 	"syscall"
 	"time"
 
@@ -112,23 +111,11 @@ func parseConfigEnv(args []string, lookup func(string) (string, bool), stderr io
 	ksec.Register(fs, env)
 	var rsec secconfig.Redis
 	rsec.Register(fs, env)
-	env.Annotate(fs)
-	if err := fs.Parse(args); err != nil {
-		if errors.Is(err, flag.ErrHelp) {
-			fmt.Fprintln(stderr, usage)
-			fs.SetOutput(stderr)
-			fs.PrintDefaults()
-		}
+	if err := env.Parse(fs, args, lookup, stderr, usage); err != nil {
 		return c, err
 	}
-	if fs.NArg() > 0 {
-		return c, fmt.Errorf("unexpected arguments %q", fs.Args())
-	}
-	if err := env.Apply(fs, lookup); err != nil {
-		return c, err
-	}
-	c.brokers = splitList(*brokers)
-	c.redisAddrs = splitList(*redisAddrs)
+	c.brokers = envflag.List(*brokers)
+	c.redisAddrs = envflag.List(*redisAddrs)
 	c.historyTTL = c.retention + 30*24*time.Hour
 	if err := c.logLevel.UnmarshalText([]byte(*logLevel)); err != nil {
 		return c, fmt.Errorf("--log-level %q: want debug, info, warn or error", *logLevel)
@@ -170,16 +157,6 @@ func parseConfigEnv(args []string, lookup func(string) (string, bool), stderr io
 		return c, errors.New("group and topic names must not be empty")
 	}
 	return c, nil
-}
-
-func splitList(s string) []string {
-	var out []string
-	for _, p := range strings.Split(s, ",") {
-		if p = strings.TrimSpace(p); p != "" {
-			out = append(out, p)
-		}
-	}
-	return out
 }
 
 func main() {

@@ -27,6 +27,7 @@ import (
 	"github.com/redis/go-redis/v9"
 
 	"github.com/nhsx/dnarisk/contacts"
+	"github.com/nhsx/dnarisk/internal/envflag"
 	"github.com/nhsx/dnarisk/metrics"
 	"github.com/nhsx/dnarisk/notify"
 	"github.com/nhsx/dnarisk/ops"
@@ -113,7 +114,7 @@ func parseConfig(args []string, getenv func(string) string) (config, error) {
 	if err := fs.Parse(args); err != nil {
 		return c, err
 	}
-	c.brokers, c.redisAddrs = splitList(*brokers), splitList(*redisAddrs)
+	c.brokers, c.redisAddrs = envflag.List(*brokers), envflag.List(*redisAddrs)
 	switch {
 	case len(c.brokers) == 0:
 		return c, errors.New("no Kafka brokers: set --brokers or KAFKA_BROKERS")
@@ -201,16 +202,6 @@ func readConfigFile(path string) (fileConfig, error) {
 		return fc, fmt.Errorf("config file %s: %w", path, err)
 	}
 	return fc, nil
-}
-
-func splitList(s string) []string {
-	var out []string
-	for _, p := range strings.Split(s, ",") {
-		if p = strings.TrimSpace(p); p != "" {
-			out = append(out, p)
-		}
-	}
-	return out
 }
 
 func main() {

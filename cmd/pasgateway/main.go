@@ -22,7 +22,6 @@ import (
 	"net/http"
 	"os"
 	"os/signal"
-	"strings"
 	"sync"
 	"syscall"
 	"time"
@@ -94,25 +93,13 @@ func parseConfig(args []string, lookup func(string) (string, bool), stderr io.Wr
 	ksec.Register(fs, env)
 	var rsec secconfig.Redis
 	rsec.Register(fs, env)
-	env.Annotate(fs)
-	if err := fs.Parse(args); err != nil {
-		if errors.Is(err, flag.ErrHelp) {
-			fmt.Fprintln(stderr, usage)
-			fs.SetOutput(stderr)
-			fs.PrintDefaults()
-		}
+	if err := env.Parse(fs, args, lookup, stderr, usage); err != nil {
 		return c, err
 	}
-	if fs.NArg() > 0 {
-		return c, fmt.Errorf("unexpected arguments %q", fs.Args())
-	}
-	if err := env.Apply(fs, lookup); err != nil {
-		return c, err
-	}
-	c.brokers = splitList(*brokers)
-	c.redisOpts.Addrs = splitList(*redisAddrs)
-	c.patientIDTypes = splitList(*idTypes)
-	c.processingIDs = splitList(*procIDs)
+	c.brokers = envflag.List(*brokers)
+	c.redisOpts.Addrs = envflag.List(*redisAddrs)
+	c.patientIDTypes = envflag.List(*idTypes)
+	c.processingIDs = envflag.List(*procIDs)
 	if err := c.logLevel.UnmarshalText([]byte(*logLevel)); err != nil {
 		return c, fmt.Errorf("--log-level %q: want debug, info, warn or error", *logLevel)
 	}
@@ -159,16 +146,6 @@ func parseConfig(args []string, lookup func(string) (string, bool), stderr io.Wr
 		return c, fmt.Errorf("--max-message-bytes %d out of range 1024..%d", c.maxMessage, 64<<20)
 	}
 	return c, nil
-}
-
-func splitList(s string) []string {
-	var out []string
-	for _, p := range strings.Split(s, ",") {
-		if p = strings.TrimSpace(p); p != "" {
-			out = append(out, p)
-		}
-	}
-	return out
 }
 
 func main() {

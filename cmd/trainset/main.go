@@ -50,6 +50,7 @@ import (
 	"github.com/nhsx/dnarisk/csvimport"
 	"github.com/nhsx/dnarisk/events"
 	"github.com/nhsx/dnarisk/featurestore"
+	"github.com/nhsx/dnarisk/internal/envflag"
 	"github.com/nhsx/dnarisk/pseudo"
 	"github.com/nhsx/dnarisk/scoring"
 	"github.com/nhsx/dnarisk/sim"
@@ -77,7 +78,7 @@ func main() {
 	extras := flag.String("extras", "", "comma-separated booking extras to add as extra.<key> columns (CSV: extra column names)")
 	retention := flag.Duration("history-retention", 3*365*24*time.Hour, "how long facts stay in a patient's history; must equal the consumer's --history-retention or training and serving features differ")
 	flag.Parse()
-	o.extras = splitList(*extras)
+	o.extras = envflag.List(*extras)
 	o.policy = featurestore.Policy{Retention: *retention}
 	bad := (o.in == "") == (o.csv == "") || flag.NArg() > 0 || *retention < 24*time.Hour
 	bad = bad || o.badRows != "" && o.csv == "" || o.truth != "" && o.csv != ""
@@ -93,16 +94,6 @@ func main() {
 		}
 		os.Exit(1)
 	}
-}
-
-func splitList(s string) []string {
-	var out []string
-	for _, p := range strings.Split(s, ",") {
-		if p = strings.TrimSpace(p); p != "" {
-			out = append(out, p)
-		}
-	}
-	return out
 }
 
 // extraKeyRE: extra keys become LightGBM feature names ("extra.<key>"), which must not hold

@@ -5,9 +5,12 @@
 package envflag
 
 import (
+	"errors"
 	"flag"
 	"fmt"
+	"io"
 	"sort"
+	"strings"
 )
 
 // Env maps flag names to the environment variables behind them.
@@ -46,4 +49,34 @@ func (e Env) Apply(fs *flag.FlagSet, lookup func(string) (string, bool)) error {
 		}
 	}
 	return nil
+}
+
+// Parse annotates fs, parses args, then applies the environment: the whole of a command's
+// flag handling. On --help it prints usage and the flags to stderr and returns
+// flag.ErrHelp; stray arguments are an error.
+func (e Env) Parse(fs *flag.FlagSet, args []string, lookup func(string) (string, bool), stderr io.Writer, usage string) error {
+	e.Annotate(fs)
+	if err := fs.Parse(args); err != nil {
+		if errors.Is(err, flag.ErrHelp) {
+			fmt.Fprintln(stderr, usage)
+			fs.SetOutput(stderr)
+			fs.PrintDefaults()
+		}
+		return err
+	}
+	if fs.NArg() > 0 {
+		return fmt.Errorf("unexpected arguments %q", fs.Args())
+	}
+	return e.Apply(fs, lookup)
+}
+
+// List splits a comma-separated setting, dropping blanks ("a:1, b:2," → [a:1 b:2]).
+func List(s string) []string {
+	var out []string
+	for _, p := range strings.Split(s, ",") {
+		if p = strings.TrimSpace(p); p != "" {
+			out = append(out, p)
+		}
+	}
+	return out
 }
