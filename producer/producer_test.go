@@ -16,8 +16,8 @@ import (
 	"github.com/twmb/franz-go/pkg/kfake"
 
 	"github.com/nhsx/dnarisk/events"
-	"github.com/nhsx/dnarisk/pseudo"
-	"github.com/nhsx/dnarisk/sim"
+	"github.com/nhsx/dnarisk/internal/pseudo"
+	"github.com/nhsx/dnarisk/producer/sim"
 	"github.com/nhsx/dnarisk/stream"
 )
 

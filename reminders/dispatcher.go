@@ -16,8 +16,8 @@ import (
 	"github.com/redis/go-redis/v9"
 	"github.com/segmentio/kafka-go"
 
-	"github.com/nhsx/dnarisk/contacts"
-	"github.com/nhsx/dnarisk/notify"
+	"github.com/nhsx/dnarisk/reminders/contacts"
+	"github.com/nhsx/dnarisk/reminders/notify"
 )
 
 // Notifier sends text messages and finds them by reference; *notify.Client is the

@@ -8,8 +8,8 @@ import (
 	"time"
 
 	"github.com/nhsx/dnarisk/internal/testenv"
-	"github.com/nhsx/dnarisk/notify"
-	"github.com/nhsx/dnarisk/notifystub"
+	"github.com/nhsx/dnarisk/reminders/notify"
+	"github.com/nhsx/dnarisk/reminders/notify/notifystub"
 )
 
 // oneDue books one appointment whose 2-day reminder is due now.

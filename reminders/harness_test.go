@@ -15,12 +15,12 @@ import (
 	"github.com/redis/go-redis/v9"
 	"github.com/segmentio/kafka-go"
 
-	"github.com/nhsx/dnarisk/contacts"
 	"github.com/nhsx/dnarisk/events"
 	"github.com/nhsx/dnarisk/internal/testenv"
-	"github.com/nhsx/dnarisk/notify"
-	"github.com/nhsx/dnarisk/notifystub"
 	"github.com/nhsx/dnarisk/reminders"
+	"github.com/nhsx/dnarisk/reminders/contacts"
+	"github.com/nhsx/dnarisk/reminders/notify"
+	"github.com/nhsx/dnarisk/reminders/notify/notifystub"
 )
 
 const (

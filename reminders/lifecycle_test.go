@@ -5,8 +5,8 @@ import (
 	"testing"
 	"time"
 
-	"github.com/nhsx/dnarisk/contacts"
 	"github.com/nhsx/dnarisk/events"
+	"github.com/nhsx/dnarisk/reminders/contacts"
 )
 
 // A cancelled appointment gets nothing more, even when its booking and risk are replayed

@@ -20,7 +20,7 @@ type Source interface {
 
 // Handler processes one batch. It returns nil only when everything the batch implies is
 // durable, so its offsets may be committed; an error means the same batch will be handed to it
-// again, so Process must be idempotent. *Processor (the scorer) and the reminder dispatcher
+// again, so Process must be idempotent. *scorer.Processor and the reminder dispatcher
 // are the implementations.
 type Handler interface {
 	Process(ctx context.Context, msgs []kafka.Message) error

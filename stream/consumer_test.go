@@ -8,8 +8,6 @@ import (
 	"time"
 
 	"github.com/segmentio/kafka-go"
-
-	"github.com/nhsx/dnarisk/featurestore"
 )
 
 // chanSource feeds messages from a channel and records commits.
@@ -43,21 +41,36 @@ func (s *chanSource) commits() []int64 {
 	return append([]int64(nil), s.committed...)
 }
 
-// flakyOutput fails its first n writes.
-type flakyOutput struct {
-	memOutput
-	mu    sync.Mutex
-	fails int
+// flakyHandler fails its first fails batches, then records the offsets it processed.
+type flakyHandler struct {
+	mu        sync.Mutex
+	fails     int
+	processed []int64
 }
 
-func (o *flakyOutput) WriteMessages(ctx context.Context, msgs ...kafka.Message) error {
-	o.mu.Lock()
-	defer o.mu.Unlock()
-	if o.fails > 0 {
-		o.fails--
+func (h *flakyHandler) Process(_ context.Context, msgs []kafka.Message) error {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	if h.fails > 0 {
+		h.fails--
 		return errors.New("not leader for partition")
 	}
-	return o.memOutput.WriteMessages(ctx, msgs...)
+	for _, m := range msgs {
+		h.processed = append(h.processed, m.Offset)
+	}
+	return nil
+}
+
+func (h *flakyHandler) done() []int64 {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	return append([]int64(nil), h.processed...)
+}
+
+func (h *flakyHandler) failsLeft() int {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	return h.fails
 }
 
 func waitFor(t *testing.T, what string, cond func() bool) {
@@ -73,18 +86,17 @@ func waitFor(t *testing.T, what string, cond func() bool) {
 
 func TestRunRetriesThenCommitsAndStopsCleanly(t *testing.T) {
 	src := &chanSource{in: make(chan kafka.Message, 10)}
-	out := &flakyOutput{fails: 2}
-	p := NewProcessor(&featurestore.MemoryStore{}, out, fakeModel{"m"}, Topics{}, featurestore.Policy{}, nil)
-	src.in <- msg(t, book("A", 1, t0), 0)
-	src.in <- msg(t, book("B", 1, t0), 1)
+	p := &flakyHandler{fails: 2}
+	src.in <- kafka.Message{Offset: 0}
+	src.in <- kafka.Message{Offset: 1}
 	ctx, cancel := context.WithCancel(context.Background())
 	errc := make(chan error, 1)
 	go func() {
 		errc <- Run(ctx, src, p, Batching{MaxWait: 20 * time.Millisecond, RetryBackoff: time.Millisecond}, nil)
 	}()
 	waitFor(t, "both offsets committed", func() bool { return len(src.commits()) == 2 })
-	if n := len(out.topic("risk")); n != 2 {
-		t.Fatalf("%d risk events after two failed attempts, want 2", n)
+	if got := p.done(); len(got) != 2 || got[0] != 0 || got[1] != 1 {
+		t.Fatalf("processed %v after two failed attempts, want [0 1]", got)
 	}
 	cancel()
 	if err := <-errc; err != nil {
@@ -94,17 +106,12 @@ func TestRunRetriesThenCommitsAndStopsCleanly(t *testing.T) {
 
 func TestRunDoesNotCommitUnprocessedBatchOnShutdown(t *testing.T) {
 	src := &chanSource{in: make(chan kafka.Message, 10)}
-	out := &flakyOutput{fails: 1 << 30} // Kafka never comes back
-	p := NewProcessor(&featurestore.MemoryStore{}, out, fakeModel{"m"}, Topics{}, featurestore.Policy{}, nil)
-	src.in <- msg(t, book("A", 1, t0), 7)
+	p := &flakyHandler{fails: 1 << 30} // Kafka never comes back
+	src.in <- kafka.Message{Offset: 7}
 	ctx, cancel := context.WithCancel(context.Background())
 	errc := make(chan error, 1)
 	go func() { errc <- Run(ctx, src, p, Batching{RetryBackoff: time.Millisecond}, nil) }()
-	waitFor(t, "a few failed attempts", func() bool {
-		out.mu.Lock()
-		defer out.mu.Unlock()
-		return out.fails < 1<<30-3
-	})
+	waitFor(t, "a few failed attempts", func() bool { return p.failsLeft() < 1<<30-3 })
 	cancel()
 	if err := <-errc; err != nil {
 		t.Fatal(err)

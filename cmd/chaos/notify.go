@@ -10,8 +10,8 @@ import (
 	"sync/atomic"
 	"time"
 
-	"github.com/nhsx/dnarisk/notify"
-	"github.com/nhsx/dnarisk/notifystub"
+	"github.com/nhsx/dnarisk/reminders/notify"
+	"github.com/nhsx/dnarisk/reminders/notify/notifystub"
 )
 
 // notifyRates are the shares of requests that fail, by kind.

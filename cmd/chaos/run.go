@@ -15,9 +15,9 @@ import (
 	"github.com/redis/go-redis/v9"
 	"github.com/segmentio/kafka-go"
 
-	"github.com/nhsx/dnarisk/contacts"
-	"github.com/nhsx/dnarisk/notify"
 	"github.com/nhsx/dnarisk/reminders"
+	"github.com/nhsx/dnarisk/reminders/contacts"
+	"github.com/nhsx/dnarisk/reminders/notify"
 	"github.com/nhsx/dnarisk/scoring"
 	"github.com/nhsx/dnarisk/stream"
 )

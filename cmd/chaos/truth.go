@@ -13,10 +13,10 @@ import (
 
 	"github.com/nhsx/dnarisk/events"
 	"github.com/nhsx/dnarisk/featurestore"
-	"github.com/nhsx/dnarisk/pseudo"
+	"github.com/nhsx/dnarisk/internal/pseudo"
+	"github.com/nhsx/dnarisk/producer/sim"
 	"github.com/nhsx/dnarisk/reminders"
 	"github.com/nhsx/dnarisk/scoring"
-	"github.com/nhsx/dnarisk/sim"
 )
 
 // simStart is the first simulated booking day, passed to the producer as --start.
@@ -214,7 +214,7 @@ func groundTruth(evs []events.Appointment, model *scoring.Model, retention time.
 		}
 		switch ev.Type {
 		case events.Booked, events.Rescheduled:
-			// The scorer's rule (stream.Processor): not if cancelled or superseded.
+			// The scorer's rule (scorer.Processor): not if cancelled or superseded.
 			if !h.Cancelled(ev.AppointmentID) && h.LatestVersion(ev.AppointmentID) <= ev.Version {
 				x = model.Vector(ev, featurestore.Compute(ev, h), x)
 				p := model.Score(x)

@@ -5,8 +5,8 @@ import (
 	"log/slog"
 	"time"
 
+	"github.com/nhsx/dnarisk/scorer"
 	"github.com/nhsx/dnarisk/scoring"
-	"github.com/nhsx/dnarisk/stream"
 )
 
 // watchModelDir polls the model directory every interval (0: never) and swaps each new model
@@ -18,7 +18,7 @@ import (
 // later fix is picked up. current is the model loaded at start-up, so a change made while the
 // consumer was starting is not missed. notify, if not nil, hears of every swap (err nil) and
 // every refusal, after it is logged.
-func watchModelDir(ctx context.Context, dir string, interval time.Duration, current *scoring.Model, proc *stream.Processor, log *slog.Logger, notify func(next *scoring.Model, err error)) {
+func watchModelDir(ctx context.Context, dir string, interval time.Duration, current *scoring.Model, proc *scorer.Processor, log *slog.Logger, notify func(next *scoring.Model, err error)) {
 	if interval <= 0 {
 		return
 	}

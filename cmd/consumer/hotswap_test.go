@@ -19,10 +19,11 @@ import (
 
 	"github.com/nhsx/dnarisk/events"
 	"github.com/nhsx/dnarisk/featurestore"
+	"github.com/nhsx/dnarisk/internal/pseudo"
 	"github.com/nhsx/dnarisk/internal/testenv"
-	"github.com/nhsx/dnarisk/pseudo"
+	"github.com/nhsx/dnarisk/producer/sim"
+	"github.com/nhsx/dnarisk/scorer"
 	"github.com/nhsx/dnarisk/scoring"
-	"github.com/nhsx/dnarisk/sim"
 	"github.com/nhsx/dnarisk/stream"
 )
 
@@ -138,7 +139,10 @@ func TestHotSwapOnRealKafka(t *testing.T) {
 	defer w.Close()
 	r := stream.NewReader(brokers, group, in)
 	defer r.Close()
-	proc := stream.NewProcessor(store, w, modelA, stream.Topics{Risk: risk, DeadLetter: dlq}, featurestore.Policy{}, log)
+	proc, err := scorer.New(scorer.Config{Store: store, Output: w, Model: modelA, Topics: scorer.Topics{Risk: risk, DeadLetter: dlq}, Log: log})
+	if err != nil {
+		t.Fatal(err)
+	}
 	ctx, cancel := context.WithCancel(context.Background())
 	defer cancel()
 	type swap struct {

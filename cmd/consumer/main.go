@@ -32,10 +32,11 @@ import (
 
 	"github.com/nhsx/dnarisk/featurestore"
 	"github.com/nhsx/dnarisk/internal/envflag"
-	"github.com/nhsx/dnarisk/metrics"
-	"github.com/nhsx/dnarisk/ops"
+	"github.com/nhsx/dnarisk/internal/metrics"
+	"github.com/nhsx/dnarisk/internal/ops"
+	"github.com/nhsx/dnarisk/internal/secconfig"
+	"github.com/nhsx/dnarisk/scorer"
 	"github.com/nhsx/dnarisk/scoring"
-	"github.com/nhsx/dnarisk/secconfig"
 	"github.com/nhsx/dnarisk/stream"
 )
 
@@ -46,7 +47,7 @@ type config struct {
 	modelPoll   time.Duration
 	group       string
 	inTopic     string
-	topics      stream.Topics
+	topics      scorer.Topics
 	batch       stream.Batching
 	retention   time.Duration
 	maxAhead    time.Duration
@@ -99,7 +100,7 @@ func parseConfigEnv(args []string, lookup func(string) (string, bool), stderr io
 	fs.IntVar(&c.workers, "workers", 1, "consumer-group members in this process, each owning some partitions; more overlap one member's Kafka and Redis round trips with another's work")
 	fs.DurationVar(&c.batch.MaxWait, "batch-wait", 10*time.Millisecond, "longest wait to fill a batch")
 	fs.DurationVar(&c.retention, "history-retention", 3*365*24*time.Hour, "how long facts are kept in a patient's history")
-	fs.DurationVar(&c.maxAhead, "max-ahead", stream.DefaultMaxAhead, "dead-letter events dated further than this past the clock (a mis-dated event would prune the patient's history); 0 for no limit, e.g. to replay a simulated future")
+	fs.DurationVar(&c.maxAhead, "max-ahead", scorer.DefaultMaxAhead, "dead-letter events dated further than this past the clock (a mis-dated event would prune the patient's history); 0 for no limit, e.g. to replay a simulated future")
 	fs.StringVar(&c.redisPrefix, "redis-prefix", "dna:", "prefix of every Redis key")
 	fs.StringVar(&c.metricsAddr, "metrics-addr", ":9464", "address for /metrics, /healthz, /readyz and /status; off to disable")
 	fs.BoolVar(&c.statusPage, "status-page", true, "serve the status page (/status) on --metrics-addr")
@@ -211,24 +212,37 @@ func run(cfg config, model *scoring.Model, log *slog.Logger) error {
 	admin := stream.NewAdmin(cfg.brokers, cfg.kafkaOpts...)
 	defer admin.Close()
 
-	proc := stream.NewProcessor(store, w, model, cfg.topics, featurestore.Policy{Retention: cfg.retention}, log)
-	proc.SetMaxAhead(cfg.maxAhead)
+	// The status page asks proc for its model, so proc exists before the endpoint serves.
+	var proc *scorer.Processor
 	m.SetModel(model.ID())
-	observers := []stream.Observer{m}
-	if cfg.metricsAddr != "" {
-		var status *ops.Status
-		if cfg.statusPage {
-			sc := ops.StatusConfig{
-				Metrics:  m.Registry,
-				Model:    func() *scoring.Model { mm, _ := proc.Model().(*scoring.Model); return mm },
-				ModelDir: cfg.modelDir,
-			}
-			if cfg.remindersURL != "" {
-				sc.Reminders = ops.RemindersFromURL(cfg.remindersURL)
-			}
-			status = ops.NewStatus(sc)
-			observers = append(observers, status)
+	observers := []scorer.Observer{m}
+	var status *ops.Status
+	if cfg.metricsAddr != "" && cfg.statusPage {
+		sc := ops.StatusConfig{
+			Metrics:  m.Registry,
+			Model:    func() *scoring.Model { mm, _ := proc.Model().(*scoring.Model); return mm },
+			ModelDir: cfg.modelDir,
 		}
+		if cfg.remindersURL != "" {
+			sc.Reminders = ops.RemindersFromURL(cfg.remindersURL)
+		}
+		status = ops.NewStatus(sc)
+		observers = append(observers, status)
+	}
+	maxAhead := cfg.maxAhead
+	if maxAhead == 0 {
+		maxAhead = -1 // --max-ahead 0: no limit
+	}
+	var err error
+	proc, err = scorer.New(scorer.Config{
+		Store: store, Output: w, Model: model, Topics: cfg.topics,
+		Policy:   featurestore.Policy{Retention: cfg.retention},
+		MaxAhead: maxAhead, Observer: scorer.Observers(observers...), Log: log,
+	})
+	if err != nil {
+		return err
+	}
+	if cfg.metricsAddr != "" {
 		ln, err := net.Listen("tcp", cfg.metricsAddr)
 		if err != nil {
 			return fmt.Errorf("operations endpoint: %w", err)
@@ -253,7 +267,6 @@ func run(cfg config, model *scoring.Model, log *slog.Logger) error {
 		defer func() { stopOps(); <-served }()
 		log.Info("operations endpoint listening", "addr", ln.Addr().String(), "paths", "/metrics /healthz /readyz /status")
 	}
-	proc.SetObserver(stream.Observers(observers...))
 	go m.PollLag(ctx, admin, cfg.group, cfg.inTopic, cfg.lagEvery, log)
 	go reloadOnHUP(ctx, cfg.modelDir, proc, m, log)
 	log.Info("consumer started", "group", cfg.group, "topic", cfg.inTopic, "model_id", model.ID())
@@ -275,7 +288,7 @@ func run(cfg config, model *scoring.Model, log *slog.Logger) error {
 
 // reloadOnHUP swaps in the model directory's current contents on SIGHUP, keeping the old
 // model when the new one does not load.
-func reloadOnHUP(ctx context.Context, dir string, proc *stream.Processor, m *metrics.Metrics, log *slog.Logger) {
+func reloadOnHUP(ctx context.Context, dir string, proc *scorer.Processor, m *metrics.Metrics, log *slog.Logger) {
 	hup := make(chan os.Signal, 1)
 	signal.Notify(hup, syscall.SIGHUP)
 	defer signal.Stop(hup)
@@ -301,7 +314,7 @@ func reloadOnHUP(ctx context.Context, dir string, proc *stream.Processor, m *met
 // consume runs cfg.workers members of the consumer group, sharing one Processor (it is safe
 // for concurrent use), until ctx ends. Each member owns its partitions, so a patient's events
 // are still processed in order by one member. The first member to fail stops the others.
-func consume(ctx context.Context, cfg config, proc *stream.Processor, log *slog.Logger) error {
+func consume(ctx context.Context, cfg config, proc *scorer.Processor, log *slog.Logger) error {
 	ctx, cancel := context.WithCancel(ctx)
 	defer cancel()
 	errs := make(chan error, cfg.workers)

@@ -20,9 +20,9 @@ import (
 
 	"github.com/nhsx/dnarisk/events"
 	"github.com/nhsx/dnarisk/featurestore"
+	"github.com/nhsx/dnarisk/internal/pseudo"
 	"github.com/nhsx/dnarisk/internal/testenv"
-	"github.com/nhsx/dnarisk/pseudo"
-	"github.com/nhsx/dnarisk/sim"
+	"github.com/nhsx/dnarisk/producer/sim"
 	"github.com/nhsx/dnarisk/stream"
 )
 

@@ -33,11 +33,12 @@ import (
 
 	"github.com/nhsx/dnarisk/events"
 	"github.com/nhsx/dnarisk/featurestore"
-	"github.com/nhsx/dnarisk/metrics"
-	"github.com/nhsx/dnarisk/ops"
-	"github.com/nhsx/dnarisk/pseudo"
+	"github.com/nhsx/dnarisk/internal/metrics"
+	"github.com/nhsx/dnarisk/internal/ops"
+	"github.com/nhsx/dnarisk/internal/pseudo"
+	"github.com/nhsx/dnarisk/producer/sim"
+	"github.com/nhsx/dnarisk/scorer"
 	"github.com/nhsx/dnarisk/scoring"
-	"github.com/nhsx/dnarisk/sim"
 	"github.com/nhsx/dnarisk/stream"
 )
 
@@ -192,11 +193,14 @@ func run(ctx context.Context, o options) (sum Summary, err error) {
 	defer r.Close()
 	admin := stream.NewAdmin(brokers)
 	defer admin.Close()
-	proc := stream.NewProcessor(store, out, model, stream.Topics{Risk: riskTopic, DeadLetter: dlqTopic}, featurestore.Policy{}, log)
 	m.SetModel(model.ID())
 	status := ops.NewStatus(ops.StatusConfig{Title: "DNA risk scorer (demo)", Metrics: m.Registry,
 		Model: func() *scoring.Model { return model }, ModelDir: modelDir, Reminders: ops.RemindersFrom(m.Registry)})
-	proc.SetObserver(stream.Observers(m, status))
+	proc, err := scorer.New(scorer.Config{Store: store, Output: out, Model: model,
+		Topics: scorer.Topics{Risk: riskTopic, DeadLetter: dlqTopic}, Observer: scorer.Observers(m, status), Log: log})
+	if err != nil {
+		return Summary{}, err
+	}
 	if o.metricsAddr != "" && o.metricsAddr != "off" {
 		ln, err := listen(o.metricsAddr)
 		if err != nil {

@@ -5,7 +5,7 @@ import (
 	"testing"
 	"time"
 
-	"github.com/nhsx/dnarisk/sim"
+	"github.com/nhsx/dnarisk/producer/sim"
 )
 
 // The demo checks its own claims (every booking scored, exactly the malformed events

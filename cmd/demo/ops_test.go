@@ -23,7 +23,7 @@ import (
 	"github.com/prometheus/common/model"
 
 	"github.com/nhsx/dnarisk/internal/testenv"
-	"github.com/nhsx/dnarisk/sim"
+	"github.com/nhsx/dnarisk/producer/sim"
 )
 
 // chromium finds Debian's chromium (make test installs it). Missing, the test skips, or

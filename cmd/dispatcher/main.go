@@ -26,12 +26,12 @@ import (
 
 	"github.com/redis/go-redis/v9"
 
-	"github.com/nhsx/dnarisk/contacts"
 	"github.com/nhsx/dnarisk/internal/envflag"
-	"github.com/nhsx/dnarisk/metrics"
-	"github.com/nhsx/dnarisk/notify"
-	"github.com/nhsx/dnarisk/ops"
+	"github.com/nhsx/dnarisk/internal/metrics"
+	"github.com/nhsx/dnarisk/internal/ops"
 	"github.com/nhsx/dnarisk/reminders"
+	"github.com/nhsx/dnarisk/reminders/contacts"
+	"github.com/nhsx/dnarisk/reminders/notify"
 	"github.com/nhsx/dnarisk/stream"
 )
 

@@ -10,10 +10,10 @@ import (
 	"strings"
 	"testing"
 
+	"github.com/nhsx/dnarisk/internal/pseudo"
 	"github.com/nhsx/dnarisk/internal/testenv"
-	"github.com/nhsx/dnarisk/pseudo"
+	"github.com/nhsx/dnarisk/producer/sim"
 	"github.com/nhsx/dnarisk/scoring"
-	"github.com/nhsx/dnarisk/sim"
 )
 
 const root = "../.."

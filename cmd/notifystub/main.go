@@ -17,8 +17,8 @@ import (
 	"syscall"
 	"time"
 
-	"github.com/nhsx/dnarisk/notify"
-	"github.com/nhsx/dnarisk/notifystub"
+	"github.com/nhsx/dnarisk/reminders/notify"
+	"github.com/nhsx/dnarisk/reminders/notify/notifystub"
 )
 
 type templateFlag map[string][]string

@@ -28,13 +28,13 @@ import (
 
 	"github.com/redis/go-redis/v9"
 
-	"github.com/nhsx/dnarisk/fhirin"
 	"github.com/nhsx/dnarisk/internal/envflag"
-	"github.com/nhsx/dnarisk/mllp"
+	"github.com/nhsx/dnarisk/internal/pseudo"
+	"github.com/nhsx/dnarisk/internal/secconfig"
 	"github.com/nhsx/dnarisk/pas"
-	"github.com/nhsx/dnarisk/pseudo"
-	"github.com/nhsx/dnarisk/secconfig"
-	"github.com/nhsx/dnarisk/siu"
+	"github.com/nhsx/dnarisk/pas/fhirin"
+	"github.com/nhsx/dnarisk/pas/mllp"
+	"github.com/nhsx/dnarisk/pas/siu"
 	"github.com/nhsx/dnarisk/stream"
 )
 

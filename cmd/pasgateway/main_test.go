@@ -19,11 +19,12 @@ import (
 
 	"github.com/nhsx/dnarisk/events"
 	"github.com/nhsx/dnarisk/featurestore"
-	"github.com/nhsx/dnarisk/hl7"
+	"github.com/nhsx/dnarisk/internal/pseudo"
 	"github.com/nhsx/dnarisk/internal/testenv"
-	"github.com/nhsx/dnarisk/mllp"
-	"github.com/nhsx/dnarisk/pseudo"
+	"github.com/nhsx/dnarisk/pas/hl7"
+	"github.com/nhsx/dnarisk/pas/mllp"
 	"github.com/nhsx/dnarisk/reminders"
+	"github.com/nhsx/dnarisk/scorer"
 	"github.com/nhsx/dnarisk/scoring"
 	"github.com/nhsx/dnarisk/stream"
 )
@@ -115,7 +116,10 @@ func newWorld(t *testing.T) *world {
 	}
 	out := stream.NewWriter(brokers, "")
 	r := stream.NewReader(brokers, prefix+"scorer", w.in)
-	proc := stream.NewProcessor(w.store, out, model, stream.Topics{Risk: w.risk, DeadLetter: w.dlq}, featurestore.Policy{}, log)
+	proc, err := scorer.New(scorer.Config{Store: w.store, Output: out, Model: model, Topics: scorer.Topics{Risk: w.risk, DeadLetter: w.dlq}, Log: log})
+	if err != nil {
+		t.Fatal(err)
+	}
 	sctx, scancel := context.WithCancel(context.Background())
 	sdone := make(chan error, 1)
 	go func() { sdone <- stream.Run(sctx, r, proc, stream.Batching{MaxMessages: 50}, log) }()

@@ -51,15 +51,15 @@ import (
 	"github.com/schollz/progressbar/v3"
 	"golang.org/x/term"
 
-	"github.com/nhsx/dnarisk/csvimport"
 	"github.com/nhsx/dnarisk/events"
 	"github.com/nhsx/dnarisk/internal/envflag"
-	"github.com/nhsx/dnarisk/metrics"
-	"github.com/nhsx/dnarisk/ops"
+	"github.com/nhsx/dnarisk/internal/metrics"
+	"github.com/nhsx/dnarisk/internal/ops"
+	"github.com/nhsx/dnarisk/internal/pseudo"
+	"github.com/nhsx/dnarisk/internal/secconfig"
 	"github.com/nhsx/dnarisk/producer"
-	"github.com/nhsx/dnarisk/pseudo"
-	"github.com/nhsx/dnarisk/secconfig"
-	"github.com/nhsx/dnarisk/sim"
+	"github.com/nhsx/dnarisk/producer/csvimport"
+	"github.com/nhsx/dnarisk/producer/sim"
 	"github.com/nhsx/dnarisk/stream"
 )
 

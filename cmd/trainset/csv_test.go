@@ -13,8 +13,8 @@ import (
 	"strings"
 	"testing"
 
-	"github.com/nhsx/dnarisk/csvimport"
 	"github.com/nhsx/dnarisk/events"
+	"github.com/nhsx/dnarisk/producer/csvimport"
 )
 
 const csvHeader = "patient_id,appointment_id,booked_at,appointment_start,outcome,specialty,age_band,distance_km,clinic_code,interpreter_needed\n"

@@ -47,13 +47,13 @@ import (
 	"strings"
 	"time"
 
-	"github.com/nhsx/dnarisk/csvimport"
 	"github.com/nhsx/dnarisk/events"
 	"github.com/nhsx/dnarisk/featurestore"
 	"github.com/nhsx/dnarisk/internal/envflag"
-	"github.com/nhsx/dnarisk/pseudo"
+	"github.com/nhsx/dnarisk/internal/pseudo"
+	"github.com/nhsx/dnarisk/producer/csvimport"
+	"github.com/nhsx/dnarisk/producer/sim"
 	"github.com/nhsx/dnarisk/scoring"
-	"github.com/nhsx/dnarisk/sim"
 )
 
 // options are the command line.

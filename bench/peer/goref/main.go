@@ -1,5 +1,5 @@
 // Command goref is a test-only reference for bench/peer/test_peer.py: it replays a JSONL file
-// of appointment.v1 events through the Go consumer's own code — stream.Processor with a
+// of appointment.v1 events through the Go consumer's own code — scorer.Processor with a
 // featurestore.RedisStore on an in-process Redis (miniredis, so histories go through the real
 // binary codec and compare-and-set) and scoring.Load — in batches of -batch messages, the
 // way cmd/consumer does, and writes what it published so the Python peer can be compared
@@ -38,8 +38,8 @@ import (
 
 	"github.com/nhsx/dnarisk/events"
 	"github.com/nhsx/dnarisk/featurestore"
+	"github.com/nhsx/dnarisk/scorer"
 	"github.com/nhsx/dnarisk/scoring"
-	"github.com/nhsx/dnarisk/stream"
 )
 
 // recorder wraps the model and remembers, per scored booking, the featurestore.Compute vector
@@ -104,7 +104,10 @@ func run(in, modelDir string, batch int, policy featurestore.Policy, outPath, hi
 	defer rdb.Close()
 	store := featurestore.NewRedisStore(rdb, featurestore.RedisOptions{Prefix: "dna:"})
 	out := &capture{}
-	proc := stream.NewProcessor(store, out, rec, stream.Topics{Risk: "risk", DeadLetter: "dlq"}, policy, nil)
+	proc, err := scorer.New(scorer.Config{Store: store, Output: out, Model: rec, Topics: scorer.Topics{Risk: "risk", DeadLetter: "dlq"}, Policy: policy})
+	if err != nil {
+		return err
+	}
 
 	f, err := os.Open(in)
 	if err != nil {

@@ -1,0 +1,544 @@
+// Package fhirin takes FHIR R4 Appointment resources, posted alone or in a transaction or
+// batch Bundle, and turns them into pas.Changes: status booked, cancelled, noshow, fulfilled
+// and entered-in-error become appointment events; bad input is answered with an
+// OperationOutcome that says what is wrong and where (a FHIRPath expression).
+//
+// Resource types come from github.com/samply/golang-fhir-models (generated from the R4
+// StructureDefinitions, with the code systems as checked Go enums). Its Appointment has no
+// "contained", and its enums decode an absent element as their first code, so this package
+// reads those two things from the raw JSON itself.
+package fhirin
+
+import (
+	"crypto/sha256"
+	"encoding/hex"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"regexp"
+	"strings"
+	"time"
+	"unicode/utf8"
+
+	"github.com/samply/golang-fhir-models/fhir-models/fhir"
+
+	"github.com/nhsx/dnarisk/events"
+	"github.com/nhsx/dnarisk/internal/pseudo"
+	"github.com/nhsx/dnarisk/pas"
+)
+
+// NHSNumberSystem is the identifier system of the NHS number.
+const NHSNumberSystem = "https://fhir.nhs.uk/Id/nhs-number"
+
+// ExtraDuration is the booking extra carrying the appointment's length in minutes, the same
+// key as siu.ExtraDuration.
+const ExtraDuration = "duration_minutes"
+
+// Config says how to read a trust's resources.
+type Config struct {
+	// Pseudonymiser keys the patient identifier; required.
+	Pseudonymiser *pseudo.Pseudonymiser
+	// PatientSystem is the identifier system of the patient id to pseudonymise. Default
+	// NHSNumberSystem (check digit verified). It must name the same identifier the HL7
+	// feed and CSV imports use, or one patient becomes two.
+	PatientSystem string
+	// AppointmentSystem, if set, is the identifier system of the PAS appointment id; the
+	// Appointment must carry it. If empty, the first identifier is used, or else the
+	// resource id.
+	AppointmentSystem string
+	// Now is the receipt time, used when a resource has no meta.lastUpdated. Default
+	// time.Now.
+	Now func() time.Time
+}
+
+// Mapper turns Appointment resources into changes. It is safe for concurrent use.
+type Mapper struct{ cfg Config }
+
+// NewMapper checks cfg and fills in its defaults.
+func NewMapper(cfg Config) (*Mapper, error) {
+	if cfg.Pseudonymiser == nil {
+		return nil, errors.New("fhirin: a pseudonymiser is required")
+	}
+	if cfg.PatientSystem == "" {
+		cfg.PatientSystem = NHSNumberSystem
+	}
+	if cfg.Now == nil {
+		cfg.Now = time.Now
+	}
+	return &Mapper{cfg: cfg}, nil
+}
+
+// Issue is one problem with the input, reported to the sender as an OperationOutcome issue.
+// Diagnostics names elements, never their values.
+type Issue struct {
+	Code        fhir.IssueType
+	Expression  string // FHIRPath of the element at fault, e.g. "Appointment.start"
+	Diagnostics string
+}
+
+func (i *Issue) Error() string {
+	if i.Expression == "" {
+		return i.Diagnostics
+	}
+	return i.Expression + ": " + i.Diagnostics
+}
+
+func issue(code fhir.IssueType, expr, format string, args ...any) *Issue {
+	return &Issue{Code: code, Expression: expr, Diagnostics: fmt.Sprintf(format, args...)}
+}
+
+// patients resolves references to Patient resources sent alongside an Appointment: the
+// Bundle's other entries by fullUrl and by "Patient/<id>", and the Appointment's contained
+// resources by "#<id>".
+type patients map[string]*fhir.Patient
+
+// Map returns the change an Appointment resource describes, or nil with the reason when its
+// status is not one the scorer acts on. urlID is the id from a PUT URL ("" if none); ctx
+// holds the Patients sent with it.
+func (m *Mapper) Map(raw json.RawMessage, urlID string, ctx patients) (*pas.Change, string, error) {
+	var top map[string]json.RawMessage
+	if err := json.Unmarshal(raw, &top); err != nil {
+		return nil, "", issue(fhir.IssueTypeStructure, "Appointment", "not a JSON object")
+	}
+	if rt := resourceType(raw); rt != "Appointment" {
+		return nil, "", issue(fhir.IssueTypeNotSupported, "", "resourceType %s not accepted here; send an Appointment", quote(rt))
+	}
+	a, err := fhir.UnmarshalAppointment(raw)
+	if err != nil {
+		return nil, "", issue(fhir.IssueTypeStructure, "Appointment", "does not match the FHIR R4 Appointment structure: %s", jsonReason(err))
+	}
+	if len(a.ModifierExtension) > 0 {
+		return nil, "", issue(fhir.IssueTypeExtension, "Appointment.modifierExtension", "modifier extensions change the meaning of the resource and none is understood here")
+	}
+	if _, ok := top["status"]; !ok {
+		return nil, "", issue(fhir.IssueTypeRequired, "Appointment.status", "status is required")
+	}
+	if urlID != "" && a.Id != nil && *a.Id != urlID {
+		return nil, "", issue(fhir.IssueTypeInvariant, "Appointment.id", "the resource id differs from the id in the URL")
+	}
+	if a.Id == nil && urlID != "" {
+		a.Id = &urlID
+	}
+	local, err := containedPatients(top["contained"])
+	if err != nil {
+		return nil, "", err
+	}
+	for k, v := range ctx {
+		local[k] = v
+	}
+
+	var kind pas.Kind
+	by := events.CancelledBy("")
+	switch a.Status {
+	case fhir.AppointmentStatusBooked:
+		kind = pas.Book
+	case fhir.AppointmentStatusCancelled:
+		kind, by = pas.Cancel, cancelledBy(a.CancelationReason)
+	case fhir.AppointmentStatusEnteredInError:
+		kind, by = pas.Cancel, events.ByHospital
+	case fhir.AppointmentStatusNoshow:
+		kind = pas.DidNotAttend
+	case fhir.AppointmentStatusFulfilled:
+		kind = pas.Attend
+	default:
+		return nil, "status " + a.Status.Code() + " is not a booking or an outcome", nil
+	}
+
+	c := &pas.Change{Kind: kind, Source: "FHIR Appointment " + a.Status.Code(), CancelledBy: by}
+	if c.AppointmentID, err = m.appointmentID(&a); err != nil {
+		return nil, "", err
+	}
+	c.EventID = eventID(&a, raw)
+	if c.EventTime, err = eventTime(&a, kind, m.cfg.Now()); err != nil {
+		return nil, "", err
+	}
+	actor, pat, err := findPatient(&a, local)
+	if err != nil {
+		return nil, "", err
+	}
+	if actor >= 0 || pat != nil {
+		if c.Patient, err = m.patientID(&a, actor, pat); err != nil {
+			return nil, "", err
+		}
+	}
+	if kind != pas.Book {
+		return c, "", nil
+	}
+	if c.Patient == "" {
+		return nil, "", issue(fhir.IssueTypeRequired, "Appointment.participant", "a booked appointment needs a participant whose actor is the Patient")
+	}
+	if c.Booking, err = booking(&a, pat, c.EventTime); err != nil {
+		return nil, "", err
+	}
+	return c, "", nil
+}
+
+func resourceType(raw json.RawMessage) string {
+	var r struct {
+		ResourceType string `json:"resourceType"`
+	}
+	_ = json.Unmarshal(raw, &r)
+	return r.ResourceType
+}
+
+func containedPatients(raw json.RawMessage) (patients, error) {
+	out := patients{}
+	if len(raw) == 0 {
+		return out, nil
+	}
+	var list []json.RawMessage
+	if err := json.Unmarshal(raw, &list); err != nil {
+		return nil, issue(fhir.IssueTypeStructure, "Appointment.contained", "must be an array of resources")
+	}
+	for i, r := range list {
+		if resourceType(r) != "Patient" {
+			continue
+		}
+		p, err := fhir.UnmarshalPatient(r)
+		if err != nil {
+			return nil, issue(fhir.IssueTypeStructure, fmt.Sprintf("Appointment.contained[%d]", i), "not a FHIR R4 Patient: %s", jsonReason(err))
+		}
+		if p.Id != nil {
+			out["#"+*p.Id] = &p
+		}
+	}
+	return out, nil
+}
+
+// appointmentID is the PAS appointment id: the identifier with the configured system, or the
+// first identifier, or the resource id.
+func (m *Mapper) appointmentID(a *fhir.Appointment) (string, error) {
+	id := ""
+	for _, ident := range a.Identifier {
+		if ident.Value == nil || *ident.Value == "" {
+			continue
+		}
+		if m.cfg.AppointmentSystem == "" || ident.System != nil && *ident.System == m.cfg.AppointmentSystem {
+			id = *ident.Value
+			break
+		}
+	}
+	switch {
+	case id == "" && m.cfg.AppointmentSystem != "":
+		return "", issue(fhir.IssueTypeRequired, "Appointment.identifier", "no identifier with system %s (the PAS appointment id)", m.cfg.AppointmentSystem)
+	case id == "" && a.Id != nil:
+		id = *a.Id
+	case id == "":
+		return "", issue(fhir.IssueTypeRequired, "Appointment.identifier", "no appointment identifier and no resource id")
+	}
+	if len(id) > 128 {
+		return "", issue(fhir.IssueTypeTooLong, "Appointment.identifier", "appointment id longer than 128")
+	}
+	return id, nil
+}
+
+// eventID is the resource's version when it has one ("Appointment/<id>/_history/<v>"), so a
+// resent version is the same event; otherwise a hash of the content.
+func eventID(a *fhir.Appointment, raw json.RawMessage) string {
+	if a.Id != nil && a.Meta != nil && a.Meta.VersionId != nil {
+		id := "fhir:Appointment/" + *a.Id + "/_history/" + *a.Meta.VersionId
+		if len(id) <= 128 && utf8.ValidString(id) {
+			return id
+		}
+	}
+	sum := sha256.Sum256(raw)
+	return "fhir:sha256:" + hex.EncodeToString(sum[:])
+}
+
+// eventTime is when the PAS recorded this state: meta.lastUpdated; for a booking without it,
+// created; else the time of receipt.
+func eventTime(a *fhir.Appointment, kind pas.Kind, now time.Time) (time.Time, error) {
+	if a.Meta != nil && a.Meta.LastUpdated != nil {
+		t, err := time.Parse(time.RFC3339Nano, *a.Meta.LastUpdated)
+		if err != nil {
+			return time.Time{}, issue(fhir.IssueTypeValue, "Appointment.meta.lastUpdated", "not a FHIR instant (YYYY-MM-DDThh:mm:ss with a time zone)")
+		}
+		return t, nil
+	}
+	if kind == pas.Book && a.Created != nil {
+		t, err := dateTime(*a.Created)
+		if err != nil {
+			return time.Time{}, issue(fhir.IssueTypeValue, "Appointment.created", "not a FHIR dateTime")
+		}
+		return t, nil
+	}
+	return now, nil
+}
+
+var london = func() *time.Location {
+	l, err := time.LoadLocation("Europe/London")
+	if err != nil {
+		panic(err)
+	}
+	return l
+}()
+
+// dateTime reads a FHIR dateTime or date (YYYY, YYYY-MM, YYYY-MM-DD, or a full instant); a
+// date alone is midnight UK time.
+func dateTime(s string) (time.Time, error) {
+	if t, err := time.Parse(time.RFC3339Nano, s); err == nil {
+		return t, nil
+	}
+	for _, layout := range []string{"2006-01-02", "2006-01", "2006"} {
+		if t, err := time.ParseInLocation(layout, s, london); err == nil {
+			return t, nil
+		}
+	}
+	return time.Time{}, errors.New("not a FHIR date or dateTime")
+}
+
+// findPatient returns the index of the participant whose actor is the patient (-1 if none)
+// and the Patient resource it refers to, if one was sent.
+func findPatient(a *fhir.Appointment, local patients) (int, *fhir.Patient, error) {
+	found := -1
+	var pat *fhir.Patient
+	for i, p := range a.Participant {
+		r := p.Actor
+		if r == nil {
+			continue
+		}
+		isPatient := r.Type != nil && *r.Type == "Patient"
+		var res *fhir.Patient
+		if r.Reference != nil {
+			ref := *r.Reference
+			res = local[ref]
+			isPatient = isPatient || res != nil || strings.HasPrefix(ref, "Patient/") || strings.Contains(ref, "/Patient/")
+		}
+		if !isPatient {
+			continue
+		}
+		if found >= 0 {
+			return -1, nil, issue(fhir.IssueTypeNotSupported, fmt.Sprintf("Appointment.participant[%d]", i), "several patient participants (a group appointment) are not supported: send one Appointment per patient")
+		}
+		found, pat = i, res
+	}
+	return found, pat, nil
+}
+
+// patientID takes the configured identifier from the participant's actor.identifier or from
+// the Patient resource, and pseudonymises it at once.
+func (m *Mapper) patientID(a *fhir.Appointment, actor int, pat *fhir.Patient) (string, error) {
+	expr := "Appointment.participant"
+	var idents []fhir.Identifier
+	if actor >= 0 {
+		expr = fmt.Sprintf("Appointment.participant[%d].actor", actor)
+		if r := a.Participant[actor].Actor; r.Identifier != nil {
+			idents = append(idents, *r.Identifier)
+		}
+	}
+	if pat != nil {
+		idents = append(idents, pat.Identifier...)
+	}
+	for _, ident := range idents {
+		if ident.System == nil || *ident.System != m.cfg.PatientSystem || ident.Value == nil || strings.TrimSpace(*ident.Value) == "" {
+			continue
+		}
+		if m.cfg.PatientSystem == NHSNumberSystem && !pas.ValidNHSNumber(*ident.Value) {
+			return "", issue(fhir.IssueTypeValue, expr+".identifier", "NHS number is not ten digits with a valid check digit")
+		}
+		return m.cfg.Pseudonymiser.Pseudonym(*ident.Value), nil
+	}
+	return "", issue(fhir.IssueTypeRequired, expr+".identifier",
+		"the patient needs an identifier with system %s, in actor.identifier or in the Patient resource (contained, or in the same Bundle)", m.cfg.PatientSystem)
+}
+
+func booking(a *fhir.Appointment, pat *fhir.Patient, bookedAt time.Time) (*events.Booking, error) {
+	if a.Start == nil {
+		return nil, issue(fhir.IssueTypeRequired, "Appointment.start", "a booked appointment needs a start")
+	}
+	start, err := time.Parse(time.RFC3339Nano, *a.Start)
+	if err != nil {
+		return nil, issue(fhir.IssueTypeValue, "Appointment.start", "not a FHIR instant (YYYY-MM-DDThh:mm:ss with a time zone)")
+	}
+	if pat == nil || pat.BirthDate == nil {
+		return nil, issue(fhir.IssueTypeRequired, "Patient.birthDate",
+			"the age band needs the patient's birthDate: send the Patient resource contained in the Appointment or in the same Bundle")
+	}
+	dob, err := dateTime(*pat.BirthDate)
+	if err != nil {
+		return nil, issue(fhir.IssueTypeValue, "Patient.birthDate", "not a FHIR date")
+	}
+	band, err := pas.AgeBand(dob, bookedAt)
+	if err != nil {
+		return nil, issue(fhir.IssueTypeValue, "Patient.birthDate", "%s", err.Error())
+	}
+	b := &events.Booking{
+		Specialty:  specialty(a),
+		Clinic:     clinic(a),
+		FirstVisit: firstVisit(a.AppointmentType),
+		Start:      start,
+		BookedAt:   bookedAt,
+		AgeBand:    band,
+		Contact:    contact(pat),
+	}
+	if d, ok := duration(a, start); ok {
+		b.Extra = events.Extra{ExtraDuration: d}
+	}
+	return b, nil
+}
+
+func duration(a *fhir.Appointment, start time.Time) (float64, bool) {
+	ok := func(d float64) bool { return d > 0 && d <= 24*60 }
+	if a.MinutesDuration != nil && ok(float64(*a.MinutesDuration)) {
+		return float64(*a.MinutesDuration), true
+	}
+	if a.End != nil {
+		if end, err := time.Parse(time.RFC3339Nano, *a.End); err == nil {
+			if d := end.Sub(start).Minutes(); ok(d) {
+				return d, true
+			}
+		}
+	}
+	return 0, false
+}
+
+var treatmentFunction = regexp.MustCompile(`^[0-9]{3}$`)
+
+// specialty is the first three-digit code (an NHS treatment function code) in specialty, then
+// serviceType; "unknown" otherwise, as in csvimport and siu.
+func specialty(a *fhir.Appointment) string {
+	for _, ccs := range [][]fhir.CodeableConcept{a.Specialty, a.ServiceType} {
+		for _, cc := range ccs {
+			for _, c := range cc.Coding {
+				if c.Code != nil && treatmentFunction.MatchString(*c.Code) {
+					return *c.Code
+				}
+			}
+		}
+	}
+	return "unknown"
+}
+
+// clinic is the Location participant's identifier value, or its reference id, cut to 64 bytes.
+func clinic(a *fhir.Appointment) string {
+	for _, p := range a.Participant {
+		r := p.Actor
+		if r == nil {
+			continue
+		}
+		ref := ""
+		if r.Reference != nil {
+			ref = *r.Reference
+		}
+		isLoc := r.Type != nil && *r.Type == "Location" || strings.HasPrefix(ref, "Location/") || strings.Contains(ref, "/Location/")
+		if !isLoc {
+			continue
+		}
+		if r.Identifier != nil && r.Identifier.Value != nil && *r.Identifier.Value != "" {
+			return clip(*r.Identifier.Value, 64)
+		}
+		if i := strings.LastIndex(ref, "Location/"); i >= 0 {
+			return clip(ref[i+len("Location/"):], 64)
+		}
+	}
+	return ""
+}
+
+// firstVisit reads appointmentType's codes (v2-0276 FOLLOWUP and CHECKUP, local NEW/FU) and
+// then its text and displays; unknown is follow-up, as in csvimport and siu.
+func firstVisit(cc *fhir.CodeableConcept) bool {
+	if cc == nil {
+		return false
+	}
+	for _, c := range cc.Coding {
+		code, display := "", ""
+		if c.Code != nil {
+			code = *c.Code
+		}
+		if c.Display != nil {
+			display = *c.Display
+		}
+		if first, known := pas.VisitType(code, display); known {
+			return first
+		}
+	}
+	if cc.Text != nil {
+		first, _ := pas.VisitType("", *cc.Text)
+		return first
+	}
+	return false
+}
+
+// cancelledBy reads cancelationReason: the R4 code system appointment-cancellation-reason
+// starts patient reasons with "pat" and provider/other ones with "prov", "maint", "meds",
+// "oth"; text is read for "patient". Unknown is a hospital cancellation (see siu).
+func cancelledBy(cc *fhir.CodeableConcept) events.CancelledBy {
+	if cc == nil {
+		return events.ByHospital
+	}
+	for _, c := range cc.Coding {
+		if c.Code == nil {
+			continue
+		}
+		code := strings.ToLower(*c.Code)
+		if code == "pat" || strings.HasPrefix(code, "pat-") {
+			return events.ByPatient
+		}
+		if code == "prov" || strings.HasPrefix(code, "prov-") || code == "maint" || code == "meds-inc" || code == "other" || strings.HasPrefix(code, "oth-") {
+			return events.ByHospital
+		}
+	}
+	if cc.Text != nil {
+		for _, w := range pas.Words(*cc.Text) {
+			if w == "patient" {
+				return events.ByPatient
+			}
+		}
+	}
+	return events.ByHospital
+}
+
+// contact: sms when the Patient has a telecom of system sms, or a phone with use mobile or a
+// UK mobile number. The numbers are only inspected.
+func contact(p *fhir.Patient) events.Contact {
+	var c events.Contact
+	if p == nil {
+		return c
+	}
+	for _, t := range p.Telecom {
+		if t.System == nil {
+			continue
+		}
+		switch *t.System {
+		case fhir.ContactPointSystemSms:
+			c.SMS = true
+		case fhir.ContactPointSystemPhone:
+			if t.Use != nil && *t.Use == fhir.ContactPointUseMobile || t.Value != nil && pas.UKMobile(*t.Value) {
+				c.SMS = true
+			}
+		}
+	}
+	return c
+}
+
+func clip(s string, n int) string {
+	if len(s) <= n {
+		return s
+	}
+	for n > 0 && !utf8.RuneStart(s[n]) {
+		n--
+	}
+	return s[:n]
+}
+
+func quote(s string) string {
+	if s == "" {
+		return "(missing)"
+	}
+	return fmt.Sprintf("%q", clip(s, 32))
+}
+
+// jsonReason describes a decoding error without quoting the input.
+func jsonReason(err error) string {
+	var te *json.UnmarshalTypeError
+	if errors.As(err, &te) {
+		return fmt.Sprintf("element %s has the wrong JSON type (%s)", te.Field, te.Value)
+	}
+	var se *json.SyntaxError
+	if errors.As(err, &se) {
+		return fmt.Sprintf("invalid JSON at byte %d", se.Offset)
+	}
+	msg := err.Error()
+	// samply's enum errors quote the unknown code; codes are not personal data, but keep it short.
+	return clip(msg, 120)
+}

@@ -1,0 +1,503 @@
+// Package siu maps HL7 v2 scheduling messages (SIU^S12 book, S13 reschedule, S14 modify,
+// S15 cancel, S17 delete, S26 did not show) to pas.Changes, and answers them over MLLP: a
+// Handler parses each frame, maps it, lets the pas.Gateway publish it, and acknowledges AA
+// only after Kafka acknowledged the event; AE or AR, with the reason, otherwise.
+//
+// The mapping (which field wins where the standard leaves room) is documented in
+// docs/pas-integration.md. Patient identifiers are pseudonymised as soon as they are read;
+// telephone numbers are only inspected for "is there a mobile" and never leave this package.
+package siu
+
+import (
+	"crypto/sha256"
+	"encoding/hex"
+	"errors"
+	"fmt"
+	"regexp"
+	"strconv"
+	"strings"
+	"time"
+	"unicode/utf8"
+
+	"github.com/nhsx/dnarisk/events"
+	"github.com/nhsx/dnarisk/internal/pseudo"
+	"github.com/nhsx/dnarisk/pas"
+	"github.com/nhsx/dnarisk/pas/hl7"
+)
+
+// NHSNumberOID is the OID of the NHS number, which some senders put in CX-4 instead of
+// identifier type NH in CX-5.
+const NHSNumberOID = "2.16.840.1.113883.2.1.4.1"
+
+// Config says how to read a trust's messages. The zero value of each field but
+// Pseudonymiser has a default.
+type Config struct {
+	// Pseudonymiser keys the patient identifier; required.
+	Pseudonymiser *pseudo.Pseudonymiser
+	// Location is the time zone of date/times without an offset. Default Europe/London.
+	Location *time.Location
+	// PatientIDTypes are the PID-3 identifier type codes (CX-5) to use, in order of
+	// preference. Default ["NH"] (NHS number, check digit verified). Every producer of the
+	// appointments topic must pseudonymise the same identifier, or one patient becomes two.
+	PatientIDTypes []string
+	// ProcessingIDs are the MSH-11 processing ids accepted. Default ["P"] (production).
+	ProcessingIDs []string
+}
+
+// Mapper turns parsed SIU messages into changes. It is safe for concurrent use.
+type Mapper struct{ cfg Config }
+
+// NewMapper checks cfg and fills in its defaults.
+func NewMapper(cfg Config) (*Mapper, error) {
+	if cfg.Pseudonymiser == nil {
+		return nil, errors.New("siu: a pseudonymiser is required")
+	}
+	if cfg.Location == nil {
+		l, err := time.LoadLocation("Europe/London")
+		if err != nil {
+			return nil, fmt.Errorf("siu: load Europe/London: %w", err)
+		}
+		cfg.Location = l
+	}
+	if len(cfg.PatientIDTypes) == 0 {
+		cfg.PatientIDTypes = []string{"NH"}
+	}
+	if len(cfg.ProcessingIDs) == 0 {
+		cfg.ProcessingIDs = []string{"P"}
+	}
+	return &Mapper{cfg: cfg}, nil
+}
+
+// What each trigger event means. Events not listed (S16 discontinue, S18–S25 service and
+// resource changes) are valid SIU messages that change nothing the scorer uses: they are
+// acknowledged and ignored.
+var triggers = map[string]pas.Kind{
+	"S12": pas.Book,
+	"S13": pas.Modify,
+	"S14": pas.Modify,
+	"S15": pas.Cancel,
+	"S17": pas.Cancel,
+	"S26": pas.DidNotAttend,
+}
+
+var ignoredTriggers = map[string]bool{
+	"S16": true, "S18": true, "S19": true, "S20": true, "S21": true, "S22": true, "S23": true, "S24": true, "S25": true,
+}
+
+// Map returns the change msg describes. A nil change with a nil error is a valid message
+// with nothing to publish; the string then says why. Errors are *hl7.Error, whose text names
+// fields but never quotes their values.
+func (m *Mapper) Map(msg *hl7.Message) (*pas.Change, string, error) {
+	h := msg.Header()
+	trigger, err := m.checkHeader(msg)
+	if err != nil {
+		return nil, "", err
+	}
+	if ignoredTriggers[trigger] {
+		return nil, "SIU^" + trigger + " changes nothing the risk scorer uses", nil
+	}
+	kind := triggers[trigger]
+	eventTime, p, err := hl7.ParseTime(h.Get(7, 1), m.cfg.Location)
+	if err != nil || p < hl7.Minute {
+		return nil, "", hl7.Errorf(hl7.CodeDataType, "MSH", 7, "message date/time must be a date and time (YYYYMMDDHHMM[SS][+ZZZZ])")
+	}
+
+	sch, ok := msg.Segment("SCH")
+	if !ok {
+		return nil, "", hl7.Errorf(hl7.CodeSegmentSequence, "SCH", 0, "SCH segment missing")
+	}
+	c := &pas.Change{
+		Kind:      kind,
+		Source:    "SIU^" + trigger,
+		EventID:   eventID(h),
+		EventTime: eventTime,
+	}
+	if c.AppointmentID, err = appointmentID(sch); err != nil {
+		return nil, "", err
+	}
+
+	pids := msg.All("PID")
+	switch {
+	case len(pids) > 1:
+		return nil, "", hl7.Errorf(hl7.CodeSegmentSequence, "PID", 0, "several PID segments (a group appointment) are not supported: send one message per patient")
+	case len(pids) == 1:
+		if c.Patient, err = m.patient(pids[0]); err != nil {
+			return nil, "", err
+		}
+	case kind == pas.Book || kind == pas.Modify:
+		return nil, "", hl7.Errorf(hl7.CodeSegmentSequence, "PID", 0, "PID segment missing: a booking needs the patient")
+	}
+
+	switch kind {
+	case pas.Book, pas.Modify:
+		if c.Booking, err = m.booking(msg, sch, pids[0], eventTime); err != nil {
+			return nil, "", err
+		}
+	case pas.Cancel:
+		c.CancelledBy = events.ByHospital
+		if trigger == "S15" {
+			c.CancelledBy = cancelledBy(sch.Field(6))
+		}
+	}
+	return c, "", nil
+}
+
+func (m *Mapper) checkHeader(msg *hl7.Message) (string, error) {
+	h := msg.Header()
+	if typ := h.Get(9, 1); typ != "SIU" {
+		if typ == "" {
+			return "", hl7.Reject(hl7.CodeRequiredMissing, "MSH", 9, "message type missing")
+		}
+		return "", hl7.Reject(hl7.CodeUnsupportedType, "MSH", 9, "message type %s not accepted: this receiver takes SIU only", clip(typ))
+	}
+	trigger := h.Get(9, 2)
+	if _, ok := triggers[trigger]; !ok && !ignoredTriggers[trigger] {
+		return "", hl7.Reject(hl7.CodeUnsupportedEvent, "MSH", 9, "trigger event %s not accepted: S12–S26 only", clip(trigger))
+	}
+	if h.Get(10, 1) == "" {
+		return "", hl7.Reject(hl7.CodeRequiredMissing, "MSH", 10, "message control id missing")
+	}
+	if len(h.Get(10, 1)) > 199 {
+		return "", hl7.Reject(hl7.CodeDataType, "MSH", 10, "message control id longer than 199")
+	}
+	pid := h.Get(11, 1)
+	accepted := false
+	for _, p := range m.cfg.ProcessingIDs {
+		accepted = accepted || strings.EqualFold(p, pid)
+	}
+	if !accepted {
+		return "", hl7.Reject(hl7.CodeUnsupportedProcID, "MSH", 11, "processing id %s not accepted here (accepted: %s)", clip(pid), strings.Join(m.cfg.ProcessingIDs, ", "))
+	}
+	major, minor, ok := msg.Version()
+	if !ok || major != 2 || minor < 3 {
+		return "", hl7.Reject(hl7.CodeUnsupportedVersion, "MSH", 12, "version %s not accepted: HL7 v2.3 to v2.9 only", clip(h.Get(12, 1)))
+	}
+	return trigger, nil
+}
+
+// eventID is deterministic from the sender and its control id, so an engine's retransmission
+// of a message carries the same event id. Over-long ids are hashed to fit the contract.
+func eventID(h hl7.Segment) string {
+	id := "hl7:" + h.Get(4, 1) + "/" + h.Get(3, 1) + "/" + h.Get(10, 1)
+	if len(id) <= 128 && utf8.ValidString(id) {
+		return id
+	}
+	sum := sha256.Sum256([]byte(id))
+	return "hl7:sha256:" + hex.EncodeToString(sum[:])
+}
+
+// appointmentID is the filler's (the PAS's own) id, SCH-2.1, or else the placer's, SCH-1.1.
+func appointmentID(sch hl7.Segment) (string, error) {
+	for _, n := range []int{2, 1} {
+		if id := strings.TrimSpace(sch.Get(n, 1)); id != "" {
+			if len(id) > 128 {
+				return "", hl7.Errorf(hl7.CodeDataType, "SCH", n, "appointment id longer than 128")
+			}
+			return id, nil
+		}
+	}
+	return "", hl7.Errorf(hl7.CodeRequiredMissing, "SCH", 2, "no appointment id in SCH-2 (filler) or SCH-1 (placer)")
+}
+
+// patient finds the configured identifier in PID-3 and pseudonymises it at once.
+func (m *Mapper) patient(pid hl7.Segment) (string, error) {
+	for _, want := range m.cfg.PatientIDTypes {
+		for _, rep := range pid.Field(3).Reps() {
+			typ := rep.Comp(5).String()
+			auth := rep.Comp(4)
+			match := strings.EqualFold(typ, want)
+			if strings.EqualFold(want, "NH") && typ == "" {
+				match = strings.EqualFold(auth.Sub(1), "NHS") || auth.Sub(2) == NHSNumberOID
+			}
+			if !match {
+				continue
+			}
+			id := strings.TrimSpace(rep.Comp(1).String())
+			if id == "" {
+				continue
+			}
+			if strings.EqualFold(want, "NH") && !pas.ValidNHSNumber(id) {
+				return "", hl7.Errorf(hl7.CodeDataType, "PID", 3, "NHS number is not ten digits with a valid check digit")
+			}
+			return m.cfg.Pseudonymiser.Pseudonym(id), nil
+		}
+	}
+	return "", hl7.Errorf(hl7.CodeRequiredMissing, "PID", 3, "no patient identifier of type %s", strings.Join(m.cfg.PatientIDTypes, " or "))
+}
+
+func (m *Mapper) booking(msg *hl7.Message, sch, pid hl7.Segment, bookedAt time.Time) (*events.Booking, error) {
+	start, err := m.start(msg, sch)
+	if err != nil {
+		return nil, err
+	}
+	dobField := pid.Get(7, 1)
+	if dobField == "" {
+		return nil, hl7.Errorf(hl7.CodeRequiredMissing, "PID", 7, "date of birth missing: the age band is required")
+	}
+	dob, _, err := hl7.ParseTime(dobField, m.cfg.Location)
+	if err != nil {
+		return nil, hl7.Errorf(hl7.CodeDataType, "PID", 7, "date of birth is not a valid date")
+	}
+	band, err := pas.AgeBand(dob, bookedAt)
+	if err != nil {
+		return nil, hl7.Errorf(hl7.CodeDataType, "PID", 7, "%s", err.Error())
+	}
+	b := &events.Booking{
+		Specialty:  specialty(msg, sch),
+		Clinic:     clinic(msg, sch),
+		FirstVisit: firstVisit(sch),
+		Start:      start,
+		BookedAt:   bookedAt,
+		AgeBand:    band,
+		Contact:    contact(msg, pid),
+	}
+	if d, ok := m.duration(msg, sch, start); ok {
+		b.Extra = events.Extra{ExtraDuration: d}
+	}
+	return b, nil
+}
+
+// ExtraDuration is the booking extra that carries the appointment's length in minutes; a
+// CSV export for training can supply the same column.
+const ExtraDuration = "duration_minutes"
+
+type located struct {
+	seg   hl7.Segment
+	name  string
+	field int
+	comp  int
+}
+
+func (l located) value() string { return l.seg.Get(l.field, l.comp) }
+
+// start reads the appointment start from the first of TQ1-7 (v2.5+), SCH-11.4 (the TQ of
+// v2.3/2.4, still common later), AIS-4, AIG-8, AIL-6, AIP-6 that has one.
+func (m *Mapper) start(msg *hl7.Message, sch hl7.Segment) (time.Time, error) {
+	var cands []located
+	for _, s := range msg.All("TQ1") {
+		cands = append(cands, located{s, "TQ1", 7, 1})
+	}
+	cands = append(cands, located{sch, "SCH", 11, 4})
+	for _, r := range []struct {
+		name  string
+		field int
+	}{{"AIS", 4}, {"AIG", 8}, {"AIL", 6}, {"AIP", 6}} {
+		for _, s := range msg.All(r.name) {
+			cands = append(cands, located{s, r.name, r.field, 1})
+		}
+	}
+	for _, c := range cands {
+		v := c.value()
+		if v == "" {
+			continue
+		}
+		t, p, err := hl7.ParseTime(v, m.cfg.Location)
+		if err != nil {
+			return time.Time{}, hl7.Errorf(hl7.CodeDataType, c.name, c.field, "appointment start is not a valid date/time")
+		}
+		if p < hl7.Minute {
+			return time.Time{}, hl7.Errorf(hl7.CodeDataType, c.name, c.field, "appointment start needs a time of day, not only a date")
+		}
+		return t, nil
+	}
+	return time.Time{}, hl7.Errorf(hl7.CodeRequiredMissing, "SCH", 11, "no appointment start in TQ1-7, SCH-11.4 or AIS/AIG/AIL/AIP")
+}
+
+// duration reads the length in minutes from TQ1-6, SCH-9/10, SCH-11.3, AIS-7/8, or the end
+// in TQ1-8 / SCH-11.5. It is optional: an unreadable one is left out, not an error.
+func (m *Mapper) duration(msg *hl7.Message, sch hl7.Segment, start time.Time) (float64, bool) {
+	ok := func(d float64) bool { return d > 0 && d <= 24*60 }
+	if tq1, found := msg.Segment("TQ1"); found {
+		if d, good := quantity(tq1.Get(6, 1), tq1.Field(6).Comp(2).Sub(1)); good && ok(d) {
+			return d, true
+		}
+	}
+	if d, good := quantity(sch.Get(9, 1), sch.Get(10, 1)); good && ok(d) {
+		return d, true
+	}
+	if d, good := tqDuration(sch.Get(11, 3)); good && ok(d) {
+		return d, true
+	}
+	if ais, found := msg.Segment("AIS"); found {
+		if d, good := quantity(ais.Get(7, 1), ais.Get(8, 1)); good && ok(d) {
+			return d, true
+		}
+	}
+	for _, v := range []string{firstOf(msg, "TQ1", 8), sch.Get(11, 5)} {
+		if v == "" {
+			continue
+		}
+		if end, _, err := hl7.ParseTime(v, m.cfg.Location); err == nil {
+			if d := end.Sub(start).Minutes(); ok(d) {
+				return d, true
+			}
+		}
+	}
+	return 0, false
+}
+
+func firstOf(msg *hl7.Message, seg string, field int) string {
+	if s, ok := msg.Segment(seg); ok {
+		return s.Get(field, 1)
+	}
+	return ""
+}
+
+// quantity reads a number with ISO+/ANSI+ units (min, h, s, d); no units means minutes.
+func quantity(n, units string) (float64, bool) {
+	v, err := strconv.ParseFloat(strings.TrimSpace(n), 64)
+	if err != nil {
+		return 0, false
+	}
+	switch strings.ToLower(strings.TrimSpace(units)) {
+	case "", "min", "mins", "minute", "minutes", "m":
+		return v, true
+	case "h", "hr", "hrs", "hour", "hours":
+		return v * 60, true
+	case "s", "sec", "second", "seconds":
+		return v / 60, true
+	}
+	return 0, false
+}
+
+// tqDuration reads TQ-3 durations such as M30 (minutes), H1 (hours), S900 (seconds).
+func tqDuration(v string) (float64, bool) {
+	if len(v) < 2 {
+		return 0, false
+	}
+	n, err := strconv.ParseFloat(v[1:], 64)
+	if err != nil {
+		return 0, false
+	}
+	switch v[0] {
+	case 'M', 'm':
+		return n, true
+	case 'H', 'h':
+		return n * 60, true
+	case 'S', 's':
+		return n / 60, true
+	}
+	return 0, false
+}
+
+var treatmentFunction = regexp.MustCompile(`^[0-9]{3}$`)
+
+// specialty is the NHS treatment function code (three digits) from the identifier or the
+// alternate identifier of AIS-3 (the service), PV1-10 (hospital service, where UK feeds put
+// the specialty) or SCH-7; "unknown" (a missing value to the model) when none has one, as
+// csvimport does.
+func specialty(msg *hl7.Message, sch hl7.Segment) string {
+	var cands []hl7.Field
+	for _, s := range msg.All("AIS") {
+		cands = append(cands, s.Field(3))
+	}
+	if pv1, ok := msg.Segment("PV1"); ok {
+		cands = append(cands, pv1.Field(10))
+	}
+	cands = append(cands, sch.Field(7))
+	for _, f := range cands {
+		for _, c := range []int{1, 4} {
+			if v := strings.TrimSpace(f.Comp(c).String()); treatmentFunction.MatchString(v) {
+				return v
+			}
+		}
+	}
+	return "unknown"
+}
+
+// clinic is the clinic code: AIL-3.1 (point of care of the location resource), PV1-3.1, or
+// SCH-5.1 (schedule id), cut to the contract's 64 bytes.
+func clinic(msg *hl7.Message, sch hl7.Segment) string {
+	var cands []string
+	for _, s := range msg.All("AIL") {
+		cands = append(cands, s.Get(3, 1))
+	}
+	if pv1, ok := msg.Segment("PV1"); ok {
+		cands = append(cands, pv1.Get(3, 1))
+	}
+	cands = append(cands, sch.Get(5, 1))
+	for _, v := range cands {
+		if v = strings.TrimSpace(v); v != "" {
+			return clipBytes(v, 64)
+		}
+	}
+	return ""
+}
+
+// firstVisit reads new (true) or follow-up (false) from SCH-8 (appointment type), then SCH-7
+// (appointment reason), code before text. HL7's own tables (0276 ROUTINE, WALKIN, CHECKUP,
+// FOLLOWUP, EMERGENCY; 0277 Normal, Tentative, Complete) barely say; UK feeds use local
+// codes like NEW and FU. Unknown means follow-up (false), as in csvimport.
+func firstVisit(sch hl7.Segment) bool {
+	for _, n := range []int{8, 7} {
+		f := sch.Field(n)
+		if first, known := pas.VisitType(f.Comp(1).String(), f.Comp(2).String()); known {
+			return first
+		}
+	}
+	return false
+}
+
+var (
+	patientCancel  = map[string]bool{"2": true, "P": true, "PAT": true, "PT": true, "PATIENT": true, "CBP": true}
+	hospitalCancel = map[string]bool{"4": true, "H": true, "HOSP": true, "HOSPITAL": true, "PROV": true, "PROVIDER": true, "CBH": true, "CLIN": true}
+)
+
+// cancelledBy reads who cancelled from SCH-6 (event reason). HL7 leaves the codes to the
+// site; we accept the NHS Data Dictionary "attended or did not attend" codes (2 cancelled by
+// the patient, 4 by the provider), common local codes, and words in the text. Unknown is a
+// hospital cancellation: calling it the patient's would raise that patient's future risk on
+// a guess.
+func cancelledBy(reason hl7.Field) events.CancelledBy {
+	code := strings.ToUpper(strings.TrimSpace(reason.Comp(1).String()))
+	switch {
+	case patientCancel[code]:
+		return events.ByPatient
+	case hospitalCancel[code]:
+		return events.ByHospital
+	}
+	for _, w := range pas.Words(reason.Comp(2).String()) {
+		switch w {
+		case "patient":
+			return events.ByPatient
+		case "hospital", "clinic", "provider", "trust", "consultant", "doctor", "clinician":
+			return events.ByHospital
+		}
+	}
+	return events.ByHospital
+}
+
+// contact records only the preference: sms when PID-13 or PID-14 holds a mobile (equipment
+// type CP, or a UK mobile number), opt-out when PD1-12 (protection indicator) is Y. The
+// numbers themselves are read here and dropped.
+func contact(msg *hl7.Message, pid hl7.Segment) events.Contact {
+	var c events.Contact
+	for _, n := range []int{13, 14} {
+		for _, rep := range pid.Field(n).Reps() {
+			if strings.EqualFold(rep.Comp(2).String(), "NET") {
+				continue // e-mail address
+			}
+			if strings.EqualFold(rep.Comp(3).String(), "CP") ||
+				pas.UKMobile(rep.Comp(1).String()) || pas.UKMobile(rep.Comp(12).String()) ||
+				pas.UKMobile(rep.Comp(5).String()+rep.Comp(6).String()+rep.Comp(7).String()) {
+				c.SMS = true
+			}
+		}
+	}
+	if pd1, ok := msg.Segment("PD1"); ok && strings.EqualFold(pd1.Get(12, 1), "Y") {
+		c.OptOut = true
+	}
+	return c
+}
+
+func clip(s string) string { return clipBytes(s, 20) }
+
+func clipBytes(s string, n int) string {
+	if len(s) <= n {
+		return s
+	}
+	for n > 0 && !utf8.RuneStart(s[n]) {
+		n--
+	}
+	return s[:n]
+}

@@ -1,0 +1,372 @@
+package scorer
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"log/slog"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/segmentio/kafka-go"
+
+	"github.com/nhsx/dnarisk/events"
+	"github.com/nhsx/dnarisk/featurestore"
+)
+
+// Scorer turns a booking and its point-in-time features into a probability. It must be safe
+// for concurrent use. scoring.Model is the implementation.
+type Scorer interface {
+	// ID names the model; it is stamped on every risk event.
+	ID() string
+	// Vector builds the model input for ev from the computed features, reusing dst.
+	Vector(ev *events.Appointment, v featurestore.Vector, dst []float64) []float64
+	// Score returns the probability of non-attendance for one model input.
+	Score(x []float64) float64
+	// Band maps a probability to a risk band name.
+	Band(p float64) string
+	// FeatureMap names the values of a model input, leaving out missing (NaN) ones.
+	FeatureMap(x []float64) map[string]float64
+}
+
+// Output is where a processed batch goes. WriteMessages must return only once every message
+// is durably acknowledged (kafka-go's Writer with RequireAll does).
+type Output interface {
+	WriteMessages(ctx context.Context, msgs ...kafka.Message) error
+}
+
+// Topics names the topics the processor writes.
+type Topics struct {
+	Risk       string // risk events; default "risk"
+	DeadLetter string // refused input; default "appointments.dlq"
+}
+
+func (t *Topics) setDefaults() {
+	if t.Risk == "" {
+		t.Risk = "risk"
+	}
+	if t.DeadLetter == "" {
+		t.DeadLetter = "appointments.dlq"
+	}
+}
+
+// Stats counts what a processor has done. Fields are read with the Load methods.
+type Stats struct {
+	Consumed     atomic.Int64
+	Scored       atomic.Int64
+	DeadLettered atomic.Int64
+	Applied      atomic.Int64 // history facts that changed a history
+	Skipped      atomic.Int64 // bookings not scored: cancelled or superseded
+	Conflicts    atomic.Int64 // history saves retried after a concurrent write
+	mu           sync.Mutex
+	bands        map[string]int64
+}
+
+// Bands returns a copy of the count of risk events per band.
+func (s *Stats) Bands() map[string]int64 {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	out := make(map[string]int64, len(s.bands))
+	for k, v := range s.bands {
+		out[k] = v
+	}
+	return out
+}
+
+// Config is everything a Processor needs. Store, Output and Model are required; every other
+// field has the default its comment gives. Validate reports what is missing.
+type Config struct {
+	// Store holds patient histories (Redis in production).
+	Store featurestore.Store
+	// Output receives risk events and dead letters; WriteMessages must return only once every
+	// message is durably acknowledged.
+	Output Output
+	// Model scores bookings; SetModel swaps it later.
+	Model Scorer
+	// Topics the processor writes. Default: "risk" and "appointments.dlq".
+	Topics Topics
+	// Policy is the feature store's retention policy. Default: featurestore.Policy{}.
+	Policy featurestore.Policy
+	// MaxAhead refuses (dead-letters) events dated further than this past the clock.
+	// 0: DefaultMaxAhead; negative: no limit (for replaying a simulated future).
+	MaxAhead time.Duration
+	// Observer hears about every batch. Default: nobody.
+	Observer Observer
+	// Log receives warnings. Default: slog.Default().
+	Log *slog.Logger
+	// Now is the clock MaxAhead is measured against. Default: time.Now.
+	Now func() time.Time
+}
+
+// Validate reports the first required field that is missing.
+func (c *Config) Validate() error {
+	switch {
+	case c.Store == nil:
+		return errors.New("scorer: Config.Store is required")
+	case c.Output == nil:
+		return errors.New("scorer: Config.Output is required")
+	case c.Model == nil:
+		return errors.New("scorer: Config.Model is required")
+	}
+	return nil
+}
+
+func (c *Config) setDefaults() {
+	c.Topics.setDefaults()
+	if c.MaxAhead == 0 {
+		c.MaxAhead = DefaultMaxAhead
+	}
+	if c.Observer == nil {
+		c.Observer = nopObserver{}
+	}
+	if c.Log == nil {
+		c.Log = slog.Default()
+	}
+	if c.Now == nil {
+		c.Now = time.Now
+	}
+}
+
+// Processor scores batches of appointment events; it is safe for concurrent use, so several
+// consumer loops (group members, each owning its partitions) can share one, and the model can
+// be swapped while they run.
+type Processor struct {
+	cfg   Config
+	model atomic.Pointer[scorerBox]
+	// Stats counts batches that completed; a batch that failed and is retried counts once.
+	Stats Stats
+}
+
+type scorerBox struct{ Scorer }
+
+// New returns a Processor for cfg, with defaults filled in, or the error of cfg.Validate.
+func New(cfg Config) (*Processor, error) {
+	if err := cfg.Validate(); err != nil {
+		return nil, err
+	}
+	cfg.setDefaults()
+	p := &Processor{cfg: cfg}
+	p.SetModel(cfg.Model)
+	return p, nil
+}
+
+// SetModel swaps the model used for the next batch. A batch in flight finishes with the
+// model it started with, so every risk event names the model that produced it.
+func (p *Processor) SetModel(m Scorer) { p.model.Store(&scorerBox{m}) }
+
+// Model returns the model in use.
+func (p *Processor) Model() Scorer { return p.model.Load().Scorer }
+
+// DefaultMaxAhead is how far past the wall clock an event may be dated. History is pruned
+// relative to the newest fact, so one event mis-dated decades ahead would otherwise erase the
+// patient's history.
+const DefaultMaxAhead = 7 * 24 * time.Hour
+
+// maxConflictRetries bounds how often a batch re-applies history after losing a
+// compare-and-set race; more than a couple means two live consumers own one partition.
+const maxConflictRetries = 5
+
+// Process handles one batch of messages from the appointments topic. It returns only when
+// every risk event and dead letter is acknowledged and every history update is saved, or with
+// an error, in which case nothing may be committed and the batch must be processed again
+// (everything it does is idempotent).
+//
+// Bookings are scored against the history as loaded before the batch's own events are
+// applied, in message order, so a patient's booking sees exactly the facts that preceded it.
+func (p *Processor) Process(ctx context.Context, msgs []kafka.Message) error {
+	start := time.Now()
+	rep := &BatchReport{Source: sourceTopic(msgs), Messages: len(msgs)}
+	err := p.process(ctx, msgs, rep)
+	rep.Took = time.Since(start)
+	if err != nil {
+		p.cfg.Observer.BatchFailed(len(msgs), rep.Took, err)
+		return err
+	}
+	p.cfg.Observer.BatchDone(rep)
+	return nil
+}
+
+func (p *Processor) process(ctx context.Context, msgs []kafka.Message, rep *BatchReport) error {
+	model := p.Model()
+	evs := make([]events.Appointment, 0, len(msgs))
+	sent := make([]time.Time, 0, len(msgs)) // Kafka timestamp of each valid event
+	var out []kafka.Message
+	var patients []string
+	seen := make(map[string]bool, len(msgs))
+	for i := range msgs {
+		m := &msgs[i]
+		ev, err := events.DecodeAppointment(m.Value)
+		if err == nil && string(m.Key) != ev.Patient {
+			err = fmt.Errorf("%w: %w", events.ErrInvalid, errKeyMismatch)
+		}
+		if err == nil && p.cfg.MaxAhead > 0 && ev.EventTime.After(p.cfg.Now().Add(p.cfg.MaxAhead)) {
+			err = fmt.Errorf("%w: %w: event_time %s is more than %s ahead of this consumer's clock",
+				events.ErrInvalid, errFuture, ev.EventTime.Format(time.RFC3339), p.cfg.MaxAhead)
+		}
+		if err != nil {
+			out = append(out, p.deadLetter(m, err, rep))
+			continue
+		}
+		evs = append(evs, ev)
+		sent = append(sent, m.Time)
+		if !seen[ev.Patient] {
+			seen[ev.Patient] = true
+			patients = append(patients, ev.Patient)
+		}
+	}
+	deadLettered := len(out)
+
+	t := time.Now()
+	hist, err := p.cfg.Store.Load(ctx, patients)
+	if err != nil {
+		return fmt.Errorf("load %d histories: %w", len(patients), err)
+	}
+	rep.Load = time.Since(t)
+	var scoredAt []time.Time // Kafka timestamp of each scored booking, as rep.Scores
+	dirty := map[string]*featurestore.History{}
+	bands := map[string]int64{}
+	var x []float64
+	var applied, skipped int64
+	for i := range evs {
+		ev := &evs[i]
+		h := hist[ev.Patient]
+		if ev.Type == events.Booked || ev.Type == events.Rescheduled {
+			if h.Cancelled(ev.AppointmentID) || h.LatestVersion(ev.AppointmentID) > ev.Version {
+				skipped++
+			} else {
+				x = model.Vector(ev, featurestore.Compute(ev, h), x)
+				m, band, prob := p.risk(model, ev, x)
+				out = append(out, m)
+				bands[band]++
+				rep.Scores = append(rep.Scores, Score{Event: ev, Probability: prob, Band: band, ModelID: model.ID()})
+				scoredAt = append(scoredAt, sent[i])
+			}
+		}
+		if h.Apply(ev, p.cfg.Policy) {
+			applied++
+			dirty[ev.Patient] = h
+		}
+	}
+
+	if len(out) > 0 {
+		t = time.Now()
+		if err := p.cfg.Output.WriteMessages(ctx, out...); err != nil {
+			return fmt.Errorf("publish %d messages: %w", len(out), err)
+		}
+		acked := time.Now()
+		rep.Publish = acked.Sub(t)
+		rep.Published = map[string]int{}
+		for i := range out {
+			rep.Published[out[i].Topic]++
+		}
+		for i := range rep.Scores {
+			if !scoredAt[i].IsZero() {
+				rep.Scores[i].Delay = acked.Sub(scoredAt[i])
+			}
+		}
+	}
+	t = time.Now()
+	if err := p.save(ctx, dirty, evs); err != nil {
+		return err
+	}
+	rep.Save = time.Since(t)
+	p.Stats.Consumed.Add(int64(len(msgs)))
+	p.Stats.DeadLettered.Add(int64(deadLettered))
+	p.Stats.Scored.Add(int64(len(out) - deadLettered))
+	p.Stats.Applied.Add(applied)
+	p.Stats.Skipped.Add(skipped)
+	p.Stats.mu.Lock()
+	if p.Stats.bands == nil {
+		p.Stats.bands = map[string]int64{}
+	}
+	for b, n := range bands {
+		p.Stats.bands[b] += n
+	}
+	p.Stats.mu.Unlock()
+	return nil
+}
+
+func (p *Processor) risk(model Scorer, ev *events.Appointment, x []float64) (kafka.Message, string, float64) {
+	prob := model.Score(x)
+	r := events.Risk{
+		Schema:           events.RiskSchema,
+		AppointmentID:    ev.AppointmentID,
+		Version:          ev.Version,
+		Patient:          ev.Patient,
+		SourceEventID:    ev.EventID,
+		AppointmentStart: ev.Booking.Start,
+		Probability:      prob,
+		Band:             model.Band(prob),
+		ModelID:          model.ID(),
+		ScoredAt:         p.cfg.Now().UTC(),
+		Features:         model.FeatureMap(x),
+	}
+	return kafka.Message{
+		Topic:   p.cfg.Topics.Risk,
+		Key:     []byte(ev.Patient),
+		Value:   r.AppendJSON(make([]byte, 0, 1024)),
+		Headers: []kafka.Header{{Key: "schema", Value: []byte(events.RiskSchema)}},
+	}, r.Band, prob
+}
+
+// save writes the changed histories. A patient whose history another writer changed since it
+// was loaded (possible for a moment during a rebalance) is reloaded and this batch's events
+// re-applied; Apply is idempotent, so facts the other writer already recorded count once.
+func (p *Processor) save(ctx context.Context, dirty map[string]*featurestore.History, evs []events.Appointment) error {
+	for attempt := 0; len(dirty) > 0; attempt++ {
+		err := p.cfg.Store.Save(ctx, dirty)
+		var conflict *featurestore.ConflictError
+		if !errors.As(err, &conflict) {
+			if err != nil {
+				return fmt.Errorf("save %d histories: %w", len(dirty), err)
+			}
+			return nil
+		}
+		if attempt == maxConflictRetries {
+			return fmt.Errorf("save histories: %w after %d retries", err, attempt)
+		}
+		p.Stats.Conflicts.Add(int64(len(conflict.Patients)))
+		fresh, err := p.cfg.Store.Load(ctx, conflict.Patients)
+		if err != nil {
+			return fmt.Errorf("reload %d histories after conflict: %w", len(conflict.Patients), err)
+		}
+		dirty = map[string]*featurestore.History{}
+		for i := range evs {
+			if h, ok := fresh[evs[i].Patient]; ok && h.Apply(&evs[i], p.cfg.Policy) {
+				dirty[evs[i].Patient] = h
+			}
+		}
+	}
+	return nil
+}
+
+// deadLetter wraps a refused message with the reason and where it came from. The log line
+// carries the reason with digit runs masked: a decode error can quote a field's value.
+func (p *Processor) deadLetter(m *kafka.Message, reason error, rep *BatchReport) kafka.Message {
+	d := events.DeadLetter{
+		Schema:    events.DeadLetterSchema,
+		Reason:    reason.Error(),
+		Topic:     m.Topic,
+		Partition: m.Partition,
+		Offset:    m.Offset,
+		Key:       m.Key,
+		Value:     m.Value,
+		FailedAt:  p.cfg.Now().UTC(),
+	}
+	b, _ := json.Marshal(d) // only []byte, strings, ints and a time: cannot fail
+	code := DeadLetterReason(m.Value, reason)
+	if rep.DeadLettered == nil {
+		rep.DeadLettered = map[string]int{}
+	}
+	rep.DeadLettered[code]++
+	p.cfg.Log.Warn("dead-lettered appointment event", "topic", m.Topic, "partition", m.Partition, "offset", m.Offset,
+		"reason", code, "detail", redactDigits(reason.Error()))
+	return kafka.Message{
+		Topic:   p.cfg.Topics.DeadLetter,
+		Key:     m.Key,
+		Value:   b,
+		Headers: []kafka.Header{{Key: "schema", Value: []byte(events.DeadLetterSchema)}},
+	}
+}
