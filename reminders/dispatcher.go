@@ -54,8 +54,16 @@ type Topics struct {
 	Failed       string // reminder_failed.v1 events [reminders.failed]
 }
 
-// Options configures a Dispatcher. Zero values take the defaults in brackets.
-type Options struct {
+// Config configures a Dispatcher. Zero values take the defaults in brackets.
+type Config struct {
+	// Redis holds the schedule, the appointment records and the claims [required by New].
+	Redis redis.UniversalClient
+	// Notifier sends the messages; Contacts finds where to; Failed receives reminders Notify
+	// refused. The send side (SendDue, RunSender) needs all three; an intake-only Dispatcher
+	// (planning, no sending) may leave them nil.
+	Notifier  Notifier
+	Contacts  Contacts
+	Failed    Publisher
 	Policy    Policy
 	Templates Templates
 	Topics    Topics
@@ -98,8 +106,14 @@ const MinSecretBytes = 32
 
 var templateIDRE = regexp.MustCompile(`^[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}$`)
 
-// Validate checks the options and fills in defaults.
-func (o *Options) Validate() error {
+// longester is a Notifier that can bound one send with all its retries (*notify.Client).
+type longester interface{ Longest() time.Duration }
+
+// Validate checks the configuration and fills in defaults.
+// Dependencies are not checked here (New requires Redis), so a command can validate its
+// settings before it connects to anything; set Notifier first to have the lease checked
+// against it.
+func (o *Config) Validate() error {
 	if err := o.Policy.Validate(); err != nil {
 		return err
 	}
@@ -153,6 +167,11 @@ func (o *Options) Validate() error {
 	if o.Log == nil {
 		o.Log = slog.Default()
 	}
+	// A send is cut off at half the lease, so a claim must outlive two sends with all their
+	// retries, or a slow send could be cut short every time.
+	if l, ok := o.Notifier.(longester); ok && o.Lease < 2*l.Longest() {
+		return fmt.Errorf("sending.lease %s is shorter than two sends with their retries can take (%s)", o.Lease, 2*l.Longest())
+	}
 	return nil
 }
 
@@ -177,17 +196,20 @@ type Dispatcher struct {
 	notifier Notifier
 	contacts Contacts
 	failed   Publisher
-	o        Options
+	o        Config
 	token    string // identifies this process's claims
 	Stats    Stats
 }
 
-// New returns a Dispatcher after validating o.
-func New(rdb redis.UniversalClient, n Notifier, c Contacts, failed Publisher, o Options) (*Dispatcher, error) {
-	if err := o.Validate(); err != nil {
+// New returns a Dispatcher after validating c.
+func New(c Config) (*Dispatcher, error) {
+	if c.Redis == nil {
+		return nil, errors.New("reminders: Config.Redis is required")
+	}
+	if err := c.Validate(); err != nil {
 		return nil, err
 	}
-	return &Dispatcher{rdb: rdb, notifier: n, contacts: c, failed: failed, o: o,
+	return &Dispatcher{rdb: c.Redis, notifier: c.Notifier, contacts: c.Contacts, failed: c.Failed, o: c,
 		token: strconv.FormatInt(time.Now().UnixNano(), 36) + "-" + strconv.Itoa(int(tokenSeq.Add(1)))}, nil
 }
 
@@ -199,7 +221,12 @@ var tokenSeq atomic.Int64
 // reveals nothing about the patient or the appointment. The patient is included so that
 // two PAS systems reusing an appointment id cannot make one reminder look already sent.
 func (d *Dispatcher) ReminderID(patient, appointment string, version int, slot string) string {
-	m := hmac.New(sha256.New, d.o.Secret)
+	return ReminderID(d.o.Secret, patient, appointment, version, slot)
+}
+
+// ReminderID is Dispatcher.ReminderID under secret, for checking a dispatcher from outside.
+func ReminderID(secret []byte, patient, appointment string, version int, slot string) string {
+	m := hmac.New(sha256.New, secret)
 	m.Write([]byte(patient))
 	m.Write([]byte{0})
 	m.Write([]byte(appointment))

@@ -46,7 +46,7 @@ type harness struct {
 	url      string
 	contacts *contacts.Store
 	failed   *memTopic
-	opts     reminders.Options
+	opts     reminders.Config
 	rdb      redis.UniversalClient
 }
 
@@ -75,7 +75,7 @@ func newHarness(t *testing.T, addrs ...string) *harness {
 	if err != nil {
 		t.Fatal(err)
 	}
-	h.opts = reminders.Options{
+	h.opts = reminders.Config{
 		Policy:       reminders.DefaultPolicy(),
 		Templates:    reminders.Templates{Standard: stdTemplate, Extra: xtraTemplate},
 		Secret:       []byte("reminder-test-secret-0123456789abcdef"),
@@ -131,13 +131,14 @@ func (h *harness) dispatcher() *reminders.Dispatcher {
 	return h.dispatcherWith(h.client(), h.notifier(testKey, 3), h.opts)
 }
 
-func (h *harness) dispatcherWith(rdb redis.UniversalClient, n reminders.Notifier, o reminders.Options) *reminders.Dispatcher {
+func (h *harness) dispatcherWith(rdb redis.UniversalClient, n reminders.Notifier, o reminders.Config) *reminders.Dispatcher {
 	h.t.Helper()
 	cs, err := contacts.NewStore(rdb, h.prefix, contactK)
 	if err != nil {
 		h.t.Fatal(err)
 	}
-	d, err := reminders.New(rdb, n, cs, h.failed, o)
+	o.Redis, o.Notifier, o.Contacts, o.Failed = rdb, n, cs, h.failed
+	d, err := reminders.New(o)
 	if err != nil {
 		h.t.Fatal(err)
 	}

@@ -164,3 +164,29 @@ func TestMember(t *testing.T) {
 		t.Fatal("short member parsed")
 	}
 }
+
+// slowNotifier can take up to a minute per send.
+type slowNotifier struct{ Notifier }
+
+func (slowNotifier) Longest() time.Duration { return time.Minute }
+
+func TestConfigValidateChecksTheLeaseAgainstTheNotifier(t *testing.T) {
+	base := Config{Policy: DefaultPolicy(), Secret: make([]byte, MinSecretBytes),
+		Templates: Templates{Standard: "f33517ff-2a88-4f6e-b855-c550268ce08a", Extra: "aa46d7b7-0c3b-4f5c-9b2a-0c2f8d5f7b11"}}
+	c := base
+	c.Notifier, c.Lease = slowNotifier{}, 90*time.Second
+	if err := c.Validate(); err == nil || !strings.Contains(err.Error(), "sending.lease 1m30s") {
+		t.Fatalf("a lease shorter than two slowest sends: %v", err)
+	}
+	c.Lease = 2 * time.Minute
+	if err := c.Validate(); err != nil {
+		t.Fatalf("a lease of exactly two slowest sends: %v", err)
+	}
+	c = base
+	if err := c.Validate(); err != nil || c.Lease != 10*time.Minute {
+		t.Fatalf("defaults: lease %s, %v", c.Lease, err)
+	}
+	if _, err := New(base); err == nil || !strings.Contains(err.Error(), "Redis") {
+		t.Fatalf("New without Redis: %v", err)
+	}
+}

@@ -47,6 +47,9 @@ const dueBatch = 500
 // Once a send has started it is finished even if ctx ends, so a shutdown does not leave a
 // message half-known.
 func (d *Dispatcher) SendDue(ctx context.Context) (int, error) {
+	if d.notifier == nil || d.contacts == nil || d.failed == nil {
+		return 0, errors.New("reminders: this Dispatcher has no Notifier, Contacts or Failed publisher: it can plan but not send")
+	}
 	now := d.o.Clock.Now()
 	members, err := d.rdb.ZRangeArgs(ctx, redis.ZRangeArgs{
 		Key: d.DueKey(), ByScore: true, Start: "-inf", Stop: strconv.FormatInt(ms(now), 10), Count: dueBatch,

@@ -13,7 +13,6 @@ import (
 
 	"github.com/segmentio/kafka-go"
 
-	"github.com/nhsx/dnarisk/reminders"
 	"github.com/nhsx/dnarisk/scoring"
 	"github.com/nhsx/dnarisk/stream"
 )
@@ -283,12 +282,8 @@ func runBackpressure(parent context.Context, cfg config, log *slog.Logger) (bool
 		return false, err
 	}
 	opts := reminderOptions([]byte(randomHex(64)))
-	rd, err := reminders.New(nil, nil, nil, nil, opts)
-	if err != nil {
-		return false, err
-	}
 	_ = opts.Policy.Validate()
-	gt := groundTruth(evs, model, historyRetention, rd, &opts.Policy, evs[0].EventTime)
+	gt := groundTruth(evs, model, historyRetention, opts.Secret, &opts.Policy, evs[0].EventTime)
 	risk, err := stream.ReadAll(ctx, brokers, topicRisk)
 	if err != nil {
 		return false, err

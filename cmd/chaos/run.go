@@ -159,15 +159,11 @@ func runPipeline(parent context.Context, cfg config, log *slog.Logger) (*report,
 		return nil, err
 	}
 	opts := reminderOptions([]byte(r.secrets.reminder))
-	rd, err := reminders.New(nil, nil, nil, nil, opts)
-	if err != nil {
-		return nil, err
-	}
 	if err := opts.Policy.Validate(); err != nil {
 		return nil, err
 	}
 	planAt := evs[0].EventTime.Add(-24 * time.Hour).UTC().Truncate(time.Hour)
-	gt := groundTruth(evs, model, historyRetention, rd, &opts.Policy, planAt)
+	gt := groundTruth(evs, model, historyRetention, opts.Secret, &opts.Policy, planAt)
 	log.Info("input and ground truth ready", "events", len(evs), "patients", len(gt.histories),
 		"bookings_to_score", len(gt.risk), "reminders_due", len(gt.reminders))
 
@@ -285,8 +281,8 @@ func uuid() string {
 // reminderOptions are the dispatcher's settings for the run: the default policy, quick
 // retries (sends are cut off after 400ms, so a stalled Notify costs little) and a short
 // lease, so a reminder held by a killed dispatcher is taken over within seconds.
-func reminderOptions(secret []byte) reminders.Options {
-	return reminders.Options{
+func reminderOptions(secret []byte) reminders.Config {
+	return reminders.Config{
 		Policy:       reminders.DefaultPolicy(),
 		Templates:    reminders.Templates{Standard: stdTemplate, Extra: extraTemplate},
 		Secret:       secret,

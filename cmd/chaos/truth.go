@@ -181,7 +181,7 @@ type truth struct {
 // groundTruth replays the input through the feature code and the model exactly as one
 // consumer that never failed would, then plans every appointment's reminders from its final
 // state as the dispatcher's policy does.
-func groundTruth(evs []events.Appointment, model *scoring.Model, retention time.Duration, d *reminders.Dispatcher, policy *reminders.Policy, planAt time.Time) *truth {
+func groundTruth(evs []events.Appointment, model *scoring.Model, retention time.Duration, reminderSecret []byte, policy *reminders.Policy, planAt time.Time) *truth {
 	t := &truth{risk: map[riskKey]expectedRisk{}, latest: map[string]riskKey{}, histories: map[string]*featurestore.History{}, reminders: map[string]reminderWant{}, byType: map[string]int{}}
 	pol := featurestore.Policy{Retention: retention}
 	type state struct {
@@ -239,7 +239,7 @@ func groundTruth(evs []events.Appointment, model *scoring.Model, retention time.
 			BookedAt: a.bookedAt, Known: a.version > 0, SMS: a.sms, Band: a.band, BandVersion: a.bandVersion,
 			Cancelled: a.cancelled}, planAt)
 		for _, p := range planned {
-			t.reminders[d.ReminderID(a.patient, id, a.version, p.Slot.Name)] = reminderWant{appt: id, slot: p.Slot.Name, kind: p.Slot.Kind}
+			t.reminders[reminders.ReminderID(reminderSecret, a.patient, id, a.version, p.Slot.Name)] = reminderWant{appt: id, slot: p.Slot.Name, kind: p.Slot.Kind}
 		}
 	}
 	return t

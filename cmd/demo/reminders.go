@@ -106,7 +106,8 @@ func remind(ctx context.Context, brokers []string, rdb redis.UniversalClient, ri
 	secret := make([]byte, 32)
 	_, _ = rand.Read(secret)
 	clock := reminders.NewManual(first)
-	d, err := reminders.New(rdb, client, store, failed, reminders.Options{
+	d, err := reminders.New(reminders.Config{
+		Redis: rdb, Notifier: client, Contacts: store, Failed: failed,
 		Policy:    reminders.DefaultPolicy(),
 		Templates: reminders.Templates{Standard: stdTemplate, Extra: extraTemplate},
 		Topics:    reminders.Topics{Appointments: apptTopic, Risk: riskTopic, Failed: failedTopic},

@@ -65,7 +65,7 @@ type config struct {
 	clockFile   string // "": the system clock
 	notify      notify.Config
 	contactKey  []byte
-	opts        reminders.Options
+	opts        reminders.Config
 }
 
 func env(getenv func(string) string, name, def string) string {
@@ -154,8 +154,9 @@ func parseConfig(args []string, getenv func(string) string) (config, error) {
 	if *notifyURL != "" {
 		c.notify.BaseURL = *notifyURL
 	}
-	client, err := notify.New(c.notify)
-	if err != nil {
+	// The client is made here only so Validate checks the lease against its worst case;
+	// run makes the one it sends with.
+	if c.opts.Notifier, err = notify.New(c.notify); err != nil {
 		return c, err
 	}
 	rs, err := secret(getenv, "DNA_REMINDER_SECRET_FILE", "DNA_REMINDER_SECRET")
@@ -180,11 +181,6 @@ func parseConfig(args []string, getenv func(string) string) (config, error) {
 	c.opts.RetryBackoff, c.opts.KeepAfter = time.Duration(fc.Sending.RetryBackoff), time.Duration(fc.KeepAfter)
 	if err := c.opts.Validate(); err != nil {
 		return c, fmt.Errorf("%s: %w", *cfgPath, err)
-	}
-	// Sends are cut off at half the lease, so a claim must outlive two sends with all their
-	// retries, or a slow send could be cut short every time.
-	if c.opts.Lease < 2*client.Longest() {
-		return c, fmt.Errorf("%s: sending.lease %s is shorter than two sends with their retries can take (%s)", *cfgPath, c.opts.Lease, 2*client.Longest())
 	}
 	return c, nil
 }
@@ -246,7 +242,8 @@ func run(cfg config, log *slog.Logger) error {
 			return err
 		}
 	}
-	d, err := reminders.New(rdb, client, store, w, cfg.opts)
+	cfg.opts.Redis, cfg.opts.Notifier, cfg.opts.Contacts, cfg.opts.Failed = rdb, client, store, w
+	d, err := reminders.New(cfg.opts)
 	if err != nil {
 		return err
 	}

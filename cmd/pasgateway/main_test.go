@@ -349,7 +349,8 @@ func TestRefusedMessagesPublishNothing(t *testing.T) {
 
 func newDispatcher(t *testing.T, w *world) *reminders.Dispatcher {
 	t.Helper()
-	d, err := reminders.New(w.rdb, nil, nil, nil, reminders.Options{
+	d, err := reminders.New(reminders.Config{
+		Redis:     w.rdb,
 		Policy:    reminders.DefaultPolicy(),
 		Templates: reminders.Templates{Standard: "f33517ff-2a88-4f6e-b855-c550268ce08a", Extra: "aa46d7b7-0c3b-4f5c-9b2a-0c2f8d5f7b11"},
 		Topics:    reminders.Topics{Appointments: w.in, Risk: w.risk},
