@@ -658,7 +658,7 @@ class Model:
 
 
 # --------------------------------------------------------------------------------------------
-# One batch: the work of stream.Processor.Process, without Kafka or Redis
+# One batch: the work of scorer.Processor.Process, without Kafka or Redis
 
 @dataclass(slots=True)
 class Message:

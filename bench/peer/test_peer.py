@@ -1,6 +1,6 @@
 """Parity of the Python peer with the Go consumer, without Kafka or Redis.
 
-The same JSONL events go through goref (bench/peer/goref: stream.Processor, RedisStore on
+The same JSONL events go through goref (bench/peer/goref: scorer.Processor, RedisStore on
 miniredis, scoring.Load) and through peer.process_batch with the same batch boundaries. Every
 published message must agree: the same dead letters, the same bookings scored in the same
 order, identical feature vectors and model inputs, probabilities within 1e-6, the same band
