@@ -31,7 +31,7 @@ TEST_ENV := KAFKA_BROKERS=127.0.0.1:$(KAFKA_PORT) \
 GO_TEST_FLAGS ?= -race -count=1 -timeout 20m
 PKGS ?= ./...
 
-.PHONY: test services-up services-down services-status python peer-venv compose-check browser build demo fmt vet model bench
+.PHONY: lint test services-up services-down services-status python peer-venv compose-check browser build demo fmt vet model bench
 
 # One recipe, so the trap can stop the services whatever happens in between;
 # the EXIT trap keeps the status of the command that failed. Stale services
@@ -47,6 +47,7 @@ test:
 	$(MAKE) --no-print-directory browser
 	wait $$kafka; wait $$python
 	export $(TEST_ENV)
+	$(MAKE) --no-print-directory lint
 	go test $(GO_TEST_FLAGS) $(PKGS)
 	# The benchmark's Python peer must compute what the Go scorer computes (bench/peer).
 	.venv-peer/bin/python -m pytest -q -p no:cacheprovider bench/peer
@@ -135,6 +136,16 @@ model:
 
 fmt:
 	gofmt -l -w .
+
+# Static analysis, zero findings: staticcheck pinned here and fetched through the Go module
+# proxy (no install step), gofmt and go vet. `make test` runs it first.
+STATICCHECK_VERSION := v0.8.2
+lint:
+	@unformatted=$$(gofmt -l . | grep -v '^.venv' || true)
+	if [[ -n "$$unformatted" ]]; then echo "make lint: not gofmt-ed:" $$unformatted >&2; exit 1; fi
+	go vet ./...
+	go run honnef.co/go/tools/cmd/staticcheck@$(STATICCHECK_VERSION) ./...
+	echo "make lint: gofmt, go vet and staticcheck $(STATICCHECK_VERSION) found nothing" >&2
 
 vet:
 	go vet ./...

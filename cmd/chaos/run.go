@@ -73,7 +73,6 @@ type runner struct {
 	consumers  map[string]*proc
 	dispatcher *proc
 	violations []string
-	stops      []string // unclean stops of processes asked to stop
 	malformed  []malformed
 	phases     map[string]float64
 }

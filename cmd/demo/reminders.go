@@ -205,7 +205,7 @@ func remind(ctx context.Context, brokers []string, rdb redis.UniversalClient, ri
 	case extraWrong > 0:
 		return fmt.Errorf("%d extra reminders went to appointments not in a high band", extraWrong)
 	case int64(len(messages)) != sum.RemindersSent || len(refs) != len(messages):
-		return fmt.Errorf("Notify got %d messages with %d references for %d reminders sent", len(messages), len(refs), sum.RemindersSent)
+		return fmt.Errorf("the Notify stub got %d messages with %d references for %d reminders sent", len(messages), len(refs), sum.RemindersSent)
 	case sum.RemindersSent == 0 || extra == 0:
 		return fmt.Errorf("no reminders sent (%d, %d extra)", sum.RemindersSent, extra)
 	}
