@@ -135,12 +135,22 @@ func TestCrashBetweenSentAndRecorded(t *testing.T) {
 	h := newHarness(t)
 	h.oneDue(7)
 	// Notify accepts, then the answer is slow; the process dies while waiting for it.
-	// Its sends are cut off at half its lease (2s), well after the test has seen the message.
+	// Its client gives up after 800ms with no retry, well after the test has seen the message;
+	// a 4s lease covers two such sends (Config.Validate checks that), so the heir takes over soon.
 	h.stub.Inject(notifystub.Fault{Status: 201, Accept: true, Delay: 6 * time.Second})
 	doomedRedis := h.client()
 	o := h.opts
 	o.Lease = 4 * time.Second
-	doomed := h.dispatcherWith(doomedRedis, h.notifier(testKey, 0), o)
+	k, err := notify.ParseKey(testKey)
+	if err != nil {
+		t.Fatal(err)
+	}
+	quick, err := notify.New(notify.Config{BaseURL: h.url, Key: k, MaxRetries: -1, Timeout: 800 * time.Millisecond,
+		RetryWaitMin: 5 * time.Millisecond, RetryWaitMax: 100 * time.Millisecond})
+	if err != nil {
+		t.Fatal(err)
+	}
+	doomed := h.dispatcherWith(doomedRedis, quick, o)
 	done := make(chan error, 1)
 	go func() { _, err := doomed.SendDue(context.Background()); done <- err }()
 	testenv.Eventually(t, 5*time.Second, func() bool { return len(h.stub.Messages()) == 1 }, "Notify to accept the message")
