@@ -158,9 +158,13 @@ type Notification struct {
 
 // APIError is an error response from Notify:
 // {"status_code": 400, "errors": [{"error": "BadRequestError", "message": "…"}]}.
+// Answers from outside the v2 API (an unknown path, a proxy) may carry only
+// {"result": "error", "message": "…"}; the official clients read "message" first, and so
+// does Error.
 type APIError struct {
 	StatusCode int         `json:"status_code"`
 	Errors     []ErrorItem `json:"errors"`
+	Message    string      `json:"message,omitempty"`
 	// RetryAfter is the server's Retry-After on a 429 (or 503), zero when absent.
 	RetryAfter time.Duration `json:"-"`
 }
@@ -175,6 +179,9 @@ func (e *APIError) Error() string {
 	parts := make([]string, 0, len(e.Errors))
 	for _, it := range e.Errors {
 		parts = append(parts, it.Error+": "+it.Message)
+	}
+	if len(parts) == 0 && e.Message != "" {
+		parts = append(parts, e.Message)
 	}
 	if len(parts) == 0 {
 		parts = append(parts, http.StatusText(e.StatusCode))

@@ -2,11 +2,18 @@
 // and tests. It checks what the real API checks — the bearer JWT (HS256, iss = service id,
 // iat within 30 seconds, signed with the key's secret) and the request body (UK mobile
 // number, known template, every placeholder filled, no unknown fields) — and answers in
-// Notify's shapes, including its error shape
+// Notify's documented shapes, including its error shape
 // {"status_code": 400, "errors": [{"error": "BadRequestError", "message": "…"}]}.
-// It records every accepted message, answers GET /v2/notifications?reference=…, and can be
-// told to fail: 500s, 429s with Retry-After, slow answers, or "accepted, then failed" (the
-// message is recorded but the caller sees an error, as when a response is lost).
+//
+// It serves what the official clients read back: GET /v2/notifications/{id} (the uri a send
+// returns), and GET /v2/notifications, newest first in pages with links.current and
+// links.next, filtered by reference, status (with "failed" for every failure status),
+// template_type and older_than, so the clients' iterators work unchanged. As with Notify's
+// test API key, a message to 07700900002 ends permanent-failure, one to 07700900003
+// temporary-failure, and every other one delivered.
+//
+// It can be told to fail: 500s, 429s with Retry-After, slow answers, or "accepted, then
+// failed" (the message is recorded but the caller sees an error, as when a response is lost).
 package notifystub
 
 import (
@@ -37,7 +44,12 @@ type Message struct {
 	TemplateID      string
 	Personalisation map[string]string
 	Reference       string
-	CreatedAt       time.Time
+	// Status is Notify's delivery status: delivered, or for the test numbers
+	// permanent-failure (07700900002) and temporary-failure (07700900003).
+	Status    string
+	CreatedAt time.Time
+	// Body is the text as rendered: the placeholders' values in the template's order.
+	Body string
 }
 
 // Fault is a failure to inject into the next POST /v2/notifications/sms. Faults queue up
@@ -68,7 +80,9 @@ type Config struct {
 	// Templates maps template id to the placeholders it requires.
 	Templates map[string][]string
 	Chaos     Chaos
-	// Now is the stub's clock for the iat check [time.Now].
+	// PageSize is how many notifications one GET /v2/notifications answers [250, as Notify].
+	PageSize int
+	// Now is the stub's clock for the iat check and created_at [time.Now].
 	Now func() time.Time
 }
 
@@ -77,10 +91,11 @@ type Stub struct {
 	cfg Config
 
 	mu       sync.Mutex
-	messages []Message
+	messages []Message // oldest first: the order Notify's created_at gives
 	byRef    map[string][]int
+	byID     map[string]int
 	faults   []Fault
-	requests map[string]int // "POST /v2/notifications/sms" -> count
+	requests map[string]int // "POST /v2/notifications/sms", "GET /v2/notifications/{id}" -> count
 	statuses map[int]int
 	rng      *mrand.Rand
 }
@@ -98,7 +113,10 @@ func New(cfg Config) (*Stub, error) {
 	if cfg.Now == nil {
 		cfg.Now = time.Now
 	}
-	return &Stub{cfg: cfg, byRef: map[string][]int{}, requests: map[string]int{}, statuses: map[int]int{},
+	if cfg.PageSize <= 0 {
+		cfg.PageSize = 250
+	}
+	return &Stub{cfg: cfg, byRef: map[string][]int{}, byID: map[string]int{}, requests: map[string]int{}, statuses: map[int]int{},
 		rng: mrand.New(mrand.NewPCG(1, 2))}, nil
 }
 
@@ -116,7 +134,8 @@ func (s *Stub) Messages() []Message {
 	return append([]Message(nil), s.messages...)
 }
 
-// Requests returns how many requests arrived for "METHOD /path".
+// Requests returns how many requests arrived for "METHOD /path"; a notification id in the
+// path is counted as {id}.
 func (s *Stub) Requests(route string) int {
 	s.mu.Lock()
 	defer s.mu.Unlock()
@@ -137,21 +156,35 @@ func (s *Stub) Statuses() map[int]int {
 const (
 	sendPath = "/v2/notifications/sms"
 	listPath = "/v2/notifications"
+	onePath  = listPath + "/"
 )
 
 func (s *Stub) ServeHTTP(w http.ResponseWriter, r *http.Request) {
-	route := r.Method + " " + r.URL.Path
+	path, method := r.URL.Path, r.Method
+	id, one := strings.CutPrefix(path, onePath)
+	route := method + " " + path
+	if one && path != sendPath {
+		route = method + " " + onePath + "{id}"
+	}
 	s.mu.Lock()
 	s.requests[route]++
 	s.mu.Unlock()
+	var handle func(http.ResponseWriter, *http.Request)
 	switch {
-	case r.URL.Path == "/_stub/stats" && r.Method == http.MethodGet:
+	case path == "/_stub/stats" && method == http.MethodGet:
 		s.stats(w)
 		return
-	case r.URL.Path != sendPath && r.URL.Path != listPath:
+	case path == sendPath:
+		handle = s.send
+	case path == listPath:
+		handle = s.list
+	case one && !strings.Contains(id, "/"):
+		handle = func(w http.ResponseWriter, r *http.Request) { s.get(w, r, id) }
+	default:
 		s.fail(w, http.StatusNotFound, "ResourceNotFound", "The requested URL was not found on the server.")
 		return
-	case r.URL.Path == sendPath && r.Method != http.MethodPost, r.URL.Path == listPath && r.Method != http.MethodGet:
+	}
+	if want := map[bool]string{true: http.MethodPost, false: http.MethodGet}[path == sendPath]; method != want {
 		s.fail(w, http.StatusMethodNotAllowed, "MethodNotAllowed", "The method is not allowed for the requested URL.")
 		return
 	}
@@ -159,11 +192,7 @@ func (s *Stub) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		s.fail(w, status, "AuthError", msg)
 		return
 	}
-	if r.Method == http.MethodGet {
-		s.list(w, r)
-		return
-	}
-	s.send(w, r)
+	handle(w, r)
 }
 
 // authenticate checks the bearer token as Notify does; it returns 0 when it is good.
@@ -172,15 +201,16 @@ func (s *Stub) authenticate(r *http.Request) (int, string) {
 	if h == "" {
 		return http.StatusUnauthorized, "Unauthorized: authentication token must be provided"
 	}
-	tok, ok := strings.CutPrefix(h, "Bearer ")
-	if !ok {
+	// Notify compares the scheme without regard to case.
+	if len(h) < 7 || !strings.EqualFold(h[:7], "Bearer ") {
 		return http.StatusUnauthorized, "Unauthorized: authentication bearer scheme must be used"
 	}
+	tok := h[7:]
 	claims := jwt.MapClaims{}
 	_, err := jwt.ParseWithClaims(tok, claims, func(*jwt.Token) (any, error) { return s.cfg.Key.Secret(), nil },
 		jwt.WithValidMethods([]string{"HS256"}), jwt.WithoutClaimsValidation())
 	if err != nil {
-		return http.StatusForbidden, "Invalid token: signature, api token not found"
+		return http.StatusForbidden, "Invalid token: API key not found"
 	}
 	iss, _ := claims["iss"].(string)
 	if iss == "" {
@@ -285,14 +315,21 @@ func (s *Stub) send(w http.ResponseWriter, r *http.Request) {
 	if req.Reference != nil {
 		ref = *req.Reference
 	}
-	m := Message{ID: newUUID(), PhoneNumber: *req.PhoneNumber, TemplateID: *req.TemplateID, Reference: ref,
-		Personalisation: map[string]string{}, CreatedAt: s.cfg.Now().UTC()}
+	m := Message{ID: newUUID(), PhoneNumber: *req.PhoneNumber, TemplateID: strings.ToLower(*req.TemplateID), Reference: ref,
+		Personalisation: map[string]string{}, Status: statusFor(*req.PhoneNumber)}
 	for k, v := range req.Personalisation {
 		m.Personalisation[k] = fmt.Sprint(v)
 	}
+	m.Body = render(placeholders, m.Personalisation)
 	s.mu.Lock()
+	// created_at never goes backwards, so that "older than" and the list order agree.
+	m.CreatedAt = s.cfg.Now().UTC()
+	if n := len(s.messages); n > 0 && m.CreatedAt.Before(s.messages[n-1].CreatedAt) {
+		m.CreatedAt = s.messages[n-1].CreatedAt
+	}
 	s.messages = append(s.messages, m)
 	s.byRef[ref] = append(s.byRef[ref], len(s.messages)-1)
+	s.byID[m.ID] = len(s.messages) - 1
 	s.mu.Unlock()
 	if fault.Accept {
 		if !s.wait(r, fault.Delay) {
@@ -303,16 +340,13 @@ func (s *Stub) send(w http.ResponseWriter, r *http.Request) {
 			return
 		}
 	}
-	var refOut any
-	if ref != "" {
-		refOut = ref
-	}
+	base := baseURL(r)
 	s.reply(w, http.StatusCreated, map[string]any{
 		"id":            m.ID,
-		"reference":     refOut,
-		"content":       map[string]any{"body": "(rendered by the stub)", "from_number": "GOVUK"},
-		"uri":           "http://" + r.Host + listPath + "/" + m.ID,
-		"template":      map[string]any{"id": m.TemplateID, "version": 1, "uri": "http://" + r.Host + "/v2/template/" + m.TemplateID},
+		"reference":     nullable(m.Reference),
+		"content":       map[string]any{"body": m.Body, "from_number": fromNumber},
+		"uri":           base + onePath + m.ID,
+		"template":      map[string]any{"id": m.TemplateID, "version": templateVersion, "uri": base + "/v2/template/" + m.TemplateID},
 		"scheduled_for": nil,
 	}, 0)
 }
@@ -328,34 +362,6 @@ func (s *Stub) wait(r *http.Request, d time.Duration) bool {
 	case <-r.Context().Done():
 		return false
 	}
-}
-
-func (s *Stub) list(w http.ResponseWriter, r *http.Request) {
-	q := r.URL.Query()
-	if t := q.Get("template_type"); t != "" && t != "sms" {
-		s.reply(w, http.StatusOK, map[string]any{"notifications": []any{}, "links": map[string]string{}}, 0)
-		return
-	}
-	s.mu.Lock()
-	var idx []int
-	if ref, ok := q["reference"]; ok {
-		idx = append(idx, s.byRef[ref[0]]...)
-	} else {
-		for i := range s.messages {
-			idx = append(idx, i)
-		}
-	}
-	out := make([]map[string]any, 0, len(idx))
-	for i := len(idx) - 1; i >= 0 && len(out) < 250; i-- { // newest first, one page
-		m := s.messages[idx[i]]
-		out = append(out, map[string]any{
-			"id": m.ID, "reference": m.Reference, "phone_number": m.PhoneNumber, "type": "sms",
-			"status": "delivered", "template": map[string]any{"id": m.TemplateID, "version": 1},
-			"created_at": m.CreatedAt.Format(time.RFC3339Nano),
-		})
-	}
-	s.mu.Unlock()
-	s.reply(w, http.StatusOK, map[string]any{"notifications": out, "links": map[string]string{"current": r.URL.String()}}, 0)
 }
 
 func (s *Stub) stats(w http.ResponseWriter) {
