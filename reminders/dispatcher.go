@@ -10,6 +10,7 @@ import (
 	"log/slog"
 	"regexp"
 	"strconv"
+	"sync"
 	"sync/atomic"
 	"time"
 
@@ -93,6 +94,8 @@ type Config struct {
 	// RetryBackoff is the first wait before a reminder whose send failed transiently is
 	// tried again; it doubles per attempt [2m].
 	RetryBackoff time.Duration
+	// Budget caps the messages sent per hour, per day and per patient [no caps]; see Budget.
+	Budget Budget
 	// KeepAfter is how long after the appointment start its records stay in Redis [30 days].
 	// Replays of older events plan nothing (their reminders are past MaxLate), so this only
 	// bounds memory.
@@ -164,6 +167,9 @@ func (o *Config) Validate() error {
 	if o.KeepAfter <= 0 {
 		o.KeepAfter = 30 * 24 * time.Hour
 	}
+	if err := o.Budget.Validate(); err != nil {
+		return err
+	}
 	if o.Log == nil {
 		o.Log = slog.Default()
 	}
@@ -187,6 +193,11 @@ type Stats struct {
 	Recovered atomic.Int64 // of Sent: found in Notify by reference, not sent again
 	Deferred  atomic.Int64 // sends that failed transiently and were put back for later
 	Failed    atomic.Int64 // reminders given up: refused by Notify, no contact details, too many attempts
+	// Sends held by the SMS budget, by the cap that held them (a reminder held again on
+	// each recheck counts each time), and reminders cancelled because a hold lasted until
+	// they were too close to the appointment.
+	HeldHour, HeldDay, HeldPatient atomic.Int64
+	BudgetCancelled                atomic.Int64
 }
 
 // Dispatcher schedules and sends reminders. One value serves both the intake (Process) and
@@ -198,7 +209,11 @@ type Dispatcher struct {
 	failed   Publisher
 	o        Config
 	token    string // identifies this process's claims
+	budget   atomic.Pointer[Budget]
 	Stats    Stats
+
+	heldMu     sync.Mutex
+	heldLogged map[string]time.Time // cap -> end of the window last logged as reached
 }
 
 // New returns a Dispatcher after validating c.
@@ -209,8 +224,12 @@ func New(c Config) (*Dispatcher, error) {
 	if err := c.Validate(); err != nil {
 		return nil, err
 	}
-	return &Dispatcher{rdb: c.Redis, notifier: c.Notifier, contacts: c.Contacts, failed: c.Failed, o: c,
-		token: strconv.FormatInt(time.Now().UnixNano(), 36) + "-" + strconv.Itoa(int(tokenSeq.Add(1)))}, nil
+	d := &Dispatcher{rdb: c.Redis, notifier: c.Notifier, contacts: c.Contacts, failed: c.Failed, o: c,
+		token:      strconv.FormatInt(time.Now().UnixNano(), 36) + "-" + strconv.Itoa(int(tokenSeq.Add(1))),
+		heldLogged: map[string]time.Time{}}
+	b := c.Budget
+	d.budget.Store(&b)
+	return d, nil
 }
 
 var tokenSeq atomic.Int64

@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"net/http"
 	"regexp"
 	"strconv"
 	"sync"
@@ -142,6 +143,7 @@ type claimed struct {
 	patient, rid, appt, slot string
 	kind                     Kind
 	version, attempts        int
+	held                     int // times the SMS budget held it
 	due, start               time.Time
 	member                   string
 }
@@ -175,6 +177,7 @@ func (d *Dispatcher) fire(ctx context.Context, m string, now time.Time) (bool, e
 		due: fromMS(toString(res[4])), start: fromMS(toString(res[5]))}
 	c.version, _ = strconv.Atoi(toString(res[3]))
 	c.attempts = int(toInt(res[6]))
+	c.held, _ = strconv.Atoi(toString(res[7]))
 	// A send that has begun is seen through: stopping half-way would leave it unknown.
 	work, cancel := context.WithTimeout(context.WithoutCancel(ctx), d.o.Lease/2)
 	defer cancel()
@@ -188,11 +191,11 @@ func (d *Dispatcher) deliver(ctx context.Context, c *claimed, now time.Time) err
 	case now.Sub(c.due) > time.Duration(p.MaxLate):
 		return d.cancel(ctx, c, "late")
 	case c.start.Sub(now) < time.Duration(p.MinLead):
-		return d.cancel(ctx, c, "too_close")
+		return d.cancelTooClose(ctx, c)
 	case p.inQuiet(now):
 		due := p.outOfQuiet(now)
 		if c.start.Sub(due) < time.Duration(p.MinLead) {
-			return d.cancel(ctx, c, "too_close")
+			return d.cancelTooClose(ctx, c)
 		}
 		d.Stats.Retimed.Add(1)
 		return d.release(ctx, c, due, true)
@@ -220,6 +223,14 @@ func (d *Dispatcher) deliver(ctx context.Context, c *claimed, now time.Time) err
 			return d.sent(ctx, c, found[0].ID)
 		}
 	}
+	spent, capName, until, err := d.take(ctx, c.patient, now)
+	switch {
+	case err != nil:
+		d.o.Log.Warn("SMS budget unavailable; reminder put back", "reminder_id", c.rid, "err", err)
+		return d.release(ctx, c, now.Add(d.backoff(c.attempts)), true)
+	case capName != "":
+		return d.hold(ctx, c, capName, until)
+	}
 	n, err := d.notifier.SendSMS(ctx, notify.SMS{
 		PhoneNumber:     contact.Phone.Reveal(),
 		TemplateID:      d.template(c.kind),
@@ -230,12 +241,58 @@ func (d *Dispatcher) deliver(ctx context.Context, c *claimed, now time.Time) err
 	case err == nil:
 		return d.sent(ctx, c, n.ID)
 	case notify.Permanent(err):
+		// Refused outright (the client looked the reference up before any retry): nothing
+		// was sent, so nothing is spent.
+		d.refund(ctx, spent)
 		var ae *notify.APIError
 		errors.As(err, &ae)
 		return d.fail(ctx, c, ae.StatusCode, ae.Error())
 	default:
+		// A 429 created nothing; any other failure may have sent the message, so it stays
+		// counted (the budget errs towards holding).
+		if statusOf(err) == http.StatusTooManyRequests {
+			d.refund(ctx, spent)
+		}
 		return d.retryLater(ctx, c, now, err)
 	}
+}
+
+// hold puts a reminder the budget refused back in the queue until until, without counting
+// an attempt, and says so once per cap and window.
+func (d *Dispatcher) hold(ctx context.Context, c *claimed, capName string, until time.Time) error {
+	switch capName {
+	case CapHour:
+		d.Stats.HeldHour.Add(1)
+	case CapDay:
+		d.Stats.HeldDay.Add(1)
+	default:
+		d.Stats.HeldPatient.Add(1)
+	}
+	if capName != CapPatient {
+		w := d.windows(d.o.Clock.Now())
+		end := map[string]time.Time{CapHour: w.hourEnd, CapDay: w.dayEnd}[capName]
+		d.heldMu.Lock()
+		first := !d.heldLogged[capName].Equal(end)
+		d.heldLogged[capName] = end
+		d.heldMu.Unlock()
+		if first {
+			b := d.Budget()
+			d.o.Log.Warn("SMS budget reached: reminders are held, not dropped, until the window ends or the cap is raised",
+				"cap", capName, "per_hour", b.PerHour, "per_day", b.PerDay, "window_ends", end)
+		}
+	}
+	return d.release(ctx, c, until, true, "held", strconv.Itoa(c.held+1))
+}
+
+// cancelTooClose drops a reminder that can no longer go out before MinLead; if the budget
+// held it on its way, the reason says so.
+func (d *Dispatcher) cancelTooClose(ctx context.Context, c *claimed) error {
+	if c.held > 0 {
+		d.Stats.BudgetCancelled.Add(1)
+		d.o.Log.Warn("reminder held by the SMS budget until too close to the appointment; cancelled", "reminder_id", c.rid, "slot", c.slot, "held", c.held)
+		return d.cancel(ctx, c, "budget")
+	}
+	return d.cancel(ctx, c, "too_close")
 }
 
 func (d *Dispatcher) template(k Kind) string {
@@ -323,14 +380,15 @@ func (d *Dispatcher) fail(ctx context.Context, c *claimed, status int, reason st
 	return d.rdb.ZRem(ctx, d.DueKey(), c.member).Err()
 }
 
-// release returns a claimed reminder to the queue, due at due. untouched says nothing was
-// sent on this claim, so it does not count as an attempt.
-func (d *Dispatcher) release(ctx context.Context, c *claimed, due time.Time, untouched bool) error {
+// release returns a claimed reminder to the queue, due at due, with extra fields set.
+// untouched says nothing was sent on this claim, so it does not count as an attempt.
+func (d *Dispatcher) release(ctx context.Context, c *claimed, due time.Time, untouched bool, extra ...string) error {
 	attempts := c.attempts
 	if untouched {
 		attempts--
 	}
-	if err := d.finish(ctx, c, "scheduled", "due", strconv.FormatInt(ms(due), 10), "attempts", strconv.Itoa(attempts)); err != nil {
+	fields := append([]string{"due", strconv.FormatInt(ms(due), 10), "attempts", strconv.Itoa(attempts)}, extra...)
+	if err := d.finish(ctx, c, "scheduled", fields...); err != nil {
 		return err
 	}
 	return d.rdb.ZAdd(ctx, d.DueKey(), redis.Z{Score: float64(ms(due)), Member: c.member}).Err()
@@ -361,10 +419,11 @@ func (d *Dispatcher) finish(ctx context.Context, c *claimed, state string, field
 // now (ms), ARGV[3] lease end on the wall clock (ms), ARGV[4] claimant token.
 // Returns {"gone"}, {"final", state}, {"early", due}, {"busy"} (claimed by a live lease),
 // {"cancelled", reason} (the appointment was cancelled, rescheduled or opted out since), or
-// {"claimed", slot, kind, ver, due, start, attempts}. A claim whose lease has run out is
-// taken over; attempts counts claims, so the caller knows an earlier one may have sent.
+// {"claimed", slot, kind, ver, due, start, attempts, held}. A claim whose lease has run out
+// is taken over; attempts counts claims, so the caller knows an earlier one may have sent;
+// held counts the times the SMS budget held it.
 var claimScript = redis.NewScript(`
-local r = redis.call('HMGET', KEYS[1], 'state', 'due', 'ver', 'attempts', 'lease', 'slot', 'kind', 'start')
+local r = redis.call('HMGET', KEYS[1], 'state', 'due', 'ver', 'attempts', 'lease', 'slot', 'kind', 'start', 'held')
 local state = r[1]
 if not state then return {'gone'} end
 if state == 'scheduled' then
@@ -386,7 +445,7 @@ if reason then
 end
 local n = tonumber(r[4] or '0') + 1
 redis.call('HSET', KEYS[1], 'state', 'claimed', 'attempts', tostring(n), 'lease', ARGV[3], 'token', ARGV[4])
-return {'claimed', r[6], r[7], r[3], r[2], r[8], n}
+return {'claimed', r[6], r[7], r[3], r[2], r[8], n, r[9] or '0'}
 `)
 
 // finishScript records the outcome of a claim, if the caller still holds it.
