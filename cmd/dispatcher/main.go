@@ -4,7 +4,9 @@
 // once; reminders Notify refuses go to the failed-reminders topic with the reason. The
 // reminder policy, Notify templates and sending limits come from a JSON config file
 // (config.example.json); secrets come from files or the environment, never from the file.
-// SIGTERM or SIGINT finishes the batch and the sends in hand, commits and exits 0.
+// SIGHUP re-reads the file's SMS budget (the caps on messages per hour, per day and per
+// patient) and applies it at once; every other setting needs a restart. SIGTERM or SIGINT
+// finishes the batch and the sends in hand, commits and exits 0.
 //
 // Every setting is a flag with an environment variable fallback; run with --help.
 package main
@@ -54,6 +56,7 @@ type fileConfig struct {
 		RetryBackoff reminders.Duration `json:"retry_backoff"`
 		LookupFirst  bool               `json:"lookup_first"`
 	} `json:"sending"`
+	Budget    reminders.Budget   `json:"budget"`
 	KeepAfter reminders.Duration `json:"keep_after"`
 }
 
@@ -63,6 +66,7 @@ type config struct {
 	metricsAddr string // "" or "off": no operations endpoint
 	group       string
 	clockFile   string // "": the system clock
+	configFile  string // re-read for the budget on SIGHUP
 	notify      notify.Config
 	contactKey  []byte
 	opts        reminders.Config
@@ -136,6 +140,7 @@ func parseConfig(args []string, getenv func(string) string) (config, error) {
 	if _, _, err := net.SplitHostPort(c.metricsAddr); c.metricsAddr != "" && err != nil {
 		return c, fmt.Errorf("--metrics-addr %q: want host:port, :port or off", c.metricsAddr)
 	}
+	c.configFile = *cfgPath
 	fc, err := readConfigFile(*cfgPath)
 	if err != nil {
 		return c, err
@@ -179,6 +184,7 @@ func parseConfig(args []string, getenv func(string) string) (config, error) {
 	c.opts.Workers, c.opts.MaxAttempts, c.opts.LookupFirst = fc.Sending.Workers, fc.Sending.MaxAttempts, fc.Sending.LookupFirst
 	c.opts.Lease, c.opts.PollInterval = time.Duration(fc.Sending.Lease), time.Duration(fc.Sending.PollInterval)
 	c.opts.RetryBackoff, c.opts.KeepAfter = time.Duration(fc.Sending.RetryBackoff), time.Duration(fc.KeepAfter)
+	c.opts.Budget = fc.Budget
 	if err := c.opts.Validate(); err != nil {
 		return c, fmt.Errorf("%s: %w", *cfgPath, err)
 	}
@@ -219,6 +225,8 @@ func main() {
 func run(cfg config, log *slog.Logger) error {
 	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGTERM, syscall.SIGINT)
 	defer stop()
+	hup, stopHUP := watchHUP()
+	defer stopHUP()
 
 	m := metrics.New()
 	// DisableIdentity: Redis 7.0 refuses CLIENT SETINFO, which the hook would count as an error.
@@ -249,6 +257,7 @@ func run(cfg config, log *slog.Logger) error {
 	}
 	r := stream.NewGroupReader(cfg.brokers, cfg.group, []string{cfg.opts.Topics.Appointments, cfg.opts.Topics.Risk})
 	defer r.Close()
+	registerBudget(m.Registry, d)
 	m.Reminders(func() metrics.ReminderCounts {
 		s := &d.Stats
 		return metrics.ReminderCounts{Scheduled: s.Scheduled.Load(), Sent: s.Sent.Load(), Deferred: s.Deferred.Load(),
@@ -277,6 +286,8 @@ func run(cfg config, log *slog.Logger) error {
 
 	log.Info("dispatcher started", "group", cfg.group, "topics", []string{cfg.opts.Topics.Appointments, cfg.opts.Topics.Risk},
 		"notify", cfg.notify.BaseURL, "notify_key", cfg.notify.Key)
+	logBudget(log, "SMS budget", d.Budget())
+	go reloadBudget(ctx, hup, cfg.configFile, d, log)
 	var wg sync.WaitGroup
 	errc := make(chan error, 2)
 	wg.Add(2)
@@ -316,7 +327,8 @@ func stats(d *reminders.Dispatcher) []any {
 	s := &d.Stats
 	return []any{"consumed", s.Consumed.Load(), "scheduled", s.Scheduled.Load(), "sent", s.Sent.Load(),
 		"recovered", s.Recovered.Load(), "cancelled", s.Cancelled.Load(), "retimed", s.Retimed.Load(),
-		"deferred", s.Deferred.Load(), "failed", s.Failed.Load()}
+		"deferred", s.Deferred.Load(), "failed", s.Failed.Load(),
+		"held", s.HeldHour.Load() + s.HeldDay.Load() + s.HeldPatient.Load(), "budget_cancelled", s.BudgetCancelled.Load()}
 }
 
 // london is the zone in which "reminders today" starts at midnight.

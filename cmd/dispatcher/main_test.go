@@ -20,6 +20,7 @@ import (
 
 	"github.com/nhsx/dnarisk/events"
 	"github.com/nhsx/dnarisk/internal/testenv"
+	"github.com/nhsx/dnarisk/reminders"
 	"github.com/nhsx/dnarisk/reminders/contacts"
 	"github.com/nhsx/dnarisk/reminders/notify"
 	"github.com/nhsx/dnarisk/reminders/notify/notifystub"
@@ -58,7 +59,8 @@ func TestExampleConfigIsAccepted(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if c.opts.Templates.Extra != extraTpl || len(c.opts.Policy.Standard) != 2 || c.notify.Key.ServiceID != "26785a09-ab16-4eb0-8407-a37497a57506" {
+	if c.opts.Templates.Extra != extraTpl || len(c.opts.Policy.Standard) != 2 || c.notify.Key.ServiceID != "26785a09-ab16-4eb0-8407-a37497a57506" ||
+		c.opts.Budget != (reminders.Budget{PerHour: 1000, PerDay: 5000, PerPatientPerDay: 2, Recheck: reminders.Duration(time.Minute)}) {
 		t.Fatalf("parsed %+v", c.opts)
 	}
 }
@@ -107,6 +109,12 @@ func TestParseConfigRefusesBadConfig(t *testing.T) {
 		{"short lease", map[string]string{"DISPATCHER_CONFIG": edit(func(m map[string]any) {
 			m["sending"].(map[string]any)["lease"] = "30s"
 		})}, nil, "sending.lease"},
+		{"negative budget", map[string]string{"DISPATCHER_CONFIG": edit(func(m map[string]any) {
+			m["budget"].(map[string]any)["per_day"] = -1
+		})}, nil, "budget caps must be 0"},
+		{"hourly budget above daily", map[string]string{"DISPATCHER_CONFIG": edit(func(m map[string]any) {
+			m["budget"].(map[string]any)["per_hour"] = 6000
+		})}, nil, "budget.per_hour 6000 is above budget.per_day 5000"},
 		{"short reminder secret", map[string]string{"DNA_REMINDER_SECRET": "short"}, nil, "reminder secret"},
 		{"bad contact key", map[string]string{"DNA_CONTACT_KEY": "abcd"}, nil, "contact key"},
 		{"no config", map[string]string{"DISPATCHER_CONFIG": ""}, nil, "no config file"},
