@@ -2,7 +2,8 @@
 # starts real Kafka (KRaft, from Maven Central's jars) and Redis (standalone
 # and a 3-node cluster, from Debian's packages), builds the Python venv,
 # validates docker-compose.yml and builds what the Dockerfile builds, installs
-# Debian's chromium for the status-page browser test, runs every Go test with
+# Debian's chromium for the status-page browser test and Debian's prometheus
+# for promtool (alert rule tests), runs every Go test with
 # the race detector, and stops the services it started even when the tests fail.
 
 SHELL := /bin/bash
@@ -31,7 +32,7 @@ TEST_ENV := KAFKA_BROKERS=127.0.0.1:$(KAFKA_PORT) \
 GO_TEST_FLAGS ?= -race -count=1 -timeout 20m
 PKGS ?= ./...
 
-.PHONY: lint test services-up services-down services-status python peer-venv compose-check browser build demo fmt vet model bench
+.PHONY: lint test services-up services-down services-status python peer-venv compose-check browser alerts build demo fmt vet model bench
 
 # One recipe, so the trap can stop the services whatever happens in between;
 # the EXIT trap keeps the status of the command that failed. Stale services
@@ -45,6 +46,7 @@ test:
 	scripts/redis.sh start
 	$(MAKE) --no-print-directory compose-check
 	$(MAKE) --no-print-directory browser
+	$(MAKE) --no-print-directory alerts
 	wait $$kafka; wait $$python
 	export $(TEST_ENV)
 	$(MAKE) --no-print-directory lint
@@ -116,6 +118,19 @@ browser:
 	export DEBIAN_FRONTEND=noninteractive
 	install=(apt-get install -y -q --no-install-recommends chromium fonts-dejavu-core)
 	"$${install[@]}" >/dev/null 2>&1 || { apt-get update -q >/dev/null && "$${install[@]}" >/dev/null; }
+
+# The Prometheus alert rules are checked and unit-tested (deploy/prometheus/alerts_test.yml)
+# with promtool from Debian's prometheus package; apt runs here, never beside another apt step.
+# (Debian's policy-rc.d on these machines keeps the package's server from starting.)
+alerts:
+	@if ! command -v promtool >/dev/null; then
+		echo "make: installing Debian's prometheus for promtool (alert rule tests)" >&2
+		export DEBIAN_FRONTEND=noninteractive
+		install=(apt-get install -y -q --no-install-recommends prometheus)
+		"$${install[@]}" >/dev/null 2>&1 || { apt-get update -q >/dev/null && "$${install[@]}" >/dev/null; }
+	fi
+	promtool check rules deploy/prometheus/alerts.yml >/dev/null
+	promtool test rules deploy/prometheus/alerts_test.yml
 
 build:
 	mkdir -p bin
