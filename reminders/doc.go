@@ -5,7 +5,8 @@
 // high-risk bands, none in quiet hours, too close to the appointment, after an opt-out or
 // after a cancellation, and new times after a reschedule. The send side (SendDue, run by
 // RunSender) takes due reminders from a sorted set, claims each one, and sends it through
-// GOV.UK Notify with the reminder's id as the Notify reference.
+// GOV.UK Notify with the reminder's id as the Notify reference, within an SMS Budget (caps
+// per hour, per day and per patient, counted in Redis; sends above a cap are held).
 //
 // Exactly once: a reminder's id is an HMAC of (appointment, booking version, slot), so a
 // replayed event plans the same reminders again and finds them already recorded. A

@@ -1,7 +1,8 @@
 // Command notifystub serves a GOV.UK Notify stand-in (package notifystub) for local stacks
 // and soak tests: it checks tokens and request bodies as Notify does, records messages in
-// memory, answers lookups by reference, and can fail at random. GET /_stub/stats reports
-// how many messages it accepted. It is never to be pointed at by a production dispatcher.
+// memory, answers GET /v2/notifications/{id} and the paged, filtered GET /v2/notifications
+// the official clients use, and can fail at random. GET /_stub/stats reports how many
+// messages it accepted. It is never to be pointed at by a production dispatcher.
 package main
 
 import (
