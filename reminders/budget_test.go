@@ -29,10 +29,13 @@ func (h *harness) dueNow(first, n int) []string {
 }
 
 // senders starts n dispatchers over their own Redis connections, as n processes would.
+// They look every reminder up before sending (lookup_first), so that any request a held
+// reminder makes to Notify shows.
 func (h *harness) senders(n int, b reminders.Budget) []*reminders.Dispatcher {
 	o := h.opts
 	o.Budget = b
 	o.Workers = 4
+	o.LookupFirst = true
 	var ds []*reminders.Dispatcher
 	for range n {
 		ds = append(ds, h.dispatcherWith(h.client(), h.notifier(testKey, 3), o))
@@ -92,13 +95,17 @@ func TestBudgetHoldsAcrossConcurrentSenders(t *testing.T) {
 			if got := len(h.stub.Messages()); got != 7 {
 				t.Fatalf("%d messages under an hourly cap of 7", got)
 			}
-			// Passes at each recheck within the hour send nothing more.
+			// Passes at each recheck within the hour send nothing more, and ask Notify nothing.
+			requests := h.stub.Requests("GET /v2/notifications") + h.stub.Requests("POST /v2/notifications/sms")
 			for range 3 {
 				h.clock.Advance(time.Minute)
 				sendAll(t, ds)
 			}
 			if got := len(h.stub.Messages()); got != 7 {
 				t.Fatalf("%d messages after rechecks in the same hour", got)
+			}
+			if n := h.stub.Requests("GET /v2/notifications") + h.stub.Requests("POST /v2/notifications/sms"); n != requests {
+				t.Fatalf("held reminders made %d requests to Notify at their rechecks", n-requests)
 			}
 			if pending, _ := ds[0].Pending(ctx); pending != 33 {
 				t.Fatalf("%d pending, want the 33 held", pending)

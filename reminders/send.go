@@ -212,17 +212,8 @@ func (d *Dispatcher) deliver(ctx context.Context, c *claimed, now time.Time) err
 	case contact.Phone.IsZero():
 		return d.fail(ctx, c, 0, "no mobile number for the patient")
 	}
-	if c.attempts > 1 || d.o.LookupFirst {
-		// An earlier claim may have sent it and died before recording that.
-		found, err := d.notifier.FindByReference(ctx, c.rid)
-		if err != nil {
-			return d.retryLater(ctx, c, now, err)
-		}
-		if len(found) > 0 {
-			d.Stats.Recovered.Add(1)
-			return d.sent(ctx, c, found[0].ID)
-		}
-	}
+	// The budget comes before any request to Notify, so held reminders cost Notify nothing
+	// at each recheck.
 	spent, capName, until, err := d.take(ctx, c.patient, now)
 	switch {
 	case err != nil:
@@ -230,6 +221,19 @@ func (d *Dispatcher) deliver(ctx context.Context, c *claimed, now time.Time) err
 		return d.release(ctx, c, now.Add(d.backoff(c.attempts)), true)
 	case capName != "":
 		return d.hold(ctx, c, capName, until)
+	}
+	if c.attempts > 1 || d.o.LookupFirst {
+		// An earlier claim may have sent it and died before recording that (and counted it).
+		found, err := d.notifier.FindByReference(ctx, c.rid)
+		if err != nil {
+			d.refund(ctx, spent)
+			return d.retryLater(ctx, c, now, err)
+		}
+		if len(found) > 0 {
+			d.refund(ctx, spent)
+			d.Stats.Recovered.Add(1)
+			return d.sent(ctx, c, found[0].ID)
+		}
 	}
 	n, err := d.notifier.SendSMS(ctx, notify.SMS{
 		PhoneNumber:     contact.Phone.Reveal(),
