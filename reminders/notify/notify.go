@@ -232,7 +232,9 @@ func (c *Client) SendSMS(ctx context.Context, m SMS) (Notification, error) {
 }
 
 // FindByReference lists the text messages sent with reference (within Notify's data
-// retention, 7 days by default).
+// retention, 7 days by default), newest first. It reads one page (Notify's is 250) and does
+// not follow links.next: the question it answers is whether any exists, and each of our
+// references names one message.
 func (c *Client) FindByReference(ctx context.Context, reference string) ([]Notification, error) {
 	q := url.Values{"template_type": {"sms"}, "reference": {reference}}
 	req, err := retryablehttp.NewRequestWithContext(ctx, http.MethodGet, c.base+"/v2/notifications?"+q.Encode(), nil)
