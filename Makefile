@@ -32,7 +32,7 @@ TEST_ENV := KAFKA_BROKERS=127.0.0.1:$(KAFKA_PORT) \
 GO_TEST_FLAGS ?= -race -count=1 -timeout 20m
 PKGS ?= ./...
 
-.PHONY: lint test services-up services-down services-status python peer-venv compose-check browser alerts build demo fmt vet model bench
+.PHONY: lint test services-up services-down services-status python peer-venv compose-check browser alerts kcat build demo fmt vet model bench
 
 # One recipe, so the trap can stop the services whatever happens in between;
 # the EXIT trap keeps the status of the command that failed. Stale services
@@ -47,6 +47,7 @@ test:
 	$(MAKE) --no-print-directory compose-check
 	$(MAKE) --no-print-directory browser
 	$(MAKE) --no-print-directory alerts
+	$(MAKE) --no-print-directory kcat
 	wait $$kafka; wait $$python
 	export $(TEST_ENV)
 	$(MAKE) --no-print-directory lint
@@ -131,6 +132,14 @@ alerts:
 	fi
 	promtool check rules deploy/prometheus/alerts.yml >/dev/null
 	promtool test rules deploy/prometheus/alerts_test.yml
+
+# Debian's kcat (librdkafka) is the oracle of stream/kcat_test.go: a producer we did not write.
+kcat:
+	@if command -v kcat >/dev/null; then exit 0; fi
+	echo "make: installing Debian's kcat for the Kafka client oracle test" >&2
+	export DEBIAN_FRONTEND=noninteractive
+	install=(apt-get install -y -q --no-install-recommends kcat)
+	"$${install[@]}" >/dev/null 2>&1 || { apt-get update -q >/dev/null && "$${install[@]}" >/dev/null; }
 
 build:
 	mkdir -p bin

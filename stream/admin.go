@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"sort"
+	"strings"
 
 	"github.com/segmentio/kafka-go"
 )
@@ -51,6 +52,70 @@ func (a *Admin) Ping(ctx context.Context, topics ...string) error {
 		}
 	}
 	return nil
+}
+
+// Missing returns those of topics that do not exist, in the order given. Its metadata
+// request never asks the broker to create a topic, whatever the broker's
+// auto.create.topics.enable says. Answers come from the metadata cache of the Admin's
+// transport, so a topic someone else creates is seen within its MetadataTTL (10s).
+func (a *Admin) Missing(ctx context.Context, topics ...string) ([]string, error) {
+	md, err := a.client.Metadata(ctx, &kafka.MetadataRequest{Topics: topics})
+	if err != nil {
+		return nil, fmt.Errorf("kafka metadata: %w", err)
+	}
+	exists := map[string]bool{}
+	for _, t := range md.Topics {
+		switch {
+		case t.Error == nil:
+			exists[t.Name] = true
+		case !errors.Is(t.Error, kafka.UnknownTopicOrPartition):
+			return nil, fmt.Errorf("topic %s: %w", t.Name, t.Error)
+		}
+	}
+	var missing []string
+	for _, t := range topics {
+		if !exists[t] {
+			missing = append(missing, t)
+		}
+	}
+	return missing, nil
+}
+
+// TopicSpec says how CreateTopics makes a topic.
+type TopicSpec struct {
+	// Partitions of a new topic. 0: the broker's num.partitions.
+	Partitions int
+	// Replication factor of a new topic. 0: the broker's default.replication.factor.
+	Replication int
+}
+
+// CreateTopics creates topics with spec. A topic that already exists (made by someone else,
+// perhaps at the same moment) is not an error and is left as it is, whatever its partition
+// count.
+func (a *Admin) CreateTopics(ctx context.Context, spec TopicSpec, topics ...string) error {
+	// -1 asks the broker for its default (CreateTopics v4+, Kafka 2.4+).
+	parts, repl := spec.Partitions, spec.Replication
+	if parts <= 0 {
+		parts = -1
+	}
+	if repl <= 0 {
+		repl = -1
+	}
+	cfgs := make([]kafka.TopicConfig, len(topics))
+	for i, t := range topics {
+		cfgs[i] = kafka.TopicConfig{Topic: t, NumPartitions: parts, ReplicationFactor: repl}
+	}
+	res, err := a.client.CreateTopics(ctx, &kafka.CreateTopicsRequest{Topics: cfgs})
+	if err != nil {
+		return fmt.Errorf("create topics %s: %w", strings.Join(topics, ", "), err)
+	}
+	var errs []error
+	for _, t := range topics {
+		if err := res.Errors[t]; err != nil && !errors.Is(err, kafka.TopicAlreadyExists) {
+			errs = append(errs, fmt.Errorf("create topic %s: %w", t, err))
+		}
+	}
+	return errors.Join(errs...)
 }
 
 // PartitionLag is how many messages of one partition a consumer group has not committed.

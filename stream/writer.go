@@ -33,6 +33,9 @@ func NewWriter(brokers []string, topic string, opts ...Option) *kafka.Writer {
 	}
 }
 
+// PartitionWatchInterval is how often a group reader checks its topics' partition counts.
+const PartitionWatchInterval = 5 * time.Second
+
 // NewReader returns a consumer-group Reader for topic with explicit, synchronous commits
 // (CommitMessages returns once Kafka stored the offsets; kafka-go's background committer
 // only logs failures) and a new group starting from the earliest offset, so no booking
@@ -43,6 +46,14 @@ func NewReader(brokers []string, group, topic string, opts ...Option) *kafka.Rea
 
 // NewGroupReader is NewReader over several topics in one consumer group (the reminder
 // dispatcher reads appointments and risk events together).
+//
+// Every member watches its topics' partition counts every PartitionWatchInterval and, when
+// one changes, ends its generation, so the group rebalances and partitions added while it
+// runs are assigned and read from their first offset. kafka-go v0.4.51 (consumergroup.go,
+// partitionWatcher) counts partitions per topic with a metadata request that allows
+// auto-creation, and ends the generation at once when a topic is missing; so start readers
+// only over topics that exist (TopicGate), or the member rejoins in a loop. It does not
+// notice a topic created after the join: that is what TopicGate is for.
 func NewGroupReader(brokers []string, group string, topics []string, opts ...Option) *kafka.Reader {
 	return kafka.NewReader(kafka.ReaderConfig{
 		Brokers:           brokers,
@@ -60,5 +71,8 @@ func NewGroupReader(brokers []string, group string, topics []string, opts ...Opt
 		RebalanceTimeout:  10 * time.Second,
 		ReadBackoffMin:    50 * time.Millisecond,
 		ReadBackoffMax:    1 * time.Second,
+
+		WatchPartitionChanges:  true,
+		PartitionWatchInterval: PartitionWatchInterval,
 	})
 }

@@ -64,6 +64,10 @@ type config struct {
 	logLevel     slog.Level
 	kafkaOpts    []stream.Option
 	redisOpts    redis.UniversalOptions
+
+	// createTopics makes missing topics with topicSpec; otherwise the consumer waits for them.
+	createTopics bool
+	topicSpec    stream.TopicSpec
 }
 
 // usage is the --help text's first line.
@@ -87,6 +91,7 @@ func parseConfigEnv(args []string, lookup func(string) (string, bool), stderr io
 		"batch-size": "BATCH_SIZE", "batch-wait": "BATCH_WAIT", "history-retention": "HISTORY_RETENTION", "max-ahead": "MAX_EVENT_AHEAD", "workers": "CONSUMER_WORKERS",
 		"redis-prefix": "REDIS_PREFIX", "metrics-addr": "METRICS_ADDR", "status-page": "STATUS_PAGE",
 		"lag-interval": "LAG_INTERVAL", "log-level": "LOG_LEVEL", "reminders-metrics-url": "REMINDERS_METRICS_URL",
+		"create-topics": "CREATE_TOPICS", "topic-partitions": "TOPIC_PARTITIONS", "topic-replication": "TOPIC_REPLICATION",
 	}
 	brokers := fs.String("brokers", "127.0.0.1:9092", "Kafka bootstrap brokers, comma-separated")
 	redisAddrs := fs.String("redis", "127.0.0.1:6379", "Redis address; several comma-separated addresses mean a Redis Cluster")
@@ -96,6 +101,9 @@ func parseConfigEnv(args []string, lookup func(string) (string, bool), stderr io
 	fs.StringVar(&c.inTopic, "topic-appointments", "appointments", "input topic")
 	fs.StringVar(&c.topics.Risk, "topic-risk", "risk", "risk event topic")
 	fs.StringVar(&c.topics.DeadLetter, "topic-dlq", "appointments.dlq", "dead-letter topic")
+	fs.BoolVar(&c.createTopics, "create-topics", false, "create missing topics at start (otherwise wait for them, not ready, naming them)")
+	fs.IntVar(&c.topicSpec.Partitions, "topic-partitions", 0, "partitions of a topic --create-topics makes; 0: the broker's num.partitions")
+	fs.IntVar(&c.topicSpec.Replication, "topic-replication", 0, "replication factor of a topic --create-topics makes; 0: the broker's default.replication.factor")
 	fs.IntVar(&c.batch.MaxMessages, "batch-size", 500, "most messages per batch")
 	fs.IntVar(&c.workers, "workers", 1, "consumer-group members in this process, each owning some partitions; more overlap one member's Kafka and Redis round trips with another's work")
 	fs.DurationVar(&c.batch.MaxWait, "batch-wait", 10*time.Millisecond, "longest wait to fill a batch")
@@ -152,6 +160,10 @@ func parseConfigEnv(args []string, lookup func(string) (string, bool), stderr io
 		return c, fmt.Errorf("--history-retention %s is under a day", c.retention)
 	case c.workers < 1 || c.workers > 64:
 		return c, fmt.Errorf("--workers %d out of range 1..64", c.workers)
+	case c.topicSpec.Partitions < 0 || c.topicSpec.Partitions > 10000:
+		return c, fmt.Errorf("--topic-partitions %d out of range 0..10000", c.topicSpec.Partitions)
+	case c.topicSpec.Replication < 0 || c.topicSpec.Replication > 32:
+		return c, fmt.Errorf("--topic-replication %d out of range 0..32", c.topicSpec.Replication)
 	case c.maxAhead < 0:
 		return c, fmt.Errorf("--max-ahead %s is negative", c.maxAhead)
 	case c.group == "" || c.inTopic == "" || c.topics.Risk == "" || c.topics.DeadLetter == "":
@@ -211,6 +223,8 @@ func run(cfg config, model *scoring.Model, log *slog.Logger) error {
 	defer w.Close()
 	admin := stream.NewAdmin(cfg.brokers, cfg.kafkaOpts...)
 	defer admin.Close()
+	topics := stream.NewTopicGate(admin, stream.Topics{Names: []string{cfg.inTopic, cfg.topics.Risk, cfg.topics.DeadLetter},
+		Create: cfg.createTopics, Spec: cfg.topicSpec, Log: log})
 
 	// The status page asks proc for its model, so proc exists before the endpoint serves.
 	var proc *scorer.Processor
@@ -248,6 +262,7 @@ func run(cfg config, model *scoring.Model, log *slog.Logger) error {
 			return fmt.Errorf("operations endpoint: %w", err)
 		}
 		h := ops.Handler(ops.Config{Registry: m.Registry, Status: status, Log: log, Checks: []ops.Check{
+			{Name: "topics", Func: topics.Check},
 			{Name: "kafka", Func: func(ctx context.Context) error {
 				return admin.Ping(ctx, cfg.inTopic, cfg.topics.Risk, cfg.topics.DeadLetter)
 			}},
@@ -267,9 +282,7 @@ func run(cfg config, model *scoring.Model, log *slog.Logger) error {
 		defer func() { stopOps(); <-served }()
 		log.Info("operations endpoint listening", "addr", ln.Addr().String(), "paths", "/metrics /healthz /readyz /status")
 	}
-	go m.PollLag(ctx, admin, cfg.group, cfg.inTopic, cfg.lagEvery, log)
 	go reloadOnHUP(ctx, cfg.modelDir, proc, m, log)
-	log.Info("consumer started", "group", cfg.group, "topic", cfg.inTopic, "model_id", model.ID())
 	go watchModelDir(ctx, cfg.modelDir, cfg.modelPoll, model, proc, log, func(next *scoring.Model, err error) {
 		if err != nil {
 			m.ModelReload(false)
@@ -278,6 +291,16 @@ func run(cfg config, model *scoring.Model, log *slog.Logger) error {
 		m.SetModel(next.ID())
 		m.ModelReload(true)
 	})
+	// Readers start only over topics that exist (see stream.TopicGate).
+	if err := topics.Wait(ctx); err != nil {
+		if ctx.Err() != nil {
+			log.Info("consumer stopped cleanly before its topics existed")
+			return nil
+		}
+		return err
+	}
+	go m.PollLag(ctx, admin, cfg.group, cfg.inTopic, cfg.lagEvery, log)
+	log.Info("consumer started", "group", cfg.group, "topic", cfg.inTopic, "model_id", model.ID())
 	if err := consume(ctx, cfg, proc, log); err != nil {
 		return err
 	}
