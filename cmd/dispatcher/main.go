@@ -70,6 +70,10 @@ type config struct {
 	notify      notify.Config
 	contactKey  []byte
 	opts        reminders.Config
+
+	// createTopics makes missing topics with topicSpec; otherwise the dispatcher waits for them.
+	createTopics bool
+	topicSpec    stream.TopicSpec
 }
 
 func env(getenv func(string) string, name, def string) string {
@@ -108,6 +112,11 @@ func parseConfig(args []string, getenv func(string) string) (config, error) {
 	fs.StringVar(&c.metricsAddr, "metrics-addr", env(getenv, "METRICS_ADDR", ":9466"), "address for /metrics, /healthz and /readyz; off to disable (env METRICS_ADDR)")
 	notifyURL := fs.String("notify-url", env(getenv, "NOTIFY_BASE_URL", ""), "Notify API base URL, overriding the config file (env NOTIFY_BASE_URL)")
 	fs.StringVar(&c.clockFile, "clock-file", env(getenv, "DISPATCHER_CLOCK_FILE", ""), "simulations and tests only: plan and send by the RFC 3339 time in this file, read every 10ms, instead of the system clock (env DISPATCHER_CLOCK_FILE)")
+	fs.BoolVar(&c.createTopics, "create-topics", false, "create missing topics at start (otherwise wait for them, not ready, naming them)")
+	fs.IntVar(&c.topicSpec.Partitions, "topic-partitions", 0, "partitions of a topic --create-topics makes; 0: the broker's num.partitions")
+	fs.IntVar(&c.topicSpec.Replication, "topic-replication", 0, "replication factor of a topic --create-topics makes; 0: the broker's default.replication.factor")
+	topicEnv := envflag.Env{"create-topics": "CREATE_TOPICS", "topic-partitions": "TOPIC_PARTITIONS", "topic-replication": "TOPIC_REPLICATION"}
+	topicEnv.Annotate(fs)
 	fs.Usage = func() {
 		fmt.Fprintf(fs.Output(), "Usage: dispatcher --config FILE [flags]\n\nSecrets (file variable preferred):\n"+
 			"  NOTIFY_API_KEY_FILE / NOTIFY_API_KEY              GOV.UK Notify API key\n"+
@@ -118,6 +127,9 @@ func parseConfig(args []string, getenv func(string) string) (config, error) {
 	if err := fs.Parse(args); err != nil {
 		return c, err
 	}
+	if err := topicEnv.Apply(fs, func(k string) (string, bool) { v := getenv(k); return v, v != "" }); err != nil {
+		return c, err
+	}
 	c.brokers, c.redisAddrs = envflag.List(*brokers), envflag.List(*redisAddrs)
 	switch {
 	case len(c.brokers) == 0:
@@ -126,6 +138,10 @@ func parseConfig(args []string, getenv func(string) string) (config, error) {
 		return c, errors.New("no Redis address: set --redis or REDIS_ADDR")
 	case c.group == "" || c.opts.Topics.Appointments == "" || c.opts.Topics.Risk == "" || c.opts.Topics.Failed == "":
 		return c, errors.New("group and topic names must not be empty")
+	case c.topicSpec.Partitions < 0 || c.topicSpec.Partitions > 10000:
+		return c, fmt.Errorf("--topic-partitions %d out of range 0..10000", c.topicSpec.Partitions)
+	case c.topicSpec.Replication < 0 || c.topicSpec.Replication > 32:
+		return c, fmt.Errorf("--topic-replication %d out of range 0..32", c.topicSpec.Replication)
 	case *cfgPath == "":
 		return c, errors.New("no config file: set --config or DISPATCHER_CONFIG")
 	}
@@ -255,24 +271,25 @@ func run(cfg config, log *slog.Logger) error {
 	if err != nil {
 		return err
 	}
-	r := stream.NewGroupReader(cfg.brokers, cfg.group, []string{cfg.opts.Topics.Appointments, cfg.opts.Topics.Risk})
-	defer r.Close()
 	registerBudget(m.Registry, d)
 	m.Reminders(func() metrics.ReminderCounts {
 		s := &d.Stats
 		return metrics.ReminderCounts{Scheduled: s.Scheduled.Load(), Sent: s.Sent.Load(), Deferred: s.Deferred.Load(),
 			Failed: s.Failed.Load(), Cancelled: s.Cancelled.Load()}
 	}, london)
+	admin := stream.NewAdmin(cfg.brokers)
+	defer admin.Close()
+	topics := stream.NewTopicGate(admin, stream.Topics{Names: []string{cfg.opts.Topics.Appointments, cfg.opts.Topics.Risk, cfg.opts.Topics.Failed},
+		Create: cfg.createTopics, Spec: cfg.topicSpec, Log: log})
 	if cfg.metricsAddr != "" {
-		admin := stream.NewAdmin(cfg.brokers)
-		defer admin.Close()
 		ln, err := net.Listen("tcp", cfg.metricsAddr)
 		if err != nil {
 			return fmt.Errorf("operations endpoint: %w", err)
 		}
 		h := ops.Handler(ops.Config{Registry: m.Registry, Log: log, Checks: []ops.Check{
+			{Name: "topics", Func: topics.Check},
 			{Name: "kafka", Func: func(ctx context.Context) error {
-				return admin.Ping(ctx, cfg.opts.Topics.Appointments, cfg.opts.Topics.Risk)
+				return admin.Ping(ctx, cfg.opts.Topics.Appointments, cfg.opts.Topics.Risk, cfg.opts.Topics.Failed)
 			}},
 			{Name: "redis", Func: func(ctx context.Context) error { return rdb.Ping(ctx).Err() }},
 		}})
@@ -284,6 +301,17 @@ func run(cfg config, log *slog.Logger) error {
 		log.Info("operations endpoint listening", "addr", ln.Addr().String(), "paths", "/metrics /healthz /readyz")
 	}
 
+	// Readers start only over topics that exist (see stream.TopicGate).
+	if err := topics.Wait(ctx); err != nil {
+		if ctx.Err() != nil {
+			log.Info("dispatcher stopped cleanly before its topics existed")
+			return nil
+		}
+		return err
+	}
+	// NewGroupReader joins the group at once, so it comes after the wait.
+	r := stream.NewGroupReader(cfg.brokers, cfg.group, []string{cfg.opts.Topics.Appointments, cfg.opts.Topics.Risk})
+	defer r.Close()
 	log.Info("dispatcher started", "group", cfg.group, "topics", []string{cfg.opts.Topics.Appointments, cfg.opts.Topics.Risk},
 		"notify", cfg.notify.BaseURL, "notify_key", cfg.notify.Key)
 	logBudget(log, "SMS budget", d.Budget())

@@ -6,6 +6,8 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"io"
+	"net/http"
 	"net/http/httptest"
 	"os"
 	"os/exec"
@@ -65,6 +67,19 @@ func TestExampleConfigIsAccepted(t *testing.T) {
 	}
 }
 
+// The topic settings come from flags or the environment, flag first.
+func TestTopicSettings(t *testing.T) {
+	env := goodEnv("config.example.json")
+	env["CREATE_TOPICS"], env["TOPIC_PARTITIONS"], env["TOPIC_REPLICATION"] = "true", "6", "3"
+	c, err := parseConfig([]string{"--topic-partitions", "4"}, envOf(env))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !c.createTopics || c.topicSpec != (stream.TopicSpec{Partitions: 4, Replication: 3}) {
+		t.Fatalf("create %v, spec %+v; want true, 4 partitions (flag), replication 3", c.createTopics, c.topicSpec)
+	}
+}
+
 // Invalid configuration is refused at start with a message that names the problem and
 // never echoes a secret.
 func TestParseConfigRefusesBadConfig(t *testing.T) {
@@ -119,6 +134,8 @@ func TestParseConfigRefusesBadConfig(t *testing.T) {
 		{"bad contact key", map[string]string{"DNA_CONTACT_KEY": "abcd"}, nil, "contact key"},
 		{"no config", map[string]string{"DISPATCHER_CONFIG": ""}, nil, "no config file"},
 		{"bad notify url", nil, []string{"--notify-url", "ftp://x"}, "not an http(s) URL"},
+		{"bad partitions variable", map[string]string{"TOPIC_PARTITIONS": "many"}, nil, "TOPIC_PARTITIONS"},
+		{"replication out of range", nil, []string{"--topic-replication", "99"}, "--topic-replication"},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			env := goodEnv("config.example.json")
@@ -156,6 +173,46 @@ func TestBinaryExitsTwoOnBadKey(t *testing.T) {
 	}
 	if lines := strings.Split(strings.TrimSpace(string(out)), "\n"); len(lines) != 1 || !strings.Contains(lines[0], "invalid GOV.UK Notify API key") {
 		t.Fatalf("output %q, want one line naming the key problem", out)
+	}
+}
+
+// A dispatcher started before one of its topics exists is not ready, naming it, and stops
+// cleanly while waiting.
+func TestBinaryWaitsForMissingTopic(t *testing.T) {
+	brokers := testenv.Kafka(t)
+	redisAddr := testenv.Redis(t)
+	appts, riskT := testenv.Topic(t, brokers, 1), testenv.Topic(t, brokers, 1)
+	failedT := fmt.Sprintf("test.later.failed.%d", time.Now().UnixNano())
+	opsAddr := fmt.Sprintf("127.0.0.1:%d", testenv.FreePort(t))
+	cmd := exec.Command(build(t), "--config", "config.example.json", "--topic-appointments", appts, "--topic-risk", riskT,
+		"--topic-failed", failedT, "--metrics-addr", opsAddr)
+	cmd.Env = append(os.Environ(), "KAFKA_BROKERS="+strings.Join(brokers, ","), "REDIS_ADDR="+redisAddr,
+		"NOTIFY_API_KEY="+apiKey, "DNA_REMINDER_SECRET=reminder-secret-0123456789abcdefghijkl", "DNA_CONTACT_KEY="+contactKey)
+	var logs bytes.Buffer
+	cmd.Stderr = &logs
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = cmd.Process.Kill() })
+	var body string
+	testenv.Eventually(t, 30*time.Second, func() bool {
+		res, err := http.Get("http://" + opsAddr + "/readyz")
+		if err != nil {
+			return false
+		}
+		defer res.Body.Close()
+		b, _ := io.ReadAll(res.Body)
+		body = string(b)
+		return res.StatusCode == http.StatusServiceUnavailable && strings.Contains(body, "do not exist")
+	}, "/readyz to answer 503 naming the missing topic")
+	if !strings.Contains(body, failedT) || strings.Contains(body, appts) {
+		t.Fatalf("/readyz %s: want the missing %s named, and only it", body, failedT)
+	}
+	if err := cmd.Process.Signal(syscall.SIGTERM); err != nil {
+		t.Fatal(err)
+	}
+	if err := cmd.Wait(); err != nil || !strings.Contains(logs.String(), "dispatcher stopped cleanly") {
+		t.Fatalf("exit after SIGTERM while waiting: %v\n%s", err, logs.String())
 	}
 }
 
