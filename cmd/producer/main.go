@@ -20,6 +20,9 @@
 //	--truth     PRODUCER_TRUTH     write the simulator's truth CSV here
 //	--progress  PRODUCER_PROGRESS  progress bar on stderr (default: when stderr is a terminal)
 //	--metrics-addr METRICS_ADDR    serve /metrics, /healthz and /readyz here (default: off)
+//	--create-topics     CREATE_TOPICS      create the topic if missing (default: wait for it)
+//	--topic-partitions  TOPIC_PARTITIONS   its partitions (default 0: the broker's)
+//	--topic-replication TOPIC_REPLICATION  its replication factor (default 0: the broker's)
 //
 // Kafka TLS and SASL/SCRAM take the flags of package secconfig (--kafka-tls, --kafka-ca-file,
 // --kafka-sasl-mechanism, ...; run with --help); the SASL password comes from
@@ -81,6 +84,8 @@ type config struct {
 	progressSetByUser bool
 	metricsAddr       string
 	kafkaOpts         []stream.Option
+	createTopics      bool
+	topicSpec         stream.TopicSpec
 }
 
 // envFallback names the environment variable behind each flag.
@@ -89,7 +94,8 @@ var envFallback = map[string]string{
 	"patients": "SIM_PATIENTS", "days": "SIM_DAYS", "start": "SIM_START",
 	"rate": "PRODUCER_RATE", "brokers": "KAFKA_BROKERS", "topic": "TOPIC_APPOINTMENTS",
 	"out": "PRODUCER_OUT", "truth": "PRODUCER_TRUTH", "progress": "PRODUCER_PROGRESS",
-	"metrics-addr": "METRICS_ADDR",
+	"metrics-addr": "METRICS_ADDR", "create-topics": "CREATE_TOPICS", "topic-partitions": "TOPIC_PARTITIONS",
+	"topic-replication": "TOPIC_REPLICATION",
 }
 
 // usageError is a setting the command cannot run with (exit status 2). printed is set when
@@ -122,6 +128,9 @@ func parseFlags(args []string, stderr io.Writer) (config, error) {
 	fs.StringVar(&c.truth, "truth", "", "write the simulator's truth CSV (appointment_id,booking_version,p_dna) to this file")
 	fs.BoolVar(&c.progress, "progress", false, "progress bar on stderr (default: when stderr is a terminal)")
 	fs.StringVar(&c.metricsAddr, "metrics-addr", "", "serve /metrics, /healthz and /readyz on this address (default: off)")
+	fs.BoolVar(&c.createTopics, "create-topics", false, "create the topic if it does not exist (otherwise wait for it, not ready, naming it)")
+	fs.IntVar(&c.topicSpec.Partitions, "topic-partitions", 0, "partitions of a topic --create-topics makes; 0: the broker's num.partitions")
+	fs.IntVar(&c.topicSpec.Replication, "topic-replication", 0, "replication factor of a topic --create-topics makes; 0: the broker's default.replication.factor")
 	env := maps.Clone(envflag.Env(envFallback))
 	var ksec secconfig.Kafka
 	ksec.Register(fs, env)
@@ -176,6 +185,10 @@ func parseFlags(args []string, stderr io.Writer) (config, error) {
 		return c, badSetting("--brokers is empty")
 	case c.out == "" && c.topic == "":
 		return c, badSetting("--topic is empty")
+	case c.topicSpec.Partitions < 0 || c.topicSpec.Partitions > 10000:
+		return c, badSetting("--topic-partitions %d out of range 0..10000", c.topicSpec.Partitions)
+	case c.topicSpec.Replication < 0 || c.topicSpec.Replication > 32:
+		return c, badSetting("--topic-replication %d out of range 0..32", c.topicSpec.Replication)
 	}
 	return c, nil
 }
@@ -318,21 +331,25 @@ func produce(ctx context.Context, c config, stdout, stderr io.Writer, log *slog.
 		counts, err = producer.WriteJSONL(ctx, w, evs, opt)
 	} else {
 		brokers := brokerList(c.brokers)
+		admin := stream.NewAdmin(brokers, c.kafkaOpts...)
+		defer admin.Close()
+		topics := stream.NewTopicGate(admin, stream.Topics{Names: []string{c.topic}, Create: c.createTopics, Spec: c.topicSpec, Log: log})
 		if c.metricsAddr != "" {
-			stopOps, err := serveOps(c, brokers, &opt, log)
+			stopOps, err := serveOps(c, admin, topics, &opt, log)
 			if err != nil {
 				return err
 			}
 			defer stopOps()
 		}
-		w := stream.NewWriter(brokers, c.topic, c.kafkaOpts...)
-		// The first producer onto a fresh cluster creates the topic with the broker's default
-		// partition count, where the broker allows it.
-		w.AllowAutoTopicCreation = true
-		closers = append(closers, w.Close)
 		sink = "kafka"
-		log.Info("publishing to Kafka", "brokers", brokers, "topic", c.topic, "rate", c.rate)
-		counts, err = producer.Publish(ctx, w, evs, opt)
+		// Before the first write: a Writer that found the topic missing keeps thinking so
+		// until its metadata cache expires.
+		if err = topics.Wait(ctx); err == nil {
+			w := stream.NewWriter(brokers, c.topic, c.kafkaOpts...)
+			closers = append(closers, w.Close)
+			log.Info("publishing to Kafka", "brokers", brokers, "topic", c.topic, "rate", c.rate)
+			counts, err = producer.Publish(ctx, w, evs, opt)
+		}
 	}
 	if bar != nil {
 		bar.Finish()
@@ -363,12 +380,10 @@ func produce(ctx context.Context, c config, stdout, stderr io.Writer, log *slog.
 
 // serveOps starts the operations endpoint and counts what opt publishes; the returned
 // function stops it.
-func serveOps(c config, brokers []string, opt *producer.Options, log *slog.Logger) (func(), error) {
+func serveOps(c config, admin *stream.Admin, topics *stream.TopicGate, opt *producer.Options, log *slog.Logger) (func(), error) {
 	m := metrics.New()
-	admin := stream.NewAdmin(brokers, c.kafkaOpts...)
 	ln, err := net.Listen("tcp", c.metricsAddr)
 	if err != nil {
-		admin.Close()
 		return nil, fmt.Errorf("operations endpoint: %w", err)
 	}
 	progress := opt.Progress
@@ -379,13 +394,14 @@ func serveOps(c config, brokers []string, opt *producer.Options, log *slog.Logge
 		}
 	}
 	h := ops.Handler(ops.Config{Registry: m.Registry, Log: log, Checks: []ops.Check{
-		{Name: "kafka", Func: func(ctx context.Context) error { return admin.Ping(ctx) }},
+		{Name: "topics", Func: topics.Check},
+		{Name: "kafka", Func: func(ctx context.Context) error { return admin.Ping(ctx, c.topic) }},
 	}})
 	ctx, cancel := context.WithCancel(context.Background())
 	served := make(chan error, 1)
 	go func() { served <- ops.Serve(ctx, ln, h) }()
 	log.Info("operations endpoint listening", "addr", ln.Addr().String(), "paths", "/metrics /healthz /readyz")
-	return func() { cancel(); <-served; admin.Close() }, nil
+	return func() { cancel(); <-served }, nil
 }
 
 var london = func() *time.Location {

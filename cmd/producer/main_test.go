@@ -159,21 +159,83 @@ func checkKafka(t *testing.T, want []events.Appointment, msgs []kafka.Message) {
 	}
 }
 
-func TestAutoCreatesTopic(t *testing.T) {
+// With --create-topics the producer makes its topic (on a cluster that does not
+// auto-create), with --topic-partitions.
+func TestCreatesTopic(t *testing.T) {
 	clearEnv(t)
-	c, err := kfake.NewCluster(kfake.NumBrokers(1), kfake.AllowAutoTopicCreation(), kfake.DefaultNumPartitions(2))
+	c, err := kfake.NewCluster(kfake.NumBrokers(1))
 	if err != nil {
 		t.Fatal(err)
 	}
 	defer c.Close()
 	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
 	defer cancel()
-	code, _, stderr := runCmd(t, ctx, "--brokers", strings.Join(c.ListenAddrs(), ","), "--topic", "fresh", "--patients", "30", "--days", "30")
+	t.Setenv("TOPIC_PARTITIONS", "3")
+	code, _, stderr := runCmd(t, ctx, "--brokers", strings.Join(c.ListenAddrs(), ","), "--topic", "fresh", "--create-topics",
+		"--patients", "30", "--days", "30")
 	if code != 0 {
 		t.Fatalf("exit %d: %s", code, stderr)
 	}
 	want, _ := expected(t, sim.Config{Seed: 1, Patients: 30, Days: 30})
 	msgs, err := stream.ReadAll(ctx, c.ListenAddrs(), "fresh")
+	if err != nil {
+		t.Fatal(err)
+	}
+	checkKafka(t, want, msgs)
+	parts := map[int]bool{}
+	for _, m := range msgs {
+		parts[m.Partition] = true
+	}
+	if len(parts) != 3 {
+		t.Fatalf("events on %d partitions, want 3 (TOPIC_PARTITIONS)", len(parts))
+	}
+}
+
+// Without --create-topics the producer waits for its topic, not ready and naming it, and
+// publishes once someone creates it.
+func TestWaitsForTopic(t *testing.T) {
+	clearEnv(t)
+	c, err := kfake.NewCluster(kfake.NumBrokers(1))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	brokers := c.ListenAddrs()
+	addr := fmt.Sprintf("127.0.0.1:%d", testenv.FreePort(t))
+	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
+	defer cancel()
+	done := make(chan int, 1)
+	go func() {
+		code, _, _ := runCmd(t, ctx, "--brokers", strings.Join(brokers, ","), "--topic", "later", "--patients", "30", "--days", "30",
+			"--metrics-addr", addr)
+		done <- code
+	}()
+	var body string
+	testenv.Eventually(t, 30*time.Second, func() bool {
+		res, err := http.Get("http://" + addr + "/readyz")
+		if err != nil {
+			return false
+		}
+		defer res.Body.Close()
+		b, _ := io.ReadAll(res.Body)
+		body = string(b)
+		return res.StatusCode == http.StatusServiceUnavailable && strings.Contains(body, "do not exist: later")
+	}, "/readyz to name the missing topic")
+	select {
+	case code := <-done:
+		t.Fatalf("exited %d without its topic", code)
+	default:
+	}
+	admin := stream.NewAdmin(brokers)
+	defer admin.Close()
+	if err := admin.CreateTopics(ctx, stream.TopicSpec{Partitions: 2, Replication: 1}, "later"); err != nil {
+		t.Fatal(err)
+	}
+	if code := <-done; code != 0 {
+		t.Fatalf("exit %d after the topic was created", code)
+	}
+	want, _ := expected(t, sim.Config{Seed: 1, Patients: 30, Days: 30})
+	msgs, err := stream.ReadAll(ctx, brokers, "later")
 	if err != nil {
 		t.Fatal(err)
 	}
