@@ -54,6 +54,7 @@ type config struct {
 	maxConns, maxMessage         int
 	logLevel                     slog.Level
 	kafkaOpts                    []stream.Option
+	topics                       topicConfig
 }
 
 const usage = "usage: pasgateway [flags]\n\nReceives HL7 v2 SIU over MLLP and FHIR R4 Appointments over HTTP and publishes appointment events to Kafka. Flags (flag > environment > default):"
@@ -89,6 +90,7 @@ func parseConfig(args []string, lookup func(string) (string, bool), stderr io.Wr
 	fs.IntVar(&c.maxConns, "max-conns", 64, "most MLLP connections at once")
 	fs.IntVar(&c.maxMessage, "max-message-bytes", mllp.DefaultLimit, "largest HL7 message accepted")
 	logLevel := fs.String("log-level", "info", "debug, info, warn or error")
+	c.topics.register(fs, env)
 	var ksec secconfig.Kafka
 	ksec.Register(fs, env)
 	var rsec secconfig.Redis
@@ -102,6 +104,9 @@ func parseConfig(args []string, lookup func(string) (string, bool), stderr io.Wr
 	c.processingIDs = envflag.List(*procIDs)
 	if err := c.logLevel.UnmarshalText([]byte(*logLevel)); err != nil {
 		return c, fmt.Errorf("--log-level %q: want debug, info, warn or error", *logLevel)
+	}
+	if err := c.topics.validate(); err != nil {
+		return c, err
 	}
 	var err error
 	if c.location, err = time.LoadLocation(*tz); err != nil {
@@ -204,7 +209,11 @@ func run(ctx context.Context, cfg config, ps *pseudo.Pseudonymiser, log *slog.Lo
 	ctx, cancel := context.WithCancel(ctx)
 	defer cancel()
 	var wg sync.WaitGroup
-	errs := make(chan error, 2)
+	errs := make(chan error, 3)
+	gate, closeAdmin := topicGate(cfg, log)
+	defer closeAdmin()
+	wg.Add(1)
+	go func() { defer wg.Done(); waitTopics(ctx, gate, errs, cancel) }()
 	if mllpLn != nil {
 		m, err := siu.NewMapper(siu.Config{Pseudonymiser: ps, Location: cfg.location, PatientIDTypes: cfg.patientIDTypes, ProcessingIDs: cfg.processingIDs})
 		if err != nil {
