@@ -11,7 +11,9 @@ import (
 	"errors"
 	"fmt"
 	"math"
+	"reflect"
 	"regexp"
+	"strings"
 	"time"
 	"unicode/utf8"
 )
@@ -118,7 +120,11 @@ type Risk struct {
 
 // DeadLetter records an input the consumer refused, with the bytes exactly as received.
 type DeadLetter struct {
-	Schema    string    `json:"schema"`
+	Schema string `json:"schema"`
+	// ReasonCode is one of DeadLetterReasons: fixed, for alerting and counting (the
+	// consumer's dead-letter metric has the same values as its reason label).
+	ReasonCode string `json:"reason_code"`
+	// Reason says what exactly was wrong, for a person; its wording may change.
 	Reason    string    `json:"reason"`
 	Topic     string    `json:"topic"`
 	Partition int       `json:"partition"`
@@ -127,6 +133,21 @@ type DeadLetter struct {
 	Value     []byte    `json:"value"` // base64 in JSON
 	FailedAt  time.Time `json:"failed_at"`
 }
+
+// Why an input was dead-lettered: the values of DeadLetter.ReasonCode.
+const (
+	ReasonTooLarge      = "too_large"          // over MaxEventBytes
+	ReasonNotUTF8       = "not_utf8"           // not valid UTF-8
+	ReasonMalformedJSON = "malformed_json"     // not one JSON value
+	ReasonUnknownSchema = "unknown_schema"     // no "schema", or not appointment.v1
+	ReasonContract      = "contract_violation" // appointment.v1 that breaks the contract
+	ReasonKeyMismatch   = "key_mismatch"       // Kafka key is not the event's patient
+	ReasonFuture        = "future_event_time"  // event_time too far past the consumer's clock
+)
+
+// DeadLetterReasons lists every reason code, as schemas/deadletter.v1.schema.json does.
+var DeadLetterReasons = []string{ReasonTooLarge, ReasonNotUTF8, ReasonMalformedJSON, ReasonUnknownSchema,
+	ReasonContract, ReasonKeyMismatch, ReasonFuture}
 
 // ErrInvalid wraps every contract violation found by DecodeAppointment.
 var ErrInvalid = errors.New("invalid appointment event")
@@ -155,12 +176,38 @@ func DecodeAppointment(b []byte) (Appointment, error) {
 	dec := json.NewDecoder(bytes.NewReader(b))
 	dec.DisallowUnknownFields()
 	if err := dec.Decode(&a); err != nil {
-		return a, invalid("json: %v", err)
+		return a, invalid("%s", jsonError(err))
 	}
 	if dec.More() {
 		return a, invalid("trailing data after the event")
 	}
 	return a, a.Validate()
+}
+
+// jsonError says what encoding/json found wrong, once: its own messages start "json: ",
+// and a type error names the Go struct, not the JSON field.
+func jsonError(err error) string {
+	var te *json.UnmarshalTypeError
+	if errors.As(err, &te) && te.Field != "" {
+		return fmt.Sprintf("json: field %s: want %s, got %s", te.Field, jsonKind(te.Type.Kind()), te.Value)
+	}
+	return "json: " + strings.TrimPrefix(err.Error(), "json: ")
+}
+
+// jsonKind names the JSON value a Go kind decodes from.
+func jsonKind(k reflect.Kind) string {
+	switch k {
+	case reflect.Bool:
+		return "a boolean"
+	case reflect.String:
+		return "a string"
+	case reflect.Map, reflect.Struct:
+		return "an object"
+	case reflect.Slice, reflect.Array:
+		return "an array"
+	default:
+		return "a number"
+	}
 }
 
 // Validate checks the contract of an appointment event.

@@ -6,6 +6,7 @@ import (
 	"errors"
 	"os"
 	"path/filepath"
+	"slices"
 	"strings"
 	"testing"
 	"time"
@@ -84,9 +85,39 @@ func TestExamplesMatchSchemasAndDecoder(t *testing.T) {
 	if err := json.Unmarshal(b, &d); err != nil || !strings.Contains(string(d.Value), "appointment.v9") {
 		t.Errorf("dead-letter example into Go: %v (value %q)", err, d.Value)
 	}
-	out, _ = json.Marshal(DeadLetter{Schema: DeadLetterSchema, Reason: "x", Value: []byte{0xff}, FailedAt: time.Now()})
-	if err := validate(t, dl, out); err != nil {
-		t.Errorf("dead letter written by Go: %v", err)
+	if d.ReasonCode != ReasonUnknownSchema {
+		t.Errorf("dead-letter example reason_code %q", d.ReasonCode)
+	}
+	for _, code := range DeadLetterReasons {
+		out, _ = json.Marshal(DeadLetter{Schema: DeadLetterSchema, ReasonCode: code, Reason: "x", Value: []byte{0xff}, FailedAt: time.Now()})
+		if err := validate(t, dl, out); err != nil {
+			t.Errorf("dead letter written by Go with reason_code %s: %v", code, err)
+		}
+	}
+	out, _ = json.Marshal(DeadLetter{Schema: DeadLetterSchema, ReasonCode: "bad_vibes", Reason: "x", FailedAt: time.Now()})
+	if err := validate(t, dl, out); err == nil {
+		t.Error("the schema accepts a reason_code outside its list")
+	}
+}
+
+// The schema lists exactly the reason codes Go defines, in the same order.
+func TestDeadLetterReasonsMatchSchema(t *testing.T) {
+	b, err := os.ReadFile(filepath.Join("..", "schemas", "deadletter.v1.schema.json"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	var s struct {
+		Properties struct {
+			ReasonCode struct {
+				Enum []string `json:"enum"`
+			} `json:"reason_code"`
+		} `json:"properties"`
+	}
+	if err := json.Unmarshal(b, &s); err != nil {
+		t.Fatal(err)
+	}
+	if !slices.Equal(s.Properties.ReasonCode.Enum, DeadLetterReasons) {
+		t.Fatalf("schema reason codes %v, Go's %v", s.Properties.ReasonCode.Enum, DeadLetterReasons)
 	}
 }
 
@@ -100,7 +131,10 @@ func TestDecodeRefusals(t *testing.T) {
 		{"unknown field", `"type": "booked",`, `"type": "booked", "nhs_number": "9434765919",`, "unknown field"},
 		{"unknown type", `"type": "booked"`, `"type": "arrived"`, "unknown type"},
 		{"raw identifier as patient", `"patient": "f230`, `"patient": "9434765919f230`, "pseudonym"},
-		{"wrong type", `"booking_version": 1`, `"booking_version": "1"`, "json"},
+		{"wrong type", `"booking_version": 1`, `"booking_version": "1"`, "json: field booking_version: want a number, got string"},
+		{"wrong nested type", `"first_visit": true`, `"first_visit": "yes"`, "json: field booking.first_visit: want a boolean, got string"},
+		{"not an object", `"booking": {`, `"booking": [], "x": {`, "json: field booking: want an object, got array"},
+		{"syntax", `"type": "booked",`, `"type": "booked",,`, "json: invalid character"},
 		{"booked as version 2", `"booking_version": 1`, `"booking_version": 2`, "booking_version"},
 		{"absurd date", `"event_time": "2026-11-02T10:14:03Z"`, `"event_time": "0001-01-01T00:00:00Z"`, "event_time"},
 		{"start before booking", `"start": "2026-11-24T09:40:00Z"`, `"start": "2025-11-24T09:40:00Z"`, "before booked_at"},
@@ -118,6 +152,9 @@ func TestDecodeRefusals(t *testing.T) {
 			_, err := DecodeAppointment([]byte(in))
 			if !errors.Is(err, ErrInvalid) || !strings.Contains(err.Error(), c.want) {
 				t.Fatalf("err = %v, want ErrInvalid mentioning %q", err, c.want)
+			}
+			if strings.Count(err.Error(), "json:") > 1 {
+				t.Fatalf("err = %q says json: twice", err)
 			}
 		})
 	}

@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"log/slog"
 	"os"
+	"slices"
 	"testing"
 	"time"
 
@@ -229,7 +230,7 @@ func TestEndToEndRealKafkaAndRedis(t *testing.T) {
 	}
 	for _, m := range dl {
 		var d events.DeadLetter
-		if err := json.Unmarshal(m.Value, &d); err != nil || d.Reason == "" || d.Topic != p.in {
+		if err := json.Unmarshal(m.Value, &d); err != nil || d.Reason == "" || d.Topic != p.in || !slices.Contains(events.DeadLetterReasons, d.ReasonCode) {
 			t.Fatalf("dead letter %s: %v", m.Value, err)
 		}
 	}

@@ -55,16 +55,17 @@ type Score struct {
 	Delay time.Duration
 }
 
-// Reasons an input message is dead-lettered, as reported to an Observer. They are few and
-// fixed, so they can label a metric; the dead-letter record itself carries the full reason.
+// Reasons an input message is dead-lettered, as reported to an Observer: the reason codes of
+// the dead-letter contract (events.DeadLetterReasons), which every dead-letter record carries
+// in reason_code beside the full reason. They are few and fixed, so they can label a metric.
 const (
-	ReasonTooLarge      = "too_large"
-	ReasonNotUTF8       = "not_utf8"
-	ReasonMalformedJSON = "malformed_json"
-	ReasonUnknownSchema = "unknown_schema"
-	ReasonContract      = "contract_violation"
-	ReasonKeyMismatch   = "key_mismatch"
-	ReasonFuture        = "future_event_time"
+	ReasonTooLarge      = events.ReasonTooLarge
+	ReasonNotUTF8       = events.ReasonNotUTF8
+	ReasonMalformedJSON = events.ReasonMalformedJSON
+	ReasonUnknownSchema = events.ReasonUnknownSchema
+	ReasonContract      = events.ReasonContract
+	ReasonKeyMismatch   = events.ReasonKeyMismatch
+	ReasonFuture        = events.ReasonFuture
 )
 
 // errKeyMismatch marks a valid event whose Kafka key is not its patient pseudonym.

@@ -342,21 +342,23 @@ func (p *Processor) save(ctx context.Context, dirty map[string]*featurestore.His
 	return nil
 }
 
-// deadLetter wraps a refused message with the reason and where it came from. The log line
-// carries the reason with digit runs masked: a decode error can quote a field's value.
+// deadLetter wraps a refused message with the reason (its code and the full text) and where
+// it came from. The log line carries the text with digit runs masked: a decode error can
+// quote a field's value.
 func (p *Processor) deadLetter(m *kafka.Message, reason error, rep *BatchReport) kafka.Message {
+	code := DeadLetterReason(m.Value, reason)
 	d := events.DeadLetter{
-		Schema:    events.DeadLetterSchema,
-		Reason:    reason.Error(),
-		Topic:     m.Topic,
-		Partition: m.Partition,
-		Offset:    m.Offset,
-		Key:       m.Key,
-		Value:     m.Value,
-		FailedAt:  p.cfg.Now().UTC(),
+		Schema:     events.DeadLetterSchema,
+		ReasonCode: code,
+		Reason:     reason.Error(),
+		Topic:      m.Topic,
+		Partition:  m.Partition,
+		Offset:     m.Offset,
+		Key:        m.Key,
+		Value:      m.Value,
+		FailedAt:   p.cfg.Now().UTC(),
 	}
 	b, _ := json.Marshal(d) // only []byte, strings, ints and a time: cannot fail
-	code := DeadLetterReason(m.Value, reason)
 	if rep.DeadLettered == nil {
 		rep.DeadLettered = map[string]int{}
 	}
@@ -367,6 +369,6 @@ func (p *Processor) deadLetter(m *kafka.Message, reason error, rep *BatchReport)
 		Topic:   p.cfg.Topics.DeadLetter,
 		Key:     m.Key,
 		Value:   b,
-		Headers: []kafka.Header{{Key: "schema", Value: []byte(events.DeadLetterSchema)}},
+		Headers: []kafka.Header{{Key: "schema", Value: []byte(events.DeadLetterSchema)}, {Key: "reason_code", Value: []byte(code)}},
 	}
 }

@@ -230,6 +230,20 @@ func TestProcessDeadLettersBadInputAndCarriesOn(t *testing.T) {
 	if d.Offset != 1 || d.Partition != 2 || string(d.Value) != "{not json" || d.Reason == "" {
 		t.Fatalf("dead letter %+v does not carry the original and the reason", d)
 	}
+	// Each carries the code the metric counts it under, in the record and in a header, and a
+	// text that says "json:" once.
+	for i, want := range []string{ReasonMalformedJSON, ReasonKeyMismatch, ReasonNotUTF8} {
+		var d events.DeadLetter
+		if err := json.Unmarshal(dl[i].Value, &d); err != nil {
+			t.Fatal(err)
+		}
+		if d.ReasonCode != want || header(dl[i], "reason_code") != want {
+			t.Errorf("dead letter %d: reason_code %q, header %q, want %q", i, d.ReasonCode, header(dl[i], "reason_code"), want)
+		}
+		if strings.Count(d.Reason, "json:") > 1 || strings.Count(d.Reason, events.ErrInvalid.Error()) != 1 {
+			t.Errorf("dead letter %d: reason %q repeats itself", i, d.Reason)
+		}
+	}
 	if p.Stats.DeadLettered.Load() != 3 || p.Stats.Consumed.Load() != 4 {
 		t.Fatalf("stats: %d dead-lettered of %d", p.Stats.DeadLettered.Load(), p.Stats.Consumed.Load())
 	}
@@ -294,6 +308,10 @@ func TestProcessDeadLettersEventsFromTheFarFuture(t *testing.T) {
 	if n := len(out.topic("dlq")); n != 1 {
 		t.Fatalf("%d dead letters, want the future-dated event", n)
 	}
+	var d events.DeadLetter
+	if err := json.Unmarshal(out.topic("dlq")[0].Value, &d); err != nil || d.ReasonCode != ReasonFuture {
+		t.Fatalf("future-dated dead letter: reason_code %q (%v), want %q", d.ReasonCode, err, ReasonFuture)
+	}
 	hs, _ := store.Load(ctx, []string{pat})
 	if len(hs[pat].Facts) != 1 || hs[pat].Facts[0].Appointment != "A" {
 		t.Fatalf("history after a future-dated event: %+v", hs[pat].Facts)
@@ -306,4 +324,14 @@ func TestProcessDeadLettersEventsFromTheFarFuture(t *testing.T) {
 	if n := len(out.topic("dlq")); n != 1 {
 		t.Fatal("with no limit, a future event was still refused")
 	}
+}
+
+// header returns the value of m's header key ("" if absent).
+func header(m kafka.Message, key string) string {
+	for _, h := range m.Headers {
+		if h.Key == key {
+			return string(h.Value)
+		}
+	}
+	return ""
 }
