@@ -133,7 +133,7 @@ alerts:
 	promtool check rules deploy/prometheus/alerts.yml >/dev/null
 	promtool test rules deploy/prometheus/alerts_test.yml
 
-# Debian's kcat (librdkafka) is the oracle of stream/kcat_test.go: a producer we did not write.
+# Debian's kcat (librdkafka) is the oracle of cmd/consumer/kcat_test.go: a Kafka client we did not write.
 kcat:
 	@if command -v kcat >/dev/null; then exit 0; fi
 	echo "make: installing Debian's kcat for the Kafka client oracle test" >&2
