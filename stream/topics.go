@@ -26,7 +26,8 @@ type Topics struct {
 	Log *slog.Logger
 }
 
-// MissingTopicsError names the topics a TopicGate is waiting for.
+// MissingTopicsError names the topics a TopicGate is waiting for. Its message names the
+// --create-topics flag that every command here that reads or writes Kafka takes.
 type MissingTopicsError struct{ Topics []string }
 
 func (e *MissingTopicsError) Error() string {

@@ -47,13 +47,15 @@ func NewReader(brokers []string, group, topic string, opts ...Option) *kafka.Rea
 // NewGroupReader is NewReader over several topics in one consumer group (the reminder
 // dispatcher reads appointments and risk events together).
 //
-// Every member watches its topics' partition counts every PartitionWatchInterval and, when
-// one changes, ends its generation, so the group rebalances and partitions added while it
-// runs are assigned and read from their first offset. kafka-go v0.4.51 (consumergroup.go,
-// partitionWatcher) counts partitions per topic with a metadata request that allows
-// auto-creation, and ends the generation at once when a topic is missing; so start readers
-// only over topics that exist (TopicGate), or the member rejoins in a loop. It does not
-// notice a topic created after the join: that is what TopicGate is for.
+// The Reader joins the group at once (kafka-go starts the group in NewReader). Every member
+// then checks its topics' partition counts every PartitionWatchInterval and, when one
+// changes, ends its generation, so the group rebalances and partitions added while it runs
+// are assigned and read from their first offset. kafka-go v0.4.51 (consumergroup.go,
+// partitionWatcher; conn.go, ReadPartitions) counts partitions with a metadata request that
+// allows auto-creation, and ends the generation at once if that request fails, as it does
+// for a missing topic where the broker does not auto-create: the member would rejoin in a
+// tight loop, and where the broker does auto-create, a misspelt topic would be created with
+// the broker's defaults. So make readers only over topics that exist: TopicGate.Wait first.
 func NewGroupReader(brokers []string, group string, topics []string, opts ...Option) *kafka.Reader {
 	return kafka.NewReader(kafka.ReaderConfig{
 		Brokers:           brokers,
