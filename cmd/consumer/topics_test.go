@@ -39,6 +39,26 @@ func laterTopics(t *testing.T, brokers []string, n int) []string {
 	return names
 }
 
+// partitionsOf asks Kafka how many partitions topic has, through a transport of its own (the
+// shared default one answers from a cache that may predate the topic).
+func partitionsOf(t *testing.T, brokers []string, topic string) int {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	tr := &kafka.Transport{}
+	defer tr.CloseIdleConnections()
+	md, err := (&kafka.Client{Addr: kafka.TCP(brokers...), Transport: tr}).Metadata(ctx, &kafka.MetadataRequest{Topics: []string{topic}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, tp := range md.Topics {
+		if tp.Name == topic && tp.Error == nil {
+			return len(tp.Partitions)
+		}
+	}
+	return 0
+}
+
 // oneBooking is a valid booking event as a Kafka message keyed by its patient.
 func oneBooking(t *testing.T, seed int64) (events.Appointment, kafka.Message) {
 	t.Helper()
@@ -162,13 +182,9 @@ func TestBinaryTopicsCreatedAfterStart(t *testing.T) {
 			missing, err := admin.Missing(ctx, names...)
 			return err == nil && len(missing) == 0
 		}, "the consumer to create its topics")
-		md, err := (&kafka.Client{Addr: kafka.TCP(brokers...)}).Metadata(ctx, &kafka.MetadataRequest{Topics: names})
-		if err != nil {
-			t.Fatal(err)
-		}
-		for _, tp := range md.Topics {
-			if len(tp.Partitions) != 3 {
-				t.Errorf("topic %s has %d partitions, want 3 (--topic-partitions)", tp.Name, len(tp.Partitions))
+		for _, name := range names {
+			if n := partitionsOf(t, brokers, name); n != 3 {
+				t.Errorf("topic %s has %d partitions, want 3 (--topic-partitions)", name, n)
 			}
 		}
 		ev, msg := oneBooking(t, 6)
