@@ -84,10 +84,12 @@ _EPOCH_ORDINAL = datetime(1970, 1, 1).toordinal()
 
 
 class InvalidEvent(ValueError):
-    """An appointment event that breaks its contract; the message is the dead-letter reason."""
+    """An appointment event that breaks its contract; the message is the dead-letter reason and
+    code its reason_code (events.DeadLetterReasons in Go)."""
 
-    def __init__(self, detail: str):
+    def __init__(self, detail: str, code: str = "contract_violation"):
         super().__init__("invalid appointment event: " + detail)
+        self.code = code
 
 
 def _reject_constant(name: str):
@@ -266,17 +268,17 @@ def _validate_booking(b: Booking):
 def decode_appointment(value: bytes) -> Appointment:
     """Parse and validate one appointment.v1 event; InvalidEvent says why it is refused."""
     if len(value) > MAX_EVENT_BYTES:
-        raise InvalidEvent(f"event is {len(value)} bytes, limit {MAX_EVENT_BYTES}")
+        raise InvalidEvent(f"event is {len(value)} bytes, limit {MAX_EVENT_BYTES}", "too_large")
     try:
         text = value.decode("utf-8")
     except UnicodeDecodeError:
-        raise InvalidEvent("event is not valid UTF-8") from None
+        raise InvalidEvent("event is not valid UTF-8", "not_utf8") from None
     try:
         obj = json.loads(text, parse_constant=_reject_constant)
     except json.JSONDecodeError as e:
-        raise InvalidEvent(f"json: {e}") from None
+        raise InvalidEvent(f"json: {e}", "malformed_json") from None
     except RecursionError:
-        raise InvalidEvent("json: nested too deeply") from None
+        raise InvalidEvent("json: nested too deeply", "malformed_json") from None
     d = _fields(obj, _EVENT_FIELDS, "event")
     event_time, event_text = _time(d, "event_time")
     version = _int(d, "booking_version") or 0
@@ -287,7 +289,7 @@ def decode_appointment(value: bytes) -> Appointment:
     schema = _str(d, "schema")
     # The checks of events.Appointment.Validate, in its order.
     if schema != APPOINTMENT_SCHEMA:
-        raise InvalidEvent(f"schema {schema!r}, want {APPOINTMENT_SCHEMA!r}")
+        raise InvalidEvent(f"schema {schema!r}, want {APPOINTMENT_SCHEMA!r}", "unknown_schema")
     if ev.event_id == "" or _nbytes(ev.event_id) > 128:
         raise InvalidEvent("event_id missing or longer than 128")
     if ev.appointment_id == "" or _nbytes(ev.appointment_id) > 128:
@@ -686,10 +688,10 @@ def _rfc3339_now() -> str:
     return datetime.now(timezone.utc).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
 
 
-def dead_letter(m: Message, reason: str) -> bytes:
+def dead_letter(m: Message, reason: str, code: str) -> bytes:
     b64 = lambda b: None if b is None else base64.b64encode(b).decode("ascii")  # noqa: E731
     return json.dumps({
-        "schema": DEAD_LETTER_SCHEMA, "reason": reason, "topic": m.topic,
+        "schema": DEAD_LETTER_SCHEMA, "reason_code": code, "reason": reason, "topic": m.topic,
         "partition": m.partition, "offset": m.offset, "key": b64(m.key), "value": b64(m.value),
         "failed_at": _rfc3339_now(),
     }, separators=(",", ":")).encode()
@@ -708,11 +710,11 @@ def process_batch(msgs: list[Message], load: Callable[[list[str]], dict], model:
             ev = decode_appointment(m.value or b"")
             if (m.key or b"") != ev.patient.encode():
                 raise InvalidEvent("message key is not the event's patient pseudonym "
-                                   "(per-patient order depends on it)")
+                                   "(per-patient order depends on it)", "key_mismatch")
         except InvalidEvent as e:
             log.warning("dead-lettered appointment event topic=%s partition=%d offset=%d: %s",
                         m.topic, m.partition, m.offset, re.sub(r"\d+", "[digits]", str(e)))
-            out.dead_letters.append((m.key, dead_letter(m, str(e))))
+            out.dead_letters.append((m.key, dead_letter(m, str(e), e.code)))
             continue
         evs.append(ev)
         patients[ev.patient] = True

@@ -327,7 +327,8 @@ def test_key_mismatch_dead_lettered(model):
     res = peer.process_batch([peer.Message("t", 0, 0, b"other", line)],
                              lambda ps: {p: peer.History() for p in ps}, model)
     assert len(res.dead_letters) == 1 and not res.dirty
-    assert "message key" in json.loads(res.dead_letters[0][1])["reason"]
+    dl = json.loads(res.dead_letters[0][1])
+    assert "message key" in dl["reason"] and dl["reason_code"] == "key_mismatch"
 
 
 def test_calibration_is_scoring_calibration():
