@@ -303,6 +303,9 @@ func (m *Model) Score(x []float64) float64 {
 	if len(x) != len(m.inputs) {
 		panic(fmt.Sprintf("scoring: model %s got %d features, want %d", m.contract.ModelID, len(x), len(m.inputs)))
 	}
+	if hasTiny(x) {
+		x = zeroTiny(slices.Clone(x))
+	}
 	p := m.ens.PredictSingle(x, 0)
 	if m.cal != nil {
 		p = m.cal.apply(p)
@@ -321,6 +324,9 @@ func (m *Model) ScoreBatch(xs, out []float64) {
 	if len(out) == 0 {
 		return
 	}
+	if hasTiny(xs) {
+		xs = zeroTiny(slices.Clone(xs))
+	}
 	if err := m.ens.PredictDense(xs, len(out), n, out, 0, 1); err != nil {
 		panic(fmt.Sprintf("scoring: model %s: %v", m.contract.ModelID, err))
 	}
@@ -329,6 +335,33 @@ func (m *Model) ScoreBatch(xs, out []float64) {
 			out[i] = m.cal.apply(p)
 		}
 	}
+}
+
+// kZeroThreshold is LightGBM's zero: the float 1e-35f widened to a double (meta.h), so
+// 1.0000000180025095e-35. LightGBM's predict passes a dense row to the trees as (index,
+// value) pairs, leaving out every value with |v| <= kZeroThreshold (c_api.cpp,
+// RowPairFunctionFromDenseMatric), so the trees see such a value as exactly 0. leaves
+// compares the raw value, and its own zero test uses the double 1e-35: a value between the
+// two, or a tiny value beside a split at ±kZeroThreshold (LightGBM's bin bound around zero),
+// would go the other way. Scoring zeroes them first, as LightGBM does; NaN stays NaN.
+const kZeroThreshold = float64(float32(1e-35))
+
+func hasTiny(x []float64) bool {
+	for _, v := range x {
+		if v != 0 && math.Abs(v) <= kZeroThreshold {
+			return true
+		}
+	}
+	return false
+}
+
+func zeroTiny(x []float64) []float64 {
+	for i, v := range x {
+		if math.Abs(v) <= kZeroThreshold {
+			x[i] = 0
+		}
+	}
+	return x
 }
 
 // Band returns the name of the highest risk band whose min_probability is at most p.
