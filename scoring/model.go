@@ -52,6 +52,29 @@ type input struct {
 	store       int    // index into featurestore.Vector, or -1 for a booking extra
 	extra       string // booking extra key when store < 0
 	categorical bool
+	codes       *CodeList // a text category's code list, nil if the contract has none
+}
+
+// newInputs maps a validated contract's features to their sources.
+func newInputs(c Contract) []input {
+	index := make(map[string]int, len(featurestore.Names))
+	for i, n := range featurestore.Names {
+		index[n] = i
+	}
+	out := make([]input, len(c.Features))
+	for i, f := range c.Features {
+		in := input{store: -1, categorical: f.Type == Categorical}
+		if key, ok := strings.CutPrefix(f.Name, ExtraPrefix); ok {
+			in.extra = key
+		} else {
+			in.store = index[f.Name]
+		}
+		if f.Categories != nil {
+			in.codes, _ = NewCodeList(f.Categories) // validate checked it
+		}
+		out[i] = in
+	}
+	return out
 }
 
 // Load reads and validates the model directory dir (model.txt and contract.json). Any
@@ -115,21 +138,8 @@ func build(cb []byte, c Contract, mb []byte) (*Model, error) {
 	if ens.NOutputGroups() != 1 || ens.Transformation().Type() != transformation.Logistic {
 		return nil, fmt.Errorf("%s: leaves reads it as %s with %d outputs, want a logistic (binary) model with 1", ModelFile, ens.Transformation().Name(), ens.NOutputGroups())
 	}
-	m := &Model{contract: c.clone(), ens: ens, inputs: make([]input, len(c.Features)), digest: digest(cb, mb)}
+	m := &Model{contract: c.clone(), ens: ens, inputs: newInputs(c), digest: digest(cb, mb)}
 	m.cal = m.contract.Calibration
-	index := make(map[string]int, len(featurestore.Names))
-	for i, n := range featurestore.Names {
-		index[n] = i
-	}
-	for i, f := range c.Features {
-		in := input{store: -1, categorical: f.Type == Categorical}
-		if key, ok := strings.CutPrefix(f.Name, ExtraPrefix); ok {
-			in.extra = key
-		} else {
-			in.store = index[f.Name]
-		}
-		m.inputs[i] = in
-	}
 	// A model that cannot score "nothing known" is broken in a way the checks above missed.
 	x := make([]float64, len(m.inputs))
 	for i := range x {
@@ -215,8 +225,30 @@ func checkAgainstContract(t *lgbText, c *Contract) error {
 		if cat && t.numSplit[i] || !cat && t.catSplit[i] {
 			return fmt.Errorf("feature %q is %s in %s but the model's trees split on it as %s", f.Name, f.Type, ContractFile, kindName(!cat))
 		}
+		if f.Categories != nil {
+			if top, ok := maxCategory(t.featureInfos[i]); ok && top >= len(f.Categories) {
+				return fmt.Errorf("feature %q: the model was trained on category code %d but %s lists %d categories (codes 0..%d): the contract is not the one written with this model", f.Name, top, ContractFile, len(f.Categories), len(f.Categories)-1)
+			}
+		}
 	}
 	return nil
+}
+
+// maxCategory returns the largest category code in a categorical feature_infos entry
+// ("0:3:1"); ok is false for anything else.
+func maxCategory(info string) (top int, ok bool) {
+	if cat, known := categoricalInfo(info); !cat || !known {
+		return 0, false
+	}
+	top = -1
+	for _, s := range strings.Split(info, ":") {
+		v, err := strconv.Atoi(s)
+		if err != nil {
+			return 0, false
+		}
+		top = max(top, v)
+	}
+	return top, top >= 0
 }
 
 func kindName(categorical bool) string {
@@ -244,16 +276,23 @@ func (m *Model) NumFeatures() int { return len(m.inputs) }
 
 // Vector builds the model input for booking ev from its computed features v, in contract
 // order, appending to dst[:0] (no allocation when dst has the capacity). Booking extras the
-// event does not carry are missing (NaN). Missing categorical values are encoded as -1, see
-// normalise.
+// event does not carry are missing (NaN); a text category (TextCode) is mapped to its code
+// by the feature's Categories, and is missing when not listed or when the feature has no
+// list. Missing categorical values are encoded as -1, see normalise.
 func (m *Model) Vector(ev *events.Appointment, v featurestore.Vector, dst []float64) []float64 {
 	dst = dst[:0]
 	for _, in := range m.inputs {
 		var x float64
-		if in.store >= 0 {
+		switch {
+		case in.store >= 0:
 			x = v[in.store]
-		} else {
-			x = ExtraValue(ev, in.extra)
+		case in.codes != nil:
+			x = in.codes.Code(ExtraValue(ev, in.extra))
+		default:
+			// A text the feature has no code list for is not a number it knows.
+			if x = ExtraValue(ev, in.extra); IsTextCode(x) {
+				x = math.NaN()
+			}
 		}
 		if in.categorical {
 			x = category(x)
