@@ -286,13 +286,8 @@ func (m *Model) Vector(ev *events.Appointment, v featurestore.Vector, dst []floa
 		switch {
 		case in.store >= 0:
 			x = v[in.store]
-		case in.codes != nil:
-			x = in.codes.Code(ExtraValue(ev, in.extra))
 		default:
-			// A text the feature has no code list for is not a number it knows.
-			if x = ExtraValue(ev, in.extra); IsTextCode(x) {
-				x = math.NaN()
-			}
+			x = ExtraInput(ev, in.extra, in.codes)
 		}
 		if in.categorical {
 			x = category(x)
@@ -302,9 +297,8 @@ func (m *Model) Vector(ev *events.Appointment, v featurestore.Vector, dst []floa
 	return dst
 }
 
-// ExtraValue is booking extra key of ev as a model input: booking.extra[key], or NaN
-// (missing) when the event does not carry it. cmd/trainset writes the training set's
-// "extra.<key>" columns with it, so training and serving read extras the same way.
+// ExtraValue is booking.extra[key] of ev as carried (a number, or a TextCode), or NaN
+// (missing) when the event does not carry it. ExtraInput turns it into a model input.
 func ExtraValue(ev *events.Appointment, key string) float64 {
 	if ev != nil && ev.Booking != nil {
 		if x, ok := ev.Booking.Extra[key]; ok {
@@ -312,6 +306,21 @@ func ExtraValue(ev *events.Appointment, key string) float64 {
 		}
 	}
 	return math.NaN()
+}
+
+// ExtraInput is booking extra key of ev as a model input: with a code list (a text
+// category), the code of its text, or NaN when the text is not listed; without one, the
+// number, or NaN when the event carries a text (a TextCode) or nothing. cmd/trainset writes
+// the training set's extras with it, so training and serving read them the same way.
+func ExtraInput(ev *events.Appointment, key string, codes *CodeList) float64 {
+	x := ExtraValue(ev, key)
+	if codes != nil {
+		return codes.Code(x)
+	}
+	if IsTextCode(x) {
+		return math.NaN()
+	}
+	return x
 }
 
 // normalise applies Vector's categorical encoding to a row built elsewhere (the parity test).
