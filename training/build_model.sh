@@ -69,7 +69,7 @@ try:
     cfg = json.load(open(sys.argv[1]))
 except ValueError as e:
     sys.exit(f"build_model: ERROR: CONFIG={sys.argv[1]} is not JSON: {e}")
-print(",".join(cfg.get("extras", {})) if isinstance(cfg, dict) else "")
+print(",".join(f"{k}:{t}" for k, t in cfg.get("extras", {}).items()) if isinstance(cfg, dict) else "")
 ' "$CONFIG")"
 fi
 
