@@ -226,7 +226,7 @@ func TestCSVTextCategories(t *testing.T) {
 	in := filepath.Join(dir, "a.csv")
 	os.WriteFile(in, []byte(body), 0o644)
 	o := options{csv: in, out: filepath.Join(dir, "trainset.csv"), summary: filepath.Join(dir, "summary.json"),
-		extras: []string{"sex:categorical", "area:categorical", "distance_km"}}
+		extras: []string{"sex:categorical", "area:categorical", "distance_km"}, minCategoryRows: 1}
 	if err := run(o); err != nil {
 		t.Fatal(err)
 	}
@@ -257,6 +257,25 @@ func TestCSVTextCategories(t *testing.T) {
 	}
 	if c := codes.Code(scoring.TextCode(" north leeds")); c != 2 {
 		t.Errorf("scorer codes North Leeds as %v, the training set as 2", c)
+	}
+
+	// A value in fewer than -min-category-rows rows is left out of the list (it could point
+	// at a patient in a shared model folder) and is missing in the training set.
+	o.minCategoryRows = 2
+	if err := run(o); err != nil {
+		t.Fatal(err)
+	}
+	sb, _ = os.ReadFile(o.summary)
+	sum = summary{}
+	json.Unmarshal(sb, &sum)
+	if !slices.Equal(sum.Categories["sex"], []string{"f"}) || !slices.Equal(sum.Categories["area"], []string{"north leeds"}) ||
+		sum.RareCategories["sex"] != 1 || sum.RareCategories["area"] != 2 {
+		t.Fatalf("min-category-rows 2: summary %s", sb)
+	}
+	for _, r := range readCSVFile(t, o.out) {
+		if r["appointment_id"] == "B1" && (r["extra.sex"] != "" || r["extra.area"] != "") {
+			t.Errorf("B1's rare sex and area: %q %q, want missing", r["extra.sex"], r["extra.area"])
+		}
 	}
 
 	// Without -summary the code list would be lost.

@@ -29,7 +29,9 @@
 // number) or key:categorical. A categorical CSV column with text (F/M, area names) is written
 // as category codes: its texts, and the numbers it also holds, sorted, are the code list
 // (code i = the i-th), which goes to the -summary JSON as "categories" for train.py to put in
-// the contract, so the scorer maps the same text to the same code. Only the final version of an
+// the contract, so the scorer maps the same text to the same code. A value in fewer than
+// -min-category-rows rows (default 10) is left out of the list, and so missing: the list is
+// in the model folder, which trusts share. Only the final version of an
 // appointment that ended in attended or did-not-attend is a row; superseded, cancelled and
 // unfinished bookings are counted on stderr and in the -summary JSON.
 package main
@@ -70,8 +72,12 @@ type options struct {
 	badRows, summary    string
 	extras              []string // -extras entries: key or key:type
 	csvOpts             csvimport.Options
+	minCategoryRows     int
 	policy              featurestore.Policy
 }
+
+// defaultMinCategoryRows is -min-category-rows' default.
+const defaultMinCategoryRows = 10
 
 // errUsage marks a problem with the input files' shape (not their content); exit status 2.
 var errUsage = errors.New("usage")
@@ -87,6 +93,7 @@ func main() {
 	extras := flag.String("extras", "", "comma-separated booking extras to add as extra.<key> columns (CSV: extra column names), each key or key:numeric or key:categorical")
 	flag.StringVar(&o.csvOpts.TimeZone, "csv-timezone", csvimport.DefaultTimeZone, "with -csv: time zone of the CSV's times without an offset (IANA name)")
 	flag.StringVar(&o.csvOpts.DateOnlyTime, "csv-date-only-time", csvimport.DefaultDateOnlyTime, "with -csv: local time of day (HH:MM) given to a date-only appointment_start or cancelled_at")
+	flag.IntVar(&o.minCategoryRows, "min-category-rows", defaultMinCategoryRows, "with -csv: a text category's value must be in at least this many rows to enter the code list (rarer values are missing)")
 	retention := flag.Duration("history-retention", 3*365*24*time.Hour, "how long facts stay in a patient's history; must equal the consumer's --history-retention or training and serving features differ")
 	flag.Parse()
 	o.extras = envflag.List(*extras)
@@ -154,6 +161,12 @@ func run(o options) error {
 	keys, categorical, err := parseExtras(o.extras)
 	if err != nil {
 		return err
+	}
+	switch {
+	case o.minCategoryRows == 0:
+		o.minCategoryRows = defaultMinCategoryRows
+	case o.minCategoryRows < 0:
+		return fmt.Errorf("%w: -min-category-rows %d: want at least 1", errUsage, o.minCategoryRows)
 	}
 	o.extras = keys
 	inPath, truthPath, outPath := o.in, o.truth, o.out
@@ -298,6 +311,9 @@ type summary struct {
 	// Categories holds, per categorical extra with text, its code list (code i = the i-th
 	// text); train.py writes it into the contract's feature as "categories".
 	Categories map[string][]string `json:"categories,omitempty"`
+	// RareCategories counts, per categorical extra, the values left out of its code list
+	// for being in fewer than -min-category-rows rows.
+	RareCategories map[string]int `json:"rare_categories,omitempty"`
 	// TextAsMissing counts, per numeric extra, the bookings scored whose value was text, read
 	// as missing.
 	TextAsMissing map[string]int `json:"text_as_missing,omitempty"`
@@ -424,7 +440,17 @@ func (r *replay) readCSV(ctx context.Context, o options, categorical map[string]
 		if !categorical[k] || len(res.Texts[k]) == 0 {
 			continue
 		}
-		list := codeTexts(res, k)
+		list, rare := codeTexts(res, k, o.minCategoryRows)
+		if rare > 0 {
+			if sum.RareCategories == nil {
+				sum.RareCategories = map[string]int{}
+			}
+			sum.RareCategories[k] = rare
+			fmt.Fprintf(os.Stderr, "trainset: extra %s: %d values in fewer than %d rows each are left out of its code list (missing to the model)\n", k, rare, o.minCategoryRows)
+		}
+		if len(list) == 0 {
+			continue
+		}
 		codes, err := scoring.NewCodeList(list)
 		if err != nil {
 			return fmt.Errorf("%s: extra column %s: %v", o.csv, k, err)
@@ -444,20 +470,36 @@ func (r *replay) readCSV(ctx context.Context, o options, categorical map[string]
 }
 
 // codeTexts is the code list of extra column k: its texts, and the numbers it also holds
-// written as text, sorted.
-func codeTexts(res csvimport.Result, k string) []string {
-	set := map[string]bool{}
+// written as text, sorted; each in at least minRows imported rows. The list goes into the
+// model's contract, and a model folder is shared: a value fewer rows hold (a rare place, a
+// mistyped name) could point at a patient, so it is left out (missing) and counted in rare.
+func codeTexts(res csvimport.Result, k string, minRows int) (list []string, rare int) {
+	text := map[float64]string{}
 	for _, t := range res.Texts[k] {
-		set[t] = true
+		text[scoring.TextCode(t)] = t
 	}
+	rows := map[string]int{}
 	for i := range res.Events {
-		if b := res.Events[i].Booking; b != nil {
-			if v, ok := b.Extra[k]; ok && !scoring.IsTextCode(v) {
-				set[strconv.FormatFloat(v, 'g', -1, 64)] = true
+		if b := res.Events[i].Booking; b != nil && res.Events[i].Type == events.Booked {
+			v, ok := b.Extra[k]
+			switch {
+			case !ok:
+			case scoring.IsTextCode(v):
+				rows[text[v]]++
+			default:
+				rows[strconv.FormatFloat(v, 'g', -1, 64)]++
 			}
 		}
 	}
-	return slices.Sorted(maps.Keys(set))
+	for t, n := range rows {
+		if n >= minRows {
+			list = append(list, t)
+		} else {
+			rare++
+		}
+	}
+	slices.Sort(list)
+	return list, rare
 }
 
 func listOrNone(xs []string) string {
