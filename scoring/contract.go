@@ -29,6 +29,10 @@ type Feature struct {
 	// Name is one of featurestore.Names or ExtraPrefix + a booking extra key.
 	Name string      `json:"name"`
 	Type FeatureType `json:"type"`
+	// Categories, on a categorical booking extra only, lists the texts the feature was
+	// trained on: the i-th text is category code i (see CodeList). A booking extra value
+	// whose text is not listed is missing.
+	Categories []string `json:"categories,omitempty"`
 }
 
 // Band is a risk band: probabilities at or above MinProbability (and below the next band's)
@@ -104,6 +108,14 @@ func (c *Contract) validate() error {
 		if f.Type != Numeric && f.Type != Categorical {
 			return fmt.Errorf("features[%d] %q: type %q, want %q or %q", i, f.Name, f.Type, Numeric, Categorical)
 		}
+		if f.Categories != nil {
+			if f.Type != Categorical || !strings.HasPrefix(f.Name, ExtraPrefix) {
+				return fmt.Errorf("features[%d] %q: categories are for categorical booking extras (%s<key>, type %q) only", i, f.Name, ExtraPrefix, Categorical)
+			}
+			if _, err := NewCodeList(f.Categories); err != nil {
+				return fmt.Errorf("features[%d] %q: %w", i, f.Name, err)
+			}
+		}
 		seen[f.Name] = true
 	}
 	if c.ModelSHA256 != "" && !sha256RE.MatchString(c.ModelSHA256) {
@@ -147,6 +159,11 @@ func validateBands(bands []Band) error {
 
 func (c Contract) clone() Contract {
 	c.Features = append([]Feature(nil), c.Features...)
+	for i := range c.Features {
+		if c.Features[i].Categories != nil {
+			c.Features[i].Categories = append([]string(nil), c.Features[i].Categories...)
+		}
+	}
 	c.RiskBands = append([]Band(nil), c.RiskBands...)
 	c.Calibration = c.Calibration.clone()
 	if c.TrainingWindow != nil {

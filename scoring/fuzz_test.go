@@ -77,6 +77,8 @@ func FuzzLoad(f *testing.F) {
 	contract, model := smallContract(f), smallModel(f, 3)
 	f.Add(contract, model)
 	f.Add(contract, bytes.Replace(model, []byte("version=v4"), []byte("version=v3"), 1))
+	f.Add(contract, withThreshold(f, "inf"))
+	f.Add(contract, withThreshold(f, "-inf"))
 	f.Add(contract, model[:len(model)/2])                       // truncated mid-tree
 	f.Add(contract, model[:bytes.Index(model, []byte("\n\n"))]) // header only
 	f.Add(contract[:len(contract)/2], model)
@@ -149,13 +151,73 @@ func TestLoadRefusesDamagedFiles(t *testing.T) {
 // tree_sizes corrected, as a hand edit or a broken exporter would leave it.
 func withLeaf(tb testing.TB, value string) []byte {
 	tb.Helper()
-	mb := smallModel(tb, 3)
-	loc := regexp.MustCompile(`(?m)^leaf_value=\S+ (\S+)`).FindSubmatchIndex(mb)
+	return withField(tb, smallModel(tb, 3), `(?m)^leaf_value=\S+ (\S+)`, value)
+}
+
+// withThreshold returns the small model with its first tree's first threshold replaced.
+func withThreshold(tb testing.TB, value string) []byte {
+	tb.Helper()
+	return withField(tb, smallModel(tb, 3), `(?m)^threshold=(\S+)`, value)
+}
+
+// withField replaces the first submatch of re in model text mb with value and corrects
+// tree_sizes[0] (the edits are in the first tree).
+func withField(tb testing.TB, mb []byte, re, value string) []byte {
+	tb.Helper()
+	loc := regexp.MustCompile(re).FindSubmatchIndex(mb)
 	grow := len(value) - (loc[3] - loc[2])
 	out := append(append(append([]byte{}, mb[:loc[2]]...), value...), mb[loc[3]:]...)
 	sl := regexp.MustCompile(`tree_sizes=(\d+)`).FindSubmatchIndex(out)
 	n, _ := strconv.Atoi(string(out[sl[2]:sl[3]]))
 	return append(append(append([]byte{}, out[:sl[2]]...), strconv.Itoa(n+grow)...), out[sl[3]:]...)
+}
+
+// LightGBM writes threshold=inf for a split of missing values from every present one (issue
+// 13: two trainings in eleven were refused for it). Infinite thresholds load; a NaN
+// threshold, which no LightGBM writes, does not. Parity on such models is proven against
+// LightGBM itself by TestParityInfiniteThresholds.
+func TestLoadAcceptsInfiniteThresholds(t *testing.T) {
+	for _, v := range []string{"inf", "-inf", "+inf", "Infinity"} {
+		if _, err := parse(smallContract(t), withThreshold(t, v)); err != nil {
+			t.Errorf("threshold %s refused: %v", v, err)
+		}
+	}
+	for _, v := range []string{"nan", "NaN", "x"} {
+		if _, err := parse(smallContract(t), withThreshold(t, v)); err == nil || !strings.Contains(err.Error(), "threshold[0]") {
+			t.Errorf("threshold %s: err = %v, want a refusal naming it", v, err)
+		}
+	}
+
+	// The regression seed: a model LightGBM 4.6 trained with threshold=inf on a rate that
+	// first-time patients lack. It loads, and the split reads as LightGBM's: every present
+	// value, +inf included, is <= inf, and a missing one goes the default way.
+	b, err := os.ReadFile(filepath.Join("testdata", "fuzz", "FuzzLoad", "lightgbm-threshold-inf"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	lines := strings.Split(string(b), "\n")
+	var args [][]byte
+	for _, l := range lines[1:3] {
+		s, err := strconv.Unquote(strings.TrimSuffix(strings.TrimPrefix(l, "[]byte("), ")"))
+		if err != nil {
+			t.Fatal(err)
+		}
+		args = append(args, []byte(s))
+	}
+	if !bytes.Contains(args[1], []byte("\nthreshold=inf ")) {
+		t.Fatal("the seed has no threshold=inf")
+	}
+	m, err := parse(args[0], args[1])
+	if err != nil {
+		t.Fatal(err)
+	}
+	row := func(rate float64) []float64 { return []float64{rate, 10, 1, 0.5} }
+	if a, b := m.Score(row(math.Inf(1))), m.Score(row(1e300)); a != b {
+		t.Errorf("rate +inf scores %v, 1e300 %v: both are present values <= inf", a, b)
+	}
+	if a, b := m.Score(row(math.NaN())), m.Score(row(0.2)); a == b {
+		t.Errorf("a missing rate scores as a present one (%v): the missing-vs-present split is lost", a)
+	}
 }
 
 // Found while writing FuzzLoad: a NaN leaf loaded, and the model then scored some rows as

@@ -177,7 +177,7 @@ func (m *lgbText) checkTree(i int, block []byte) error {
 	if v := kv["is_linear"]; v != "" && v != "0" {
 		return fmt.Errorf("linear tree (linear_tree=true): leaves ignores the leaf coefficients and would mispredict; retrain with linear_tree=false")
 	}
-	if _, err := floats(kv, "leaf_value", leaves); err != nil {
+	if _, err := floats(kv, "leaf_value", leaves, false); err != nil {
 		return err
 	}
 	if leaves == 1 {
@@ -188,7 +188,12 @@ func (m *lgbText) checkTree(i int, block []byte) error {
 	if err != nil {
 		return err
 	}
-	thr, err := floats(kv, "threshold", nodes)
+	// LightGBM writes threshold=inf (or -inf) for a split that separates missing values from
+	// every present one: the upper bound of a feature's last bin is +inf (bin.cpp), so
+	// "x <= inf" sends all present values one way and missing ones (NaN, or zero with
+	// missing_type Zero) the default way. Go's strconv and leaves read "inf" and "-inf";
+	// the comparison is the same as LightGBM's (proven by TestParityInfiniteThresholds).
+	thr, err := floats(kv, "threshold", nodes, true)
 	if err != nil {
 		return err
 	}
@@ -284,7 +289,9 @@ func ints(kv map[string]string, key string, n int) ([]int64, error) {
 	return out, nil
 }
 
-func floats(kv map[string]string, key string, n int) ([]float64, error) {
+// floats parses a space-separated list of n numbers. NaN is always refused; infinities only
+// when allowInf (thresholds), never in leaf values.
+func floats(kv map[string]string, key string, n int, allowInf bool) ([]float64, error) {
 	f := strings.Fields(kv[key])
 	if len(f) != n {
 		return nil, fmt.Errorf("%s has %d values, want %d", key, len(f), n)
@@ -295,10 +302,15 @@ func floats(kv map[string]string, key string, n int) ([]float64, error) {
 		if err != nil {
 			return nil, fmt.Errorf("%s[%d] = %q is not a number", key, i, firstN(s, 40))
 		}
-		// LightGBM writes finite numbers only; a NaN leaf would be served as a NaN
-		// probability, which no risk event can carry.
-		if math.IsNaN(v) || math.IsInf(v, 0) {
-			return nil, fmt.Errorf("%s[%d] = %q is not a finite number", key, i, firstN(s, 40))
+		// LightGBM writes finite leaf values only; a NaN or infinite leaf would be served as
+		// a NaN probability (inf - inf), which no risk event can carry. A NaN threshold
+		// sends every value right in LightGBM and left in nothing: no writer produces it.
+		if math.IsNaN(v) || !allowInf && math.IsInf(v, 0) {
+			what := "a finite number"
+			if allowInf {
+				what = "a number or ±inf"
+			}
+			return nil, fmt.Errorf("%s[%d] = %q is not %s", key, i, firstN(s, 40), what)
 		}
 		out[i] = v
 	}

@@ -52,6 +52,29 @@ type input struct {
 	store       int    // index into featurestore.Vector, or -1 for a booking extra
 	extra       string // booking extra key when store < 0
 	categorical bool
+	codes       *CodeList // a text category's code list, nil if the contract has none
+}
+
+// newInputs maps a validated contract's features to their sources.
+func newInputs(c Contract) []input {
+	index := make(map[string]int, len(featurestore.Names))
+	for i, n := range featurestore.Names {
+		index[n] = i
+	}
+	out := make([]input, len(c.Features))
+	for i, f := range c.Features {
+		in := input{store: -1, categorical: f.Type == Categorical}
+		if key, ok := strings.CutPrefix(f.Name, ExtraPrefix); ok {
+			in.extra = key
+		} else {
+			in.store = index[f.Name]
+		}
+		if f.Categories != nil {
+			in.codes, _ = NewCodeList(f.Categories) // validate checked it
+		}
+		out[i] = in
+	}
+	return out
 }
 
 // Load reads and validates the model directory dir (model.txt and contract.json). Any
@@ -115,21 +138,8 @@ func build(cb []byte, c Contract, mb []byte) (*Model, error) {
 	if ens.NOutputGroups() != 1 || ens.Transformation().Type() != transformation.Logistic {
 		return nil, fmt.Errorf("%s: leaves reads it as %s with %d outputs, want a logistic (binary) model with 1", ModelFile, ens.Transformation().Name(), ens.NOutputGroups())
 	}
-	m := &Model{contract: c.clone(), ens: ens, inputs: make([]input, len(c.Features)), digest: digest(cb, mb)}
+	m := &Model{contract: c.clone(), ens: ens, inputs: newInputs(c), digest: digest(cb, mb)}
 	m.cal = m.contract.Calibration
-	index := make(map[string]int, len(featurestore.Names))
-	for i, n := range featurestore.Names {
-		index[n] = i
-	}
-	for i, f := range c.Features {
-		in := input{store: -1, categorical: f.Type == Categorical}
-		if key, ok := strings.CutPrefix(f.Name, ExtraPrefix); ok {
-			in.extra = key
-		} else {
-			in.store = index[f.Name]
-		}
-		m.inputs[i] = in
-	}
 	// A model that cannot score "nothing known" is broken in a way the checks above missed.
 	x := make([]float64, len(m.inputs))
 	for i := range x {
@@ -215,8 +225,30 @@ func checkAgainstContract(t *lgbText, c *Contract) error {
 		if cat && t.numSplit[i] || !cat && t.catSplit[i] {
 			return fmt.Errorf("feature %q is %s in %s but the model's trees split on it as %s", f.Name, f.Type, ContractFile, kindName(!cat))
 		}
+		if f.Categories != nil {
+			if top, ok := maxCategory(t.featureInfos[i]); ok && top >= len(f.Categories) {
+				return fmt.Errorf("feature %q: the model was trained on category code %d but %s lists %d categories (codes 0..%d): the contract is not the one written with this model", f.Name, top, ContractFile, len(f.Categories), len(f.Categories)-1)
+			}
+		}
 	}
 	return nil
+}
+
+// maxCategory returns the largest category code in a categorical feature_infos entry
+// ("0:3:1"); ok is false for anything else.
+func maxCategory(info string) (top int, ok bool) {
+	if cat, known := categoricalInfo(info); !cat || !known {
+		return 0, false
+	}
+	top = -1
+	for _, s := range strings.Split(info, ":") {
+		v, err := strconv.Atoi(s)
+		if err != nil {
+			return 0, false
+		}
+		top = max(top, v)
+	}
+	return top, top >= 0
 }
 
 func kindName(categorical bool) string {
@@ -244,16 +276,18 @@ func (m *Model) NumFeatures() int { return len(m.inputs) }
 
 // Vector builds the model input for booking ev from its computed features v, in contract
 // order, appending to dst[:0] (no allocation when dst has the capacity). Booking extras the
-// event does not carry are missing (NaN). Missing categorical values are encoded as -1, see
-// normalise.
+// event does not carry are missing (NaN); a text category (TextCode) is mapped to its code
+// by the feature's Categories, and is missing when not listed or when the feature has no
+// list. Missing categorical values are encoded as -1, see normalise.
 func (m *Model) Vector(ev *events.Appointment, v featurestore.Vector, dst []float64) []float64 {
 	dst = dst[:0]
 	for _, in := range m.inputs {
 		var x float64
-		if in.store >= 0 {
+		switch {
+		case in.store >= 0:
 			x = v[in.store]
-		} else {
-			x = ExtraValue(ev, in.extra)
+		default:
+			x = ExtraInput(ev, in.extra, in.codes)
 		}
 		if in.categorical {
 			x = category(x)
@@ -263,9 +297,8 @@ func (m *Model) Vector(ev *events.Appointment, v featurestore.Vector, dst []floa
 	return dst
 }
 
-// ExtraValue is booking extra key of ev as a model input: booking.extra[key], or NaN
-// (missing) when the event does not carry it. cmd/trainset writes the training set's
-// "extra.<key>" columns with it, so training and serving read extras the same way.
+// ExtraValue is booking.extra[key] of ev as carried (a number, or a TextCode), or NaN
+// (missing) when the event does not carry it. ExtraInput turns it into a model input.
 func ExtraValue(ev *events.Appointment, key string) float64 {
 	if ev != nil && ev.Booking != nil {
 		if x, ok := ev.Booking.Extra[key]; ok {
@@ -273,6 +306,21 @@ func ExtraValue(ev *events.Appointment, key string) float64 {
 		}
 	}
 	return math.NaN()
+}
+
+// ExtraInput is booking extra key of ev as a model input: with a code list (a text
+// category), the code of its text, or NaN when the text is not listed; without one, the
+// number, or NaN when the event carries a text (a TextCode) or nothing. cmd/trainset writes
+// the training set's extras with it, so training and serving read them the same way.
+func ExtraInput(ev *events.Appointment, key string, codes *CodeList) float64 {
+	x := ExtraValue(ev, key)
+	if codes != nil {
+		return codes.Code(x)
+	}
+	if IsTextCode(x) {
+		return math.NaN()
+	}
+	return x
 }
 
 // normalise applies Vector's categorical encoding to a row built elsewhere (the parity test).
@@ -303,6 +351,9 @@ func (m *Model) Score(x []float64) float64 {
 	if len(x) != len(m.inputs) {
 		panic(fmt.Sprintf("scoring: model %s got %d features, want %d", m.contract.ModelID, len(x), len(m.inputs)))
 	}
+	if hasTiny(x) {
+		x = zeroTiny(slices.Clone(x))
+	}
 	p := m.ens.PredictSingle(x, 0)
 	if m.cal != nil {
 		p = m.cal.apply(p)
@@ -321,6 +372,9 @@ func (m *Model) ScoreBatch(xs, out []float64) {
 	if len(out) == 0 {
 		return
 	}
+	if hasTiny(xs) {
+		xs = zeroTiny(slices.Clone(xs))
+	}
 	if err := m.ens.PredictDense(xs, len(out), n, out, 0, 1); err != nil {
 		panic(fmt.Sprintf("scoring: model %s: %v", m.contract.ModelID, err))
 	}
@@ -329,6 +383,33 @@ func (m *Model) ScoreBatch(xs, out []float64) {
 			out[i] = m.cal.apply(p)
 		}
 	}
+}
+
+// kZeroThreshold is LightGBM's zero: the float 1e-35f widened to a double (meta.h), so
+// 1.0000000180025095e-35. LightGBM's predict passes a dense row to the trees as (index,
+// value) pairs, leaving out every value with |v| <= kZeroThreshold (c_api.cpp,
+// RowPairFunctionFromDenseMatric), so the trees see such a value as exactly 0. leaves
+// compares the raw value, and its own zero test uses the double 1e-35: a value between the
+// two, or a tiny value beside a split at ±kZeroThreshold (LightGBM's bin bound around zero),
+// would go the other way. Scoring zeroes them first, as LightGBM does; NaN stays NaN.
+const kZeroThreshold = float64(float32(1e-35))
+
+func hasTiny(x []float64) bool {
+	for _, v := range x {
+		if v != 0 && math.Abs(v) <= kZeroThreshold {
+			return true
+		}
+	}
+	return false
+}
+
+func zeroTiny(x []float64) []float64 {
+	for i, v := range x {
+		if math.Abs(v) <= kZeroThreshold {
+			x[i] = 0
+		}
+	}
+	return x
 }
 
 // Band returns the name of the highest risk band whose min_probability is at most p.

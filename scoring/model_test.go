@@ -250,21 +250,8 @@ func replace(old, new string) func(string) string {
 
 // testModel is a Model with the given contract features and no trees, for the input tests.
 func testModel(fs ...Feature) *Model {
-	m := &Model{contract: Contract{ModelID: "t", Features: fs, RiskBands: []Band{{"low", 0}, {"medium", 0.1}, {"high", 0.2}, {"very_high", 0.4}}}}
-	index := map[string]int{}
-	for i, n := range featurestore.Names {
-		index[n] = i
-	}
-	for _, f := range fs {
-		in := input{store: -1, categorical: f.Type == Categorical}
-		if key, ok := strings.CutPrefix(f.Name, ExtraPrefix); ok {
-			in.extra = key
-		} else {
-			in.store = index[f.Name]
-		}
-		m.inputs = append(m.inputs, in)
-	}
-	return m
+	c := Contract{ModelID: "t", Features: fs, RiskBands: []Band{{"low", 0}, {"medium", 0.1}, {"high", 0.2}, {"very_high", 0.4}}}
+	return &Model{contract: c, inputs: newInputs(c)}
 }
 
 func booking(extra events.Extra) *events.Appointment {
@@ -278,12 +265,12 @@ func booking(extra events.Extra) *events.Appointment {
 
 func TestVector(t *testing.T) {
 	m := testModel(
-		Feature{"prior_dna_rate", Numeric},
-		Feature{"specialty", Categorical},
-		Feature{"lead_time_days", Numeric},
-		Feature{"extra.imd_score", Numeric},
-		Feature{"extra.clinic_code", Categorical},
-		Feature{"extra.absent", Numeric},
+		Feature{Name: "prior_dna_rate", Type: Numeric},
+		Feature{Name: "specialty", Type: Categorical},
+		Feature{Name: "lead_time_days", Type: Numeric},
+		Feature{Name: "extra.imd_score", Type: Numeric},
+		Feature{Name: "extra.clinic_code", Type: Categorical},
+		Feature{Name: "extra.absent", Type: Numeric},
 	)
 	ev := booking(events.Extra{"imd_score": 12.5, "clinic_code": 7})
 	v := featurestore.Compute(ev, &featurestore.History{})

@@ -14,7 +14,8 @@
 # types, split, bands, ...; see docs/model.md), OUT [models/default, or models/<model_id> with
 # DATA], PATIENTS [50000], DAYS [365], SEED [42] (simulator), PYTHON [the .venv that
 # scripts/python.sh builds from training/requirements.txt], KEEP (a directory to keep the
-# intermediate files in), HISTORY_RETENTION [26280h, must equal the consumer's].
+# intermediate files in), HISTORY_RETENTION [26280h, must equal the consumer's], CSV_TIMEZONE
+# [Europe/London] and CSV_DATE_ONLY_TIME [23:59] (how DATA's times are read; docs/csv.md).
 #
 # The new directory is assembled next to OUT and moved in at the end: a fresh OUT by one
 # rename; an existing OUT (perhaps one a consumer is watching) file by file, model.txt before
@@ -69,7 +70,7 @@ try:
     cfg = json.load(open(sys.argv[1]))
 except ValueError as e:
     sys.exit(f"build_model: ERROR: CONFIG={sys.argv[1]} is not JSON: {e}")
-print(",".join(cfg.get("extras", {})) if isinstance(cfg, dict) else "")
+print(",".join(f"{k}:{t}" for k, t in cfg.get("extras", {}).items()) if isinstance(cfg, dict) else "")
 ' "$CONFIG")"
 fi
 
@@ -88,7 +89,8 @@ if [[ -z "$DATA" ]]; then
 else
 	log "reading $DATA"
 	"$WORK/bin/trainset" -csv "$DATA" -bad-rows "$STAGE/bad_rows.csv" -out "$WORK/trainset.csv" \
-		-extras "$EXTRAS" -summary "$WORK/summary.json" -history-retention "$HISTORY_RETENTION"
+		-extras "$EXTRAS" -summary "$WORK/summary.json" -history-retention "$HISTORY_RETENTION" \
+		-csv-timezone "${CSV_TIMEZONE:-Europe/London}" -csv-date-only-time "${CSV_DATE_ONLY_TIME:-23:59}"
 	TRAIN_ARGS+=(--provenance source=csv --provenance "file=$(basename "$DATA")"
 		--provenance "file_sha256=$(sha256sum "$DATA" | cut -d' ' -f1)")
 fi

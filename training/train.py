@@ -398,6 +398,16 @@ def parity_rows(cfg, test, features, categorical, rng):
     return pd.concat([base, pert], ignore_index=True)
 
 
+def feature_entry(c, categorical, text_codes):
+    """A contract feature. A categorical extra that held text carries its code list (learned by
+    cmd/trainset, in its -summary as "categories"): the scorer maps the same text to the same
+    code, and unlisted text to missing (docs/csv.md)."""
+    f = {"name": c, "type": "categorical" if c in categorical else "numeric"}
+    if c in categorical and c.startswith(EXTRA_PREFIX) and c[len(EXTRA_PREFIX):] in text_codes:
+        f["categories"] = text_codes[c[len(EXTRA_PREFIX):]]
+    return f
+
+
 def dump_contract(contract):
     """contract.json, indented, with the calibration knots one array per line."""
     c = dict(contract)
@@ -508,7 +518,7 @@ def main():
 
     contract = {
         "model_id": None,  # below: it names what is served
-        "features": [{"name": c, "type": "categorical" if c in categorical else "numeric"} for c in features],
+        "features": [feature_entry(c, categorical, (data_summary or {}).get("categories") or {}) for c in features],
         "risk_bands": bands(cfg, base_rate, p_valid),
         "trained_at": now.strftime("%Y-%m-%dT%H:%M:%SZ"),
         "training_rows": len(train),

@@ -9,6 +9,8 @@
 //
 //	--source    PRODUCER_SOURCE    sim | csv (default sim)
 //	--csv       PRODUCER_CSV       CSV file for --source csv
+//	--csv-timezone PRODUCER_CSV_TIMEZONE  time zone of the CSV's times without an offset (default Europe/London)
+//	--csv-date-only-time PRODUCER_CSV_DATE_ONLY_TIME  local HH:MM for a date-only appointment_start or cancelled_at (default 23:59)
 //	--seed      SIM_SEED           simulator seed (default 1)
 //	--patients  SIM_PATIENTS       simulated population (default 2000)
 //	--days      SIM_DAYS           days of bookings (default 120)
@@ -74,6 +76,7 @@ func main() {
 
 type config struct {
 	source, csvPath   string
+	csvOpts           csvimport.Options
 	seed              int64
 	patients, days    int
 	start             string
@@ -91,6 +94,7 @@ type config struct {
 // envFallback names the environment variable behind each flag.
 var envFallback = map[string]string{
 	"source": "PRODUCER_SOURCE", "csv": "PRODUCER_CSV", "seed": "SIM_SEED",
+	"csv-timezone": "PRODUCER_CSV_TIMEZONE", "csv-date-only-time": "PRODUCER_CSV_DATE_ONLY_TIME",
 	"patients": "SIM_PATIENTS", "days": "SIM_DAYS", "start": "SIM_START",
 	"rate": "PRODUCER_RATE", "brokers": "KAFKA_BROKERS", "topic": "TOPIC_APPOINTMENTS",
 	"out": "PRODUCER_OUT", "truth": "PRODUCER_TRUTH", "progress": "PRODUCER_PROGRESS",
@@ -117,6 +121,8 @@ func parseFlags(args []string, stderr io.Writer) (config, error) {
 	fs.SetOutput(stderr)
 	fs.StringVar(&c.source, "source", "sim", "event source: sim or csv")
 	fs.StringVar(&c.csvPath, "csv", "", "appointments CSV for --source csv (docs/csv.md)")
+	fs.StringVar(&c.csvOpts.TimeZone, "csv-timezone", csvimport.DefaultTimeZone, "time zone (IANA name) of the CSV's times without an offset")
+	fs.StringVar(&c.csvOpts.DateOnlyTime, "csv-date-only-time", csvimport.DefaultDateOnlyTime, "local time of day (HH:MM) given to a date-only appointment_start or cancelled_at in the CSV")
 	fs.Int64Var(&c.seed, "seed", 1, "simulator seed")
 	fs.IntVar(&c.patients, "patients", 2000, "simulated patients")
 	fs.IntVar(&c.days, "days", 120, "days of simulated bookings")
@@ -168,6 +174,9 @@ func parseFlags(args []string, stderr io.Writer) (config, error) {
 		return c, badSetting("%v", err)
 	}
 
+	if err := c.csvOpts.Validate(); err != nil {
+		return c, badSetting("--csv-timezone / --csv-date-only-time: %v", err)
+	}
 	switch {
 	case c.source != "sim" && c.source != "csv":
 		return c, badSetting("--source %q: want sim or csv", c.source)
@@ -274,7 +283,7 @@ func produce(ctx context.Context, c config, stdout, stderr io.Writer, log *slog.
 		if err != nil {
 			return badSetting("--csv: %v", err)
 		}
-		res, err := csvimport.Import(f, ps)
+		res, err := csvimport.Import(f, ps, c.csvOpts)
 		f.Close()
 		if err != nil {
 			if errors.Is(err, csvimport.ErrHeader) {
@@ -290,7 +299,8 @@ func produce(ctx context.Context, c config, stdout, stderr io.Writer, log *slog.
 			}
 			log.Warn("csv row skipped", "line", bad.Line, "reason", bad.Reason)
 		}
-		log.Info("csv imported", "rows", res.Rows, "imported", res.Imported, "bad", len(res.Bad), "events", len(res.Events))
+		log.Info("csv imported", "rows", res.Rows, "imported", res.Imported, "bad", len(res.Bad), "events", len(res.Events),
+			"time_zone", c.csvOpts.TimeZone, "date_only_time", c.csvOpts.DateOnlyTime, "text_columns", slices.Sorted(maps.Keys(res.Texts)))
 		evs, total = slices.Values(res.Events), int64(len(res.Events))
 	}
 

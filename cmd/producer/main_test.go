@@ -25,6 +25,7 @@ import (
 	"github.com/nhsx/dnarisk/internal/pseudo"
 	"github.com/nhsx/dnarisk/internal/testenv"
 	"github.com/nhsx/dnarisk/producer/sim"
+	"github.com/nhsx/dnarisk/scoring"
 	"github.com/nhsx/dnarisk/stream"
 )
 
@@ -283,6 +284,49 @@ func TestReplayCSVToStdout(t *testing.T) {
 	}
 }
 
+// The CSV's time zone and the time of a date-only day are settings: the same rows read in UTC
+// with appointments at 08:30, against the defaults (Europe/London, 23:59).
+func TestCSVTimeSettings(t *testing.T) {
+	clearEnv(t)
+	csvPath := filepath.Join(t.TempDir(), "in.csv")
+	body := "patient_id,appointment_id,booked_at,appointment_start,outcome,age,sex\n" +
+		"9990001014,T1,2024-06-03 10:00,2024-06-10,attended,40,F\n"
+	if err := os.WriteFile(csvPath, []byte(body), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	read := func(args ...string) []events.Appointment {
+		t.Helper()
+		code, stdout, stderr := runCmd(t, context.Background(), append([]string{"--source", "csv", "--csv", csvPath, "--out", "-"}, args...)...)
+		if code != 0 {
+			t.Fatalf("exit %d: %s", code, stderr)
+		}
+		var evs []events.Appointment
+		for _, l := range strings.Split(strings.TrimSpace(stdout), "\n") {
+			ev, err := events.DecodeAppointment([]byte(l))
+			if err != nil {
+				t.Fatal(err)
+			}
+			evs = append(evs, ev)
+		}
+		if len(evs) != 2 || !strings.Contains(stderr, `"text_columns":["sex"]`) {
+			t.Fatalf("events %v, stderr %s", evs, stderr)
+		}
+		return evs
+	}
+	def := read()
+	if b := def[0].Booking; !b.BookedAt.Equal(time.Date(2024, 6, 3, 9, 0, 0, 0, time.UTC)) || !b.Start.Equal(time.Date(2024, 6, 10, 22, 59, 0, 0, time.UTC)) {
+		t.Errorf("defaults: booked %s, start %s; want 09:00Z (10:00 BST) and 22:59Z (23:59 BST)", b.BookedAt, b.Start)
+	}
+	t.Setenv("PRODUCER_CSV_TIMEZONE", "UTC")
+	utc := read("--csv-date-only-time", "08:30")
+	if b := utc[0].Booking; !b.BookedAt.Equal(time.Date(2024, 6, 3, 10, 0, 0, 0, time.UTC)) || !b.Start.Equal(time.Date(2024, 6, 10, 8, 30, 0, 0, time.UTC)) {
+		t.Errorf("UTC, 08:30: booked %s, start %s", b.BookedAt, b.Start)
+	}
+	if def[0].Booking.Extra["sex"] != scoring.TextCode("F") {
+		t.Errorf("sex F carried as %v, want scoring.TextCode(F)", def[0].Booking.Extra["sex"])
+	}
+}
+
 func TestStopsCleanlyOnSignal(t *testing.T) {
 	clearEnv(t)
 	out := filepath.Join(t.TempDir(), "events.jsonl")
@@ -317,6 +361,8 @@ func TestInvalidSettings(t *testing.T) {
 		{"truth for a csv", nil, []string{"--source", "csv", "--csv", "x.csv", "--truth", "t.csv"}, "--truth needs --source sim"},
 		{"missing csv file", nil, []string{"--source", "csv", "--csv", "/nonexistent.csv", "--out", "-"}, "--csv"},
 		{"bad start", nil, []string{"--start", "06/01/2025", "--out", "-"}, "--start"},
+		{"bad csv time zone", nil, []string{"--source", "csv", "--csv", "x.csv", "--csv-timezone", "Mars/Olympus"}, `--csv-timezone / --csv-date-only-time: time zone "Mars/Olympus"`},
+		{"bad date-only time", map[string]string{"PRODUCER_CSV_DATE_ONLY_TIME": "25:00"}, []string{"--source", "csv", "--csv", "x.csv"}, `date-only time "25:00": want HH:MM`},
 		{"no patients", nil, []string{"--patients", "0"}, "--patients 0"},
 		{"negative rate", nil, []string{"--rate", "-1"}, "--rate"},
 		{"bad env value", map[string]string{"PRODUCER_RATE": "fast"}, nil, "invalid PRODUCER_RATE"},

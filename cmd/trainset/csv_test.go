@@ -15,6 +15,7 @@ import (
 
 	"github.com/nhsx/dnarisk/events"
 	"github.com/nhsx/dnarisk/producer/csvimport"
+	"github.com/nhsx/dnarisk/scoring"
 )
 
 const csvHeader = "patient_id,appointment_id,booked_at,appointment_start,outcome,specialty,age_band,distance_km,clinic_code,interpreter_needed\n"
@@ -28,7 +29,7 @@ func csvFile(t *testing.T) string {
 		"9990000001,A2,2025-01-10 09:00,2025-03-03 10:00,attended,110,25-34,,3,1\n" +
 		"9990000001,A3,2025-01-21 09:00,2025-02-03 10:00,did_not_attend,110,25-34,4,7,0\n" +
 		"9990000002,B1,2025-01-07 09:00,2025-01-27 10:00,maybe,300,45-54,1,1,0\n" + // bad outcome
-		"9990000002,B2,2025-01-07 09:00,2025-01-28 10:00,attended,300,45-54,far,1,0\n" + // bad extra
+		"9990000002,B2,2025-01-07 09:00,2025-01-28 10:00,attended,300,45-55,Inf,1,0\n" + // bad age band and extra
 		"9990000002,B3,2025-01-08 09:00,2025-01-29 10:00,attended,300,45-54,2,1,0\n"
 	path := filepath.Join(t.TempDir(), "appointments.csv")
 	if err := os.WriteFile(path, []byte(body), 0o644); err != nil {
@@ -93,7 +94,7 @@ func TestCSVInput(t *testing.T) {
 
 	bad := readCSVFile(t, o.badRows)
 	if len(bad) != 2 || bad[0]["line"] != "5" || !strings.Contains(bad[0]["reason"], "outcome") ||
-		bad[1]["line"] != "6" || !strings.Contains(bad[1]["reason"], `"distance_km"`) {
+		bad[1]["line"] != "6" || !strings.Contains(bad[1]["reason"], "age_band") || !strings.Contains(bad[1]["reason"], "extra columns distance_km") {
 		t.Fatalf("bad rows %v", bad)
 	}
 	var sum summary
@@ -210,4 +211,92 @@ func replayWith(t *testing.T, s *stream, extras ...string) *replay {
 		t.Fatal(err)
 	}
 	return r
+}
+
+// TestCSVTextCategories: a categorical extra with text becomes category codes, its code list
+// (texts and numbers, sorted) goes to the summary for the contract, and the codes are the
+// ones the scorer gives the same text; text in a numeric extra is missing and counted.
+func TestCSVTextCategories(t *testing.T) {
+	body := "patient_id,appointment_id,booked_at,appointment_start,outcome,age,sex,area,distance_km\n" +
+		"9990000001,A1,2025-01-06 09:00,2025-01-20,did_not_attend,30,F,North Leeds,12.5\n" +
+		"9990000001,A2,2025-01-10 09:00,2025-03-03,attended,30,f,0,n/a\n" +
+		"9990000002,B1,2025-01-07 09:00,2025-01-27,attended,50,M,Bradford,4\n" +
+		"9990000003,C1,2025-01-08,2025-01-29,attended,60,,NORTH LEEDS,\n"
+	dir := t.TempDir()
+	in := filepath.Join(dir, "a.csv")
+	os.WriteFile(in, []byte(body), 0o644)
+	o := options{csv: in, out: filepath.Join(dir, "trainset.csv"), summary: filepath.Join(dir, "summary.json"),
+		extras: []string{"sex:categorical", "area:categorical", "distance_km"}, minCategoryRows: 1}
+	if err := run(o); err != nil {
+		t.Fatal(err)
+	}
+	var sum summary
+	sb, _ := os.ReadFile(o.summary)
+	if err := json.Unmarshal(sb, &sum); err != nil {
+		t.Fatal(err)
+	}
+	if !slices.Equal(sum.Categories["sex"], []string{"f", "m"}) || !slices.Equal(sum.Categories["area"], []string{"0", "bradford", "north leeds"}) ||
+		len(sum.Categories) != 2 || sum.TextAsMissing["distance_km"] != 1 || !slices.Equal(sum.Extras, []string{"sex", "area", "distance_km"}) ||
+		sum.TimeZone != "Europe/London" || sum.DateOnlyTime != "23:59" {
+		t.Fatalf("summary %s", sb)
+	}
+	got := map[string]map[string]string{}
+	for _, r := range readCSVFile(t, o.out) {
+		got[r["appointment_id"]] = r
+	}
+	want := map[string][3]string{"A1": {"0", "2", "12.5"}, "A2": {"0", "0", ""}, "B1": {"1", "1", "4"}, "C1": {"", "2", ""}}
+	for id, w := range want {
+		if r := got[id]; r["extra.sex"] != w[0] || r["extra.area"] != w[1] || r["extra.distance_km"] != w[2] {
+			t.Errorf("%s: sex %q area %q distance %q, want %v", id, r["extra.sex"], r["extra.area"], r["extra.distance_km"], w)
+		}
+	}
+	// The scorer, given the learned list, codes the text as the training set did.
+	codes, err := scoring.NewCodeList(sum.Categories["area"])
+	if err != nil {
+		t.Fatal(err)
+	}
+	if c := codes.Code(scoring.TextCode(" north leeds")); c != 2 {
+		t.Errorf("scorer codes North Leeds as %v, the training set as 2", c)
+	}
+
+	// A value in fewer than -min-category-rows rows is left out of the list (it could point
+	// at a patient in a shared model folder) and is missing in the training set.
+	o.minCategoryRows = 2
+	if err := run(o); err != nil {
+		t.Fatal(err)
+	}
+	sb, _ = os.ReadFile(o.summary)
+	sum = summary{}
+	json.Unmarshal(sb, &sum)
+	if !slices.Equal(sum.Categories["sex"], []string{"f"}) || !slices.Equal(sum.Categories["area"], []string{"north leeds"}) ||
+		sum.RareCategories["sex"] != 1 || sum.RareCategories["area"] != 2 {
+		t.Fatalf("min-category-rows 2: summary %s", sb)
+	}
+	for _, r := range readCSVFile(t, o.out) {
+		if r["appointment_id"] == "B1" && (r["extra.sex"] != "" || r["extra.area"] != "") {
+			t.Errorf("B1's rare sex and area: %q %q, want missing", r["extra.sex"], r["extra.area"])
+		}
+	}
+
+	// Without -summary the code list would be lost.
+	o.summary = ""
+	if err := run(o); !errors.Is(err, errUsage) || !strings.Contains(err.Error(), "give -summary") {
+		t.Errorf("no -summary: %v", err)
+	}
+	// Every bad -extras entry is named in one error.
+	err = run(options{csv: in, out: "-", extras: []string{"Sex", "area:text", "dist-km", "sex"}})
+	for _, w := range []string{`"Sex"`, `"dist-km"`, `"area:text"`} {
+		if !errors.Is(err, errUsage) || !strings.Contains(err.Error(), w) {
+			t.Errorf("bad extras: %v lacks %s", err, w)
+		}
+	}
+	// Events carry only the text's code: JSONL cannot teach a code list.
+	var s stream
+	s.add(0, events.Booked, "A1", 1, t0, t0.Add(48*3600e9))
+	s.evs[0].Booking.Extra = events.Extra{"sex": scoring.TextCode("F")}
+	jl := filepath.Join(dir, "e.jsonl")
+	os.WriteFile(jl, s.jsonl(t).Bytes(), 0o644)
+	if err := run(options{in: jl, out: filepath.Join(dir, "o.csv"), extras: []string{"sex:categorical"}}); err == nil || !strings.Contains(err.Error(), "build the training set from the CSV") {
+		t.Errorf("JSONL with text: %v", err)
+	}
 }

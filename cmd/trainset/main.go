@@ -4,8 +4,9 @@
 // is applied), so every row holds exactly what was known when the booking was scored, and
 // labels each row with the appointment's eventual outcome.
 //
-//	trainset -in events.jsonl [-truth truth.csv] [-out trainset.csv] [-extras a,b] [-summary s.json]
-//	trainset -csv appointments.csv [-bad-rows bad_rows.csv] [-out trainset.csv] [-extras a,b] [-summary s.json]
+//	trainset -in events.jsonl [-truth truth.csv] [-out trainset.csv] [-extras a,b:categorical] [-summary s.json]
+//	trainset -csv appointments.csv [-bad-rows bad_rows.csv] [-csv-timezone Europe/London] [-csv-date-only-time 23:59]
+//	         [-out trainset.csv] [-extras a,b:categorical] [-summary s.json]
 //
 // Input is either JSONL, one appointment.v1 event per line (cmd/producer --out writes it),
 // sorted by event_time (an unsorted or invalid line is refused with its line number), or a
@@ -21,14 +22,23 @@
 //
 // Output is CSV: appointment_id, booking_version, event_time (RFC 3339), every
 // featurestore.Names column, then an "extra.<key>" column for each -extras key (the booking's
-// booking.extra value, as the scorer's scoring.Model.Vector reads it), label (1 did not
-// attend, 0 attended) and p_dna; an empty field is missing. Only the final version of an
+// booking.extra value, read by scoring.ExtraInput as the scorer's scoring.Model.Vector reads
+// it), label (1 did not attend, 0 attended) and p_dna; an empty field is missing.
+//
+// An -extras entry is key or key:numeric (text cells are missing, as the scorer reads a
+// number) or key:categorical. A categorical CSV column with text (F/M, area names) is written
+// as category codes: its texts, and the numbers it also holds, sorted, are the code list
+// (code i = the i-th), which goes to the -summary JSON as "categories" for train.py to put in
+// the contract, so the scorer maps the same text to the same code. A value in fewer than
+// -min-category-rows rows (default 10) is left out of the list, and so missing: the list is
+// in the model folder, which trusts share. Only the final version of an
 // appointment that ended in attended or did-not-attend is a row; superseded, cancelled and
 // unfinished bookings are counted on stderr and in the -summary JSON.
 package main
 
 import (
 	"bufio"
+	"cmp"
 	"context"
 	"crypto/rand"
 	"encoding/csv"
@@ -60,9 +70,14 @@ import (
 type options struct {
 	in, csv, truth, out string
 	badRows, summary    string
-	extras              []string
+	extras              []string // -extras entries: key or key:type
+	csvOpts             csvimport.Options
+	minCategoryRows     int
 	policy              featurestore.Policy
 }
+
+// defaultMinCategoryRows is -min-category-rows' default.
+const defaultMinCategoryRows = 10
 
 // errUsage marks a problem with the input files' shape (not their content); exit status 2.
 var errUsage = errors.New("usage")
@@ -75,7 +90,10 @@ func main() {
 	flag.StringVar(&o.out, "out", "-", "training set CSV to write (- for stdout)")
 	flag.StringVar(&o.badRows, "bad-rows", "", "with -csv: write every bad row's line number and reason to this CSV")
 	flag.StringVar(&o.summary, "summary", "", "write counts (rows, bad rows by reason, rows left out, extras) as JSON to this file")
-	extras := flag.String("extras", "", "comma-separated booking extras to add as extra.<key> columns (CSV: extra column names)")
+	extras := flag.String("extras", "", "comma-separated booking extras to add as extra.<key> columns (CSV: extra column names), each key or key:numeric or key:categorical")
+	flag.StringVar(&o.csvOpts.TimeZone, "csv-timezone", csvimport.DefaultTimeZone, "with -csv: time zone of the CSV's times without an offset (IANA name)")
+	flag.StringVar(&o.csvOpts.DateOnlyTime, "csv-date-only-time", csvimport.DefaultDateOnlyTime, "with -csv: local time of day (HH:MM) given to a date-only appointment_start or cancelled_at")
+	flag.IntVar(&o.minCategoryRows, "min-category-rows", defaultMinCategoryRows, "with -csv: a text category's value must be in at least this many rows to enter the code list (rarer values are missing)")
 	retention := flag.Duration("history-retention", 3*365*24*time.Hour, "how long facts stay in a patient's history; must equal the consumer's --history-retention or training and serving features differ")
 	flag.Parse()
 	o.extras = envflag.List(*extras)
@@ -85,6 +103,10 @@ func main() {
 	if bad {
 		fmt.Fprintln(os.Stderr, "trainset: give exactly one of -in (JSONL events) or -csv (appointments CSV); -bad-rows needs -csv; -truth needs -in (a CSV has no ground truth)")
 		flag.Usage()
+		os.Exit(2)
+	}
+	if err := o.csvOpts.Validate(); err != nil {
+		fmt.Fprintln(os.Stderr, "trainset: -csv-timezone / -csv-date-only-time:", err)
 		os.Exit(2)
 	}
 	if err := run(o); err != nil {
@@ -100,15 +122,53 @@ func main() {
 // JSON punctuation or spaces; csvimport lower-cases column names.
 var extraKeyRE = regexp.MustCompile(`^[a-z0-9_]{1,64}$`)
 
-func run(o options) error {
-	for _, k := range o.extras {
+// parseExtras splits -extras entries into keys and the set declared categorical, naming
+// every bad entry in one error.
+func parseExtras(entries []string) (keys []string, categorical map[string]bool, err error) {
+	categorical = map[string]bool{}
+	var badKeys, badTypes []string
+	for _, e := range entries {
+		k, typ, _ := strings.Cut(e, ":")
 		if !extraKeyRE.MatchString(k) {
-			return fmt.Errorf("%w: extra %q: want 1-64 of a-z 0-9 _ (csvimport lower-cases CSV column names)", errUsage, k)
+			badKeys = append(badKeys, strconv.Quote(k))
 		}
+		switch typ {
+		case "", string(scoring.Numeric):
+		case string(scoring.Categorical):
+			categorical[k] = true
+		default:
+			badTypes = append(badTypes, strconv.Quote(e))
+		}
+		keys = append(keys, k)
 	}
-	if dup := duplicates(o.extras); len(dup) > 0 {
-		return fmt.Errorf("%w: extras listed twice: %s", errUsage, strings.Join(dup, ", "))
+	var problems []string
+	if len(badKeys) > 0 {
+		problems = append(problems, fmt.Sprintf("extras %s: want 1-64 of a-z 0-9 _ (csvimport lower-cases CSV column names)", strings.Join(badKeys, ", ")))
 	}
+	if len(badTypes) > 0 {
+		problems = append(problems, fmt.Sprintf("extras %s: the type after the colon must be numeric or categorical", strings.Join(badTypes, ", ")))
+	}
+	if dup := duplicates(keys); len(dup) > 0 {
+		problems = append(problems, "extras listed twice: "+strings.Join(dup, ", "))
+	}
+	if len(problems) > 0 {
+		return nil, nil, fmt.Errorf("%w: %s", errUsage, strings.Join(problems, "; "))
+	}
+	return keys, categorical, nil
+}
+
+func run(o options) error {
+	keys, categorical, err := parseExtras(o.extras)
+	if err != nil {
+		return err
+	}
+	switch {
+	case o.minCategoryRows == 0:
+		o.minCategoryRows = defaultMinCategoryRows
+	case o.minCategoryRows < 0:
+		return fmt.Errorf("%w: -min-category-rows %d: want at least 1", errUsage, o.minCategoryRows)
+	}
+	o.extras = keys
 	inPath, truthPath, outPath := o.in, o.truth, o.out
 	var pdna map[key]float64
 	if truthPath != "" {
@@ -129,10 +189,11 @@ func run(o options) error {
 	r := newReplay()
 	r.policy = o.policy
 	r.extras = o.extras
+	r.codes = make([]*scoring.CodeList, len(o.extras))
 	sum := summary{Extras: o.extras}
 	if o.csv != "" {
 		sum.Source = "csv"
-		if err := r.readCSV(context.Background(), o, &sum); err != nil {
+		if err := r.readCSV(context.Background(), o, categorical, &sum); err != nil {
 			return err
 		}
 	} else {
@@ -158,6 +219,18 @@ func run(o options) error {
 		if len(never) > 0 {
 			return fmt.Errorf("%w: %s: no booking carries the extras %s in booking.extra", errUsage, inPath, strings.Join(never, ", "))
 		}
+		var text []string
+		for _, k := range o.extras {
+			if categorical[k] && r.textCells[k] > 0 {
+				text = append(text, k)
+			}
+		}
+		if len(text) > 0 {
+			return fmt.Errorf("%w: %s: the categorical extras %s carry text (scoring.TextCode), whose words are not in the events: build the training set from the CSV (-csv) so the code list can be learned", errUsage, inPath, strings.Join(text, ", "))
+		}
+	}
+	if len(sum.Categories) > 0 && o.summary == "" {
+		return fmt.Errorf("%w: the extras %s hold text categories; their code lists go to the -summary file, which train.py copies into the contract: give -summary", errUsage, strings.Join(slices.Sorted(maps.Keys(sum.Categories)), ", "))
 	}
 	out := io.Writer(os.Stdout)
 	var f *os.File
@@ -184,11 +257,34 @@ func run(o options) error {
 	s := r.stats
 	fmt.Fprintf(os.Stderr, "trainset: %d events, %d patients, %d bookings scored: %d training rows (%d did not attend, %d attended); left out %d superseded by a reschedule, %d cancelled, %d without an outcome, %d duplicate bookings; %d rows without p_dna\n",
 		s.events, r.store.Len(), s.scored, n, s.dna, s.attended, s.superseded, s.cancelled, s.noOutcome, s.duplicates, s.noTruth)
+	for _, k := range o.extras {
+		if c := sum.Categories[k]; c != nil {
+			shown := strings.Join(c[:min(len(c), 8)], ", ")
+			if len(c) > 8 {
+				shown += ", …"
+			}
+			fmt.Fprintf(os.Stderr, "trainset: extra %s: text categories, %d codes (%s)\n", k, len(c), shown)
+		}
+		if n := r.textCells[k]; n > 0 && !categorical[k] {
+			fmt.Fprintf(os.Stderr, "trainset: extra %s is numeric: its %d text cells are missing values (declare it %s:categorical if they are categories)\n", k, n, k)
+		}
+	}
 	if o.summary != "" {
 		sum.Events, sum.Patients, sum.BookingsScored, sum.TrainingRows = s.events, r.store.Len(), s.scored, n
 		sum.DidNotAttend, sum.Attended, sum.WithoutTruth = s.dna, s.attended, s.noTruth
 		sum.LeftOut = map[string]int{"superseded_by_reschedule": s.superseded, "cancelled": s.cancelled, "no_outcome": s.noOutcome, "duplicate_booking": s.duplicates}
 		sum.HistoryRetentionHours = int(o.policy.Retention / time.Hour)
+		for _, k := range o.extras {
+			if n := r.textCells[k]; n > 0 && !categorical[k] {
+				if sum.TextAsMissing == nil {
+					sum.TextAsMissing = map[string]int{}
+				}
+				sum.TextAsMissing[k] = n
+			}
+		}
+		if o.csv != "" {
+			sum.TimeZone, sum.DateOnlyTime = cmp.Or(o.csvOpts.TimeZone, csvimport.DefaultTimeZone), cmp.Or(o.csvOpts.DateOnlyTime, csvimport.DefaultDateOnlyTime)
+		}
 		b, _ := json.MarshalIndent(sum, "", "  ")
 		if err := os.WriteFile(o.summary, append(b, '\n'), 0o644); err != nil {
 			return err
@@ -212,6 +308,18 @@ type summary struct {
 	LeftOut               map[string]int `json:"left_out"`
 	Extras                []string       `json:"extras"`
 	HistoryRetentionHours int            `json:"history_retention_hours"`
+	// Categories holds, per categorical extra with text, its code list (code i = the i-th
+	// text); train.py writes it into the contract's feature as "categories".
+	Categories map[string][]string `json:"categories,omitempty"`
+	// RareCategories counts, per categorical extra, the values left out of its code list
+	// for being in fewer than -min-category-rows rows.
+	RareCategories map[string]int `json:"rare_categories,omitempty"`
+	// TextAsMissing counts, per numeric extra, the bookings scored whose value was text, read
+	// as missing.
+	TextAsMissing map[string]int `json:"text_as_missing,omitempty"`
+	// TimeZone and DateOnlyTime are the CSV reading settings (-csv only).
+	TimeZone     string `json:"time_zone,omitempty"`
+	DateOnlyTime string `json:"date_only_time,omitempty"`
 }
 
 type csvSummary struct {
@@ -265,7 +373,7 @@ func csvExtraColumns(path string) ([]string, error) {
 
 // readCSV imports a historical appointments CSV and replays its events. Header problems,
 // and extras the header does not have, are one error naming all of them.
-func (r *replay) readCSV(ctx context.Context, o options, sum *summary) error {
+func (r *replay) readCSV(ctx context.Context, o options, categorical map[string]bool, sum *summary) error {
 	available, err := csvExtraColumns(o.csv)
 	if err != nil {
 		return err
@@ -292,7 +400,7 @@ func (r *replay) readCSV(ctx context.Context, o options, sum *summary) error {
 	if err != nil {
 		return err
 	}
-	res, err := csvimport.Import(bufio.NewReaderSize(f, 1<<20), ps)
+	res, err := csvimport.Import(bufio.NewReaderSize(f, 1<<20), ps, o.csvOpts)
 	if err != nil || len(missing) > 0 || len(standard) > 0 {
 		var problems []string
 		if err != nil {
@@ -328,12 +436,70 @@ func (r *replay) readCSV(ctx context.Context, o options, sum *summary) error {
 	if res.Imported == 0 {
 		return fmt.Errorf("%s: none of its %d rows could be imported", o.csv, res.Rows)
 	}
+	for i, k := range o.extras {
+		if !categorical[k] || len(res.Texts[k]) == 0 {
+			continue
+		}
+		list, rare := codeTexts(res, k, o.minCategoryRows)
+		if rare > 0 {
+			if sum.RareCategories == nil {
+				sum.RareCategories = map[string]int{}
+			}
+			sum.RareCategories[k] = rare
+			fmt.Fprintf(os.Stderr, "trainset: extra %s: %d values in fewer than %d rows each are left out of its code list (missing to the model)\n", k, rare, o.minCategoryRows)
+		}
+		if len(list) == 0 {
+			continue
+		}
+		codes, err := scoring.NewCodeList(list)
+		if err != nil {
+			return fmt.Errorf("%s: extra column %s: %v", o.csv, k, err)
+		}
+		r.codes[i] = codes
+		if sum.Categories == nil {
+			sum.Categories = map[string][]string{}
+		}
+		sum.Categories[k] = list
+	}
 	for i := range res.Events {
 		if err := r.apply(ctx, &res.Events[i]); err != nil {
 			return err
 		}
 	}
 	return nil
+}
+
+// codeTexts is the code list of extra column k: its texts, and the numbers it also holds
+// written as text, sorted; each in at least minRows imported rows. The list goes into the
+// model's contract, and a model folder is shared: a value fewer rows hold (a rare place, a
+// mistyped name) could point at a patient, so it is left out (missing) and counted in rare.
+func codeTexts(res csvimport.Result, k string, minRows int) (list []string, rare int) {
+	text := map[float64]string{}
+	for _, t := range res.Texts[k] {
+		text[scoring.TextCode(t)] = t
+	}
+	rows := map[string]int{}
+	for i := range res.Events {
+		if b := res.Events[i].Booking; b != nil && res.Events[i].Type == events.Booked {
+			v, ok := b.Extra[k]
+			switch {
+			case !ok:
+			case scoring.IsTextCode(v):
+				rows[text[v]]++
+			default:
+				rows[strconv.FormatFloat(v, 'g', -1, 64)]++
+			}
+		}
+	}
+	for t, n := range rows {
+		if n >= minRows {
+			list = append(list, t)
+		} else {
+			rare++
+		}
+	}
+	slices.Sort(list)
+	return list, rare
 }
 
 func listOrNone(xs []string) string {
@@ -418,8 +584,10 @@ type stats struct {
 type replay struct {
 	store     featurestore.MemoryStore
 	policy    featurestore.Policy
-	extras    []string        // booking extras written as extra.<key> columns
+	extras    []string // booking extras written as extra.<key> columns
+	codes     []*scoring.CodeList
 	extraSeen map[string]bool // extras some booking carried
+	textCells map[string]int  // extras' scored bookings carrying text (scoring.TextCode)
 	rows      []row
 	seen      map[key]bool
 	fates     map[string]*fate
@@ -427,7 +595,7 @@ type replay struct {
 }
 
 func newReplay() *replay {
-	return &replay{seen: map[key]bool{}, fates: map[string]*fate{}, extraSeen: map[string]bool{}}
+	return &replay{seen: map[key]bool{}, fates: map[string]*fate{}, extraSeen: map[string]bool{}, textCells: map[string]int{}}
 }
 
 // read replays JSONL events from in. Events must be valid appointment.v1 events in
@@ -491,12 +659,21 @@ func (r *replay) apply(ctx context.Context, ev *events.Appointment) error {
 		r.stats.scored++
 		rw := row{key: k, at: ev.EventTime, seq: seq, v: featurestore.Compute(ev, h)}
 		if len(r.extras) > 0 {
-			// The scorer's own reading of booking extras (scoring.Model.Vector), so
-			// training and serving cannot differ.
-			rw.extra = extrasOf(ev, r.extras)
+			// The scorer's own reading of booking extras (scoring.ExtraInput, as
+			// scoring.Model.Vector reads them), so training and serving cannot differ.
+			rw.extra = make([]float64, len(r.extras))
 			for i, k := range r.extras {
-				if !math.IsNaN(rw.extra[i]) {
+				var codes *scoring.CodeList
+				if i < len(r.codes) {
+					codes = r.codes[i]
+				}
+				raw := scoring.ExtraValue(ev, k)
+				rw.extra[i] = scoring.ExtraInput(ev, k, codes)
+				if !math.IsNaN(raw) {
 					r.extraSeen[k] = true
+				}
+				if scoring.IsTextCode(raw) {
+					r.textCells[k]++
 				}
 			}
 		}
@@ -572,16 +749,6 @@ func (r *replay) writeCSV(w io.Writer, pdna map[key]float64) (int, error) {
 	}
 	cw.Flush()
 	return n, cw.Error()
-}
-
-// extrasOf returns the booking extras keys of ev as the scorer reads them
-// (scoring.ExtraValue).
-func extrasOf(ev *events.Appointment, keys []string) []float64 {
-	out := make([]float64, len(keys))
-	for i, k := range keys {
-		out[i] = scoring.ExtraValue(ev, k)
-	}
-	return out
 }
 
 // formatFloat writes the shortest text that parses back to x exactly; "" for missing.

@@ -2,8 +2,8 @@
 // appointment.v1 events in event-time order: a booked event at booked_at and, when the row
 // has an outcome, an attended, did_not_attend or cancelled event. The layout is documented
 // in docs/csv.md. A bad header is one error naming every problem; a bad row is reported with
-// its line number and reason and the import carries on, so nothing is dropped silently.
-// Patient identifiers are pseudonymised before they leave this package.
+// its line number and every bad column, and the import carries on, so nothing is dropped
+// silently. Patient identifiers are pseudonymised before they leave this package.
 package csvimport
 
 import (
@@ -13,15 +13,17 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"maps"
 	"math"
 	"slices"
 	"strconv"
 	"strings"
 	"time"
-	_ "time/tzdata" // times without an offset are UK local; images may lack a zoneinfo database
+	_ "time/tzdata" // times without an offset are local (Europe/London by default); images may lack a zoneinfo database
 
 	"github.com/nhsx/dnarisk/events"
 	"github.com/nhsx/dnarisk/internal/pseudo"
+	"github.com/nhsx/dnarisk/scoring"
 )
 
 // Column names. Names in a file are matched after trimming spaces and lower-casing.
@@ -45,7 +47,7 @@ const (
 // Required lists the columns every file must have.
 var Required = []string{ColPatient, ColAppointment, ColBookedAt, ColStart, ColOutcome}
 
-// known are the columns with a meaning; any other column is a numeric extra fact.
+// known are the columns with a meaning; any other column is an extra fact.
 var known = map[string]bool{
 	ColPatient: true, ColAppointment: true, ColBookedAt: true, ColStart: true, ColOutcome: true,
 	ColSpecialty: true, ColClinic: true, ColFirstVisit: true, ColAgeBand: true, ColAge: true,
@@ -81,24 +83,75 @@ type Result struct {
 	Rows, Imported int
 	// Bad lists every row that was not imported, in file order.
 	Bad []RowError
+	// Texts lists, for each extra column with text in an imported row, the distinct texts
+	// (as scoring.CategoryText, sorted). Such cells are in booking.extra as
+	// scoring.TextCode; cmd/trainset learns a feature's category list from them.
+	Texts map[string][]string
 }
 
-var london = mustLoad("Europe/London")
+// Defaults of Options.
+const (
+	DefaultTimeZone     = "Europe/London"
+	DefaultDateOnlyTime = "23:59"
+)
 
-func mustLoad(name string) *time.Location {
-	l, err := time.LoadLocation(name)
-	if err != nil {
-		panic(err)
+// Options are an import's settings; the zero value means the defaults.
+type Options struct {
+	// TimeZone is the IANA zone of times without an offset (default Europe/London).
+	TimeZone string
+	// DateOnlyTime is the local time of day, HH:MM, given to a date-only (YYYY-MM-DD)
+	// appointment_start or cancelled_at (default 23:59: an outcome or cancellation known
+	// only by its day is not seen by bookings made earlier that day). A date-only booked_at
+	// is read as 00:00, the start of its day.
+	DateOnlyTime string
+}
+
+// settings are validated Options.
+type settings struct {
+	loc     *time.Location
+	dayTime time.Duration // offset of DateOnlyTime from midnight
+}
+
+// Validate checks the options; cmd/producer and cmd/trainset exit 2 on its error.
+func (o Options) Validate() error {
+	_, err := o.settings()
+	return err
+}
+
+func (o Options) settings() (settings, error) {
+	var s settings
+	zone := o.TimeZone
+	if zone == "" {
+		zone = DefaultTimeZone
 	}
-	return l
+	loc, err := time.LoadLocation(zone)
+	if err != nil || zone == "Local" {
+		return s, fmt.Errorf("time zone %q: want an IANA name such as Europe/London or UTC", zone)
+	}
+	s.loc = loc
+	clock := o.DateOnlyTime
+	if clock == "" {
+		clock = DefaultDateOnlyTime
+	}
+	t, err := time.Parse("15:04", clock)
+	if err != nil {
+		return s, fmt.Errorf("date-only time %q: want HH:MM, 00:00 to 23:59", clock)
+	}
+	s.dayTime = time.Duration(t.Hour())*time.Hour + time.Duration(t.Minute())*time.Minute
+	return s, nil
 }
 
 // Import reads a whole CSV from r. It returns an error wrapping ErrHeader when the header is
-// unusable, or another error when r itself fails; bad rows are in Result.Bad.
-func Import(r io.Reader, ps *pseudo.Pseudonymiser) (Result, error) {
+// unusable, or another error when r itself fails or the options are invalid; bad rows are in
+// Result.Bad.
+func Import(r io.Reader, ps *pseudo.Pseudonymiser, o Options) (Result, error) {
 	var res Result
 	if ps == nil {
 		return res, errors.New("csvimport: nil pseudonymiser")
+	}
+	set, err := o.settings()
+	if err != nil {
+		return res, fmt.Errorf("csvimport: %w", err)
 	}
 	cr := csv.NewReader(r)
 	cr.ReuseRecord = true
@@ -113,6 +166,8 @@ func Import(r io.Reader, ps *pseudo.Pseudonymiser) (Result, error) {
 	if err != nil {
 		return res, err
 	}
+	cols.settings = set
+	texts := map[string]map[string]bool{}
 	seen := map[string]int{} // appointment_id -> line of its row
 	for {
 		rec, err := cr.Read()
@@ -130,7 +185,7 @@ func Import(r io.Reader, ps *pseudo.Pseudonymiser) (Result, error) {
 		}
 		res.Rows++
 		line, _ := cr.FieldPos(0)
-		evs, reason := cols.row(rec, ps)
+		evs, rowTexts, reason := cols.row(rec, ps)
 		if reason == "" {
 			id := evs[0].AppointmentID
 			if first, dup := seen[id]; dup {
@@ -145,8 +200,20 @@ func Import(r io.Reader, ps *pseudo.Pseudonymiser) (Result, error) {
 		}
 		res.Imported++
 		res.Events = append(res.Events, evs...)
+		for _, t := range rowTexts {
+			if texts[t.column] == nil {
+				texts[t.column] = map[string]bool{}
+			}
+			texts[t.column][t.text] = true
+		}
 	}
 	slices.SortStableFunc(res.Events, func(a, b events.Appointment) int { return a.EventTime.Compare(b.EventTime) })
+	if len(texts) > 0 {
+		res.Texts = make(map[string][]string, len(texts))
+		for c, ts := range texts {
+			res.Texts[c] = slices.Sorted(maps.Keys(ts))
+		}
+	}
 	return res, nil
 }
 
@@ -162,7 +229,11 @@ type columns struct {
 	patient, appt, bookedAt, start, outcome                       int
 	specialty, clinic, first, ageBand, age, dep, sms, cancelledAt int
 	extra                                                         []extraCol
+	settings
 }
+
+// cellText is a text cell of an extra column.
+type cellText struct{ column, text string }
 
 type extraCol struct {
 	name string
@@ -225,7 +296,7 @@ func parseHeader(head []string) (*columns, error) {
 		problems = append(problems, fmt.Sprintf("%d extra columns, limit %d", len(c.extra), MaxExtraColumns))
 	}
 	if len(problems) > 0 {
-		return nil, fmt.Errorf("%w: %s (required: %s; optional: specialty, clinic, first_visit, age_band or age, deprivation_decile, sms_opt_in, cancelled_at; any other column is a numeric extra)",
+		return nil, fmt.Errorf("%w: %s (required: %s; optional: specialty, clinic, first_visit, age_band or age, deprivation_decile, sms_opt_in, cancelled_at; any other column is an extra fact, a number or a text category)",
 			ErrHeader, strings.Join(problems, "; "), strings.Join(Required, ", "))
 	}
 	return c, nil
@@ -238,23 +309,26 @@ func field(rec []string, i int) string {
 	return strings.TrimSpace(rec[i])
 }
 
-// row turns one record into its events, or returns why it cannot.
-func (c *columns) row(rec []string, ps *pseudo.Pseudonymiser) ([]events.Appointment, string) {
+// row turns one record into its events and the texts of its extra columns, or returns why
+// it cannot: every bad column, "; "-separated.
+func (c *columns) row(rec []string, ps *pseudo.Pseudonymiser) ([]events.Appointment, []cellText, string) {
+	var bad []string
+	problem := func(format string, args ...any) { bad = append(bad, fmt.Sprintf(format, args...)) }
 	patient := field(rec, c.patient)
 	if patient == "" {
-		return nil, "patient_id is empty"
+		problem("patient_id is empty")
 	}
 	id := field(rec, c.appt)
 	if id == "" || len(id) > 128 {
-		return nil, "appointment_id is empty or longer than 128 characters"
+		problem("appointment_id is empty or longer than 128 characters")
 	}
-	bookedAt, err := parseTime(field(rec, c.bookedAt))
+	bookedAt, err := c.parseTime(field(rec, c.bookedAt), 0)
 	if err != nil {
-		return nil, "booked_at " + err.Error()
+		problem("booked_at %v", err)
 	}
-	start, err := parseTime(field(rec, c.start))
+	start, err := c.parseTime(field(rec, c.start), c.dayTime)
 	if err != nil {
-		return nil, "appointment_start " + err.Error()
+		problem("appointment_start %v", err)
 	}
 	b := &events.Booking{
 		Specialty: field(rec, c.specialty),
@@ -266,34 +340,85 @@ func (c *columns) row(rec []string, ps *pseudo.Pseudonymiser) ([]events.Appointm
 		b.Specialty = UnknownSpecialty
 	}
 	if b.FirstVisit, err = parseBool(field(rec, c.first)); err != nil {
-		return nil, "first_visit " + err.Error()
+		problem("first_visit %v", err)
 	}
 	if b.Contact.SMS, err = parseBool(field(rec, c.sms)); err != nil {
-		return nil, "sms_opt_in " + err.Error()
+		problem("sms_opt_in %v", err)
 	}
 	if b.AgeBand, err = ageBand(field(rec, c.ageBand), field(rec, c.age)); err != nil {
-		return nil, err.Error()
+		problem("%v", err)
 	}
 	if s := field(rec, c.dep); s != "" {
 		d, err := strconv.Atoi(s)
 		if err != nil || d < 1 || d > 10 {
-			return nil, "deprivation_decile is not a whole number from 1 to 10"
+			problem("deprivation_decile is not a whole number from 1 to 10")
 		}
 		b.Deprivation = &d
 	}
+	var texts []cellText
+	var badNumbers []string
 	for _, x := range c.extra {
 		s := field(rec, x.i)
 		if s == "" {
 			continue
 		}
 		v, err := strconv.ParseFloat(s, 64)
-		if err != nil || math.IsNaN(v) || math.IsInf(v, 0) {
-			return nil, fmt.Sprintf("extra column %q is not a finite number", x.name)
+		switch {
+		case err == nil && (math.IsNaN(v) || math.IsInf(v, 0) || math.Abs(v) >= maxExtraNumber):
+			badNumbers = append(badNumbers, x.name)
+			continue
+		case err != nil:
+			// Text: a category (F, M, an area name), carried as its code.
+			t := scoring.CategoryText(s)
+			if len(t) > maxTextBytes {
+				problem("extra column %q holds text longer than %d bytes; categories are short labels", x.name, maxTextBytes)
+				continue
+			}
+			texts = append(texts, cellText{x.name, t})
+			v = scoring.TextCode(t)
 		}
 		if b.Extra == nil {
 			b.Extra = events.Extra{}
 		}
 		b.Extra[x.name] = v
+	}
+	if len(badNumbers) > 0 {
+		problem("extra columns %s hold NaN, Inf or a number beyond ±4.5e15", strings.Join(badNumbers, ", "))
+	}
+
+	outcome := strings.ToLower(field(rec, c.outcome))
+	cancelledAt := field(rec, c.cancelledAt)
+	cancellation := outcome == "cancelled_by_patient" || outcome == "cancelled_by_hospital"
+	if cancelledAt != "" && !cancellation {
+		problem("cancelled_at is set but outcome is not a cancellation")
+	}
+	var endType events.Type
+	switch outcome {
+	case "":
+	case "attended":
+		endType = events.Attended
+	case "did_not_attend":
+		endType = events.DidNotAttend
+	case "cancelled_by_patient", "cancelled_by_hospital":
+		endType = events.Cancelled
+	default:
+		problem("outcome is not one of attended, did_not_attend, cancelled_by_patient, cancelled_by_hospital or empty")
+	}
+	// A booking recorded after the appointment (a walk-in) still precedes its outcome.
+	endAt := laterOf(start, bookedAt)
+	if cancellation && cancelledAt != "" {
+		at, err := c.parseTime(cancelledAt, c.dayTime)
+		switch {
+		case err != nil:
+			problem("cancelled_at %v", err)
+		case at.Before(bookedAt) && !bookedAt.IsZero():
+			problem("cancelled_at is before booked_at")
+		default:
+			endAt = at
+		}
+	}
+	if len(bad) > 0 {
+		return nil, nil, strings.Join(bad, "; ")
 	}
 
 	pseudonym := ps.Pseudonym(patient)
@@ -308,54 +433,39 @@ func (c *columns) row(rec []string, ps *pseudo.Pseudonymiser) ([]events.Appointm
 		Booking:       b,
 	}
 	if err := booked.Validate(); err != nil {
-		return nil, strings.TrimPrefix(err.Error(), events.ErrInvalid.Error()+": ")
+		return nil, nil, strings.TrimPrefix(err.Error(), events.ErrInvalid.Error()+": ")
 	}
 	evs := []events.Appointment{booked}
-
-	outcome := strings.ToLower(field(rec, c.outcome))
-	cancelledAt := field(rec, c.cancelledAt)
-	if cancelledAt != "" && !strings.HasPrefix(outcome, "cancelled_by_") {
-		return nil, "cancelled_at is set but outcome is not a cancellation"
+	if endType == "" {
+		return evs, texts, ""
 	}
 	end := events.Appointment{
 		Schema:        events.AppointmentSchema,
+		EventID:       eventID(id, endType),
+		Type:          endType,
 		AppointmentID: id,
 		Version:       1,
 		Patient:       pseudonym,
-		// A booking recorded after the appointment (a walk-in) still precedes its outcome.
-		EventTime: laterOf(start, bookedAt),
+		EventTime:     endAt,
 	}
-	switch outcome {
-	case "":
-		return evs, ""
-	case "attended":
-		end.Type = events.Attended
-	case "did_not_attend":
-		end.Type = events.DidNotAttend
-	case "cancelled_by_patient", "cancelled_by_hospital":
-		end.Type, end.CancelledBy = events.Cancelled, events.ByPatient
+	if endType == events.Cancelled {
+		end.CancelledBy = events.ByPatient
 		if outcome == "cancelled_by_hospital" {
 			end.CancelledBy = events.ByHospital
 		}
-		if cancelledAt != "" {
-			at, err := parseTime(cancelledAt)
-			if err != nil {
-				return nil, "cancelled_at " + err.Error()
-			}
-			if at.Before(bookedAt) {
-				return nil, "cancelled_at is before booked_at"
-			}
-			end.EventTime = at
-		}
-	default:
-		return nil, "outcome is not one of attended, did_not_attend, cancelled_by_patient, cancelled_by_hospital or empty"
 	}
-	end.EventID = eventID(id, end.Type)
 	if err := end.Validate(); err != nil {
-		return nil, strings.TrimPrefix(err.Error(), events.ErrInvalid.Error()+": ")
+		return nil, nil, strings.TrimPrefix(err.Error(), events.ErrInvalid.Error()+": ")
 	}
-	return append(evs, end), ""
+	return append(evs, end), texts, ""
 }
+
+// maxExtraNumber bounds a numeric extra: below it every whole number is exact, and
+// scoring.TextCode values lie beyond it.
+const maxExtraNumber = 1 << 52
+
+// maxTextBytes bounds a text cell of an extra column (scoring's limit on a listed category).
+const maxTextBytes = 256
 
 func laterOf(a, b time.Time) time.Time {
 	if a.After(b) {
@@ -364,10 +474,12 @@ func laterOf(a, b time.Time) time.Time {
 	return b
 }
 
-// Layouts accepted for times without an offset; they are read as UK local time.
-var localLayouts = []string{"2006-01-02 15:04", "2006-01-02 15:04:05"}
+// Layouts accepted for times without an offset; they are read in the data's time zone.
+var localLayouts = []string{"2006-01-02 15:04", "2006-01-02 15:04:05", "2006-01-02T15:04", "2006-01-02T15:04:05"}
 
-func parseTime(s string) (time.Time, error) {
+// parseTime reads a time in any accepted form; a date-only value is read at dayTime past
+// local midnight.
+func (c *columns) parseTime(s string, dayTime time.Duration) (time.Time, error) {
 	if s == "" {
 		return time.Time{}, errors.New("is empty")
 	}
@@ -375,11 +487,16 @@ func parseTime(s string) (time.Time, error) {
 		return t.UTC(), nil
 	}
 	for _, l := range localLayouts {
-		if t, err := time.ParseInLocation(l, s, london); err == nil {
+		if t, err := time.ParseInLocation(l, s, c.loc); err == nil {
 			return t.UTC(), nil
 		}
 	}
-	return time.Time{}, errors.New(`is not RFC 3339 or "YYYY-MM-DD HH:MM" UK local time`)
+	if d, err := time.ParseInLocation(time.DateOnly, s, c.loc); err == nil {
+		// Wall-clock arithmetic, so 23:59 stays 23:59 on the days the clocks change.
+		h, m := int(dayTime/time.Hour), int(dayTime%time.Hour/time.Minute)
+		return time.Date(d.Year(), d.Month(), d.Day(), h, m, 0, 0, c.loc).UTC(), nil
+	}
+	return time.Time{}, fmt.Errorf(`is not RFC 3339, "YYYY-MM-DD HH:MM" local time or a date "YYYY-MM-DD" (local time zone %s)`, c.loc)
 }
 
 func parseBool(s string) (bool, error) {

@@ -4,12 +4,14 @@ import (
 	"bytes"
 	"errors"
 	"os"
+	"slices"
 	"strings"
 	"testing"
 	"time"
 
 	"github.com/nhsx/dnarisk/events"
 	"github.com/nhsx/dnarisk/internal/pseudo"
+	"github.com/nhsx/dnarisk/scoring"
 )
 
 func testPseudonymiser(tb testing.TB) *pseudo.Pseudonymiser {
@@ -56,7 +58,7 @@ func TestImportSample(t *testing.T) {
 	}
 	defer f.Close()
 	ps := testPseudonymiser(t)
-	res, err := Import(f, ps)
+	res, err := Import(f, ps, Options{})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -118,7 +120,7 @@ func TestImportSample(t *testing.T) {
 	// Importing again gives the same event ids, so replays deduplicate downstream.
 	f2, _ := os.Open("../../testdata/appointments_sample.csv")
 	defer f2.Close()
-	again, err := Import(f2, ps)
+	again, err := Import(f2, ps, Options{})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -151,7 +153,7 @@ func TestImportHeader(t *testing.T) {
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
-			_, err := Import(strings.NewReader(tt.in), testPseudonymiser(t))
+			_, err := Import(strings.NewReader(tt.in), testPseudonymiser(t), Options{})
 			if len(tt.wantErr) == 0 {
 				if err != nil {
 					t.Fatal(err)
@@ -191,6 +193,7 @@ func TestImportBadRows(t *testing.T) {
 		{"empty patient", ",A1,2024-03-04 10:00,2024-04-15 09:00,attended,45-54,3,true,,1", "patient_id is empty"},
 		{"empty appointment id", "9990001014,,2024-03-04 10:00,2024-04-15 09:00,attended,45-54,3,true,,1", "appointment_id is empty"},
 		{"unparseable booked_at", "9990001014,A1,04/03/2024 10:00,2024-04-15 09:00,attended,45-54,3,true,,1", "booked_at is not RFC 3339"},
+		{"date-only start long before booking", "9990001014,A1,2024-03-04 10:00,2024-03-02,attended,45-54,3,true,,1", "is before booked_at"},
 		{"empty start", "9990001014,A1,2024-03-04 10:00,,attended,45-54,3,true,,1", "appointment_start is empty"},
 		{"unknown outcome", "9990001014,A1,2024-03-04 10:00,2024-04-15 09:00,DNA,45-54,3,true,,1", "outcome is not one of"},
 		{"start long before booking", "9990001014,A1,2024-03-04 10:00,2024-03-01 09:00,attended,45-54,3,true,,1", "is before booked_at"},
@@ -198,8 +201,11 @@ func TestImportBadRows(t *testing.T) {
 		{"empty age band", "9990001014,A1,2024-03-04 10:00,2024-04-15 09:00,attended,,3,true,,1", "age_band (or age) is empty"},
 		{"deprivation out of range", "9990001014,A1,2024-03-04 10:00,2024-04-15 09:00,attended,45-54,11,true,,1", "deprivation_decile"},
 		{"bad boolean", "9990001014,A1,2024-03-04 10:00,2024-04-15 09:00,attended,45-54,3,maybe,,1", "first_visit is not"},
-		{"text in an extra column", "9990001014,A1,2024-03-04 10:00,2024-04-15 09:00,attended,45-54,3,true,,SW1A 1AA", `extra column "distance_km" is not a finite number`},
-		{"NaN in an extra column", "9990001014,A1,2024-03-04 10:00,2024-04-15 09:00,attended,45-54,3,true,,NaN", "not a finite number"},
+		{"NaN in an extra column", "9990001014,A1,2024-03-04 10:00,2024-04-15 09:00,attended,45-54,3,true,,NaN", "extra columns distance_km hold NaN, Inf"},
+		{"a number in the text code range", "9990001014,A1,2024-03-04 10:00,2024-04-15 09:00,attended,45-54,3,true,,-4503599627370497", "beyond ±4.5e15"},
+		{"long text in an extra column", "9990001014,A1,2024-03-04 10:00,2024-04-15 09:00,attended,45-54,3,true,," + strings.Repeat("x", 257), "longer than 256 bytes"},
+		{"every bad column named", "9990001014,A1,2024-13-04 10:00,2024-04-15 09:00,DNA,45-55,0,maybe,,Inf",
+			"booked_at is not RFC 3339, \"YYYY-MM-DD HH:MM\" local time or a date \"YYYY-MM-DD\" (local time zone Europe/London); first_visit is not true/false, 1/0, yes/no or y/n; age_band is not one of 0-17, 18-24, 25-34, 35-44, 45-54, 55-64, 65-74, 75-84, 85+; deprivation_decile is not a whole number from 1 to 10; extra columns distance_km hold NaN, Inf or a number beyond ±4.5e15; outcome is not one of"},
 		{"cancelled_at on an attendance", "9990001014,A1,2024-03-04 10:00,2024-04-15 09:00,attended,45-54,3,true,2024-04-01 10:00,1", "cancelled_at is set but"},
 		{"cancelled before booking", "9990001014,A1,2024-03-04 10:00,2024-04-15 09:00,cancelled_by_patient,45-54,3,true,2024-03-01 10:00,1", "cancelled_at is before booked_at"},
 		{"too few fields", "9990001014,A1,2024-03-04 10:00", "wrong number of fields"},
@@ -209,7 +215,7 @@ func TestImportBadRows(t *testing.T) {
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
 			in := header + good + tt.row + "\n" + strings.Replace(good, "A0", "A9", 1)
-			res, err := Import(strings.NewReader(in), testPseudonymiser(t))
+			res, err := Import(strings.NewReader(in), testPseudonymiser(t), Options{})
 			if err != nil {
 				t.Fatal(err)
 			}
@@ -221,7 +227,7 @@ func TestImportBadRows(t *testing.T) {
 			if bad.Line != 3 || !strings.Contains(bad.Reason, tt.reason) {
 				t.Errorf("bad row %v, want line 3 with %q", bad, tt.reason)
 			}
-			for _, secret := range []string{"9990001014", "9990001081", "SW1A"} {
+			for _, secret := range []string{"9990001014", "9990001081", "xxxxxxxx"} {
 				if strings.Contains(bad.Error(), secret) {
 					t.Errorf("row error %q quotes a cell value", bad)
 				}
@@ -236,7 +242,7 @@ func TestImportTimesAndWalkIns(t *testing.T) {
 		"9990001014,W1,2024-03-04 15:00,2024-03-04 09:00,attended,40\n" +
 		"9990001014,W2,2024-03-04T09:00:00Z,2024-03-05 09:00:30,,17\n" +
 		"9990001014,W3,2024-10-27 01:30,2024-10-28 09:00,did_not_attend,85\n"
-	res, err := Import(strings.NewReader(in), testPseudonymiser(t))
+	res, err := Import(strings.NewReader(in), testPseudonymiser(t), Options{})
 	if err != nil || len(res.Bad) != 0 {
 		t.Fatal(err, res.Bad)
 	}
@@ -288,7 +294,7 @@ func FuzzImport(f *testing.F) {
 	f.Add([]byte(goodHeader + "\n\"unterminated"))
 	ps := testPseudonymiser(f)
 	f.Fuzz(func(t *testing.T, data []byte) {
-		res, err := Import(bytes.NewReader(data), ps)
+		res, err := Import(bytes.NewReader(data), ps, Options{})
 		if err != nil {
 			if !errors.Is(err, ErrHeader) {
 				t.Fatalf("error from an in-memory reader is not a header error: %v", err)
@@ -297,4 +303,95 @@ func FuzzImport(f *testing.F) {
 		}
 		checkStream(t, res)
 	})
+}
+
+// A CSV in a shape the simulator never writes, as a trust's extract comes: date-only
+// appointment days, text categories (sex F/M, area names in mixed case, a numeric code in
+// the same column), no optional columns but age, rows after the extract was cut (still
+// booked, no outcome), a date-only cancellation.
+func TestImportTrustShape(t *testing.T) {
+	in := "patient_id,appointment_id,booked_at,appointment_start,outcome,Age,Sex,Area,cancelled_at\n" +
+		"9990000001,P1,2024-03-01 10:15,2024-03-05,did_not_attend,34,F,North Leeds,\n" +
+		"9990000001,P2,2024-03-05 14:00,2024-03-05,attended,34,F, north  leeds ,\n" + // same-day booking
+		"9990000002,P3,2024-03-28,2024-04-02,cancelled_by_patient,70,M,0,2024-03-31\n" +
+		"9990000002,P4,2024-03-30 09:00,2024-04-08,,70,M,Bradford,\n" + // after the cut: still booked
+		"9990000003,P5,2024-03-29 16:00,2024-03-29,attended,19,,,\n"
+	res, err := Import(strings.NewReader(in), testPseudonymiser(t), Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	checkStream(t, res)
+	if res.Imported != 5 || len(res.Bad) != 0 {
+		t.Fatalf("imported %d, bad %v", res.Imported, res.Bad)
+	}
+	byID := map[string][]events.Appointment{}
+	for _, ev := range res.Events {
+		byID[ev.AppointmentID] = append(byID[ev.AppointmentID], ev)
+	}
+	london, _ := time.LoadLocation("Europe/London")
+	at := func(y int, m time.Month, d, h, min int) time.Time { return time.Date(y, m, d, h, min, 0, 0, london) }
+	// A date-only day is read at 23:59 local (GMT in March, BST in April); a date-only
+	// booked_at at 00:00.
+	if b := byID["P1"][0].Booking; !b.Start.Equal(at(2024, 3, 5, 23, 59)) || b.Specialty != UnknownSpecialty || b.FirstVisit || b.Deprivation != nil {
+		t.Errorf("P1 booking %+v", b)
+	}
+	if b := byID["P3"][0].Booking; !b.BookedAt.Equal(at(2024, 3, 28, 0, 0)) || !b.Start.Equal(at(2024, 4, 2, 23, 59)) || b.Start.Hour() != 22 {
+		t.Errorf("P3 booked %s, start %s (want 23:59 BST = 22:59Z)", b.BookedAt, b.Start)
+	}
+	if c := byID["P3"][1]; c.Type != events.Cancelled || !c.EventTime.Equal(at(2024, 3, 31, 23, 59)) {
+		t.Errorf("P3 date-only cancellation %s at %s", c.Type, c.EventTime)
+	}
+	// The DNA of the day is placed at its end, after the same-day booking P2: no booking
+	// made earlier that day sees an outcome that may not have happened yet.
+	if dna, p2 := byID["P1"][1], byID["P2"][0]; !dna.EventTime.After(p2.EventTime) {
+		t.Errorf("P1's DNA at %s is not after P2's booking at %s", dna.EventTime, p2.EventTime)
+	}
+	if len(byID["P4"]) != 1 {
+		t.Errorf("P4, booked after the cut, has %d events; want its booking only", len(byID["P4"]))
+	}
+	// Text categories: carried as scoring.TextCode of the normalised text, listed in Texts.
+	if x := byID["P2"][0].Booking.Extra; x["sex"] != scoring.TextCode("f") || x["area"] != scoring.TextCode("North Leeds") {
+		t.Errorf("P2 extras %v", x)
+	}
+	if x := byID["P3"][0].Booking.Extra; x["area"] != 0 {
+		t.Errorf("a number in a text column stays a number: %v", x)
+	}
+	if _, ok := byID["P5"][0].Booking.Extra["sex"]; ok {
+		t.Error("an empty text cell is not missing")
+	}
+	want := map[string][]string{"sex": {"f", "m"}, "area": {"bradford", "north leeds"}}
+	if len(res.Texts) != 2 || !slices.Equal(res.Texts["sex"], want["sex"]) || !slices.Equal(res.Texts["area"], want["area"]) {
+		t.Errorf("Texts %v, want %v", res.Texts, want)
+	}
+
+	// The same file with the data's times in UTC and date-only days at 09:00.
+	res2, err := Import(strings.NewReader(in), testPseudonymiser(t), Options{TimeZone: "UTC", DateOnlyTime: "09:00"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, ev := range res2.Events {
+		if ev.AppointmentID == "P1" && ev.Type == events.Booked {
+			if b := ev.Booking; !b.BookedAt.Equal(time.Date(2024, 3, 1, 10, 15, 0, 0, time.UTC)) || !b.Start.Equal(time.Date(2024, 3, 5, 9, 0, 0, 0, time.UTC)) {
+				t.Errorf("UTC/09:00: booked %s, start %s", b.BookedAt, b.Start)
+			}
+		}
+	}
+}
+
+func TestOptionsValidate(t *testing.T) {
+	for _, o := range []Options{{}, {TimeZone: "UTC"}, {TimeZone: "Europe/London", DateOnlyTime: "00:00"}, {DateOnlyTime: "9:30"}} {
+		if err := o.Validate(); err != nil {
+			t.Errorf("%+v: %v", o, err)
+		}
+	}
+	for _, o := range []Options{{TimeZone: "Local"}, {TimeZone: "BST"}, {TimeZone: "Europe/Lundun"}, {DateOnlyTime: "24:00"}, {DateOnlyTime: "noon"}, {DateOnlyTime: "09:00:00"}} {
+		err := o.Validate()
+		if err == nil {
+			t.Errorf("%+v accepted", o)
+			continue
+		}
+		if _, ierr := Import(strings.NewReader(goodHeader+"\n"), testPseudonymiser(t), o); ierr == nil || errors.Is(ierr, ErrHeader) {
+			t.Errorf("%+v: Import error %v, want the settings error", o, ierr)
+		}
+	}
 }
