@@ -290,7 +290,7 @@ func measure(ctx context.Context, c config, log *slog.Logger, rdb *redis.Client,
 		if err := preload(ctx, rdb, a.prefix, w.histories); err != nil {
 			return res, nil, err
 		}
-		eps, rss, cpu, err := throughputRun(ctx, c, im, a, n)
+		eps, rss, cpu, err := throughputRun(ctx, c, log, im, a, n)
 		if err != nil {
 			return res, nil, err
 		}
@@ -324,7 +324,7 @@ func measure(ctx context.Context, c config, log *slog.Logger, rdb *redis.Client,
 // polls: then the run still counts if its committed offsets, read once more after the exit,
 // reach n (the end is its exit, just after that commit). It is the count that ends a run,
 // never the exit.
-func throughputRun(ctx context.Context, c config, im impl, a implArgs, n int) (eventsPerS, rssMB, cpuS float64, err error) {
+func throughputRun(ctx context.Context, c config, log *slog.Logger, im impl, a implArgs, n int) (eventsPerS, rssMB, cpuS float64, err error) {
 	cmd := im.start(a)
 	var stderr strings.Builder
 	cmd.Stderr = &stderr
@@ -365,6 +365,7 @@ func throughputRun(ctx context.Context, c config, im impl, a implArgs, n int) (e
 				return 0, 0, 0, fmt.Errorf("%s exited having committed %d of its %d events\n%s", im.name, total, n, tail(stderr.String()))
 			}
 			done = exitedAt
+			log.Info("exited between two polls; its committed offsets, read after the exit, reach its input: the run ends at its exit", "impl", im.name, "committed", total)
 		case <-time.After(100 * time.Millisecond):
 		}
 	}

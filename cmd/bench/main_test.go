@@ -3,6 +3,7 @@ package main
 import (
 	"context"
 	"fmt"
+	"log/slog"
 	"math"
 	"os"
 	"os/exec"
@@ -90,7 +91,7 @@ func TestThroughputRunCountsAPeerThatExitsAtItsLastCommit(t *testing.T) {
 					"BENCH_FAKE_EVENTS="+strconv.Itoa(a.maxEvents), "BENCH_FAKE_COMMIT="+strconv.Itoa(tc.commit))
 				return cmd
 			}}
-			eps, rss, cpu, err := throughputRun(t.Context(), c, peer, a, events)
+			eps, rss, cpu, err := throughputRun(t.Context(), c, slog.New(slog.NewTextHandler(testWriter{t}, nil)), peer, a, events)
 			switch {
 			case tc.wantErr != "":
 				if err == nil || !strings.Contains(err.Error(), tc.wantErr) {
@@ -105,4 +106,12 @@ func TestThroughputRunCountsAPeerThatExitsAtItsLastCommit(t *testing.T) {
 			}
 		})
 	}
+}
+
+// testWriter sends the harness's log lines to the test log.
+type testWriter struct{ t *testing.T }
+
+func (w testWriter) Write(p []byte) (int, error) {
+	w.t.Log(strings.TrimRight(string(p), "\n"))
+	return len(p), nil
 }
