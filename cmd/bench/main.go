@@ -207,31 +207,14 @@ func run(ctx context.Context, c config, log *slog.Logger) error {
 		Command: "make bench",
 		When:    time.Now().UTC(),
 	}
-	goImpl := impl{name: "go", start: func(a implArgs) *exec.Cmd {
-		args := []string{"--brokers", strings.Join(c.brokers, ","), "--redis", c.redisAddr,
-			"--group", a.group, "--topic-appointments", a.in, "--topic-risk", a.risk, "--topic-dlq", a.dlq,
-			"--redis-prefix", a.prefix, "--model-dir", c.modelDir, "--metrics-addr", "off", "--batch-size", strconv.Itoa(c.batch), "--workers", strconv.Itoa(c.workers),
-			"--batch-wait", c.batchWait.String()}
-		if c.profile != "" && a.maxEvents < 1<<30 {
-			args = append(args, "--cpu-profile", c.profile)
-		}
-		return exec.Command(bin, args...)
-	}}
 	var goRisk map[string]float64
-	rep.Go, goRisk, err = measure(ctx, c, log, rdb, w, goImpl, inTopic, len(w.input))
+	rep.Go, goRisk, err = measure(ctx, c, log, rdb, w, goConsumer(c, bin), inTopic, len(w.input))
 	if err != nil {
 		return err
 	}
 	if !c.skipPeer {
-		parts := strings.Fields(c.peerCmd)
-		peerImpl := impl{name: "peer", start: func(a implArgs) *exec.Cmd {
-			args := append(parts[1:], "--brokers", strings.Join(c.brokers, ","), "--redis", c.redisAddr,
-				"--group", a.group, "--topic-in", a.in, "--topic-risk", a.risk, "--topic-dlq", a.dlq,
-				"--redis-prefix", a.prefix, "--model-dir", c.modelDir, "--max-events", strconv.Itoa(a.maxEvents))
-			return exec.Command(parts[0], args...)
-		}}
 		n := min(c.peerEvents, len(w.input))
-		peer, peerRisk, err := measure(ctx, c, log, rdb, w, peerImpl, inTopic, n)
+		peer, peerRisk, err := measure(ctx, c, log, rdb, w, pythonPeer(c), inTopic, n)
 		if err != nil {
 			return fmt.Errorf("peer: %w", err)
 		}
@@ -264,6 +247,31 @@ type impl struct {
 	start func(implArgs) *exec.Cmd
 }
 
+// goConsumer runs cmd/consumer, built as bin, with the benchmark's settings.
+func goConsumer(c config, bin string) impl {
+	return impl{name: "go", start: func(a implArgs) *exec.Cmd {
+		args := []string{"--brokers", strings.Join(c.brokers, ","), "--redis", c.redisAddr,
+			"--group", a.group, "--topic-appointments", a.in, "--topic-risk", a.risk, "--topic-dlq", a.dlq,
+			"--redis-prefix", a.prefix, "--model-dir", c.modelDir, "--metrics-addr", "off", "--batch-size", strconv.Itoa(c.batch), "--workers", strconv.Itoa(c.workers),
+			"--batch-wait", c.batchWait.String()}
+		if c.profile != "" && a.maxEvents < 1<<30 {
+			args = append(args, "--cpu-profile", c.profile)
+		}
+		return exec.Command(bin, args...)
+	}}
+}
+
+// pythonPeer runs the Python peer (--peer); it stops by itself after a.maxEvents events.
+func pythonPeer(c config) impl {
+	parts := strings.Fields(c.peerCmd)
+	return impl{name: "peer", start: func(a implArgs) *exec.Cmd {
+		args := append(parts[1:], "--brokers", strings.Join(c.brokers, ","), "--redis", c.redisAddr,
+			"--group", a.group, "--topic-in", a.in, "--topic-risk", a.risk, "--topic-dlq", a.dlq,
+			"--redis-prefix", a.prefix, "--model-dir", c.modelDir, "--max-events", strconv.Itoa(a.maxEvents))
+		return exec.Command(parts[0], args...)
+	}}
+}
+
 // measure runs impl c.runs times over the input for throughput and RSS, then once at a fixed
 // load for latency. It returns the probabilities of the last throughput run by booking.
 func measure(ctx context.Context, c config, log *slog.Logger, rdb *redis.Client, w *world, im impl, inTopic string, n int) (Result, map[string]float64, error) {
@@ -282,7 +290,7 @@ func measure(ctx context.Context, c config, log *slog.Logger, rdb *redis.Client,
 		if err := preload(ctx, rdb, a.prefix, w.histories); err != nil {
 			return res, nil, err
 		}
-		eps, rss, cpu, err := throughputRun(ctx, c, im, a, n)
+		eps, rss, cpu, err := throughputRun(ctx, c, log, im, a, n)
 		if err != nil {
 			return res, nil, err
 		}
@@ -310,15 +318,22 @@ func measure(ctx context.Context, c config, log *slog.Logger, rdb *redis.Client,
 	return res, risks, nil
 }
 
-func throughputRun(ctx context.Context, c config, im impl, a implArgs, n int) (eventsPerS, rssMB, cpuS float64, err error) {
+// throughputRun runs im over the first n events of the input and times it from the first
+// risk event written to the moment the group's committed offsets reach n. The peer stops by
+// itself at --max-events, right after committing its last batch, so it may exit between two
+// polls: then the run still counts if its committed offsets, read once more after the exit,
+// reach n (the end is its exit, just after that commit). It is the count that ends a run,
+// never the exit.
+func throughputRun(ctx context.Context, c config, log *slog.Logger, im impl, a implArgs, n int) (eventsPerS, rssMB, cpuS float64, err error) {
 	cmd := im.start(a)
 	var stderr strings.Builder
 	cmd.Stderr = &stderr
 	if err := cmd.Start(); err != nil {
 		return 0, 0, 0, err
 	}
+	var exitedAt time.Time
 	exited := make(chan struct{})
-	go func() { _ = cmd.Wait(); close(exited) }()
+	go func() { _ = cmd.Wait(); exitedAt = time.Now(); close(exited) }()
 	defer func() {
 		_ = cmd.Process.Signal(syscall.SIGTERM)
 		select {
@@ -328,49 +343,79 @@ func throughputRun(ctx context.Context, c config, im impl, a implArgs, n int) (e
 			<-exited
 		}
 	}()
+	deadline := time.Now().Add(30 * time.Minute)
+	var done time.Time
+	var peakRSS float64
+	for done.IsZero() {
+		if time.Now().After(deadline) {
+			return 0, 0, 0, fmt.Errorf("%s did not finish within 30 minutes\n%s", im.name, tail(stderr.String()))
+		}
+		peakRSS = max(peakRSS, vmHWM(cmd.Process.Pid))
+		if total, err := committed(ctx, c, a); err == nil && total >= int64(n) {
+			done = time.Now()
+			break
+		}
+		select {
+		case <-exited:
+			total, err := committed(ctx, c, a)
+			if err != nil {
+				return 0, 0, 0, fmt.Errorf("%s exited; reading its committed offsets: %w\n%s", im.name, err, tail(stderr.String()))
+			}
+			if total < int64(n) {
+				return 0, 0, 0, fmt.Errorf("%s exited having committed %d of its %d events\n%s", im.name, total, n, tail(stderr.String()))
+			}
+			done = exitedAt
+			log.Info("exited between two polls; its committed offsets, read after the exit, reach its input: the run ends at its exit", "impl", im.name, "committed", total)
+		case <-time.After(100 * time.Millisecond):
+		}
+	}
+	rss, cpu := usage(cmd, exited, peakRSS)
+	first, err := firstTimestamp(ctx, c.brokers, a.risk)
+	if err != nil {
+		return 0, 0, 0, err
+	}
+	return float64(n) / done.Sub(first).Seconds(), rss, cpu, nil
+}
+
+// committed sums the group's committed offsets over the input topic's partitions.
+func committed(ctx context.Context, c config, a implArgs) (int64, error) {
 	client := &kafka.Client{Addr: kafka.TCP(c.brokers...)}
 	parts := make([]int, c.partitions)
 	for i := range parts {
 		parts[i] = i
 	}
-	deadline := time.Now().Add(30 * time.Minute)
-	var done time.Time
-	var peakRSS float64
-	for {
-		if time.Now().After(deadline) {
-			return 0, 0, 0, fmt.Errorf("%s did not finish within 30 minutes\n%s", im.name, tail(stderr.String()))
-		}
-		if rss := vmHWM(cmd.Process.Pid); rss > peakRSS {
-			peakRSS = rss
-		}
-		off, err := client.OffsetFetch(ctx, &kafka.OffsetFetchRequest{GroupID: a.group, Topics: map[string][]int{a.in: parts}})
-		if err == nil {
-			var total int64
-			for _, p := range off.Topics[a.in] {
-				if p.CommittedOffset > 0 {
-					total += p.CommittedOffset
-				}
-			}
-			if total >= int64(n) {
-				done = time.Now()
-				break
-			}
-		}
-		select {
-		case <-exited:
-			return 0, 0, 0, fmt.Errorf("%s exited before consuming its input\n%s", im.name, tail(stderr.String()))
-		case <-time.After(100 * time.Millisecond):
-		}
-	}
-	if rss := vmHWM(cmd.Process.Pid); rss > peakRSS {
-		peakRSS = rss
-	}
-	cpu := cpuSeconds(cmd.Process.Pid)
-	first, err := firstTimestamp(ctx, c.brokers, a.risk)
+	off, err := client.OffsetFetch(ctx, &kafka.OffsetFetchRequest{GroupID: a.group, Topics: map[string][]int{a.in: parts}})
 	if err != nil {
-		return 0, 0, 0, err
+		return 0, err
 	}
-	return float64(n) / done.Sub(first).Seconds(), peakRSS, cpu, nil
+	var total int64
+	for _, p := range off.Topics[a.in] {
+		if p.CommittedOffset > 0 {
+			total += p.CommittedOffset
+		}
+	}
+	return total, nil
+}
+
+// usage is the process's peak resident memory (MB, at least peakRSS) and the CPU time it
+// used (user+system, s): from /proc while it runs, from the kernel's account of it (wait4's
+// rusage) once it has exited.
+func usage(cmd *exec.Cmd, exited <-chan struct{}, peakRSS float64) (rssMB, cpuS float64) {
+	select {
+	case <-exited:
+	default:
+		rssMB = max(peakRSS, vmHWM(cmd.Process.Pid))
+		if cpuS = cpuSeconds(cmd.Process.Pid); !math.IsNaN(cpuS) {
+			return rssMB, cpuS
+		}
+		<-exited // it exited while we looked; it is gone from /proc once reaped
+	}
+	st := cmd.ProcessState
+	rssMB = peakRSS
+	if ru, ok := st.SysUsage().(*syscall.Rusage); ok {
+		rssMB = max(rssMB, float64(ru.Maxrss)/1024) // ru_maxrss is in KiB on Linux
+	}
+	return rssMB, (st.UserTime() + st.SystemTime()).Seconds()
 }
 
 // latencyRun offers bookings at a fixed rate to a running consumer and times each one from
@@ -395,27 +440,96 @@ func latencyRun(ctx context.Context, c config, log *slog.Logger, rdb *redis.Clie
 	}
 	defer stop(cmd)
 
-	// New bookings only: each produces exactly one risk event to wait for.
+	bookings := newBookings(w.input)
+	total := min(c.latencyRate*c.latencySeconds+1, len(bookings))
+	lt := newLatencies(total)
+	readCtx, stopRead := context.WithCancel(ctx)
+	defer stopRead()
+	lt.read(readCtx, c.brokers, a.risk, c.partitions)
+	wr := stream.NewWriter(c.brokers, a.in)
+	wr.BatchTimeout = time.Millisecond
+	defer wr.Close()
+	send := func(batch []kafka.Message) error {
+		lt.sending(batch)
+		return wr.WriteMessages(ctx, batch...)
+	}
+
+	// Warm up: joining the group and the first fetches are not steady-state latency.
+	if err := send(bookings[:1]); err != nil {
+		return nil, err
+	}
+	select {
+	case <-lt.got:
+	case <-time.After(90 * time.Second):
+		return nil, fmt.Errorf("%s: no risk event for the warm-up booking within 90s\n%s", im.name, tail(stderr.String()))
+	}
+	lt.reset()
+	start := time.Now()
+	if err := offer(send, bookings[:total], c.latencyRate); err != nil {
+		return nil, fmt.Errorf("latency producer: %w", err)
+	}
+	if err := lt.await(total-1, 60*time.Second); err != nil {
+		return nil, fmt.Errorf("%s: %w", im.name, err)
+	}
+	log.Info("latency load offered", "impl", im.name, "bookings", total-1, "seconds", round(time.Since(start).Seconds(), 1))
+	return lt.samples(), nil
+}
+
+// newBookings are the new bookings of the input: each produces exactly one risk event to
+// wait for.
+func newBookings(input []kafka.Message) []kafka.Message {
 	var bookings []kafka.Message
-	for _, m := range w.input {
+	for _, m := range input {
 		if strings.Contains(string(m.Value), `"type":"booked"`) {
 			bookings = append(bookings, m)
 		}
 	}
-	total := min(c.latencyRate*c.latencySeconds+1, len(bookings))
+	return bookings
+}
 
-	var mu sync.Mutex
-	sent := make(map[string]time.Time, total)
-	lat := make([]float64, 0, total)
-	got := make(chan struct{}, total)
-	readCtx, stopRead := context.WithCancel(ctx)
-	defer stopRead()
-	for p := 0; p < c.partitions; p++ {
-		r := kafka.NewReader(kafka.ReaderConfig{Brokers: c.brokers, Topic: a.risk, Partition: p, MinBytes: 1, MaxBytes: 10 << 20, MaxWait: 10 * time.Millisecond})
+// offer sends bookings[1:] at rate a second: every tick, the bookings due by now, so the
+// offered rate holds even when a write takes longer than a tick. bookings[0] is the warm-up.
+func offer(send func([]kafka.Message) error, bookings []kafka.Message, rate int) error {
+	total := len(bookings)
+	start := time.Now()
+	next := 1
+	ticker := time.NewTicker(5 * time.Millisecond)
+	defer ticker.Stop()
+	for next < total {
+		<-ticker.C
+		due := min(1+int(time.Since(start).Seconds()*float64(rate)), total)
+		if due <= next {
+			continue
+		}
+		if err := send(bookings[next:due]); err != nil {
+			return err
+		}
+		next = due
+	}
+	return nil
+}
+
+// latencies times bookings from their hand-over to the producer to their risk event read.
+type latencies struct {
+	mu   sync.Mutex
+	sent map[string]time.Time // event id -> handed to the producer
+	lat  []float64            // ms
+	got  chan struct{}        // one per risk event read
+}
+
+func newLatencies(total int) *latencies {
+	return &latencies{sent: make(map[string]time.Time, total), lat: make([]float64, 0, total), got: make(chan struct{}, total)}
+}
+
+// read reads every partition of the risk topic until ctx ends, timing each risk event
+// against its booking.
+func (lt *latencies) read(ctx context.Context, brokers []string, topic string, partitions int) {
+	for p := 0; p < partitions; p++ {
+		r := kafka.NewReader(kafka.ReaderConfig{Brokers: brokers, Topic: topic, Partition: p, MinBytes: 1, MaxBytes: 10 << 20, MaxWait: 10 * time.Millisecond})
 		go func() {
 			defer r.Close()
 			for {
-				m, err := r.ReadMessage(readCtx)
+				m, err := r.ReadMessage(ctx)
 				if err != nil {
 					return
 				}
@@ -424,73 +538,55 @@ func latencyRun(ctx context.Context, c config, log *slog.Logger, rdb *redis.Clie
 				if json.Unmarshal(m.Value, &risk) != nil {
 					continue
 				}
-				mu.Lock()
-				if t, ok := sent[risk.SourceEventID]; ok {
-					lat = append(lat, float64(at.Sub(t).Microseconds())/1000)
-					delete(sent, risk.SourceEventID)
+				lt.mu.Lock()
+				if t, ok := lt.sent[risk.SourceEventID]; ok {
+					lt.lat = append(lt.lat, float64(at.Sub(t).Microseconds())/1000)
+					delete(lt.sent, risk.SourceEventID)
 				}
-				mu.Unlock()
-				got <- struct{}{}
+				lt.mu.Unlock()
+				lt.got <- struct{}{}
 			}
 		}()
 	}
+}
 
-	wr := stream.NewWriter(c.brokers, a.in)
-	wr.BatchTimeout = time.Millisecond
-	defer wr.Close()
-	send := func(batch []kafka.Message) error {
-		now := time.Now()
-		mu.Lock()
-		for _, m := range batch {
-			sent[eventID(m.Value)] = now
-		}
-		mu.Unlock()
-		return wr.WriteMessages(ctx, batch...)
+// sending notes the moment batch is handed to the producer.
+func (lt *latencies) sending(batch []kafka.Message) {
+	now := time.Now()
+	lt.mu.Lock()
+	for _, m := range batch {
+		lt.sent[eventID(m.Value)] = now
 	}
-	// Warm up: joining the group and the first fetches are not steady-state latency.
-	if err := send(bookings[:1]); err != nil {
-		return nil, err
-	}
-	select {
-	case <-got:
-	case <-time.After(90 * time.Second):
-		return nil, fmt.Errorf("%s: no risk event for the warm-up booking within 90s\n%s", im.name, tail(stderr.String()))
-	}
-	mu.Lock()
-	lat = lat[:0]
-	mu.Unlock()
+	lt.mu.Unlock()
+}
 
-	// Every tick, send the bookings due by now, so the offered rate holds even when a write
-	// takes longer than a tick.
-	start := time.Now()
-	next := 1
-	ticker := time.NewTicker(5 * time.Millisecond)
-	defer ticker.Stop()
-	for next < total {
-		<-ticker.C
-		due := min(1+int(time.Since(start).Seconds()*float64(c.latencyRate)), total)
-		if due <= next {
-			continue
-		}
-		if err := send(bookings[next:due]); err != nil {
-			return nil, fmt.Errorf("latency producer: %w", err)
-		}
-		next = due
-	}
-	deadline := time.After(60 * time.Second)
-	for received := 0; received < total-1; received++ {
+// reset forgets the samples so far (the warm-up's).
+func (lt *latencies) reset() {
+	lt.mu.Lock()
+	lt.lat = lt.lat[:0]
+	lt.mu.Unlock()
+}
+
+// await waits for n more risk events, for at most d.
+func (lt *latencies) await(n int, d time.Duration) error {
+	deadline := time.After(d)
+	for received := 0; received < n; received++ {
 		select {
-		case <-got:
+		case <-lt.got:
 		case <-deadline:
-			mu.Lock()
-			defer mu.Unlock()
-			return nil, fmt.Errorf("%s: %d of %d risk events arrived within 60s of the last booking", im.name, len(lat), total-1)
+			lt.mu.Lock()
+			defer lt.mu.Unlock()
+			return fmt.Errorf("%d of %d risk events arrived within %.0fs of the last booking", len(lt.lat), n, d.Seconds())
 		}
 	}
-	mu.Lock()
-	defer mu.Unlock()
-	log.Info("latency load offered", "impl", im.name, "bookings", total-1, "seconds", round(time.Since(start).Seconds(), 1))
-	return append([]float64(nil), lat...), nil
+	return nil
+}
+
+// samples is a copy of the latencies measured, in ms.
+func (lt *latencies) samples() []float64 {
+	lt.mu.Lock()
+	defer lt.mu.Unlock()
+	return append([]float64(nil), lt.lat...)
 }
 
 func stop(cmd *exec.Cmd) {

@@ -7,12 +7,12 @@ import (
 	"log/slog"
 	"os"
 	"path/filepath"
-	"strconv"
 	"sync"
 	"time"
 
 	"github.com/segmentio/kafka-go"
 
+	"github.com/nhsx/dnarisk/events"
 	"github.com/nhsx/dnarisk/scoring"
 	"github.com/nhsx/dnarisk/stream"
 )
@@ -69,224 +69,207 @@ type outageReport struct {
 func runBackpressure(parent context.Context, cfg config, log *slog.Logger) (bool, error) {
 	ctx, cancel := context.WithTimeout(parent, cfg.timeout)
 	defer cancel()
-	began := time.Now()
-	r := &runner{cfg: cfg, log: log, began: began, consumers: map[string]*proc{}, phases: map[string]float64{}}
-	r.svc = &services{root: cfg.root, kafkaPort: cfg.kafkaPort, redisPort: cfg.redisPort, log: log}
-	if err := os.MkdirAll(cfg.work, 0o755); err != nil {
-		return false, err
-	}
-	built := make(chan error, 1)
-	go func() { built <- build(ctx, cfg.root, filepath.Join(cfg.work, "bin"), "consumer", "producer") }()
-	if err := r.svc.start(ctx); err != nil {
-		return false, err
-	}
-	if !cfg.keep {
-		defer r.svc.stop()
-	}
-	if err := <-built; err != nil {
-		return false, err
-	}
-	var err error
-	if r.ps, err = newProcs(filepath.Join(cfg.work, "bin"), filepath.Join(cfg.work, "logs"), log); err != nil {
-		return false, err
-	}
-	defer r.ps.stopAll()
-	brokers := r.svc.brokers()
-	if err := createTopics(ctx, brokers, map[string]int{topicAppointments: appointmentParts, topicRisk: riskParts, topicDLQ: 2}); err != nil {
-		return false, err
-	}
-	r.secrets.pseudonym = randomHex(64)
-	evs, err := simEvents(cfg, []byte(r.secrets.pseudonym))
+	r := newRunner(cfg, log)
+	teardown, err := r.setUp(ctx, "consumer", "producer")
+	defer teardown()
 	if err != nil {
 		return false, err
 	}
-	rep := &backpressureReport{Rate: cfg.rate, Events: len(evs)}
-	violate := func(format string, args ...any) {
-		rep.Violations = append(rep.Violations, fmt.Sprintf(format, args...))
-		log.Error("violation", "what", rep.Violations[len(rep.Violations)-1])
-	}
-
-	if err := r.startConsumer("consumer-1"); err != nil {
-		return false, err
-	}
-	scorer := r.consumer("consumer-1")
-	producer, err := r.ps.start("producer", "producer", "producer", []string{
-		"--seed", strconv.FormatInt(cfg.seed, 10), "--patients", strconv.Itoa(cfg.patients), "--days", strconv.Itoa(cfg.days),
-		"--start", simStart, "--rate", strconv.FormatFloat(cfg.rate, 'f', -1, 64), "--brokers", brokers[0], "--topic", topicAppointments,
-	}, []string{"DNA_PSEUDONYM_SECRET=" + r.secrets.pseudonym})
+	b, err := r.startBackpressure(ctx)
 	if err != nil {
 		return false, err
 	}
-
-	// Sample the scorer's memory four times a second, tagged with the phase.
-	var mu sync.Mutex
-	phase := "before"
-	type sample struct {
-		phase string
-		at    time.Time
-		kb    int64
-	}
-	var samples []sample
-	sampling, stopSampling := context.WithCancel(ctx)
-	defer stopSampling()
-	go func() {
-		t := time.NewTicker(250 * time.Millisecond)
-		defer t.Stop()
-		for {
-			select {
-			case <-sampling.Done():
-				return
-			case <-t.C:
-			}
-			kb, err := vmRSS(scorer.cmd.Process.Pid)
-			if err != nil {
-				continue
-			}
-			mu.Lock()
-			samples = append(samples, sample{phase, time.Now(), kb})
-			mu.Unlock()
-		}
-	}()
-	setPhase := func(p string) {
-		mu.Lock()
-		phase = p
-		mu.Unlock()
-	}
-	committed := func() int64 { return r.committed(ctx, scorerGroup, topicAppointments, appointmentParts) }
-	published := func() int64 {
-		n, _ := endOffsets(ctx, brokers, topicRisk, riskParts)
-		return n
-	}
-
-	// outage takes a dependency away with down, keeps it away for d, brings it back with up,
-	// and reports what the scorer did meanwhile.
-	outage := func(what string, d time.Duration, down, up func() error) error {
-		log.Info("outage begins", "what", what, "for", d)
-		setPhase(what)
-		start := time.Now()
-		if err := down(); err != nil {
-			return err
-		}
-		time.Sleep(time.Second) // the batch in hand may still finish
-		c0, p0 := committed(), published()
-		time.Sleep(time.Until(start.Add(d)))
-		c1, p1 := committed(), published()
-		o := outageReport{What: what, CommittedDuring: c1 - c0, PublishedDuring: p1 - p0,
-			LagAtEnd: r.lag(ctx, scorerGroup, topicAppointments)}
-		if err := up(); err != nil {
-			return err
-		}
-		back := time.Now()
-		setPhase("after " + what)
-		for committed() == c1 && ctx.Err() == nil {
-			time.Sleep(100 * time.Millisecond)
-		}
-		o.ResumedAfterS = round(time.Since(back).Seconds(), 1)
-		mu.Lock()
-		var during []sample
-		for _, s := range samples {
-			if s.phase == what {
-				during = append(during, s)
-			}
-		}
-		mu.Unlock()
-		if len(during) >= 4 {
-			q := len(during) / 4
-			var first, last int64
-			for _, s := range during[:q] {
-				first = max(first, s.kb)
-			}
-			for _, s := range during {
-				o.PeakMB = max(o.PeakMB, float64(s.kb)/1024)
-			}
-			for _, s := range during[len(during)-q:] {
-				last = max(last, s.kb)
-			}
-			o.GrowthMB = round(float64(last-first)/1024, 1)
-			o.PeakMB = round(o.PeakMB, 1)
-		}
-		rep.Outages = append(rep.Outages, o)
-		log.Info("outage over", "what", what, "committed_during", o.CommittedDuring, "published_during", o.PublishedDuring,
-			"lag_at_end", o.LagAtEnd, "peak_mb", o.PeakMB, "growth_mb", o.GrowthMB, "resumed_after_s", o.ResumedAfterS)
-		if o.CommittedDuring != 0 {
-			violate("%s: the scorer committed %d offsets while it lasted", what, o.CommittedDuring)
-		}
-		if o.PublishedDuring != 0 {
-			violate("%s: the scorer published %d risk events while it lasted", what, o.PublishedDuring)
-		}
-		if o.GrowthMB > 32 {
-			violate("%s: the scorer's memory grew %.1f MiB while it lasted: it is buffering", what, o.GrowthMB)
-		}
-		return nil
-	}
+	defer b.mem.stop()
 
 	time.Sleep(20 * time.Second) // warm up under load
+	if err := b.outages(ctx); err != nil {
+		return false, err
+	}
+	// Then everything: the rest of the input, scored, nothing lost.
+	b.drain(ctx)
+	b.summariseRSS()
+	if err := b.countLost(ctx); err != nil {
+		return false, err
+	}
+	rep := b.rep
+	if rep.RSS.RedisOutagePeak > rep.RSS.BeforePeak+64 || rep.RSS.OutputOutagePeak > rep.RSS.BeforePeak+64 {
+		b.violate("peak memory during an outage (%.1f, %.1f MiB) is far above the peak under load before it (%.1f MiB)",
+			rep.RSS.RedisOutagePeak, rep.RSS.OutputOutagePeak, rep.RSS.BeforePeak)
+	}
+	rep.DurationS = round(time.Since(r.began).Seconds(), 1)
+	rep.OK = len(rep.Violations) == 0
+	if err := rep.write(cfg.out); err != nil {
+		return false, err
+	}
+	return rep.OK, nil
+}
+
+// backpressure is one backpressure run under way: the scorer, the producer feeding it, its
+// memory samples and the report.
+type backpressure struct {
+	*runner
+	evs      []events.Appointment
+	rep      *backpressureReport
+	scorer   *proc
+	producer *proc
+	mem      *rssSampler
+}
+
+// startBackpressure creates the topics, regenerates the input (for the ground truth) and
+// starts one scorer, the producer and the sampling of the scorer's memory.
+func (r *runner) startBackpressure(ctx context.Context) (*backpressure, error) {
+	if err := createTopics(ctx, r.svc.brokers(), map[string]int{topicAppointments: appointmentParts, topicRisk: riskParts, topicDLQ: 2}); err != nil {
+		return nil, err
+	}
+	r.secrets.pseudonym = randomHex(64)
+	evs, err := simEvents(r.cfg, []byte(r.secrets.pseudonym))
+	if err != nil {
+		return nil, err
+	}
+	b := &backpressure{runner: r, evs: evs, rep: &backpressureReport{Rate: r.cfg.rate, Events: len(evs)}}
+	if err := r.startConsumer("consumer-1"); err != nil {
+		return nil, err
+	}
+	b.scorer = r.consumer("consumer-1")
+	if b.producer, err = r.startProducer(); err != nil {
+		return nil, err
+	}
+	b.mem = sampleRSS(ctx, b.scorer.cmd.Process.Pid)
+	return b, nil
+}
+
+func (b *backpressure) violate(format string, args ...any) {
+	b.rep.Violations = append(b.rep.Violations, fmt.Sprintf(format, args...))
+	b.log.Error("violation", "what", b.rep.Violations[len(b.rep.Violations)-1])
+}
+
+// outages takes Redis away for --outage (a restart that keeps it down that long), waits 10
+// s, then makes the broker refuse every risk event for half as long.
+func (b *backpressure) outages(ctx context.Context) error {
+	cfg, brokers := b.cfg, b.svc.brokers()
 	var redisDown chan error
-	err = outage("redis outage", cfg.outage, func() error {
+	err := b.outage(ctx, "redis outage", cfg.outage, func() error {
 		redisDown = make(chan error, 1)
 		go func() {
-			_, err := r.svc.restartRedis(ctx, cfg.outage)
+			_, err := b.svc.restartRedis(ctx, cfg.outage)
 			redisDown <- err
 		}()
 		return nil
 	}, func() error { return <-redisDown })
 	if err != nil {
-		return false, err
+		return err
 	}
-	rep.RedisOutageS = cfg.outage.Seconds()
+	b.rep.RedisOutageS = cfg.outage.Seconds()
 	time.Sleep(10 * time.Second)
 	outputOutage := cfg.outage / 2
-	err = outage("output topic outage", outputOutage,
+	err = b.outage(ctx, "output topic outage", outputOutage,
 		func() error { return setTopicConfig(ctx, brokers, topicRisk, "max.message.bytes", "64") },
 		func() error { return setTopicConfig(ctx, brokers, topicRisk, "max.message.bytes", "1048588") })
 	if err != nil {
-		return false, err
+		return err
 	}
-	rep.OutputOutageS = outputOutage.Seconds()
+	b.rep.OutputOutageS = outputOutage.Seconds()
+	return nil
+}
 
-	// Then everything: the rest of the input, scored, nothing lost.
-	if err := producer.wait(ctx); err != nil {
-		violate("producer failed: %v", err)
+// outage takes a dependency away with down, keeps it away for d, brings it back with up,
+// and reports what the scorer did meanwhile.
+func (b *backpressure) outage(ctx context.Context, what string, d time.Duration, down, up func() error) error {
+	committed := func() int64 { return b.committed(ctx, scorerGroup, topicAppointments, appointmentParts) }
+	published := func() int64 {
+		n, _ := endOffsets(ctx, b.svc.brokers(), topicRisk, riskParts)
+		return n
 	}
-	for r.lag(ctx, scorerGroup, topicAppointments) != 0 && ctx.Err() == nil {
+	b.log.Info("outage begins", "what", what, "for", d)
+	b.mem.setPhase(what)
+	start := time.Now()
+	if err := down(); err != nil {
+		return err
+	}
+	time.Sleep(time.Second) // the batch in hand may still finish
+	c0, p0 := committed(), published()
+	time.Sleep(time.Until(start.Add(d)))
+	c1, p1 := committed(), published()
+	o := outageReport{What: what, CommittedDuring: c1 - c0, PublishedDuring: p1 - p0,
+		LagAtEnd: b.lag(ctx, scorerGroup, topicAppointments)}
+	if err := up(); err != nil {
+		return err
+	}
+	back := time.Now()
+	b.mem.setPhase("after " + what)
+	for committed() == c1 && ctx.Err() == nil {
+		time.Sleep(100 * time.Millisecond)
+	}
+	o.ResumedAfterS = round(time.Since(back).Seconds(), 1)
+	o.PeakMB, o.GrowthMB = b.mem.growth(what)
+	b.rep.Outages = append(b.rep.Outages, o)
+	b.log.Info("outage over", "what", what, "committed_during", o.CommittedDuring, "published_during", o.PublishedDuring,
+		"lag_at_end", o.LagAtEnd, "peak_mb", o.PeakMB, "growth_mb", o.GrowthMB, "resumed_after_s", o.ResumedAfterS)
+	if o.CommittedDuring != 0 {
+		b.violate("%s: the scorer committed %d offsets while it lasted", what, o.CommittedDuring)
+	}
+	if o.PublishedDuring != 0 {
+		b.violate("%s: the scorer published %d risk events while it lasted", what, o.PublishedDuring)
+	}
+	if o.GrowthMB > 32 {
+		b.violate("%s: the scorer's memory grew %.1f MiB while it lasted: it is buffering", what, o.GrowthMB)
+	}
+	return nil
+}
+
+// drain waits for the producer to finish and the scorer to commit the whole backlog, then
+// stops the sampling and the scorer (which must stop cleanly).
+func (b *backpressure) drain(ctx context.Context) {
+	if err := b.producer.wait(ctx); err != nil {
+		b.violate("producer failed: %v", err)
+	}
+	for b.lag(ctx, scorerGroup, topicAppointments) != 0 && ctx.Err() == nil {
 		time.Sleep(time.Second)
 	}
-	setPhase("end")
-	stopSampling()
-	r.ps.sample() // the kernel's high-water mark, while the process is still there to ask
-	if err := scorer.term(30 * time.Second); err != nil {
-		violate("scorer did not stop cleanly: %v", err)
+	b.mem.setPhase("end")
+	b.mem.stop()
+	b.ps.sample() // the kernel's high-water mark, while the process is still there to ask
+	if err := b.scorer.term(30 * time.Second); err != nil {
+		b.violate("scorer did not stop cleanly: %v", err)
 	}
-	mu.Lock()
-	for _, s := range samples {
+}
+
+// summariseRSS fills the report's memory figures: the peak of each phase's samples and the
+// kernel's high-water mark.
+func (b *backpressure) summariseRSS() {
+	rss := &b.rep.RSS
+	for _, s := range b.mem.all() {
 		mb := float64(s.kb) / 1024
 		switch {
 		case s.phase == "before":
-			rep.RSS.BeforePeak = max(rep.RSS.BeforePeak, mb)
+			rss.BeforePeak = max(rss.BeforePeak, mb)
 		case s.phase == "redis outage":
-			rep.RSS.RedisOutagePeak = max(rep.RSS.RedisOutagePeak, mb)
+			rss.RedisOutagePeak = max(rss.RedisOutagePeak, mb)
 		case s.phase == "output topic outage":
-			rep.RSS.OutputOutagePeak = max(rep.RSS.OutputOutagePeak, mb)
+			rss.OutputOutagePeak = max(rss.OutputOutagePeak, mb)
 		default:
-			rep.RSS.AfterPeak = max(rep.RSS.AfterPeak, mb)
+			rss.AfterPeak = max(rss.AfterPeak, mb)
 		}
 	}
-	mu.Unlock()
-	rep.RSS.HighWater = r.ps.peakMB()["consumer"]
-	for _, p := range []*float64{&rep.RSS.BeforePeak, &rep.RSS.RedisOutagePeak, &rep.RSS.OutputOutagePeak, &rep.RSS.AfterPeak, &rep.RSS.HighWater} {
+	rss.HighWater = b.ps.peakMB()["consumer"]
+	for _, p := range []*float64{&rss.BeforePeak, &rss.RedisOutagePeak, &rss.OutputOutagePeak, &rss.AfterPeak, &rss.HighWater} {
 		*p = round(*p, 1)
 	}
+}
 
-	model, err := scoring.Load(filepath.Join(cfg.root, "models", "default"))
+// countLost compares the risk topic with the ground truth: every booking whose latest
+// version the scorer must score has a risk event.
+func (b *backpressure) countLost(ctx context.Context) error {
+	model, err := scoring.Load(filepath.Join(b.cfg.root, "models", "default"))
 	if err != nil {
-		return false, err
+		return err
 	}
 	opts := reminderOptions([]byte(randomHex(64)))
 	_ = opts.Policy.Validate()
-	gt := groundTruth(evs, model, historyRetention, opts.Secret, &opts.Policy, evs[0].EventTime)
-	risk, err := stream.ReadAll(ctx, brokers, topicRisk)
+	gt := groundTruth(b.evs, model, historyRetention, opts.Secret, &opts.Policy, b.evs[0].EventTime)
+	risk, err := stream.ReadAll(ctx, b.svc.brokers(), topicRisk)
 	if err != nil {
-		return false, err
+		return err
 	}
 	seen := map[riskKey]bool{}
 	for _, m := range risk {
@@ -300,26 +283,102 @@ func runBackpressure(parent context.Context, cfg config, log *slog.Logger) (bool
 	}
 	for _, k := range gt.latest {
 		if _, ok := gt.risk[k]; ok && !seen[k] {
-			rep.Lost++
+			b.rep.Lost++
 		}
 	}
-	if rep.Lost > 0 {
-		violate("lost = %d bookings never scored", rep.Lost)
+	if b.rep.Lost > 0 {
+		b.violate("lost = %d bookings never scored", b.rep.Lost)
 	}
-	if rep.RSS.RedisOutagePeak > rep.RSS.BeforePeak+64 || rep.RSS.OutputOutagePeak > rep.RSS.BeforePeak+64 {
-		violate("peak memory during an outage (%.1f, %.1f MiB) is far above the peak under load before it (%.1f MiB)",
-			rep.RSS.RedisOutagePeak, rep.RSS.OutputOutagePeak, rep.RSS.BeforePeak)
+	return nil
+}
+
+// write writes the report as indented JSON.
+func (rep *backpressureReport) write(path string) error {
+	out, _ := json.MarshalIndent(rep, "", "  ")
+	if err := os.MkdirAll(filepath.Dir(path), 0o755); err != nil {
+		return err
 	}
-	rep.DurationS = round(time.Since(began).Seconds(), 1)
-	rep.OK = len(rep.Violations) == 0
-	b, _ := json.MarshalIndent(rep, "", "  ")
-	if err := os.MkdirAll(filepath.Dir(cfg.out), 0o755); err != nil {
-		return false, err
+	return os.WriteFile(path, append(out, '\n'), 0o644)
+}
+
+// rssSample is one reading of the scorer's resident memory, tagged with the run's phase.
+type rssSample struct {
+	phase string
+	at    time.Time
+	kb    int64
+}
+
+// rssSampler reads a process's resident memory four times a second, tagged with the phase
+// the run is in.
+type rssSampler struct {
+	stop    context.CancelFunc
+	mu      sync.Mutex
+	phase   string
+	samples []rssSample
+}
+
+// sampleRSS starts sampling pid, in phase "before", until ctx ends or stop is called.
+func sampleRSS(ctx context.Context, pid int) *rssSampler {
+	sampling, stop := context.WithCancel(ctx)
+	s := &rssSampler{stop: stop, phase: "before"}
+	go func() {
+		t := time.NewTicker(250 * time.Millisecond)
+		defer t.Stop()
+		for {
+			select {
+			case <-sampling.Done():
+				return
+			case <-t.C:
+			}
+			kb, err := vmRSS(pid)
+			if err != nil {
+				continue
+			}
+			s.mu.Lock()
+			s.samples = append(s.samples, rssSample{s.phase, time.Now(), kb})
+			s.mu.Unlock()
+		}
+	}()
+	return s
+}
+
+func (s *rssSampler) setPhase(p string) {
+	s.mu.Lock()
+	s.phase = p
+	s.mu.Unlock()
+}
+
+// all is every sample so far.
+func (s *rssSampler) all() []rssSample {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return append([]rssSample(nil), s.samples...)
+}
+
+// growth is the peak over phase's samples and how much the peak of its last quarter is
+// above that of its first (MiB); zeros with fewer than four samples.
+func (s *rssSampler) growth(phase string) (peakMB, growthMB float64) {
+	var during []rssSample
+	for _, x := range s.all() {
+		if x.phase == phase {
+			during = append(during, x)
+		}
 	}
-	if err := os.WriteFile(cfg.out, append(b, '\n'), 0o644); err != nil {
-		return false, err
+	if len(during) < 4 {
+		return 0, 0
 	}
-	return rep.OK, nil
+	q := len(during) / 4
+	var first, last int64
+	for _, x := range during[:q] {
+		first = max(first, x.kb)
+	}
+	for _, x := range during {
+		peakMB = max(peakMB, float64(x.kb)/1024)
+	}
+	for _, x := range during[len(during)-q:] {
+		last = max(last, x.kb)
+	}
+	return round(peakMB, 1), round(float64(last-first)/1024, 1)
 }
 
 // committed sums a group's committed offsets over a topic's partitions (-1 if unknown).

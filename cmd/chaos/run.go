@@ -99,137 +99,212 @@ func round(x float64, places int) float64 {
 	return f
 }
 
+// newRunner is a runner for cfg whose services are the suite's own Kafka and Redis.
+func newRunner(cfg config, log *slog.Logger) *runner {
+	r := &runner{cfg: cfg, log: log, began: time.Now(), consumers: map[string]*proc{}, phases: map[string]float64{}}
+	r.svc = &services{root: cfg.root, kafkaPort: cfg.kafkaPort, redisPort: cfg.redisPort, log: log}
+	return r
+}
+
+// setUp starts the suite's Kafka and Redis while it builds the binaries (both take a while
+// on a small machine), then readies the process table. The teardown it returns is never nil,
+// also on error: it stops every process started, then the services (unless --keep-services).
+func (r *runner) setUp(ctx context.Context, binaries ...string) (teardown func(), err error) {
+	var undo []func()
+	teardown = func() {
+		for i := len(undo) - 1; i >= 0; i-- {
+			undo[i]()
+		}
+	}
+	if err := os.MkdirAll(r.cfg.work, 0o755); err != nil {
+		return teardown, err
+	}
+	built := make(chan error, 1)
+	go func() { built <- build(ctx, r.cfg.root, filepath.Join(r.cfg.work, "bin"), binaries...) }()
+	if err := r.svc.start(ctx); err != nil {
+		return teardown, err
+	}
+	if !r.cfg.keep {
+		undo = append(undo, r.svc.stop)
+	}
+	if err := <-built; err != nil {
+		return teardown, err
+	}
+	ps, err := newProcs(filepath.Join(r.cfg.work, "bin"), filepath.Join(r.cfg.work, "logs"), r.log)
+	if err != nil {
+		return teardown, err
+	}
+	r.ps = ps
+	undo = append(undo, ps.stopAll)
+	return teardown, nil
+}
+
 // runPipeline is the chaos run. It returns the report (also written to cfg.out); an error
 // means the run could not be carried out at all.
 func runPipeline(parent context.Context, cfg config, log *slog.Logger) (*report, error) {
 	ctx, cancel := context.WithTimeout(parent, cfg.timeout)
 	defer cancel()
-	r := &runner{cfg: cfg, log: log, began: time.Now(), consumers: map[string]*proc{}, phases: map[string]float64{}}
-	r.svc = &services{root: cfg.root, kafkaPort: cfg.kafkaPort, redisPort: cfg.redisPort, log: log}
-	if err := os.MkdirAll(cfg.work, 0o755); err != nil {
-		return nil, err
-	}
+	r := newRunner(cfg, log)
 	mark := time.Now()
 	phase := func(name string) {
 		r.phases[name] = round(time.Since(mark).Seconds(), 1)
 		mark = time.Now()
 	}
-
-	// Build while the services start: both take a while on a small machine.
-	built := make(chan error, 1)
-	go func() {
-		built <- build(ctx, cfg.root, filepath.Join(cfg.work, "bin"), "consumer", "dispatcher", "producer")
-	}()
-	if err := r.svc.start(ctx); err != nil {
+	teardown, err := r.setUp(ctx, "consumer", "dispatcher", "producer")
+	defer teardown()
+	if err != nil {
 		return nil, err
 	}
-	if !cfg.keep {
-		defer r.svc.stop()
-	}
-	if err := <-built; err != nil {
-		return nil, err
-	}
-	var err error
-	if r.ps, err = newProcs(filepath.Join(cfg.work, "bin"), filepath.Join(cfg.work, "logs"), log); err != nil {
-		return nil, err
-	}
-	defer r.ps.stopAll()
 	sampling, stopSampling := context.WithCancel(ctx)
 	defer stopSampling()
 	go r.ps.sampleEvery(sampling, 200*time.Millisecond)
 	phase("setup_s")
 
-	brokers := r.svc.brokers()
-	if err := createTopics(ctx, brokers, map[string]int{topicAppointments: appointmentParts, topicRisk: riskParts, topicDLQ: 2, topicFailed: 1}); err != nil {
-		return nil, err
-	}
-	r.secrets.pseudonym = randomHex(64)
-	r.secrets.reminder = randomHex(64)
-	r.secrets.contact = randomHex(64)
-	r.secrets.notifyKey = "chaos-" + uuid() + "-" + uuid()
-
-	// The input and what the outputs must show, from the project's own code.
-	evs, err := simEvents(cfg, []byte(r.secrets.pseudonym))
+	in, release, err := r.prepare(ctx)
+	defer release()
 	if err != nil {
-		return nil, err
-	}
-	model, err := scoring.Load(filepath.Join(cfg.root, "models", "default"))
-	if err != nil {
-		return nil, err
-	}
-	opts := reminderOptions([]byte(r.secrets.reminder))
-	if err := opts.Policy.Validate(); err != nil {
-		return nil, err
-	}
-	planAt := evs[0].EventTime.Add(-24 * time.Hour).UTC().Truncate(time.Hour)
-	gt := groundTruth(evs, model, historyRetention, opts.Secret, &opts.Policy, planAt)
-	log.Info("input and ground truth ready", "events", len(evs), "patients", len(gt.histories),
-		"bookings_to_score", len(gt.risk), "reminders_due", len(gt.reminders))
-
-	r.rdb = redis.NewClient(&redis.Options{Addr: r.svc.redisAddr(), DisableIdentity: true, MaxRetries: 5})
-	defer r.rdb.Close()
-	if err := r.storeContacts(ctx, gt); err != nil {
-		return nil, err
-	}
-	key, err := notify.ParseKey(r.secrets.notifyKey)
-	if err != nil {
-		return nil, err
-	}
-	nf, err := newFaultyNotify(key, map[string][]string{stdTemplate: {"appointment_date", "appointment_time"},
-		extraTemplate: {"appointment_date", "appointment_time"}}, notifyRates{
-		Error500: 0.01, Error500Accept: 0.005, Error429: 0.01, Timeout: 0.001, TimeoutAccept: 0.001, Lookup500: 0.03,
-	}, 2*time.Second, uint64(cfg.seed))
-	if err != nil {
-		return nil, err
-	}
-	var stopNotify func()
-	if r.notifyURL, stopNotify, err = serve(ctx, nf); err != nil {
-		return nil, err
-	}
-	defer stopNotify()
-	r.clockPath = filepath.Join(cfg.work, "clock")
-	if err := r.setClock(planAt); err != nil {
-		return nil, err
-	}
-	if err := r.writeDispatcherConfig(); err != nil {
 		return nil, err
 	}
 	phase("prepare_s")
 
 	// Phase 1: the PAS publishes, the scorers score, the dispatcher plans; faults hit all.
-	if err := r.startDispatcher(); err != nil {
-		return nil, err
-	}
-	for i := 1; i <= cfg.consumers; i++ {
-		if err := r.startConsumer(fmt.Sprintf("consumer-%d", i)); err != nil {
-			return nil, err
-		}
-	}
-	producer, err := r.ps.start("producer", "producer", "producer", []string{
-		"--seed", strconv.FormatInt(cfg.seed, 10), "--patients", strconv.Itoa(cfg.patients), "--days", strconv.Itoa(cfg.days),
-		"--start", simStart, "--rate", strconv.FormatFloat(cfg.rate, 'f', -1, 64), "--brokers", brokers[0], "--topic", topicAppointments,
-	}, []string{"DNA_PSEUDONYM_SECRET=" + r.secrets.pseudonym})
+	producer, err := r.startIntake()
 	if err != nil {
 		return nil, err
 	}
-	if err := r.intakeFaults(ctx, producer, len(evs)); err != nil {
-		return r.finish(ctx, gt, nf, len(evs), err)
+	if err := r.intakeFaults(ctx, producer, in.events); err != nil {
+		return r.finish(ctx, in.gt, in.nf, in.events, err)
 	}
 	if err := producer.wait(ctx); err != nil {
 		r.violate("producer failed: %v (see %s)", err, r.ps.logDir)
 	}
 	phase("produce_s")
 	if err := r.waitDrained(ctx); err != nil {
-		return r.finish(ctx, gt, nf, len(evs), err)
+		return r.finish(ctx, in.gt, in.nf, in.events, err)
 	}
 	phase("drain_s")
 
 	// Phase 2: the clock sweeps through every due reminder while Notify misbehaves.
-	nf.on.Store(true)
+	in.nf.on.Store(true)
 	err = r.sweep(ctx)
-	nf.on.Store(false)
+	in.nf.on.Store(false)
 	phase("sweep_s")
-	return r.finish(ctx, gt, nf, len(evs), err)
+	return r.finish(ctx, in.gt, in.nf, in.events, err)
+}
+
+// pipelineInput is what a run checks its outputs against, and the Notify stub it sends to.
+type pipelineInput struct {
+	events int // valid appointment events the producer publishes
+	gt     *truth
+	nf     *faultyNotify
+}
+
+// prepare creates the topics and the run's secrets, computes the input and its ground truth
+// with the project's own code, stores every patient's contact, serves the faulty Notify and
+// writes the dispatcher's clock and configuration. The returned release (never nil) stops the
+// Notify stub and closes the Redis client.
+func (r *runner) prepare(ctx context.Context) (in *pipelineInput, release func(), err error) {
+	var undo []func()
+	release = func() {
+		for i := len(undo) - 1; i >= 0; i-- {
+			undo[i]()
+		}
+	}
+	if err := createTopics(ctx, r.svc.brokers(), map[string]int{topicAppointments: appointmentParts, topicRisk: riskParts, topicDLQ: 2, topicFailed: 1}); err != nil {
+		return nil, release, err
+	}
+	r.secrets.pseudonym = randomHex(64)
+	r.secrets.reminder = randomHex(64)
+	r.secrets.contact = randomHex(64)
+	r.secrets.notifyKey = "chaos-" + uuid() + "-" + uuid()
+
+	in = &pipelineInput{}
+	planAt, err := r.truth(in)
+	if err != nil {
+		return nil, release, err
+	}
+	r.rdb = redis.NewClient(&redis.Options{Addr: r.svc.redisAddr(), DisableIdentity: true, MaxRetries: 5})
+	undo = append(undo, func() { r.rdb.Close() })
+	if err := r.storeContacts(ctx, in.gt); err != nil {
+		return nil, release, err
+	}
+	stopNotify, err := r.serveNotify(ctx, in)
+	if err != nil {
+		return nil, release, err
+	}
+	undo = append(undo, stopNotify)
+	r.clockPath = filepath.Join(r.cfg.work, "clock")
+	if err := r.setClock(planAt); err != nil {
+		return nil, release, err
+	}
+	if err := r.writeDispatcherConfig(); err != nil {
+		return nil, release, err
+	}
+	return in, release, nil
+}
+
+// truth regenerates the producer's input and computes what the outputs must show, from the
+// project's own code; it returns where the dispatcher's clock starts: before the first event,
+// so nothing falls due during intake.
+func (r *runner) truth(in *pipelineInput) (planAt time.Time, err error) {
+	evs, err := simEvents(r.cfg, []byte(r.secrets.pseudonym))
+	if err != nil {
+		return planAt, err
+	}
+	model, err := scoring.Load(filepath.Join(r.cfg.root, "models", "default"))
+	if err != nil {
+		return planAt, err
+	}
+	opts := reminderOptions([]byte(r.secrets.reminder))
+	if err := opts.Policy.Validate(); err != nil {
+		return planAt, err
+	}
+	planAt = evs[0].EventTime.Add(-24 * time.Hour).UTC().Truncate(time.Hour)
+	in.events = len(evs)
+	in.gt = groundTruth(evs, model, historyRetention, opts.Secret, &opts.Policy, planAt)
+	r.log.Info("input and ground truth ready", "events", len(evs), "patients", len(in.gt.histories),
+		"bookings_to_score", len(in.gt.risk), "reminders_due", len(in.gt.reminders))
+	return planAt, nil
+}
+
+// serveNotify serves the Notify stub behind its fault injector (off until the sweep) on a
+// local port, and returns how to stop it.
+func (r *runner) serveNotify(ctx context.Context, in *pipelineInput) (stop func(), err error) {
+	key, err := notify.ParseKey(r.secrets.notifyKey)
+	if err != nil {
+		return nil, err
+	}
+	in.nf, err = newFaultyNotify(key, map[string][]string{stdTemplate: {"appointment_date", "appointment_time"},
+		extraTemplate: {"appointment_date", "appointment_time"}}, notifyRates{
+		Error500: 0.01, Error500Accept: 0.005, Error429: 0.01, Timeout: 0.001, TimeoutAccept: 0.001, Lookup500: 0.03,
+	}, 2*time.Second, uint64(r.cfg.seed))
+	if err != nil {
+		return nil, err
+	}
+	r.notifyURL, stop, err = serve(ctx, in.nf)
+	return stop, err
+}
+
+// startIntake starts the dispatcher, the scorers and the producer (the simulated PAS).
+func (r *runner) startIntake() (producer *proc, err error) {
+	if err := r.startDispatcher(); err != nil {
+		return nil, err
+	}
+	for i := 1; i <= r.cfg.consumers; i++ {
+		if err := r.startConsumer(fmt.Sprintf("consumer-%d", i)); err != nil {
+			return nil, err
+		}
+	}
+	return r.startProducer()
+}
+
+// startProducer runs cmd/producer: the simulator's events at the configured rate.
+func (r *runner) startProducer() (*proc, error) {
+	cfg := r.cfg
+	return r.ps.start("producer", "producer", "producer", []string{
+		"--seed", strconv.FormatInt(cfg.seed, 10), "--patients", strconv.Itoa(cfg.patients), "--days", strconv.Itoa(cfg.days),
+		"--start", simStart, "--rate", strconv.FormatFloat(cfg.rate, 'f', -1, 64), "--brokers", r.svc.brokers()[0], "--topic", topicAppointments,
+	}, []string{"DNA_PSEUDONYM_SECRET=" + r.secrets.pseudonym})
 }
 
 // finish stops the processes (each must stop cleanly on SIGTERM), checks the outputs and
@@ -453,84 +528,17 @@ func (r *runner) restartRedis(ctx context.Context, phase string) error {
 	return nil
 }
 
+// step is one injected fault: it fires once a run has got through share at of its input
+// (intake) or of its timeline (sweep).
+type step struct {
+	at float64
+	do func() error
+}
+
 // intakeFaults injects phase 1's faults as the input flows, each when a share of the input
 // has been published, so every run (full or short) sees them all mid-stream.
 func (r *runner) intakeFaults(ctx context.Context, producer *proc, total int) error {
-	type step struct {
-		at float64
-		do func() error
-	}
-	restartLater := func(name string, after time.Duration) error {
-		time.Sleep(after)
-		return r.startConsumer(name)
-	}
-	steps := []step{
-		{0.03, func() error { return r.publishMalformed(ctx, 1) }},
-		{0.06, func() error {
-			r.kill9(ctx, r.consumer("consumer-1"), "consumer_kill9", "intake", "under load")
-			return restartLater("consumer-1", 3*time.Second)
-		}},
-		{0.12, func() error {
-			r.record("group_join", "intake", "consumer-3", "a third member joins the group")
-			return r.startConsumer("consumer-3")
-		}},
-		{0.18, func() error {
-			// While Redis stalls, every member is inside a batch: this kill is mid-batch.
-			done := make(chan struct{})
-			go func() {
-				defer close(done)
-				r.slowRedis(ctx, 8*time.Second, 400*time.Millisecond, 600*time.Millisecond, "intake")
-			}()
-			time.Sleep(3 * time.Second)
-			r.kill9(ctx, r.consumer("consumer-2"), "consumer_kill9", "intake", "mid-batch, while Redis stalls")
-			<-done
-			return r.startConsumer("consumer-2")
-		}},
-		{0.28, func() error { return r.restartRedis(ctx, "intake") }},
-		{0.36, func() error {
-			p := r.consumer("consumer-3")
-			err := p.term(30 * time.Second)
-			r.record("group_leave", "intake", p.name, fmt.Sprintf("SIGTERM: finishes its batch, commits, leaves (exit: %v)", errString(err)))
-			if err != nil {
-				r.violate("consumer-3 did not stop cleanly on SIGTERM: %v", err)
-			}
-			r.mu.Lock()
-			delete(r.consumers, "consumer-3")
-			r.mu.Unlock()
-			return nil
-		}},
-		{0.45, func() error { return r.publishMalformed(ctx, 2) }},
-		{0.50, func() error {
-			start := time.Now()
-			line, err := r.svc.restartKafka(ctx)
-			if err != nil {
-				return err
-			}
-			r.record("kafka_restart", "intake", r.svc.brokers()[0], fmt.Sprintf("%s (%.0fs)", line, time.Since(start).Seconds()))
-			return nil
-		}},
-		{0.62, func() error {
-			r.kill9(ctx, r.dispatcher, "dispatcher_kill9", "intake", "while planning reminders")
-			time.Sleep(2 * time.Second)
-			return r.startDispatcher()
-		}},
-		{0.70, func() error {
-			r.kill9(ctx, r.consumer("consumer-1"), "consumer_kill9", "intake", "under load")
-			return restartLater("consumer-1", 3*time.Second)
-		}},
-		{0.80, func() error {
-			r.record("group_join", "intake", "consumer-4", "a member joins, to be killed and never come back")
-			return r.startConsumer("consumer-4")
-		}},
-		{0.88, func() error {
-			r.kill9(ctx, r.consumer("consumer-4"), "consumer_kill9", "intake", "under load; not restarted, so the group rebalances after its session times out")
-			r.mu.Lock()
-			delete(r.consumers, "consumer-4")
-			r.mu.Unlock()
-			return nil
-		}},
-		{0.92, func() error { return r.publishMalformed(ctx, 3) }},
-	}
+	steps := r.intakeSteps(ctx)
 	next := 0
 	tick := time.NewTicker(250 * time.Millisecond)
 	defer tick.Stop()
@@ -558,6 +566,91 @@ func (r *runner) intakeFaults(ctx context.Context, producer *proc, total int) er
 			next++
 		}
 	}
+	return nil
+}
+
+// intakeSteps are phase 1's faults, in order (docs/chaos.md has the table).
+func (r *runner) intakeSteps(ctx context.Context) []step {
+	killAndRestart := func(name string) func() error {
+		return func() error {
+			r.kill9(ctx, r.consumer(name), "consumer_kill9", "intake", "under load")
+			time.Sleep(3 * time.Second)
+			return r.startConsumer(name)
+		}
+	}
+	return []step{
+		{0.03, func() error { return r.publishMalformed(ctx, 1) }},
+		{0.06, killAndRestart("consumer-1")},
+		{0.12, func() error {
+			r.record("group_join", "intake", "consumer-3", "a third member joins the group")
+			return r.startConsumer("consumer-3")
+		}},
+		{0.18, func() error { return r.killMidBatch(ctx, "consumer-2") }},
+		{0.28, func() error { return r.restartRedis(ctx, "intake") }},
+		{0.36, func() error { r.leaveGroup("consumer-3"); return nil }},
+		{0.45, func() error { return r.publishMalformed(ctx, 2) }},
+		{0.50, func() error { return r.restartKafka(ctx) }},
+		{0.62, func() error {
+			r.kill9(ctx, r.dispatcher, "dispatcher_kill9", "intake", "while planning reminders")
+			time.Sleep(2 * time.Second)
+			return r.startDispatcher()
+		}},
+		{0.70, killAndRestart("consumer-1")},
+		{0.80, func() error {
+			r.record("group_join", "intake", "consumer-4", "a member joins, to be killed and never come back")
+			return r.startConsumer("consumer-4")
+		}},
+		{0.88, func() error {
+			r.kill9(ctx, r.consumer("consumer-4"), "consumer_kill9", "intake", "under load; not restarted, so the group rebalances after its session times out")
+			r.forget("consumer-4")
+			return nil
+		}},
+		{0.92, func() error { return r.publishMalformed(ctx, 3) }},
+	}
+}
+
+// killMidBatch slows Redis down and, 3 s in, kills scorer name: while Redis stalls, every
+// member is inside a batch, so the kill is mid-batch. The scorer is restarted once Redis is
+// quick again.
+func (r *runner) killMidBatch(ctx context.Context, name string) error {
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		r.slowRedis(ctx, 8*time.Second, 400*time.Millisecond, 600*time.Millisecond, "intake")
+	}()
+	time.Sleep(3 * time.Second)
+	r.kill9(ctx, r.consumer(name), "consumer_kill9", "intake", "mid-batch, while Redis stalls")
+	<-done
+	return r.startConsumer(name)
+}
+
+// leaveGroup stops scorer name with SIGTERM: it must finish its batch, commit, leave the
+// group and exit 0.
+func (r *runner) leaveGroup(name string) {
+	p := r.consumer(name)
+	err := p.term(30 * time.Second)
+	r.record("group_leave", "intake", p.name, fmt.Sprintf("SIGTERM: finishes its batch, commits, leaves (exit: %v)", errString(err)))
+	if err != nil {
+		r.violate("%s did not stop cleanly on SIGTERM: %v", name, err)
+	}
+	r.forget(name)
+}
+
+// forget drops a scorer that is gone for good from the processes the run stops at the end.
+func (r *runner) forget(name string) {
+	r.mu.Lock()
+	delete(r.consumers, name)
+	r.mu.Unlock()
+}
+
+// restartKafka restarts the broker: a controlled shutdown, then a start on the same data.
+func (r *runner) restartKafka(ctx context.Context) error {
+	start := time.Now()
+	line, err := r.svc.restartKafka(ctx)
+	if err != nil {
+		return err
+	}
+	r.record("kafka_restart", "intake", r.svc.brokers()[0], fmt.Sprintf("%s (%.0fs)", line, time.Since(start).Seconds()))
 	return nil
 }
 
@@ -616,40 +709,14 @@ func stepEnd(due time.Time) time.Time {
 // Notify fails a share of requests meanwhile; the dispatcher is killed mid-send and Redis
 // restarts and stalls under it.
 func (r *runner) sweep(ctx context.Context) error {
-	dueKey := redisPrefix + "reminders:due"
-	firstZ, err := r.rdb.ZRangeWithScores(ctx, dueKey, 0, 0).Result()
+	first, last, err := r.dueRange(ctx)
 	if err != nil {
-		return fmt.Errorf("read due queue: %w", err)
+		return err
 	}
-	lastZ, err := r.rdb.ZRangeWithScores(ctx, dueKey, -1, -1).Result()
-	if err != nil {
-		return fmt.Errorf("read due queue: %w", err)
-	}
-	if len(firstZ) == 0 {
-		return errors.New("no reminders were planned")
-	}
-	first, last := time.UnixMilli(int64(firstZ[0].Score)), time.UnixMilli(int64(lastZ[0].Score))
-	r.log.Info("sweeping the clock through the due reminders", "from", first.UTC(), "to", last.UTC(),
-		"pending", r.rdb.ZCard(ctx, dueKey).Val())
-	type step struct {
-		at float64
-		do func() error
-	}
-	steps := []step{
-		{0.30, func() error {
-			r.kill9(ctx, r.dispatcher, "dispatcher_kill9", "sweep", "mid-send: its claimed reminders wait out their lease, then the new process looks each up in Notify")
-			time.Sleep(time.Second)
-			return r.startDispatcher()
-		}},
-		{0.55, func() error { return r.restartRedis(ctx, "sweep") }},
-		{0.75, func() error {
-			r.slowRedis(ctx, 3*time.Second, 300*time.Millisecond, 500*time.Millisecond, "sweep")
-			return nil
-		}},
-	}
+	steps := r.sweepSteps(ctx)
 	next := 0
 	clock := first
-	steps_, nudges := 0, 0
+	moves, nudges := 0, 0
 	for {
 		z, err := r.rdb.ZRangeWithScores(ctx, dueKey, 0, 0).Result()
 		if err != nil {
@@ -662,15 +729,11 @@ func (r *runner) sweep(ctx context.Context) error {
 		if len(z) == 0 {
 			break
 		}
-		target := stepEnd(time.UnixMilli(int64(z[0].Score)))
-		if target.Before(clock) {
-			target = clock
-		}
-		clock = target
+		clock = later(stepEnd(time.UnixMilli(int64(z[0].Score))), clock)
 		if err := r.setClock(clock); err != nil {
 			return err
 		}
-		steps_++
+		moves++
 		frac := float64(clock.Sub(first)) / float64(max(last.Sub(first), time.Hour))
 		// Faults fire as a step begins, with its reminders in flight.
 		for next < len(steps) && frac >= steps[next].at {
@@ -680,29 +743,86 @@ func (r *runner) sweep(ctx context.Context) error {
 			}
 			next++
 		}
-		waitStart, lastNudge := time.Now(), time.Now()
-		for {
-			n, err := r.rdb.ZCount(ctx, dueKey, "-inf", strconv.FormatInt(clock.UnixMilli(), 10)).Result()
-			if err == nil && n == 0 {
-				break
-			}
-			if ctx.Err() != nil {
-				return fmt.Errorf("sweep at %s: %w", clock.UTC(), ctx.Err())
-			}
-			if time.Since(waitStart) > 2*time.Minute {
-				return fmt.Errorf("sweep stuck at %s: %d reminders due and not settled for 2 minutes", clock.UTC(), n)
-			}
-			// A reminder claimed by a killed sender is busy until its lease (wall clock) ends;
-			// the sender sleeps on the planning clock, so nudge it on to look again.
-			if time.Since(lastNudge) > time.Second {
-				clock = clock.Add(2 * time.Second)
-				_ = r.setClock(clock)
-				lastNudge = time.Now()
-				nudges++
-			}
-			time.Sleep(3 * time.Millisecond)
+		n := 0
+		if clock, n, err = r.settle(ctx, clock); err != nil {
+			return err
 		}
+		nudges += n
 	}
-	r.log.Info("sweep done", "steps", steps_, "nudges", nudges, "clock", clock.UTC())
+	r.log.Info("sweep done", "steps", moves, "nudges", nudges, "clock", clock.UTC())
 	return nil
+}
+
+// dueKey is the dispatcher's queue of pending reminders, scored by due time.
+const dueKey = redisPrefix + "reminders:due"
+
+// dueRange is the earliest and the latest due time in the dispatcher's queue.
+func (r *runner) dueRange(ctx context.Context) (first, last time.Time, err error) {
+	firstZ, err := r.rdb.ZRangeWithScores(ctx, dueKey, 0, 0).Result()
+	if err != nil {
+		return first, last, fmt.Errorf("read due queue: %w", err)
+	}
+	lastZ, err := r.rdb.ZRangeWithScores(ctx, dueKey, -1, -1).Result()
+	if err != nil {
+		return first, last, fmt.Errorf("read due queue: %w", err)
+	}
+	if len(firstZ) == 0 {
+		return first, last, errors.New("no reminders were planned")
+	}
+	first, last = time.UnixMilli(int64(firstZ[0].Score)), time.UnixMilli(int64(lastZ[0].Score))
+	r.log.Info("sweeping the clock through the due reminders", "from", first.UTC(), "to", last.UTC(),
+		"pending", r.rdb.ZCard(ctx, dueKey).Val())
+	return first, last, nil
+}
+
+// sweepSteps are phase 2's faults, each at a share of the sweep's timeline.
+func (r *runner) sweepSteps(ctx context.Context) []step {
+	return []step{
+		{0.30, func() error {
+			r.kill9(ctx, r.dispatcher, "dispatcher_kill9", "sweep", "mid-send: its claimed reminders wait out their lease, then the new process looks each up in Notify")
+			time.Sleep(time.Second)
+			return r.startDispatcher()
+		}},
+		{0.55, func() error { return r.restartRedis(ctx, "sweep") }},
+		{0.75, func() error {
+			r.slowRedis(ctx, 3*time.Second, 300*time.Millisecond, 500*time.Millisecond, "sweep")
+			return nil
+		}},
+	}
+}
+
+// settle waits until no reminder due by clock is pending, for at most 2 minutes. It returns
+// the clock, which it nudges on while it waits, and how many nudges that took.
+func (r *runner) settle(ctx context.Context, clock time.Time) (time.Time, int, error) {
+	nudges := 0
+	waitStart, lastNudge := time.Now(), time.Now()
+	for {
+		n, err := r.rdb.ZCount(ctx, dueKey, "-inf", strconv.FormatInt(clock.UnixMilli(), 10)).Result()
+		if err == nil && n == 0 {
+			return clock, nudges, nil
+		}
+		if ctx.Err() != nil {
+			return clock, nudges, fmt.Errorf("sweep at %s: %w", clock.UTC(), ctx.Err())
+		}
+		if time.Since(waitStart) > 2*time.Minute {
+			return clock, nudges, fmt.Errorf("sweep stuck at %s: %d reminders due and not settled for 2 minutes", clock.UTC(), n)
+		}
+		// A reminder claimed by a killed sender is busy until its lease (wall clock) ends;
+		// the sender sleeps on the planning clock, so nudge it on to look again.
+		if time.Since(lastNudge) > time.Second {
+			clock = clock.Add(2 * time.Second)
+			_ = r.setClock(clock)
+			lastNudge = time.Now()
+			nudges++
+		}
+		time.Sleep(3 * time.Millisecond)
+	}
+}
+
+// later is the later of two times.
+func later(a, b time.Time) time.Time {
+	if a.Before(b) {
+		return b
+	}
+	return a
 }

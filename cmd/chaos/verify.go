@@ -108,12 +108,35 @@ func (r *runner) verify(ctx context.Context, gt *truth, nf *faultyNotify, valid 
 	rep.Input.Events = valid
 	rep.Input.ByType = gt.byType
 	rep.Input.Patients = len(gt.histories)
-	brokers := r.svc.brokers()
+	if err := r.verifyRisk(ctx, rep, gt); err != nil {
+		return nil, err
+	}
+	if err := r.verifyHistories(ctx, rep, gt); err != nil {
+		return nil, err
+	}
+	if err := r.verifyReminders(ctx, rep, gt, nf); err != nil {
+		return nil, err
+	}
+	if err := r.verifyDeadLetters(ctx, rep, valid); err != nil {
+		return nil, err
+	}
+	violations := r.collectFaults(rep, nf)
+	rep.Violations = r.judge(rep, violations)
+	rep.OK = len(rep.Violations) == 0
+	slices.SortStableFunc(rep.Faults, func(a, b fault) int {
+		if a.Phase != b.Phase {
+			return strings.Compare(phaseOrder(a.Phase), phaseOrder(b.Phase))
+		}
+		return 0
+	})
+	return rep, nil
+}
 
-	// Risk: every latest booking version scored, every score as the ground truth's.
-	riskMsgs, err := stream.ReadAll(ctx, brokers, topicRisk)
+// verifyRisk: every latest booking version scored, every score as the ground truth's.
+func (r *runner) verifyRisk(ctx context.Context, rep *report, gt *truth) error {
+	riskMsgs, err := stream.ReadAll(ctx, r.svc.brokers(), topicRisk)
 	if err != nil {
-		return nil, fmt.Errorf("read risk topic: %w", err)
+		return fmt.Errorf("read risk topic: %w", err)
 	}
 	rep.Risk.Messages = len(riskMsgs)
 	seen := map[riskKey]int{}
@@ -152,8 +175,11 @@ func (r *runner) verify(ctx context.Context, gt *truth, nf *faultyNotify, valid 
 			rep.Lost++
 		}
 	}
+	return nil
+}
 
-	// Histories: Redis must hold exactly the facts the input implies, each once.
+// verifyHistories: Redis must hold exactly the facts the input implies, each once.
+func (r *runner) verifyHistories(ctx context.Context, rep *report, gt *truth) error {
 	store := featurestore.NewRedisStore(r.rdb, featurestore.RedisOptions{Prefix: redisPrefix})
 	patients := make([]string, 0, len(gt.histories))
 	for p := range gt.histories {
@@ -164,7 +190,7 @@ func (r *runner) verify(ctx context.Context, gt *truth, nf *faultyNotify, valid 
 		chunk := patients[i:min(i+1000, len(patients))]
 		got, err := store.Load(ctx, chunk)
 		if err != nil {
-			return nil, fmt.Errorf("load histories: %w", err)
+			return fmt.Errorf("load histories: %w", err)
 		}
 		for _, p := range chunk {
 			extra, missing := diffFacts(got[p].Facts, gt.histories[p].Facts)
@@ -181,12 +207,15 @@ func (r *runner) verify(ctx context.Context, gt *truth, nf *faultyNotify, valid 
 		keys++
 	}
 	if err := iter.Err(); err != nil {
-		return nil, fmt.Errorf("scan histories: %w", err)
+		return fmt.Errorf("scan histories: %w", err)
 	}
 	rep.History.Patients = keys
 	rep.History.Unexpected = max(0, keys-len(gt.histories))
+	return nil
+}
 
-	// Reminders: every due one sent exactly once, nothing else sent.
+// verifyReminders: every due one sent exactly once, nothing else sent.
+func (r *runner) verifyReminders(ctx context.Context, rep *report, gt *truth, nf *faultyNotify) error {
 	rep.Reminders.Due = len(gt.reminders)
 	byRef := map[string]int{}
 	for _, m := range nf.stub.Messages() {
@@ -209,13 +238,17 @@ func (r *runner) verify(ctx context.Context, gt *truth, nf *faultyNotify, valid 
 			rep.MissingSMS++
 		}
 	}
-	failed, err := stream.ReadAll(ctx, brokers, topicFailed)
+	failed, err := stream.ReadAll(ctx, r.svc.brokers(), topicFailed)
 	if err != nil {
-		return nil, fmt.Errorf("read failed-reminders topic: %w", err)
+		return fmt.Errorf("read failed-reminders topic: %w", err)
 	}
 	rep.Reminders.FailedEvents = len(failed)
+	return nil
+}
 
-	// Dead letters: exactly the malformed messages, each with its reason and its bytes.
+// verifyDeadLetters: exactly the malformed messages, each with its reason and its bytes.
+func (r *runner) verifyDeadLetters(ctx context.Context, rep *report, valid int) error {
+	brokers := r.svc.brokers()
 	r.mu.Lock()
 	injected := map[string]malformed{}
 	for _, m := range r.malformed {
@@ -224,13 +257,14 @@ func (r *runner) verify(ctx context.Context, gt *truth, nf *faultyNotify, valid 
 	r.mu.Unlock()
 	rep.DeadLetter.Injected = len(injected)
 	rep.Input.Malformed = len(injected)
+	var err error
 	if rep.Input.Messages, err = endOffsets(ctx, brokers, topicAppointments, appointmentParts); err != nil {
-		return nil, fmt.Errorf("count appointment messages: %w", err)
+		return fmt.Errorf("count appointment messages: %w", err)
 	}
 	rep.Input.Duplicates = rep.Input.Messages - int64(valid+len(injected))
 	dlq, err := stream.ReadAll(ctx, brokers, topicDLQ)
 	if err != nil {
-		return nil, fmt.Errorf("read dead-letter topic: %w", err)
+		return fmt.Errorf("read dead-letter topic: %w", err)
 	}
 	rep.DeadLetter.Messages = len(dlq)
 	rep.DeadLetter.ByKind = map[string]int{}
@@ -264,7 +298,12 @@ func (r *runner) verify(ctx context.Context, gt *truth, nf *faultyNotify, valid 
 		rep.DeadLetter.Redelivered += n - 1
 	}
 	rep.DeadLetter.Missing = len(injected) - len(found)
+	return nil
+}
 
+// collectFaults puts every injected fault in the report, the suite's and Notify's, with the
+// peak memory of each role, and returns the violations recorded while the run went on.
+func (r *runner) collectFaults(rep *report, nf *faultyNotify) []string {
 	r.mu.Lock()
 	rep.Faults = append([]fault(nil), r.faults...)
 	for _, f := range rep.Faults {
@@ -284,7 +323,12 @@ func (r *runner) verify(ctx context.Context, gt *truth, nf *faultyNotify, valid 
 	for role, mb := range rep.PeakRSSMB {
 		rep.PeakRSSMB[role] = round(mb, 1)
 	}
+	return violations
+}
 
+// judge adds to violations every count of the report that must be zero and is not, a full
+// run short of 100,000 events, and every required fault never injected.
+func (r *runner) judge(rep *report, violations []string) []string {
 	check := func(ok bool, format string, args ...any) {
 		if !ok {
 			violations = append(violations, fmt.Sprintf(format, args...))
@@ -309,15 +353,7 @@ func (r *runner) verify(ctx context.Context, gt *truth, nf *faultyNotify, valid 
 	for _, k := range requiredFaults {
 		check(rep.FaultCounts[k] > 0, "fault %s was never injected", k)
 	}
-	rep.Violations = violations
-	rep.OK = len(violations) == 0
-	slices.SortStableFunc(rep.Faults, func(a, b fault) int {
-		if a.Phase != b.Phase {
-			return strings.Compare(phaseOrder(a.Phase), phaseOrder(b.Phase))
-		}
-		return 0
-	})
-	return rep, nil
+	return violations
 }
 
 func phaseOrder(p string) string {

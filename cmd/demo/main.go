@@ -154,190 +154,324 @@ func main() {
 	fmt.Println(string(out))
 }
 
+// run is one demo: the in-process services and the scorer, then four stages, each checking
+// its own claims.
 func run(ctx context.Context, o options) (sum Summary, err error) {
-	start := time.Now()
-	cfg, malformed, modelDir := o.sim, o.malformed, o.modelDir
 	if o.logs == nil {
 		o.logs = io.Discard
 	}
-	log := slog.New(slog.NewJSONHandler(o.logs, nil))
-	model, err := scoring.Load(modelDir)
-	if err != nil {
+	d := &demo{o: o, start: time.Now(), log: slog.New(slog.NewJSONHandler(o.logs, nil)), sum: &sum}
+	defer d.close()
+	if err := d.startServices(); err != nil {
 		return sum, err
 	}
-	sum.ModelID = model.ID()
-
-	cluster, err := kfake.NewCluster(kfake.NumBrokers(1), kfake.SeedTopics(4, apptTopic, riskTopic, dlqTopic))
-	if err != nil {
-		return sum, fmt.Errorf("start in-process Kafka: %w", err)
-	}
-	defer cluster.Close()
-	brokers := cluster.ListenAddrs()
-	mr, err := miniredis.Run()
-	if err != nil {
-		return sum, fmt.Errorf("start in-process Redis: %w", err)
-	}
-	defer mr.Close()
-	say("in-process Kafka on %v, Redis on %s, model %s", brokers, mr.Addr(), model.ID())
-
-	// The scorer, exactly as cmd/consumer runs it against real services, starts first and
-	// scores while the simulated PAS publishes.
-	m := metrics.New()
-	rdb := redis.NewUniversalClient(&redis.UniversalOptions{Addrs: []string{mr.Addr()}, DisableIdentity: true})
-	defer rdb.Close()
-	rdb.AddHook(m.RedisHook())
-	store := featurestore.NewRedisStore(rdb, featurestore.RedisOptions{})
-	out := stream.NewWriter(brokers, "")
-	defer out.Close()
-	r := stream.NewReader(brokers, "dna-scorer", apptTopic)
-	defer r.Close()
-	admin := stream.NewAdmin(brokers)
-	defer admin.Close()
-	m.SetModel(model.ID())
-	status := ops.NewStatus(ops.StatusConfig{Title: "DNA risk scorer (demo)", Metrics: m.Registry,
-		Model: func() *scoring.Model { return model }, ModelDir: modelDir, Reminders: ops.RemindersFrom(m.Registry)})
-	proc, err := scorer.New(scorer.Config{Store: store, Output: out, Model: model,
-		Topics: scorer.Topics{Risk: riskTopic, DeadLetter: dlqTopic}, Observer: scorer.Observers(m, status), Log: log})
-	if err != nil {
+	if err := d.startScorer(); err != nil {
 		return Summary{}, err
 	}
-	if o.metricsAddr != "" && o.metricsAddr != "off" {
-		ln, err := listen(o.metricsAddr)
-		if err != nil {
-			return sum, err
-		}
-		if got := ln.Addr().String(); got != o.metricsAddr {
-			say("%s is taken; serving on %s instead", o.metricsAddr, got)
-		}
-		h := ops.Handler(ops.Config{Registry: m.Registry, Status: status, Log: log, Checks: []ops.Check{
-			{Name: "kafka", Func: func(ctx context.Context) error { return admin.Ping(ctx, apptTopic, riskTopic, dlqTopic) }},
-			{Name: "redis", Func: func(ctx context.Context) error { return rdb.Ping(ctx).Err() }},
-			{Name: "model", Func: func(context.Context) error { return nil }},
-		}})
-		opsCtx, stopOps := context.WithCancel(context.Background())
-		served := make(chan error, 1)
-		go func() { served <- ops.Serve(opsCtx, ln, h) }()
-		defer func() { stopOps(); <-served }()
-		opsURL := "http://" + ln.Addr().String()
-		say("status page %s/status, metrics %s/metrics", opsURL, opsURL)
-		if o.hold != nil {
-			// Deferred, so it runs after every stage, while the endpoint still serves.
-			defer func() {
-				if err == nil {
-					o.hold(context.WithoutCancel(ctx), opsURL)
-				}
-			}()
-		}
-	}
-	consumeCtx, stopConsumer := context.WithCancel(ctx)
-	defer stopConsumer()
-	lagCtx, stopLag := context.WithCancel(ctx)
-	defer stopLag()
-	go m.PollLag(lagCtx, admin, "dna-scorer", apptTopic, time.Second, log)
-	done := make(chan error, 1)
-	go func() { done <- stream.Run(consumeCtx, r, proc, stream.Batching{}, log) }()
-
-	// 1. The PAS simulator publishes the appointment stream.
-	ps, _ := pseudo.New([]byte(demoSecret))
-	gen, err := sim.New(cfg, ps)
+	opsURL, err := d.serveOps()
 	if err != nil {
 		return sum, err
 	}
-	truth := map[string]float64{}    // appointment/version -> true P(DNA)
-	outcome := map[string]float64{}  // appointment -> 1 DNA, 0 attended
-	finalVersion := map[string]int{} // appointment -> version that reached an outcome
-	booked := map[string]bool{}      // appointment/version of every valid booking
-	w := stream.NewWriter(brokers, apptTopic)
-	defer w.Close()
-	batch := make([]kafka.Message, 0, 500)
-	if o.rate > 0 {
-		batch = make([]kafka.Message, 0, max(1, min(500, int(o.rate/10))))
-	}
-	sent := 0
-	flush := func() error {
-		if len(batch) == 0 {
-			return nil
-		}
-		err := w.WriteMessages(ctx, batch...)
-		sent += len(batch)
-		batch = batch[:0]
-		if o.rate > 0 && err == nil {
-			due := start.Add(time.Duration(float64(sent) / o.rate * float64(time.Second)))
-			select {
-			case <-ctx.Done():
-				return ctx.Err()
-			case <-time.After(time.Until(due)):
+	if opsURL != "" && o.hold != nil {
+		// Deferred, so it runs after every stage, while the endpoint still serves.
+		defer func() {
+			if err == nil {
+				o.hold(context.WithoutCancel(ctx), opsURL)
 			}
-		}
+		}()
+	}
+	d.runScorer(ctx)
+	defer d.stopScorer()
+
+	// 1. The PAS simulator publishes the appointment stream.
+	pub, err := d.publish(ctx)
+	if err != nil {
+		return sum, err
+	}
+	// 2. Wait for the scorer to have processed every event.
+	if err := d.waitScored(ctx, pub.total); err != nil {
+		return sum, err
+	}
+	// 3. Read the outputs back from Kafka, as a downstream service would.
+	riskMsgs, err := d.readBack(ctx, pub)
+	if err != nil {
+		return sum, err
+	}
+	// 4. The reminder dispatcher turns risk into SMS reminders (see reminders.go).
+	if err := remind(ctx, d.brokers, d.rdb, riskMsgs, &sum, d.m, d.log); err != nil {
+		return sum, fmt.Errorf("reminders: %w", err)
+	}
+	sum.ElapsedS = round(time.Since(d.start).Seconds(), 2)
+	return sum, nil
+}
+
+// demo is one run under way: its in-process services, the scorer and what it found so far.
+type demo struct {
+	o     options
+	start time.Time
+	log   *slog.Logger
+	sum   *Summary
+
+	model   *scoring.Model
+	brokers []string
+	mr      *miniredis.Miniredis
+	m       *metrics.Metrics
+	rdb     redis.UniversalClient
+	admin   *stream.Admin
+	status  *ops.Status
+	reader  *kafka.Reader
+	proc    *scorer.Processor
+
+	stopConsumer, stopLag context.CancelFunc
+	done                  chan error // the scorer's stream.Run
+
+	closers []func() // run by close, last first
+}
+
+// close closes what the run opened, in the reverse order.
+func (d *demo) close() {
+	for i := len(d.closers) - 1; i >= 0; i-- {
+		d.closers[i]()
+	}
+}
+
+func (d *demo) onClose(f func()) { d.closers = append(d.closers, f) }
+
+// startServices loads the model and starts the in-process Kafka and Redis.
+func (d *demo) startServices() error {
+	model, err := scoring.Load(d.o.modelDir)
+	if err != nil {
 		return err
 	}
+	d.model = model
+	d.sum.ModelID = model.ID()
+	cluster, err := kfake.NewCluster(kfake.NumBrokers(1), kfake.SeedTopics(4, apptTopic, riskTopic, dlqTopic))
+	if err != nil {
+		return fmt.Errorf("start in-process Kafka: %w", err)
+	}
+	d.onClose(cluster.Close)
+	d.brokers = cluster.ListenAddrs()
+	if d.mr, err = miniredis.Run(); err != nil {
+		return fmt.Errorf("start in-process Redis: %w", err)
+	}
+	d.onClose(d.mr.Close)
+	say("in-process Kafka on %v, Redis on %s, model %s", d.brokers, d.mr.Addr(), model.ID())
+	return nil
+}
+
+// startScorer builds the scorer exactly as cmd/consumer runs it against real services, with
+// its metrics and status page.
+func (d *demo) startScorer() error {
+	d.m = metrics.New()
+	d.rdb = redis.NewUniversalClient(&redis.UniversalOptions{Addrs: []string{d.mr.Addr()}, DisableIdentity: true})
+	d.onClose(func() { d.rdb.Close() })
+	d.rdb.AddHook(d.m.RedisHook())
+	store := featurestore.NewRedisStore(d.rdb, featurestore.RedisOptions{})
+	out := stream.NewWriter(d.brokers, "")
+	d.onClose(func() { out.Close() })
+	d.reader = stream.NewReader(d.brokers, "dna-scorer", apptTopic)
+	d.onClose(func() { d.reader.Close() })
+	d.admin = stream.NewAdmin(d.brokers)
+	d.onClose(func() { d.admin.Close() })
+	d.m.SetModel(d.model.ID())
+	d.status = ops.NewStatus(ops.StatusConfig{Title: "DNA risk scorer (demo)", Metrics: d.m.Registry,
+		Model: func() *scoring.Model { return d.model }, ModelDir: d.o.modelDir, Reminders: ops.RemindersFrom(d.m.Registry)})
+	var err error
+	d.proc, err = scorer.New(scorer.Config{Store: store, Output: out, Model: d.model,
+		Topics: scorer.Topics{Risk: riskTopic, DeadLetter: dlqTopic}, Observer: scorer.Observers(d.m, d.status), Log: d.log})
+	return err
+}
+
+// serveOps serves the metrics, health, readiness and status page on --metrics-addr (or a free
+// port if it is taken) until close, and returns its URL ("" when off).
+func (d *demo) serveOps() (string, error) {
+	if d.o.metricsAddr == "" || d.o.metricsAddr == "off" {
+		return "", nil
+	}
+	ln, err := listen(d.o.metricsAddr)
+	if err != nil {
+		return "", err
+	}
+	if got := ln.Addr().String(); got != d.o.metricsAddr {
+		say("%s is taken; serving on %s instead", d.o.metricsAddr, got)
+	}
+	h := ops.Handler(ops.Config{Registry: d.m.Registry, Status: d.status, Log: d.log, Checks: []ops.Check{
+		{Name: "kafka", Func: func(ctx context.Context) error { return d.admin.Ping(ctx, apptTopic, riskTopic, dlqTopic) }},
+		{Name: "redis", Func: func(ctx context.Context) error { return d.rdb.Ping(ctx).Err() }},
+		{Name: "model", Func: func(context.Context) error { return nil }},
+	}})
+	opsCtx, stopOps := context.WithCancel(context.Background())
+	served := make(chan error, 1)
+	go func() { served <- ops.Serve(opsCtx, ln, h) }()
+	d.onClose(func() { stopOps(); <-served })
+	opsURL := "http://" + ln.Addr().String()
+	say("status page %s/status, metrics %s/metrics", opsURL, opsURL)
+	return opsURL, nil
+}
+
+// runScorer starts the scorer and the measuring of its consumer lag; stopScorer stops both.
+func (d *demo) runScorer(ctx context.Context) {
+	var consumeCtx, lagCtx context.Context
+	consumeCtx, d.stopConsumer = context.WithCancel(ctx)
+	lagCtx, d.stopLag = context.WithCancel(ctx)
+	go d.m.PollLag(lagCtx, d.admin, "dna-scorer", apptTopic, time.Second, d.log)
+	d.done = make(chan error, 1)
+	go func() { d.done <- stream.Run(consumeCtx, d.reader, d.proc, stream.Batching{}, d.log) }()
+}
+
+func (d *demo) stopScorer() {
+	d.stopLag()
+	d.stopConsumer()
+}
+
+// published is what the simulated PAS published, kept to check the outputs against.
+type published struct {
+	total        int64              // events, malformed ones included
+	truth        map[string]float64 // appointment/version -> true P(DNA)
+	outcome      map[string]float64 // appointment -> 1 DNA, 0 attended
+	finalVersion map[string]int     // appointment -> version that reached an outcome
+	booked       map[string]bool    // appointment/version of every valid booking
+}
+
+// publish runs the PAS simulator into the appointments topic (paced by --rate), then the
+// malformed events, and counts what it published by type.
+func (d *demo) publish(ctx context.Context) (*published, error) {
+	ps, _ := pseudo.New([]byte(demoSecret))
+	gen, err := sim.New(d.o.sim, ps)
+	if err != nil {
+		return nil, err
+	}
+	pub := &published{truth: map[string]float64{}, outcome: map[string]float64{}, finalVersion: map[string]int{}, booked: map[string]bool{}}
+	w := d.newPacedWriter()
+	defer w.Close()
+	sum := d.sum
 	for ev, tr := range gen.All() {
-		switch ev.Type {
-		case events.Booked, events.Rescheduled:
-			sum.BookingsProduced++
-			booked[key(ev.AppointmentID, ev.Version)] = true
-			if tr != nil {
-				truth[key(ev.AppointmentID, ev.Version)] = tr.PDNA
-			}
-		case events.Attended, events.DidNotAttend:
-			sum.OutcomesProduced++
-			outcome[ev.AppointmentID] = 0
-			if ev.Type == events.DidNotAttend {
-				outcome[ev.AppointmentID] = 1
-			}
-			finalVersion[ev.AppointmentID] = ev.Version
-		case events.Cancelled:
-			sum.CancellationsProd++
-		}
+		pub.note(&ev, tr, sum)
 		b, err := json.Marshal(ev)
 		if err != nil {
-			return sum, err
+			return nil, err
 		}
-		batch = append(batch, kafka.Message{Key: []byte(ev.Patient), Value: b})
-		if len(batch) == cap(batch) {
-			if err := flush(); err != nil {
-				return sum, fmt.Errorf("publish appointments: %w", err)
-			}
+		if err := w.add(ctx, kafka.Message{Key: []byte(ev.Patient), Value: b}); err != nil {
+			return nil, fmt.Errorf("publish appointments: %w", err)
 		}
 	}
+	malformed := d.o.malformed
 	for _, bad := range badEvents[:malformed] {
-		batch = append(batch, kafka.Message{Key: []byte(bad.key), Value: []byte(bad.value)})
+		w.batch = append(w.batch, kafka.Message{Key: []byte(bad.key), Value: []byte(bad.value)})
 	}
 	sum.MalformedInjected = malformed
-	if err := flush(); err != nil {
-		return sum, fmt.Errorf("publish appointments: %w", err)
+	if err := w.flush(ctx); err != nil {
+		return nil, fmt.Errorf("publish appointments: %w", err)
 	}
-	total := int64(sum.BookingsProduced + sum.OutcomesProduced + sum.CancellationsProd + malformed)
+	pub.total = int64(sum.BookingsProduced + sum.OutcomesProduced + sum.CancellationsProd + malformed)
 	say("producer published %d bookings, %d outcomes, %d cancellations and %d malformed events",
 		sum.BookingsProduced, sum.OutcomesProduced, sum.CancellationsProd, malformed)
+	return pub, nil
+}
 
-	// 2. Wait for the scorer to have processed every event.
+// note counts ev in sum and keeps what the checks need: every booking, its true probability,
+// every outcome.
+func (pub *published) note(ev *events.Appointment, tr *sim.Truth, sum *Summary) {
+	switch ev.Type {
+	case events.Booked, events.Rescheduled:
+		sum.BookingsProduced++
+		pub.booked[key(ev.AppointmentID, ev.Version)] = true
+		if tr != nil {
+			pub.truth[key(ev.AppointmentID, ev.Version)] = tr.PDNA
+		}
+	case events.Attended, events.DidNotAttend:
+		sum.OutcomesProduced++
+		pub.outcome[ev.AppointmentID] = 0
+		if ev.Type == events.DidNotAttend {
+			pub.outcome[ev.AppointmentID] = 1
+		}
+		pub.finalVersion[ev.AppointmentID] = ev.Version
+	case events.Cancelled:
+		sum.CancellationsProd++
+	}
+}
+
+// pacedWriter writes the appointments in batches; with a rate, each batch waits until the
+// rate allows it, counted from the start of the run.
+type pacedWriter struct {
+	*kafka.Writer
+	batch []kafka.Message
+	rate  float64
+	start time.Time
+	sent  int
+}
+
+func (d *demo) newPacedWriter() *pacedWriter {
+	w := &pacedWriter{Writer: stream.NewWriter(d.brokers, apptTopic), batch: make([]kafka.Message, 0, 500), rate: d.o.rate, start: d.start}
+	if w.rate > 0 {
+		w.batch = make([]kafka.Message, 0, max(1, min(500, int(w.rate/10))))
+	}
+	return w
+}
+
+// add queues m, writing the batch once it is full.
+func (w *pacedWriter) add(ctx context.Context, m kafka.Message) error {
+	w.batch = append(w.batch, m)
+	if len(w.batch) == cap(w.batch) {
+		return w.flush(ctx)
+	}
+	return nil
+}
+
+func (w *pacedWriter) flush(ctx context.Context) error {
+	if len(w.batch) == 0 {
+		return nil
+	}
+	err := w.WriteMessages(ctx, w.batch...)
+	w.sent += len(w.batch)
+	w.batch = w.batch[:0]
+	if w.rate > 0 && err == nil {
+		due := w.start.Add(time.Duration(float64(w.sent) / w.rate * float64(time.Second)))
+		select {
+		case <-ctx.Done():
+			return ctx.Err()
+		case <-time.After(time.Until(due)):
+		}
+	}
+	return err
+}
+
+// waitScored waits until the scorer has consumed all total events, stops it, and measures
+// the lag once more now that everything is committed, so the page does not show a lag that
+// was.
+func (d *demo) waitScored(ctx context.Context, total int64) error {
+	proc := d.proc
 	for proc.Stats.Consumed.Load() < total && ctx.Err() == nil {
 		time.Sleep(20 * time.Millisecond)
 	}
-	stopConsumer()
-	if err := <-done; err != nil {
-		return sum, err
+	d.stopConsumer()
+	if err := <-d.done; err != nil {
+		return err
 	}
-	stopLag()
-	// Once more now that everything is committed, so the page does not show a lag that was.
-	if err := m.MeasureLag(ctx, admin, "dna-scorer", apptTopic); err != nil {
-		return sum, fmt.Errorf("consumer lag: %w", err)
+	d.stopLag()
+	if err := d.m.MeasureLag(ctx, d.admin, "dna-scorer", apptTopic); err != nil {
+		return fmt.Errorf("consumer lag: %w", err)
 	}
 	if ctx.Err() != nil {
-		return sum, fmt.Errorf("consumer processed %d of %d events before the time limit", proc.Stats.Consumed.Load(), total)
+		return fmt.Errorf("consumer processed %d of %d events before the time limit", proc.Stats.Consumed.Load(), total)
 	}
 	say("consumer processed %d events: %d scored, %d dead-lettered, %d history facts applied",
 		proc.Stats.Consumed.Load(), proc.Stats.Scored.Load(), proc.Stats.DeadLettered.Load(), proc.Stats.Applied.Load())
+	return nil
+}
 
-	// 3. Read the outputs back from Kafka, as a downstream service would.
-	riskMsgs, err := stream.ReadAll(ctx, brokers, riskTopic)
+// readBack reads the risk and dead-letter topics: every valid booking must have a risk
+// event and exactly the malformed events must be dead-lettered. It measures the model's AUC
+// against the simulated outcomes, and returns the risk events for the reminder stage.
+func (d *demo) readBack(ctx context.Context, pub *published) ([]kafka.Message, error) {
+	sum := d.sum
+	riskMsgs, err := stream.ReadAll(ctx, d.brokers, riskTopic)
 	if err != nil {
-		return sum, err
+		return nil, err
 	}
-	dlqMsgs, err := stream.ReadAll(ctx, brokers, dlqTopic)
+	dlqMsgs, err := stream.ReadAll(ctx, d.brokers, dlqTopic)
 	if err != nil {
-		return sum, err
+		return nil, err
 	}
 	sum.DLQEvents = len(dlqMsgs)
 	sum.RiskBands = map[string]int64{}
@@ -345,7 +479,7 @@ func run(ctx context.Context, o options) (sum Summary, err error) {
 	for _, m := range riskMsgs {
 		var r events.Risk
 		if err := json.Unmarshal(m.Value, &r); err != nil {
-			return sum, fmt.Errorf("risk topic holds an unreadable event: %w", err)
+			return nil, fmt.Errorf("risk topic holds an unreadable event: %w", err)
 		}
 		k := key(r.AppointmentID, r.Version)
 		if _, dup := scored[k]; !dup {
@@ -354,39 +488,38 @@ func run(ctx context.Context, o options) (sum Summary, err error) {
 		scored[k] = r.Probability
 	}
 	sum.RiskEventsPublished = len(riskMsgs)
-	for k := range booked {
+	for k := range pub.booked {
 		if _, ok := scored[k]; !ok {
 			sum.BookingsUnscored++
 		}
 	}
-	var modelP, bayes, labels []float64
-	for appt, y := range outcome {
-		k := key(appt, finalVersion[appt])
+	sum.AUC, sum.BayesAUC = pub.aucs(scored)
+	sum.HistoriesStored = len(d.mr.Keys())
+	sum.ElapsedS = round(time.Since(d.start).Seconds(), 2)
+	say("read back %d risk events (%d bookings unscored) and %d dead letters; AUC %.3f against outcomes (true-probability ceiling %.3f)",
+		sum.RiskEventsPublished, sum.BookingsUnscored, sum.DLQEvents, sum.AUC, sum.BayesAUC)
+	if sum.BookingsUnscored > 0 || sum.DLQEvents != d.o.malformed {
+		return nil, fmt.Errorf("%d valid bookings have no risk event and %d of %d malformed events were dead-lettered",
+			sum.BookingsUnscored, sum.DLQEvents, d.o.malformed)
+	}
+	return riskMsgs, nil
+}
+
+// aucs is the AUC against the outcomes of the scores of each appointment's final version,
+// and of the simulator's true probabilities (the best any model could do).
+func (pub *published) aucs(scored map[string]float64) (model, bayes float64) {
+	var modelP, trueP, labels []float64
+	for appt, y := range pub.outcome {
+		k := key(appt, pub.finalVersion[appt])
 		p, ok := scored[k]
 		if !ok {
 			continue
 		}
 		modelP = append(modelP, p)
-		bayes = append(bayes, truth[k])
+		trueP = append(trueP, pub.truth[k])
 		labels = append(labels, y)
 	}
-	sum.AUC = round(auc(modelP, labels), 4)
-	sum.BayesAUC = round(auc(bayes, labels), 4)
-	sum.HistoriesStored = len(mr.Keys())
-	sum.ElapsedS = round(time.Since(start).Seconds(), 2)
-	say("read back %d risk events (%d bookings unscored) and %d dead letters; AUC %.3f against outcomes (true-probability ceiling %.3f)",
-		sum.RiskEventsPublished, sum.BookingsUnscored, sum.DLQEvents, sum.AUC, sum.BayesAUC)
-	if sum.BookingsUnscored > 0 || sum.DLQEvents != malformed {
-		return sum, fmt.Errorf("%d valid bookings have no risk event and %d of %d malformed events were dead-lettered",
-			sum.BookingsUnscored, sum.DLQEvents, malformed)
-	}
-
-	// 4. The reminder dispatcher turns risk into SMS reminders (see reminders.go).
-	if err := remind(ctx, brokers, rdb, riskMsgs, &sum, m, log); err != nil {
-		return sum, fmt.Errorf("reminders: %w", err)
-	}
-	sum.ElapsedS = round(time.Since(start).Seconds(), 2)
-	return sum, nil
+	return round(auc(modelP, labels), 4), round(auc(trueP, labels), 4)
 }
 
 // badEvents are the malformed inputs the demo injects: broken JSON, an unknown contract

@@ -138,6 +138,37 @@ func TestStatusPageInBrowserMatchesMetrics(t *testing.T) {
 	base := "http://" + addr
 
 	// While the demo runs (paced, so there is a "while"), load the page once it shows work.
+	midRun := loadPageMidRun(ctx, bctx, base)
+	var held bool
+	var logs syncBuffer
+	_, err := run(ctx, options{
+		sim: sim.Config{Seed: 11, Patients: 300, Days: 30}, malformed: len(badEvents), modelDir: "../../models/default",
+		rate: 1500, metricsAddr: addr, logs: &logs,
+		hold: func(ctx context.Context, opsURL string) {
+			held = true
+			if opsURL != base {
+				t.Errorf("served on %s, asked for %s", opsURL, base)
+			}
+			if err := <-midRun; err != nil {
+				t.Errorf("loading the page during the run: %v", err)
+			}
+			checkPageMatchesMetrics(t, bctx, base)
+			screenshot(t, bctx)
+		},
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !held {
+		t.Fatal("the demo never held its endpoint open")
+	}
+	scanForPersonalData(t, "the demo's JSON logs", logs.String())
+}
+
+// loadPageMidRun polls /status.json until the scorer has consumed something, then loads the
+// status page in the browser, which must show a non-zero count too. The error (nil: it did)
+// arrives on the channel.
+func loadPageMidRun(ctx, bctx context.Context, base string) <-chan error {
 	midRun := make(chan error, 1)
 	go func() {
 		for ctx.Err() == nil {
@@ -165,85 +196,74 @@ func TestStatusPageInBrowserMatchesMetrics(t *testing.T) {
 		}
 		midRun <- ctx.Err()
 	}()
+	return midRun
+}
 
-	var held bool
-	var logs syncBuffer
-	_, err := run(ctx, options{
-		sim: sim.Config{Seed: 11, Patients: 300, Days: 30}, malformed: len(badEvents), modelDir: "../../models/default",
-		rate: 1500, metricsAddr: addr, logs: &logs,
-		hold: func(ctx context.Context, opsURL string) {
-			held = true
-			if opsURL != base {
-				t.Errorf("served on %s, asked for %s", opsURL, base)
-			}
-			if err := <-midRun; err != nil {
-				t.Errorf("loading the page during the run: %v", err)
-			}
-			got, err := shown(bctx, base+"/status")
-			if err != nil {
-				t.Fatalf("load status page: %v", err)
-			}
-			fams := scrape(t, base+"/metrics")
-			want := map[string]int64{
-				"consumed":            value(fams, "dnarisk_events_consumed_total"),
-				"risk-events":         value(fams, "dnarisk_risk_events_total"),
-				"dead-lettered":       value(fams, "dnarisk_events_dead_lettered_total"),
-				"batch-failures":      value(fams, "dnarisk_batch_failures_total"),
-				"reminders-sent":      value(fams, "dnarisk_reminders_today", "outcome", "sent"),
-				"reminders-failed":    value(fams, "dnarisk_reminders_today", "outcome", "failed"),
-				"reminders-cancelled": value(fams, "dnarisk_reminders_today", "outcome", "cancelled"),
-				"lag":                 value(fams, "dnarisk_consumer_lag_messages"),
-			}
-			for _, band := range []string{"low", "medium", "high", "very_high"} {
-				want["band-"+band] = value(fams, "dnarisk_risk_events_total", "band", band)
-			}
-			for k, n := range want {
-				if got[k] != strconv.FormatInt(n, 10) {
-					t.Errorf("page shows %s = %q, /metrics says %d", k, got[k], n)
-				}
-			}
-			if want["consumed"] == 0 || want["risk-events"] == 0 || want["dead-lettered"] != int64(len(badEvents)) || want["reminders-sent"] == 0 {
-				t.Errorf("a run that did little: %v", want)
-			}
-			if e := value(fams, "dnarisk_consumer_lag_errors_total"); e > 0 || fams["dnarisk_consumer_lag_messages"] == nil {
-				t.Errorf("consumer lag not measured (%d failed measurements)", e)
-			}
-			var modelID string
-			for _, m := range fams["dnarisk_model_info"].GetMetric() {
-				modelID = m.GetLabel()[0].GetValue()
-			}
-			var card struct {
-				ModelID   string  `json:"model_id"`
-				TrainedAt string  `json:"trained_at"`
-				AUC       float64 `json:"auc"`
-			}
-			b, _ := os.ReadFile("../../models/default/card.json")
-			json.Unmarshal(b, &card)
-			if got["model-id"] != modelID || got["card-model-id"] != modelID || card.ModelID != modelID ||
-				got["card-auc"] != fmt.Sprintf("%.3f", card.AUC) || got["card-trained-at"] != card.TrainedAt {
-				t.Errorf("model shown %q/%q auc %q trained %q; metrics say %q, card.json %+v",
-					got["model-id"], got["card-model-id"], got["card-auc"], got["card-trained-at"], modelID, card)
-			}
-
-			png, err := chromedp.Run(bctx, chromedp.FullScreenshot(100))
-			if err != nil {
-				t.Fatalf("screenshot: %v", err)
-			}
-			os.MkdirAll("../../out", 0o755)
-			shot := filepath.Join("..", "..", "out", "status.png")
-			if err := os.WriteFile(shot, png, 0o644); err != nil {
-				t.Fatal(err)
-			}
-			t.Logf("status page screenshot: out/status.png (%d bytes)", len(png))
-		},
-	})
+// checkPageMatchesMetrics loads the status page and /metrics after the run: every count the
+// page shows is the one /metrics reports, and the model shown is the one serving and the one
+// in models/default/card.json.
+func checkPageMatchesMetrics(t *testing.T, bctx context.Context, base string) {
+	t.Helper()
+	got, err := shown(bctx, base+"/status")
 	if err != nil {
+		t.Fatalf("load status page: %v", err)
+	}
+	fams := scrape(t, base+"/metrics")
+	want := map[string]int64{
+		"consumed":            value(fams, "dnarisk_events_consumed_total"),
+		"risk-events":         value(fams, "dnarisk_risk_events_total"),
+		"dead-lettered":       value(fams, "dnarisk_events_dead_lettered_total"),
+		"batch-failures":      value(fams, "dnarisk_batch_failures_total"),
+		"reminders-sent":      value(fams, "dnarisk_reminders_today", "outcome", "sent"),
+		"reminders-failed":    value(fams, "dnarisk_reminders_today", "outcome", "failed"),
+		"reminders-cancelled": value(fams, "dnarisk_reminders_today", "outcome", "cancelled"),
+		"lag":                 value(fams, "dnarisk_consumer_lag_messages"),
+	}
+	for _, band := range []string{"low", "medium", "high", "very_high"} {
+		want["band-"+band] = value(fams, "dnarisk_risk_events_total", "band", band)
+	}
+	for k, n := range want {
+		if got[k] != strconv.FormatInt(n, 10) {
+			t.Errorf("page shows %s = %q, /metrics says %d", k, got[k], n)
+		}
+	}
+	if want["consumed"] == 0 || want["risk-events"] == 0 || want["dead-lettered"] != int64(len(badEvents)) || want["reminders-sent"] == 0 {
+		t.Errorf("a run that did little: %v", want)
+	}
+	if e := value(fams, "dnarisk_consumer_lag_errors_total"); e > 0 || fams["dnarisk_consumer_lag_messages"] == nil {
+		t.Errorf("consumer lag not measured (%d failed measurements)", e)
+	}
+	var modelID string
+	for _, m := range fams["dnarisk_model_info"].GetMetric() {
+		modelID = m.GetLabel()[0].GetValue()
+	}
+	var card struct {
+		ModelID   string  `json:"model_id"`
+		TrainedAt string  `json:"trained_at"`
+		AUC       float64 `json:"auc"`
+	}
+	b, _ := os.ReadFile("../../models/default/card.json")
+	json.Unmarshal(b, &card)
+	if got["model-id"] != modelID || got["card-model-id"] != modelID || card.ModelID != modelID ||
+		got["card-auc"] != fmt.Sprintf("%.3f", card.AUC) || got["card-trained-at"] != card.TrainedAt {
+		t.Errorf("model shown %q/%q auc %q trained %q; metrics say %q, card.json %+v",
+			got["model-id"], got["card-model-id"], got["card-auc"], got["card-trained-at"], modelID, card)
+	}
+}
+
+// screenshot saves the page as out/status.png.
+func screenshot(t *testing.T, bctx context.Context) {
+	t.Helper()
+	png, err := chromedp.Run(bctx, chromedp.FullScreenshot(100))
+	if err != nil {
+		t.Fatalf("screenshot: %v", err)
+	}
+	os.MkdirAll("../../out", 0o755)
+	shot := filepath.Join("..", "..", "out", "status.png")
+	if err := os.WriteFile(shot, png, 0o644); err != nil {
 		t.Fatal(err)
 	}
-	if !held {
-		t.Fatal("the demo never held its endpoint open")
-	}
-	scanForPersonalData(t, "the demo's JSON logs", logs.String())
+	t.Logf("status page screenshot: out/status.png (%d bytes)", len(png))
 }
 
 // Identifiers that must never reach a log: NHS numbers (ten digits, or 3-3-4 with spaces or

@@ -43,91 +43,153 @@ const (
 // The dispatcher's counts go to m (so the status page shows today's reminders) and its logs,
 // with the Notify client's, to log.
 func remind(ctx context.Context, brokers []string, rdb redis.UniversalClient, riskMsgs []kafka.Message, sum *Summary, m *metrics.Metrics, log *slog.Logger) error {
-	apptMsgs, err := stream.ReadAll(ctx, brokers, apptTopic)
+	in, err := readOutputs(ctx, brokers, riskMsgs)
 	if err != nil {
 		return err
 	}
-	var first time.Time
-	cancelled := map[string]bool{}
-	for _, m := range apptMsgs {
-		ev, err := events.DecodeAppointment(m.Value)
-		if err != nil {
-			continue
-		}
-		if first.IsZero() || ev.EventTime.Before(first) {
-			first = ev.EventTime
-		}
-		if ev.Type == events.Cancelled {
-			cancelled[ev.AppointmentID] = true
-		}
-	}
-	bands := map[string]string{} // appointment/version -> band
-	patients := map[string]contacts.Contact{}
-	for _, m := range riskMsgs {
-		var r events.Risk
-		if err := json.Unmarshal(m.Value, &r); err != nil {
-			return fmt.Errorf("risk topic holds an unreadable event: %w", err)
-		}
-		bands[key(r.AppointmentID, r.Version)] = r.Band
-		if _, ok := patients[r.Patient]; !ok {
-			patients[r.Patient] = contacts.Contact{Phone: contacts.Drama(len(patients))}
-		}
-	}
-
-	contactKey := make([]byte, contacts.KeyBytes)
-	_, _ = rand.Read(contactKey)
-	store, err := contacts.NewStore(rdb, "", contactKey)
+	rd, err := newReminding(ctx, brokers, rdb, in, log)
 	if err != nil {
 		return err
 	}
-	if err := store.PutMany(ctx, patients); err != nil {
-		return err
-	}
-	nkey, err := notify.ParseKey(demoNotifyKey)
-	if err != nil {
-		return err
-	}
-	stub, err := notifystub.New(notifystub.Config{Key: nkey, Chaos: notifystub.Chaos{Error500: 0.02},
-		Templates: map[string][]string{stdTemplate: {"appointment_date", "appointment_time"}, extraTemplate: {"appointment_date", "appointment_time"}}})
-	if err != nil {
-		return err
-	}
-	srv := httptest.NewServer(stub)
-	defer srv.Close()
-	client, err := notify.New(notify.Config{BaseURL: srv.URL, Key: nkey, RetryWaitMin: time.Millisecond, RetryWaitMax: 20 * time.Millisecond, Log: log})
-	if err != nil {
-		return err
-	}
-	if err := createTopic(ctx, brokers, failedTopic); err != nil {
-		return err
-	}
-	failed := stream.NewWriter(brokers, "")
-	defer failed.Close()
-	secret := make([]byte, 32)
-	_, _ = rand.Read(secret)
-	clock := reminders.NewManual(first)
-	d, err := reminders.New(reminders.Config{
-		Redis: rdb, Notifier: client, Contacts: store, Failed: failed,
-		Policy:    reminders.DefaultPolicy(),
-		Templates: reminders.Templates{Standard: stdTemplate, Extra: extraTemplate},
-		Topics:    reminders.Topics{Appointments: apptTopic, Risk: riskTopic, Failed: failedTopic},
-		Secret:    secret, Clock: clock, Workers: 8, Log: log,
-	})
-	if err != nil {
-		return err
-	}
+	defer rd.close()
+	d := rd.d
 	m.Reminders(func() metrics.ReminderCounts {
 		s := &d.Stats
 		return metrics.ReminderCounts{Scheduled: s.Scheduled.Load(), Sent: s.Sent.Load(), Deferred: s.Deferred.Load(),
 			Failed: s.Failed.Load(), Cancelled: s.Cancelled.Load()}
 	}, time.Local)
+	if err := rd.plan(ctx, brokers, in); err != nil {
+		return err
+	}
+	if err := rd.sendAll(ctx); err != nil {
+		return err
+	}
+	sum.RemindersScheduled = d.Stats.Scheduled.Load()
+	sum.RemindersSent = d.Stats.Sent.Load()
+	sum.RemindersCancelled = d.Stats.Cancelled.Load()
+	sum.RemindersFailed = d.Stats.Failed.Load()
+	return rd.check(ctx, rdb, in, sum)
+}
 
-	// Intake: everything the PAS and the scorer published, through a consumer group.
+// outputs is what the reminder stage needs from the topics: the appointments and risk events
+// and what they say.
+type outputs struct {
+	apptMsgs, riskMsgs []kafka.Message
+	first              time.Time                   // the earliest event time
+	cancelled          map[string]bool             // appointment -> cancelled
+	bands              map[string]string           // appointment/version -> band
+	patients           map[string]contacts.Contact // every scored patient, with a drama-range number
+}
+
+// readOutputs reads the appointments topic back and goes through both topics.
+func readOutputs(ctx context.Context, brokers []string, riskMsgs []kafka.Message) (*outputs, error) {
+	apptMsgs, err := stream.ReadAll(ctx, brokers, apptTopic)
+	if err != nil {
+		return nil, err
+	}
+	in := &outputs{apptMsgs: apptMsgs, riskMsgs: riskMsgs, cancelled: map[string]bool{}, bands: map[string]string{}, patients: map[string]contacts.Contact{}}
+	for _, m := range apptMsgs {
+		ev, err := events.DecodeAppointment(m.Value)
+		if err != nil {
+			continue
+		}
+		if in.first.IsZero() || ev.EventTime.Before(in.first) {
+			in.first = ev.EventTime
+		}
+		if ev.Type == events.Cancelled {
+			in.cancelled[ev.AppointmentID] = true
+		}
+	}
+	for _, m := range riskMsgs {
+		var r events.Risk
+		if err := json.Unmarshal(m.Value, &r); err != nil {
+			return nil, fmt.Errorf("risk topic holds an unreadable event: %w", err)
+		}
+		in.bands[key(r.AppointmentID, r.Version)] = r.Band
+		if _, ok := in.patients[r.Patient]; !ok {
+			in.patients[r.Patient] = contacts.Contact{Phone: contacts.Drama(len(in.patients))}
+		}
+	}
+	return in, nil
+}
+
+// reminding is the dispatcher with its contacts, the Notify stub it sends to and its clock.
+type reminding struct {
+	d       *reminders.Dispatcher
+	stub    *notifystub.Stub
+	clock   *reminders.Manual
+	closers []func()
+}
+
+func (rd *reminding) close() {
+	for i := len(rd.closers) - 1; i >= 0; i-- {
+		rd.closers[i]()
+	}
+}
+
+// newReminding stores every patient's contact, serves the Notify stub and builds the
+// dispatcher on a manual clock set to the first event.
+func newReminding(ctx context.Context, brokers []string, rdb redis.UniversalClient, in *outputs, log *slog.Logger) (rd *reminding, err error) {
+	rd = &reminding{}
+	defer func() {
+		if err != nil {
+			rd.close()
+		}
+	}()
+	contactKey := make([]byte, contacts.KeyBytes)
+	_, _ = rand.Read(contactKey)
+	store, err := contacts.NewStore(rdb, "", contactKey)
+	if err != nil {
+		return nil, err
+	}
+	if err := store.PutMany(ctx, in.patients); err != nil {
+		return nil, err
+	}
+	nkey, err := notify.ParseKey(demoNotifyKey)
+	if err != nil {
+		return nil, err
+	}
+	rd.stub, err = notifystub.New(notifystub.Config{Key: nkey, Chaos: notifystub.Chaos{Error500: 0.02},
+		Templates: map[string][]string{stdTemplate: {"appointment_date", "appointment_time"}, extraTemplate: {"appointment_date", "appointment_time"}}})
+	if err != nil {
+		return nil, err
+	}
+	srv := httptest.NewServer(rd.stub)
+	rd.closers = append(rd.closers, srv.Close)
+	client, err := notify.New(notify.Config{BaseURL: srv.URL, Key: nkey, RetryWaitMin: time.Millisecond, RetryWaitMax: 20 * time.Millisecond, Log: log})
+	if err != nil {
+		return nil, err
+	}
+	if err := createTopic(ctx, brokers, failedTopic); err != nil {
+		return nil, err
+	}
+	failed := stream.NewWriter(brokers, "")
+	rd.closers = append(rd.closers, func() { failed.Close() })
+	secret := make([]byte, 32)
+	_, _ = rand.Read(secret)
+	rd.clock = reminders.NewManual(in.first)
+	rd.d, err = reminders.New(reminders.Config{
+		Redis: rdb, Notifier: client, Contacts: store, Failed: failed,
+		Policy:    reminders.DefaultPolicy(),
+		Templates: reminders.Templates{Standard: stdTemplate, Extra: extraTemplate},
+		Topics:    reminders.Topics{Appointments: apptTopic, Risk: riskTopic, Failed: failedTopic},
+		Secret:    secret, Clock: rd.clock, Workers: 8, Log: log,
+	})
+	if err != nil {
+		return nil, err
+	}
+	return rd, nil
+}
+
+// plan is the dispatcher's intake: everything the PAS and the scorer published, through a
+// consumer group, planned into reminders.
+func (rd *reminding) plan(ctx context.Context, brokers []string, in *outputs) error {
+	d := rd.d
 	r := stream.NewGroupReader(brokers, "dna-reminders", []string{apptTopic, riskTopic})
 	intake, stopIntake := context.WithCancel(ctx)
 	done := make(chan error, 1)
 	go func() { done <- reminders.Consume(intake, r, d, stream.Batching{}) }()
-	total := int64(len(apptMsgs) + len(riskMsgs))
+	total := int64(len(in.apptMsgs) + len(in.riskMsgs))
 	for d.Stats.Consumed.Load() < total && ctx.Err() == nil {
 		time.Sleep(20 * time.Millisecond)
 	}
@@ -140,31 +202,34 @@ func remind(ctx context.Context, brokers []string, rdb redis.UniversalClient, ri
 		return fmt.Errorf("dispatcher read %d of %d events before the time limit", d.Stats.Consumed.Load(), total)
 	}
 	say("dispatcher planned %d reminders for %d patients (%d dropped by cancellations and reschedules)",
-		d.Stats.Scheduled.Load(), len(patients), d.Stats.Cancelled.Load())
+		d.Stats.Scheduled.Load(), len(in.patients), d.Stats.Cancelled.Load())
+	return nil
+}
 
-	// Sending: jump the clock to each due time in turn.
+// sendAll jumps the clock to each due time in turn, sending what is due, until nothing is.
+func (rd *reminding) sendAll(ctx context.Context) error {
 	for ctx.Err() == nil {
-		if _, err := d.SendDue(ctx); err != nil {
+		if _, err := rd.d.SendDue(ctx); err != nil {
 			return err
 		}
-		next, ok, err := d.NextDue(ctx)
+		next, ok, err := rd.d.NextDue(ctx)
 		if err != nil {
 			return err
 		}
 		if !ok {
 			break
 		}
-		clock.Set(next)
+		rd.clock.Set(next)
 	}
 	if ctx.Err() != nil {
 		return fmt.Errorf("reminders still pending at the time limit")
 	}
-	sum.RemindersScheduled = d.Stats.Scheduled.Load()
-	sum.RemindersSent = d.Stats.Sent.Load()
-	sum.RemindersCancelled = d.Stats.Cancelled.Load()
-	sum.RemindersFailed = d.Stats.Failed.Load()
+	return nil
+}
 
-	// Check what was sent against what was booked, cancelled and scored.
+// check compares what was sent with what was booked, cancelled and scored, and with what
+// the Notify stub received.
+func (rd *reminding) check(ctx context.Context, rdb redis.UniversalClient, in *outputs, sum *Summary) error {
 	var extra, extraWrong, toCancelled int
 	iter := rdb.Scan(ctx, 0, "dna:{*}:rem:*", 1000).Iterator()
 	for iter.Next(ctx) {
@@ -176,12 +241,12 @@ func remind(ctx context.Context, brokers []string, rdb redis.UniversalClient, ri
 			continue
 		}
 		v, _ := strconv.Atoi(h["ver"])
-		if cancelled[h["appt"]] {
+		if in.cancelled[h["appt"]] {
 			toCancelled++
 		}
 		if h["kind"] == string(reminders.Extra) {
 			extra++
-			if b := bands[key(h["appt"], v)]; b != "high" && b != "very_high" {
+			if b := in.bands[key(h["appt"], v)]; b != "high" && b != "very_high" {
 				extraWrong++
 			}
 		}
@@ -189,7 +254,7 @@ func remind(ctx context.Context, brokers []string, rdb redis.UniversalClient, ri
 	if err := iter.Err(); err != nil {
 		return err
 	}
-	messages := stub.Messages()
+	messages := rd.stub.Messages()
 	refs := map[string]bool{}
 	for _, m := range messages {
 		refs[m.Reference] = true
@@ -198,7 +263,7 @@ func remind(ctx context.Context, brokers []string, rdb redis.UniversalClient, ri
 		}
 	}
 	say("dispatcher sent %d reminders (%d extra for high risk), cancelled %d, failed %d; Notify stub answered %d sends with 500 and got %d messages",
-		sum.RemindersSent, extra, sum.RemindersCancelled, sum.RemindersFailed, stub.Statuses()[500], len(messages))
+		sum.RemindersSent, extra, sum.RemindersCancelled, sum.RemindersFailed, rd.stub.Statuses()[500], len(messages))
 	switch {
 	case toCancelled > 0:
 		return fmt.Errorf("%d reminders were sent for cancelled appointments", toCancelled)
