@@ -8,6 +8,7 @@ import (
 	"crypto/x509"
 	"crypto/x509/pkix"
 	"encoding/pem"
+	"fmt"
 	"math/big"
 	"net"
 	"os"
@@ -28,6 +29,9 @@ type Certs struct {
 	// Server is a TLS server configuration with the server certificate that asks for (but
 	// does not require) a client certificate signed by the CA.
 	Server *tls.Config
+
+	caKey  *ecdsa.PrivateKey
+	caCert *x509.Certificate
 }
 
 // NewCerts generates a fresh CA and certificates under tb.TempDir().
@@ -42,6 +46,7 @@ func NewCerts(tb testing.TB) *Certs {
 		KeyUsage:              x509.KeyUsageCertSign | x509.KeyUsageCRLSign,
 	})
 	c.Pool.AddCert(caCert)
+	c.caKey, c.caCert = caKey, caCert
 	c.CAFile = writePEM(tb, dir, "ca.pem", "CERTIFICATE", caDER)
 
 	srvKey, _, srvDER := mustCert(tb, caKey, caCert, &x509.Certificate{
@@ -112,4 +117,34 @@ func writeKey(tb testing.TB, dir, name string, key *ecdsa.PrivateKey) string {
 		tb.Fatal(err)
 	}
 	return writePEM(tb, dir, name, "PRIVATE KEY", der)
+}
+
+// ClientCert issues another client certificate from the CA, with subject common name cn and
+// DNS subject alternative names dns, and returns its certificate and key files.
+func (c *Certs) ClientCert(tb testing.TB, cn string, dns ...string) (certFile, keyFile string) {
+	tb.Helper()
+	key, _, der := mustCert(tb, c.caKey, c.caCert, &x509.Certificate{
+		Subject:     pkix.Name{CommonName: cn},
+		DNSNames:    dns,
+		KeyUsage:    x509.KeyUsageDigitalSignature,
+		ExtKeyUsage: []x509.ExtKeyUsage{x509.ExtKeyUsageClientAuth},
+	})
+	serial++
+	name := fmt.Sprintf("client-%d", serial)
+	return writePEM(tb, c.Dir, name+".pem", "CERTIFICATE", der), writeKey(tb, c.Dir, name+"-key.pem", key)
+}
+
+// ClientTLS is a client TLS configuration that trusts the CA and presents certFile/keyFile
+// (none when both are empty).
+func (c *Certs) ClientTLS(tb testing.TB, certFile, keyFile string) *tls.Config {
+	tb.Helper()
+	tc := &tls.Config{RootCAs: c.Pool, MinVersion: tls.VersionTLS12}
+	if certFile != "" {
+		pair, err := tls.LoadX509KeyPair(certFile, keyFile)
+		if err != nil {
+			tb.Fatal(err)
+		}
+		tc.Certificates = []tls.Certificate{pair}
+	}
+	return tc
 }
