@@ -138,4 +138,3 @@ func readSmall(path string, limit int64) ([]byte, error) {
 	}
 	return os.ReadFile(path)
 }
-
