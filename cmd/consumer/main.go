@@ -31,6 +31,7 @@ import (
 	"github.com/redis/go-redis/v9"
 
 	"github.com/nhsx/dnarisk/featurestore"
+	"github.com/nhsx/dnarisk/internal/authn"
 	"github.com/nhsx/dnarisk/internal/envflag"
 	"github.com/nhsx/dnarisk/internal/metrics"
 	"github.com/nhsx/dnarisk/internal/ops"
@@ -55,9 +56,12 @@ type config struct {
 	redisPrefix string
 
 	metricsAddr string // "" or "off": no operations endpoint
+	access      ops.Access
+	insecure    bool // --insecure-listeners: demos only
 	statusPage  bool
-	// remindersURL is the dispatcher's /metrics, read for the status page's reminders.
-	remindersURL string
+	// remindersURL is the dispatcher's /metrics, read for the status page's reminders, with
+	// the bearer token in remindersToken (a file) when the dispatcher asks for one.
+	remindersURL, remindersToken string
 	lagEvery     time.Duration
 	cpuProfile   string // "" or a file for a CPU profile of the whole run (make bench)
 	workers      int
@@ -92,6 +96,7 @@ func parseConfigEnv(args []string, lookup func(string) (string, bool), stderr io
 		"redis-prefix": "REDIS_PREFIX", "metrics-addr": "METRICS_ADDR", "status-page": "STATUS_PAGE",
 		"lag-interval": "LAG_INTERVAL", "log-level": "LOG_LEVEL", "reminders-metrics-url": "REMINDERS_METRICS_URL",
 		"create-topics": "CREATE_TOPICS", "topic-partitions": "TOPIC_PARTITIONS", "topic-replication": "TOPIC_REPLICATION",
+		"reminders-metrics-token-file": "REMINDERS_METRICS_TOKEN_FILE", "insecure-listeners": "INSECURE_LISTENERS",
 	}
 	brokers := fs.String("brokers", "127.0.0.1:9092", "Kafka bootstrap brokers, comma-separated")
 	redisAddrs := fs.String("redis", "127.0.0.1:6379", "Redis address; several comma-separated addresses mean a Redis Cluster")
@@ -110,9 +115,12 @@ func parseConfigEnv(args []string, lookup func(string) (string, bool), stderr io
 	fs.DurationVar(&c.retention, "history-retention", 3*365*24*time.Hour, "how long facts are kept in a patient's history")
 	fs.DurationVar(&c.maxAhead, "max-ahead", scorer.DefaultMaxAhead, "dead-letter events dated further than this past the clock (a mis-dated event would prune the patient's history); 0 for no limit, e.g. to replay a simulated future")
 	fs.StringVar(&c.redisPrefix, "redis-prefix", "dna:", "prefix of every Redis key")
-	fs.StringVar(&c.metricsAddr, "metrics-addr", ":9464", "address for /metrics, /healthz, /readyz and /status; off to disable")
+	fs.StringVar(&c.metricsAddr, "metrics-addr", "127.0.0.1:9464", "address for /metrics, /healthz, /readyz and /status; off to disable; off loopback it needs --metrics-token-file or mutual TLS")
+	c.access.Register(fs, env)
+	fs.BoolVar(&c.insecure, "insecure-listeners", false, "DEMOS ONLY: serve listeners off loopback without TLS or authentication")
 	fs.BoolVar(&c.statusPage, "status-page", true, "serve the status page (/status) on --metrics-addr")
 	fs.StringVar(&c.remindersURL, "reminders-metrics-url", "", "the reminder dispatcher's /metrics URL, for today's reminders on the status page (default: not connected)")
+	fs.StringVar(&c.remindersToken, "reminders-metrics-token-file", "", "file whose first token is sent to --reminders-metrics-url as a bearer token")
 	fs.DurationVar(&c.lagEvery, "lag-interval", 15*time.Second, "how often to measure consumer lag")
 	fs.StringVar(&c.cpuProfile, "cpu-profile", "", "write a CPU profile of the whole run to this file (for go tool pprof)")
 	logLevel := fs.String("log-level", "info", "debug, info, warn or error")
@@ -136,6 +144,9 @@ func parseConfigEnv(args []string, lookup func(string) (string, bool), stderr io
 		if _, _, err := net.SplitHostPort(c.metricsAddr); err != nil {
 			return c, fmt.Errorf("--metrics-addr %q: want host:port, :port or off", c.metricsAddr)
 		}
+	}
+	if err := c.access.Check(c.metricsAddr, c.insecure); err != nil {
+		return c, err
 	}
 	var err error
 	if c.kafkaOpts, err = ksec.Options(lookup); err != nil {
@@ -238,7 +249,7 @@ func run(cfg config, model *scoring.Model, log *slog.Logger) error {
 			ModelDir: cfg.modelDir,
 		}
 		if cfg.remindersURL != "" {
-			sc.Reminders = ops.RemindersFromURL(cfg.remindersURL)
+			sc.Reminders = ops.RemindersFromURL(cfg.remindersURL, cfg.remindersToken)
 		}
 		status = ops.NewStatus(sc)
 		observers = append(observers, status)
@@ -257,11 +268,11 @@ func run(cfg config, model *scoring.Model, log *slog.Logger) error {
 		return err
 	}
 	if cfg.metricsAddr != "" {
-		ln, err := net.Listen("tcp", cfg.metricsAddr)
+		ln, auth, err := cfg.access.Listen(cfg.metricsAddr, log)
 		if err != nil {
-			return fmt.Errorf("operations endpoint: %w", err)
+			return err
 		}
-		h := ops.Handler(ops.Config{Registry: m.Registry, Status: status, Log: log, Checks: []ops.Check{
+		h := ops.Handler(ops.Config{Registry: m.Registry, Status: status, Log: log, Auth: auth, Checks: []ops.Check{
 			{Name: "topics", Func: topics.Check},
 			{Name: "kafka", Func: func(ctx context.Context) error {
 				return admin.Ping(ctx, cfg.inTopic, cfg.topics.Risk, cfg.topics.DeadLetter)
@@ -280,7 +291,10 @@ func run(cfg config, model *scoring.Model, log *slog.Logger) error {
 		served := make(chan error, 1)
 		go func() { served <- ops.Serve(opsCtx, ln, h) }()
 		defer func() { stopOps(); <-served }()
-		log.Info("operations endpoint listening", "addr", ln.Addr().String(), "paths", "/metrics /healthz /readyz /status")
+		log.Info("operations endpoint listening", "addr", ln.Addr().String(), "paths", "/metrics /healthz /readyz /status", "authenticated", auth != nil)
+		if auth == nil && !authn.Loopback(cfg.metricsAddr) {
+			log.Warn("--insecure-listeners: the operations endpoint is open to every machine that can reach it; for demos only", "addr", cfg.metricsAddr)
+		}
 	}
 	go reloadOnHUP(ctx, cfg.modelDir, proc, m, log)
 	go watchModelDir(ctx, cfg.modelDir, cfg.modelPoll, model, proc, log, func(next *scoring.Model, err error) {

@@ -64,6 +64,7 @@ type config struct {
 	brokers     []string
 	redisAddrs  []string
 	metricsAddr string // "" or "off": no operations endpoint
+	access      ops.Access
 	group       string
 	clockFile   string // "": the system clock
 	configFile  string // re-read for the budget on SIGHUP
@@ -109,7 +110,11 @@ func parseConfig(args []string, getenv func(string) string) (config, error) {
 	fs.StringVar(&c.opts.Topics.Risk, "topic-risk", env(getenv, "TOPIC_RISK", "risk"), "risk events (env TOPIC_RISK)")
 	fs.StringVar(&c.opts.Topics.Failed, "topic-failed", env(getenv, "TOPIC_REMINDERS_FAILED", "reminders.failed"), "failed-reminder events (env TOPIC_REMINDERS_FAILED)")
 	fs.StringVar(&c.opts.Prefix, "redis-prefix", env(getenv, "REDIS_PREFIX", "dna:"), "prefix of every Redis key (env REDIS_PREFIX)")
-	fs.StringVar(&c.metricsAddr, "metrics-addr", env(getenv, "METRICS_ADDR", ":9466"), "address for /metrics, /healthz and /readyz; off to disable (env METRICS_ADDR)")
+	fs.StringVar(&c.metricsAddr, "metrics-addr", env(getenv, "METRICS_ADDR", "127.0.0.1:9466"), "address for /metrics, /healthz and /readyz; off to disable; off loopback it needs --metrics-token-file or mutual TLS (env METRICS_ADDR)")
+	accessEnv := envflag.Env{"insecure-listeners": "INSECURE_LISTENERS"}
+	c.access.Register(fs, accessEnv)
+	insecure := fs.Bool("insecure-listeners", false, "DEMOS ONLY: serve the operations endpoint off loopback without a token or TLS (env INSECURE_LISTENERS)")
+	accessEnv.Annotate(fs)
 	notifyURL := fs.String("notify-url", env(getenv, "NOTIFY_BASE_URL", ""), "Notify API base URL, overriding the config file (env NOTIFY_BASE_URL)")
 	fs.StringVar(&c.clockFile, "clock-file", env(getenv, "DISPATCHER_CLOCK_FILE", ""), "simulations and tests only: plan and send by the RFC 3339 time in this file, read every 10ms, instead of the system clock (env DISPATCHER_CLOCK_FILE)")
 	fs.BoolVar(&c.createTopics, "create-topics", false, "create missing topics at start (otherwise wait for them, not ready, naming them)")
@@ -127,7 +132,11 @@ func parseConfig(args []string, getenv func(string) string) (config, error) {
 	if err := fs.Parse(args); err != nil {
 		return c, err
 	}
-	if err := topicEnv.Apply(fs, func(k string) (string, bool) { v := getenv(k); return v, v != "" }); err != nil {
+	lookupEnv := func(k string) (string, bool) { v := getenv(k); return v, v != "" }
+	if err := topicEnv.Apply(fs, lookupEnv); err != nil {
+		return c, err
+	}
+	if err := accessEnv.Apply(fs, lookupEnv); err != nil {
 		return c, err
 	}
 	c.brokers, c.redisAddrs = envflag.List(*brokers), envflag.List(*redisAddrs)
@@ -157,6 +166,9 @@ func parseConfig(args []string, getenv func(string) string) (config, error) {
 		return c, fmt.Errorf("--metrics-addr %q: want host:port, :port or off", c.metricsAddr)
 	}
 	c.configFile = *cfgPath
+	if err := c.access.Check(c.metricsAddr, *insecure); err != nil {
+		return c, err
+	}
 	fc, err := readConfigFile(*cfgPath)
 	if err != nil {
 		return c, err
@@ -282,11 +294,11 @@ func run(cfg config, log *slog.Logger) error {
 	topics := stream.NewTopicGate(admin, stream.Topics{Names: []string{cfg.opts.Topics.Appointments, cfg.opts.Topics.Risk, cfg.opts.Topics.Failed},
 		Create: cfg.createTopics, Spec: cfg.topicSpec, Log: log})
 	if cfg.metricsAddr != "" {
-		ln, err := net.Listen("tcp", cfg.metricsAddr)
+		ln, auth, err := cfg.access.Listen(cfg.metricsAddr, log)
 		if err != nil {
-			return fmt.Errorf("operations endpoint: %w", err)
+			return err
 		}
-		h := ops.Handler(ops.Config{Registry: m.Registry, Log: log, Checks: []ops.Check{
+		h := ops.Handler(ops.Config{Registry: m.Registry, Log: log, Auth: auth, Checks: []ops.Check{
 			{Name: "topics", Func: topics.Check},
 			{Name: "kafka", Func: func(ctx context.Context) error {
 				return admin.Ping(ctx, cfg.opts.Topics.Appointments, cfg.opts.Topics.Risk, cfg.opts.Topics.Failed)
@@ -298,7 +310,7 @@ func run(cfg config, log *slog.Logger) error {
 		served := make(chan error, 1)
 		go func() { served <- ops.Serve(opsCtx, ln, h) }()
 		defer func() { stopOps(); <-served }()
-		log.Info("operations endpoint listening", "addr", ln.Addr().String(), "paths", "/metrics /healthz /readyz")
+		log.Info("operations endpoint listening", "addr", ln.Addr().String(), "paths", "/metrics /healthz /readyz", "authenticated", auth != nil)
 	}
 
 	// Readers start only over topics that exist (see stream.TopicGate).

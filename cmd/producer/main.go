@@ -86,6 +86,8 @@ type config struct {
 	progress          bool
 	progressSetByUser bool
 	metricsAddr       string
+	access            ops.Access
+	insecure          bool
 	kafkaOpts         []stream.Option
 	createTopics      bool
 	topicSpec         stream.TopicSpec
@@ -99,7 +101,7 @@ var envFallback = map[string]string{
 	"rate": "PRODUCER_RATE", "brokers": "KAFKA_BROKERS", "topic": "TOPIC_APPOINTMENTS",
 	"out": "PRODUCER_OUT", "truth": "PRODUCER_TRUTH", "progress": "PRODUCER_PROGRESS",
 	"metrics-addr": "METRICS_ADDR", "create-topics": "CREATE_TOPICS", "topic-partitions": "TOPIC_PARTITIONS",
-	"topic-replication": "TOPIC_REPLICATION",
+	"topic-replication": "TOPIC_REPLICATION", "insecure-listeners": "INSECURE_LISTENERS",
 }
 
 // usageError is a setting the command cannot run with (exit status 2). printed is set when
@@ -133,11 +135,13 @@ func parseFlags(args []string, stderr io.Writer) (config, error) {
 	fs.StringVar(&c.out, "out", "", "write JSON Lines to this file instead of Kafka (- for stdout)")
 	fs.StringVar(&c.truth, "truth", "", "write the simulator's truth CSV (appointment_id,booking_version,p_dna) to this file")
 	fs.BoolVar(&c.progress, "progress", false, "progress bar on stderr (default: when stderr is a terminal)")
-	fs.StringVar(&c.metricsAddr, "metrics-addr", "", "serve /metrics, /healthz and /readyz on this address (default: off)")
+	fs.StringVar(&c.metricsAddr, "metrics-addr", "", "serve /metrics, /healthz and /readyz on this address (default: off); off loopback it needs --metrics-token-file or mutual TLS")
+	fs.BoolVar(&c.insecure, "insecure-listeners", false, "DEMOS ONLY: serve the operations endpoint off loopback without a token or TLS")
 	fs.BoolVar(&c.createTopics, "create-topics", false, "create the topic if it does not exist (otherwise wait for it, not ready, naming it)")
 	fs.IntVar(&c.topicSpec.Partitions, "topic-partitions", 0, "partitions of a topic --create-topics makes; 0: the broker's num.partitions")
 	fs.IntVar(&c.topicSpec.Replication, "topic-replication", 0, "replication factor of a topic --create-topics makes; 0: the broker's default.replication.factor")
 	env := maps.Clone(envflag.Env(envFallback))
+	c.access.Register(fs, env)
 	var ksec secconfig.Kafka
 	ksec.Register(fs, env)
 	fs.VisitAll(func(f *flag.Flag) { f.Usage += " (env " + env[f.Name] + ")" })
@@ -168,6 +172,9 @@ func parseFlags(args []string, stderr io.Writer) (config, error) {
 	}
 	if _, _, err := net.SplitHostPort(c.metricsAddr); c.metricsAddr != "" && err != nil {
 		return c, badSetting("--metrics-addr %q: want host:port, :port or off", c.metricsAddr)
+	}
+	if err := c.access.Check(c.metricsAddr, c.insecure); err != nil {
+		return c, badSetting("%v", err)
 	}
 	var err error
 	if c.kafkaOpts, err = ksec.Options(os.LookupEnv); err != nil {
@@ -392,9 +399,9 @@ func produce(ctx context.Context, c config, stdout, stderr io.Writer, log *slog.
 // function stops it.
 func serveOps(c config, admin *stream.Admin, topics *stream.TopicGate, opt *producer.Options, log *slog.Logger) (func(), error) {
 	m := metrics.New()
-	ln, err := net.Listen("tcp", c.metricsAddr)
+	ln, auth, err := c.access.Listen(c.metricsAddr, log)
 	if err != nil {
-		return nil, fmt.Errorf("operations endpoint: %w", err)
+		return nil, err
 	}
 	progress := opt.Progress
 	opt.Progress = func(n int) {
@@ -403,7 +410,7 @@ func serveOps(c config, admin *stream.Admin, topics *stream.TopicGate, opt *prod
 			progress(n)
 		}
 	}
-	h := ops.Handler(ops.Config{Registry: m.Registry, Log: log, Checks: []ops.Check{
+	h := ops.Handler(ops.Config{Registry: m.Registry, Log: log, Auth: auth, Checks: []ops.Check{
 		{Name: "topics", Func: topics.Check},
 		{Name: "kafka", Func: func(ctx context.Context) error { return admin.Ping(ctx, c.topic) }},
 	}})

@@ -66,6 +66,18 @@ func TestParseAuthorization(t *testing.T) {
 	}
 }
 
+// parseMessages are all ParseAuthorization says: fixed sentences, so none can carry a
+// credential.
+var parseMessages = map[string]bool{
+	"no credentials: send Authorization: Bearer <access token>":           true,
+	"Authorization header longer than 16384 bytes":                        true,
+	"Authorization header has a scheme but no credentials":                true,
+	"bearer token is empty or holds characters a token cannot (RFC 6750)": true,
+	"Basic credentials are not base64 of UTF-8 user:password":             true,
+	"Basic credentials are not user:password":                             true,
+	"Authorization scheme is neither Bearer nor Basic":                    true,
+}
+
 // FuzzParseAuthorization: any header value gives either credentials that obey the grammar
 // or a 401 Failure, never a panic, and no error ever quotes what the caller sent.
 func FuzzParseAuthorization(f *testing.F) {
@@ -80,8 +92,8 @@ func FuzzParseAuthorization(f *testing.F) {
 			if !errors.As(err, &fl) || fl.Status != 401 || fl.Reason == "" {
 				t.Fatalf("%q: error %#v is not a 401 Failure", h, err)
 			}
-			if _, cred, ok := strings.Cut(h, " "); ok && len(strings.TrimSpace(cred)) >= 4 && strings.Contains(err.Error(), strings.TrimSpace(cred)) {
-				t.Fatalf("%q: error quotes the credentials: %v", h, err)
+			if !parseMessages[err.Error()] {
+				t.Fatalf("%q: error %q is not one of the fixed messages (it may quote the header)", h, err)
 			}
 			return
 		}

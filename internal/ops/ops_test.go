@@ -121,7 +121,7 @@ func TestRemindersFromDispatcherMetrics(t *testing.T) {
 	dispatcher := httptest.NewServer(ops.Handler(ops.Config{Registry: dm.Registry}))
 	defer dispatcher.Close()
 	for name, rc := range map[string]ops.ReminderCounter{
-		"url":      ops.RemindersFromURL(dispatcher.URL + "/metrics"),
+		"url":      ops.RemindersFromURL(dispatcher.URL+"/metrics", ""),
 		"gatherer": ops.RemindersFrom(dm.Registry),
 	} {
 		got, err := rc.RemindersToday(context.Background())
@@ -129,7 +129,7 @@ func TestRemindersFromDispatcherMetrics(t *testing.T) {
 			t.Errorf("%s: %+v, %v", name, got, err)
 		}
 	}
-	if _, err := ops.RemindersFromURL(dispatcher.URL + "/nope").RemindersToday(context.Background()); err == nil {
+	if _, err := ops.RemindersFromURL(dispatcher.URL+"/nope", "").RemindersToday(context.Background()); err == nil {
 		t.Error("a missing endpoint gave no error")
 	}
 
@@ -139,7 +139,7 @@ func TestRemindersFromDispatcherMetrics(t *testing.T) {
 		t.Fatal(err)
 	}
 	st := ops.NewStatus(ops.StatusConfig{Metrics: m.Registry, Model: func() *scoring.Model { return model },
-		Reminders: ops.RemindersFromURL(dispatcher.URL + "/metrics")})
+		Reminders: ops.RemindersFromURL(dispatcher.URL+"/metrics", "")})
 	srv := httptest.NewServer(ops.Handler(ops.Config{Registry: m.Registry, Status: st}))
 	defer srv.Close()
 	_, _, page := get(t, srv, "/status")

@@ -12,6 +12,7 @@ import (
 	"github.com/prometheus/common/expfmt"
 	"github.com/prometheus/common/model"
 
+	"github.com/nhsx/dnarisk/internal/authn"
 	"github.com/nhsx/dnarisk/internal/metrics"
 )
 
@@ -38,14 +39,16 @@ func (c gathererCounter) RemindersToday(context.Context) (ReminderCounts, error)
 	return ReminderCounts{}, ErrNotConnected
 }
 
-// RemindersFromURL reads today's reminders from the dispatcher's /metrics at url.
-func RemindersFromURL(url string) ReminderCounter {
-	return urlCounter{url: url, client: &http.Client{Timeout: 2 * time.Second}}
+// RemindersFromURL reads today's reminders from the dispatcher's /metrics at url, sending
+// the first token of tokenFile as a bearer token when tokenFile is set (read on every call,
+// so a rotated token is picked up).
+func RemindersFromURL(url, tokenFile string) ReminderCounter {
+	return urlCounter{url: url, tokenFile: tokenFile, client: &http.Client{Timeout: 2 * time.Second}}
 }
 
 type urlCounter struct {
-	url    string
-	client *http.Client
+	url, tokenFile string
+	client         *http.Client
 }
 
 func (c urlCounter) RemindersToday(ctx context.Context) (ReminderCounts, error) {
@@ -54,6 +57,13 @@ func (c urlCounter) RemindersToday(ctx context.Context) (ReminderCounts, error) 
 		return ReminderCounts{}, err
 	}
 	req.Header.Set("Accept", "text/plain")
+	if c.tokenFile != "" {
+		tok, err := authn.ReadToken(c.tokenFile)
+		if err != nil {
+			return ReminderCounts{}, fmt.Errorf("dispatcher metrics token: %w", err)
+		}
+		req.Header.Set("Authorization", "Bearer "+tok)
+	}
 	res, err := c.client.Do(req)
 	if err != nil {
 		return ReminderCounts{}, fmt.Errorf("dispatcher metrics: %w", err)

@@ -1,7 +1,8 @@
 // Package ops is the HTTP face of a running process for the people who look after it:
 // /metrics for Prometheus, /healthz (the process answers) and /readyz (Kafka and Redis
 // reachable, model loaded) for orchestrators, and /status, a page an operator or clinic
-// manager can read. It serves what package metrics counts; it decides nothing.
+// manager can read, guarded off loopback by a token or mutual TLS (Access). It serves what
+// package metrics counts; it decides nothing.
 package ops
 
 import (
@@ -17,6 +18,8 @@ import (
 
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/promhttp"
+
+	"github.com/nhsx/dnarisk/internal/authn"
 )
 
 // Check is one readiness condition. Func must honour ctx's deadline.
@@ -37,6 +40,8 @@ type Config struct {
 	Status *Status
 	// Log records failed readiness checks (once per change). Default slog.Default().
 	Log *slog.Logger
+	// Auth, when set, guards every path but /healthz (Access.Listen returns it).
+	Auth *authn.HTTP
 }
 
 // Handler returns the process's operations endpoints.
@@ -59,6 +64,9 @@ func Handler(c Config) http.Handler {
 		mux.Handle("GET /status", c.Status)
 		mux.HandleFunc("GET /status.json", c.Status.serveJSON)
 		mux.Handle("GET /{$}", http.RedirectHandler("/status", http.StatusFound))
+	}
+	if c.Auth != nil {
+		return guard(c.Auth, c.Log, mux)
 	}
 	return mux
 }
