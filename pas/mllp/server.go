@@ -2,12 +2,15 @@ package mllp
 
 import (
 	"context"
+	"crypto/tls"
 	"errors"
 	"io"
 	"log/slog"
 	"net"
 	"sync"
 	"time"
+
+	"github.com/nhsx/dnarisk/internal/authn"
 )
 
 // Handler answers frames. Both methods are called from one goroutine per connection, and
@@ -38,6 +41,16 @@ type Server struct {
 	// HandleTimeout bounds the handling of one frame, including after shutdown began, so a
 	// message being processed is finished and acknowledged. Default 60 s.
 	HandleTimeout time.Duration
+	// TLS, when set, makes every connection MLLP over TLS. With ClientAuth
+	// tls.RequireAndVerifyClientCert a peer without a certificate from ClientCAs is dropped at
+	// the handshake, before any frame is read; the handler finds the certificate's names in
+	// PeerFrom.
+	TLS *tls.Config
+	// HandshakeTimeout bounds a TLS handshake. Default 10 s.
+	HandshakeTimeout time.Duration
+	// Refused, when set, is told of each connection turned away before a frame was read, by
+	// reason: "too_many_connections" or "tls_handshake".
+	Refused func(reason string)
 
 	mu    sync.Mutex
 	conns map[net.Conn]struct{}
@@ -59,6 +72,12 @@ func (s *Server) setDefaults() {
 	}
 	if s.HandleTimeout <= 0 {
 		s.HandleTimeout = 60 * time.Second
+	}
+	if s.HandshakeTimeout <= 0 {
+		s.HandshakeTimeout = 10 * time.Second
+	}
+	if s.Refused == nil {
+		s.Refused = func(string) {}
 	}
 	if s.Log == nil {
 		s.Log = slog.New(slog.DiscardHandler)
@@ -102,6 +121,7 @@ func (s *Server) Serve(ctx context.Context, l net.Listener) error {
 		if len(s.conns) >= s.MaxConns {
 			s.mu.Unlock()
 			s.Log.Warn("mllp connection refused: too many connections", "remote", c.RemoteAddr().String(), "max_conns", s.MaxConns)
+			s.Refused("too_many_connections")
 			c.Close()
 			continue
 		}
@@ -121,11 +141,57 @@ func (s *Server) Serve(ctx context.Context, l net.Listener) error {
 	}
 }
 
+// Peer is the far end of a connection, as the handler sees it through PeerFrom.
+type Peer struct {
+	Addr net.Addr
+	// CertNames are the names of the peer's verified client certificate (authn.CertNames);
+	// nil without TLS client authentication.
+	CertNames []string
+}
+
+type peerKey struct{}
+
+// PeerFrom returns the peer of the connection a frame came on; ok is false outside a Server.
+func PeerFrom(ctx context.Context) (p Peer, ok bool) {
+	p, ok = ctx.Value(peerKey{}).(Peer)
+	return p, ok
+}
+
+// handshake runs the TLS handshake within HandshakeTimeout and returns the connection to
+// read and write, or nil after logging why the peer was turned away.
+func (s *Server) handshake(ctx context.Context, c net.Conn, log *slog.Logger) (*tls.Conn, *tls.ConnectionState) {
+	tc := tls.Server(c, s.TLS)
+	hctx, cancel := context.WithTimeout(ctx, s.HandshakeTimeout)
+	defer cancel()
+	if err := tc.HandshakeContext(hctx); err != nil {
+		log.Warn("mllp connection refused: TLS handshake failed", "err", err)
+		s.Refused("tls_handshake")
+		return nil, nil
+	}
+	cs := tc.ConnectionState()
+	return tc, &cs
+}
+
 func (s *Server) serveConn(ctx context.Context, c net.Conn) {
 	remote := c.RemoteAddr().String()
 	log := s.Log.With("remote", remote)
-	log.Info("mllp connection opened")
-	r := NewReader(c, s.MaxFrame)
+	peer := Peer{Addr: c.RemoteAddr()}
+	// rw carries the frames; deadlines are set on c, which a TLS connection reads through.
+	var rw io.ReadWriter = c
+	if s.TLS != nil {
+		tc, cs := s.handshake(ctx, c, log)
+		if tc == nil {
+			return
+		}
+		rw = tc
+		if id := authn.PeerName(cs); id != "" {
+			peer.CertNames = authn.CertNames(cs.VerifiedChains[0][0])
+			log = log.With("client", id)
+		}
+	}
+	ctx = context.WithValue(ctx, peerKey{}, peer)
+	log.Info("mllp connection opened", "tls", s.TLS != nil)
+	r := NewReader(rw, s.MaxFrame)
 	frames := 0
 	defer func() {
 		log.Info("mllp connection closed", "frames", frames, "skipped_bytes", r.Skipped)
@@ -167,7 +233,7 @@ func (s *Server) serveConn(ctx context.Context, c net.Conn) {
 			continue
 		}
 		_ = c.SetWriteDeadline(time.Now().Add(s.WriteTimeout))
-		if err := Write(c, reply); err != nil {
+		if err := Write(rw, reply); err != nil {
 			log.Warn("mllp acknowledgement not delivered", "err", err)
 			return
 		}
