@@ -62,12 +62,12 @@ type config struct {
 	// remindersURL is the dispatcher's /metrics, read for the status page's reminders, with
 	// the bearer token in remindersToken (a file) when the dispatcher asks for one.
 	remindersURL, remindersToken string
-	lagEvery     time.Duration
-	cpuProfile   string // "" or a file for a CPU profile of the whole run (make bench)
-	workers      int
-	logLevel     slog.Level
-	kafkaOpts    []stream.Option
-	redisOpts    redis.UniversalOptions
+	lagEvery                     time.Duration
+	cpuProfile                   string // "" or a file for a CPU profile of the whole run (make bench)
+	workers                      int
+	logLevel                     slog.Level
+	kafkaOpts                    []stream.Option
+	redisOpts                    redis.UniversalOptions
 
 	// createTopics makes missing topics with topicSpec; otherwise the consumer waits for them.
 	createTopics bool

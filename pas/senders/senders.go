@@ -184,7 +184,9 @@ func (h *Handler) Message(ctx context.Context, frame []byte) []byte {
 }
 
 // TooLarge implements mllp.Handler: a message too large is refused whoever sent it.
-func (h *Handler) TooLarge(ctx context.Context, prefix []byte) []byte { return h.Next.TooLarge(ctx, prefix) }
+func (h *Handler) TooLarge(ctx context.Context, prefix []byte) []byte {
+	return h.Next.TooLarge(ctx, prefix)
+}
 
 // hd reads an HD field (MSH-3, MSH-4): its namespace id, else its universal id.
 func hd(f hl7.Field) string {
@@ -214,4 +216,3 @@ func header(frame []byte) *hl7.Message {
 	}
 	return m
 }
-
