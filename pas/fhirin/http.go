@@ -13,6 +13,7 @@ import (
 
 	"github.com/samply/golang-fhir-models/fhir-models/fhir"
 
+	"github.com/nhsx/dnarisk/internal/authn"
 	"github.com/nhsx/dnarisk/pas"
 )
 
@@ -34,7 +35,28 @@ type Handler struct {
 	Mapper  *Mapper
 	Gateway Applier
 	Log     *slog.Logger
+	// Auth, when set, authenticates every request before anything is read: no or bad
+	// credentials are a 401, a token without the write scope a 403, each with an
+	// OperationOutcome. Every accepted request gets an audit log line naming the client.
+	Auth *authn.HTTP
+	// Observe, when set, is told how each request ended (see Observer).
+	Observe Observer
 	mux     *http.ServeMux
+}
+
+// Observer learns how each request ended: the interaction ("create", "update", "bundle" or
+// "other"), the HTTP status, and for a refusal (status >= 400) a short reason code:
+// no_credentials, malformed, bad_token, expired, wrong_issuer, wrong_audience, wrong_scope,
+// untrusted_certificate (authentication), invalid, not_found, too_large,
+// unsupported_media_type, business_rule, unavailable.
+type Observer func(interaction string, status int, reason string)
+
+type clientKey struct{}
+
+// client is the authenticated caller of the request ctx belongs to ("" without Auth).
+func client(ctx context.Context) string {
+	id, _ := ctx.Value(clientKey{}).(string)
+	return id
 }
 
 // NewHandler serves the endpoint under base (for example "/fhir").
@@ -60,7 +82,92 @@ func NewHandler(base string, m *Mapper, g Applier, log *slog.Logger) *Handler {
 	return h
 }
 
-func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request) { h.mux.ServeHTTP(w, r) }
+func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
+	rec := &statusWriter{ResponseWriter: w}
+	interaction := interactionOf(r)
+	if h.Auth != nil {
+		id, err := h.Auth.Authenticate(r)
+		if err != nil {
+			f := err.(*authn.Failure)
+			h.Log.Warn("fhir request refused: not authenticated", "method", r.Method, "path", r.URL.Path, "remote", r.RemoteAddr,
+				"status", f.Status, "reason", f.Reason)
+			code := fhir.IssueTypeLogin
+			if f.Status == http.StatusForbidden {
+				code = fhir.IssueTypeForbidden
+			}
+			w.Header().Set("WWW-Authenticate", h.Auth.Challenge(f))
+			writeOutcome(w, f.Status, code, f.Detail, "")
+			h.observe(interaction, f.Status, f.Reason)
+			return
+		}
+		r = r.WithContext(context.WithValue(r.Context(), clientKey{}, string(id)))
+	}
+	h.mux.ServeHTTP(rec, r)
+	if h.Auth != nil {
+		h.Log.Info("fhir request", "client", client(r.Context()), "method", r.Method, "path", r.URL.Path, "status", rec.status, "remote", r.RemoteAddr)
+	}
+	h.observe(interaction, rec.status, refusalReason(rec.status))
+}
+
+func (h *Handler) observe(interaction string, status int, reason string) {
+	if h.Observe != nil {
+		h.Observe(interaction, status, reason)
+	}
+}
+
+// interactionOf names the FHIR interaction a request asks for, for metrics.
+func interactionOf(r *http.Request) string {
+	switch {
+	case r.Method == http.MethodPost && strings.HasSuffix(r.URL.Path, "/Appointment"):
+		return "create"
+	case r.Method == http.MethodPut && strings.Contains(r.URL.Path, "/Appointment/"):
+		return "update"
+	case r.Method == http.MethodPost:
+		return "bundle"
+	}
+	return "other"
+}
+
+func refusalReason(status int) string {
+	switch status {
+	case http.StatusBadRequest:
+		return "invalid"
+	case http.StatusNotFound, http.StatusMethodNotAllowed:
+		return "not_found"
+	case http.StatusRequestEntityTooLarge:
+		return "too_large"
+	case http.StatusUnsupportedMediaType:
+		return "unsupported_media_type"
+	case http.StatusUnprocessableEntity:
+		return "business_rule"
+	case http.StatusServiceUnavailable:
+		return "unavailable"
+	}
+	if status >= 400 {
+		return "other"
+	}
+	return ""
+}
+
+// statusWriter remembers the status written.
+type statusWriter struct {
+	http.ResponseWriter
+	status int
+}
+
+func (s *statusWriter) WriteHeader(code int) {
+	if s.status == 0 {
+		s.status = code
+	}
+	s.ResponseWriter.WriteHeader(code)
+}
+
+func (s *statusWriter) Write(b []byte) (int, error) {
+	if s.status == 0 {
+		s.status = http.StatusOK
+	}
+	return s.ResponseWriter.Write(b)
+}
 
 func (h *Handler) read(w http.ResponseWriter, r *http.Request) ([]byte, bool) {
 	if ct := r.Header.Get("Content-Type"); ct != "" {
@@ -113,6 +220,9 @@ func (h *Handler) apply(ctx context.Context, c *pas.Change, ignored string) (int
 		return http.StatusOK, "ignored: " + ignored
 	}
 	log := h.Log.With("source", c.Source, "appointment_id", c.AppointmentID)
+	if id := client(ctx); id != "" {
+		log = log.With("client", id)
+	}
 	res, err := h.Gateway.Apply(ctx, *c)
 	switch {
 	case errors.Is(err, pas.ErrUnavailable):
