@@ -8,11 +8,15 @@
 //
 // Every setting is a flag with an environment variable fallback; run with --help. The
 // pseudonymisation secret comes from DNA_PSEUDONYM_SECRET_FILE or DNA_PSEUDONYM_SECRET.
-// See docs/pas-integration.md.
+// Listeners bind to loopback by default; elsewhere MLLP needs TLS with client certificates or
+// a sender allow-list, and FHIR needs HTTPS with access tokens or client certificates
+// (secure.go), or the command refuses to start. Metrics, health, readiness and a status page
+// are on --metrics-addr. See docs/pas-integration.md and docs/security.md.
 package main
 
 import (
 	"context"
+	"crypto/tls"
 	"errors"
 	"flag"
 	"fmt"
@@ -22,18 +26,24 @@ import (
 	"net/http"
 	"os"
 	"os/signal"
+	"strconv"
 	"sync"
 	"syscall"
 	"time"
 
 	"github.com/redis/go-redis/v9"
 
+	"github.com/nhsx/dnarisk/internal/authn"
 	"github.com/nhsx/dnarisk/internal/envflag"
+	"github.com/nhsx/dnarisk/internal/metrics"
+	"github.com/nhsx/dnarisk/internal/ops"
 	"github.com/nhsx/dnarisk/internal/pseudo"
 	"github.com/nhsx/dnarisk/internal/secconfig"
 	"github.com/nhsx/dnarisk/pas"
 	"github.com/nhsx/dnarisk/pas/fhirin"
+	"github.com/nhsx/dnarisk/pas/hl7"
 	"github.com/nhsx/dnarisk/pas/mllp"
+	"github.com/nhsx/dnarisk/pas/senders"
 	"github.com/nhsx/dnarisk/pas/siu"
 	"github.com/nhsx/dnarisk/stream"
 )
@@ -55,6 +65,9 @@ type config struct {
 	logLevel                     slog.Level
 	kafkaOpts                    []stream.Option
 	topics                       topicConfig
+	sec                          listenSecurity
+	metricsAddr                  string // "": no operations endpoint
+	access                       ops.Access
 }
 
 const usage = "usage: pasgateway [flags]\n\nReceives HL7 v2 SIU over MLLP and FHIR R4 Appointments over HTTP and publishes appointment events to Kafka. Flags (flag > environment > default):"
@@ -71,10 +84,13 @@ func parseConfig(args []string, lookup func(string) (string, bool), stderr io.Wr
 		"timezone": "PAS_TIMEZONE", "patient-id-type": "PAS_PATIENT_ID_TYPE", "processing-id": "HL7_PROCESSING_ID",
 		"fhir-patient-system": "FHIR_PATIENT_SYSTEM", "fhir-appointment-system": "FHIR_APPOINTMENT_SYSTEM",
 		"idle-timeout": "MLLP_IDLE_TIMEOUT", "max-conns": "MLLP_MAX_CONNS", "max-message-bytes": "MLLP_MAX_MESSAGE_BYTES",
-		"log-level": "LOG_LEVEL",
+		"log-level": "LOG_LEVEL", "metrics-addr": "METRICS_ADDR",
 	}
-	fs.StringVar(&c.mllpAddr, "mllp-addr", ":2575", "MLLP listen address for HL7 v2 SIU; off to disable")
-	fs.StringVar(&c.fhirAddr, "fhir-addr", ":8080", "HTTP listen address for FHIR R4 Appointments; off to disable")
+	fs.StringVar(&c.mllpAddr, "mllp-addr", "127.0.0.1:2575", "MLLP listen address for HL7 v2 SIU; off to disable; off loopback it needs TLS client certificates or --mllp-senders-file")
+	fs.StringVar(&c.fhirAddr, "fhir-addr", "127.0.0.1:8080", "HTTP listen address for FHIR R4 Appointments; off to disable; off loopback it needs HTTPS and access tokens or client certificates")
+	fs.StringVar(&c.metricsAddr, "metrics-addr", "127.0.0.1:9467", "address for /metrics, /healthz, /readyz and the status page; off to disable; off loopback it needs --metrics-token-file or mutual TLS")
+	c.sec.register(fs, env)
+	c.access.Register(fs, env)
 	fs.StringVar(&c.fhirBase, "fhir-base", "/fhir", "base path of the FHIR endpoint")
 	brokers := fs.String("brokers", "127.0.0.1:9092", "Kafka bootstrap brokers, comma-separated")
 	fs.StringVar(&c.topic, "topic-appointments", "appointments", "topic the appointment events go to")
@@ -112,7 +128,7 @@ func parseConfig(args []string, lookup func(string) (string, bool), stderr io.Wr
 	if c.location, err = time.LoadLocation(*tz); err != nil {
 		return c, fmt.Errorf("--timezone %q: %v", *tz, err)
 	}
-	for _, a := range []*string{&c.mllpAddr, &c.fhirAddr} {
+	for _, a := range []*string{&c.mllpAddr, &c.fhirAddr, &c.metricsAddr} {
 		if *a == "off" {
 			*a = ""
 		}
@@ -121,6 +137,12 @@ func parseConfig(args []string, lookup func(string) (string, bool), stderr io.Wr
 				return c, fmt.Errorf("listen address %q: want host:port, :port or off", *a)
 			}
 		}
+	}
+	if err := c.sec.check(c.mllpAddr, c.fhirAddr); err != nil {
+		return c, err
+	}
+	if err := c.access.Check(c.metricsAddr, c.sec.insecure); err != nil {
+		return c, err
 	}
 	if c.kafkaOpts, err = ksec.Options(lookup); err != nil {
 		return c, err
@@ -182,16 +204,27 @@ type listening func(mllpAddr, fhirAddr string)
 // run serves until ctx ends, then shuts down cleanly and returns nil; a listener that fails
 // stops the other and its error is returned.
 func run(ctx context.Context, cfg config, ps *pseudo.Pseudonymiser, log *slog.Logger, ready listening) error {
+	prot, err := cfg.sec.load(log)
+	if err != nil {
+		return err
+	}
+	m := metrics.NewGateway()
 	// Redis 7.0 (Debian 12's) has no CLIENT SETINFO; go-redis would send it on every connection.
 	cfg.redisOpts.DisableIdentity = true
 	rdb := redis.NewUniversalClient(&cfg.redisOpts)
 	defer rdb.Close()
 	w := stream.NewWriter(cfg.brokers, cfg.topic, cfg.kafkaOpts...)
 	defer w.Close()
-	gw := pas.NewGateway(pas.NewRedisTracker(rdb, cfg.redisPrefix, cfg.stateTTL), w, log)
+	gw := pas.NewGateway(pas.NewRedisTracker(rdb, cfg.redisPrefix, cfg.stateTTL), timedWriter{w, m}, log)
 
 	var mllpLn, httpLn net.Listener
-	var err error
+	closeAll := func() {
+		for _, l := range []net.Listener{mllpLn, httpLn} {
+			if l != nil {
+				l.Close()
+			}
+		}
+	}
 	if cfg.mllpAddr != "" {
 		if mllpLn, err = net.Listen("tcp", cfg.mllpAddr); err != nil {
 			return fmt.Errorf("mllp listener: %w", err)
@@ -199,12 +232,20 @@ func run(ctx context.Context, cfg config, ps *pseudo.Pseudonymiser, log *slog.Lo
 	}
 	if cfg.fhirAddr != "" {
 		if httpLn, err = net.Listen("tcp", cfg.fhirAddr); err != nil {
-			if mllpLn != nil {
-				mllpLn.Close()
-			}
+			closeAll()
 			return fmt.Errorf("fhir listener: %w", err)
 		}
+		if prot.fhirTLS != nil {
+			httpLn = tls.NewListener(httpLn, prot.fhirTLS)
+		}
 	}
+	addr := func(l net.Listener) string {
+		if l == nil {
+			return ""
+		}
+		return l.Addr().String()
+	}
+	mllpSec, fhirSec := prot.describe()
 
 	ctx, cancel := context.WithCancel(ctx)
 	defer cancel()
@@ -214,12 +255,43 @@ func run(ctx context.Context, cfg config, ps *pseudo.Pseudonymiser, log *slog.Lo
 	defer closeAdmin()
 	wg.Add(1)
 	go func() { defer wg.Done(); waitTopics(ctx, gate, errs, cancel) }()
-	if mllpLn != nil {
-		m, err := siu.NewMapper(siu.Config{Pseudonymiser: ps, Location: cfg.location, PatientIDTypes: cfg.patientIDTypes, ProcessingIDs: cfg.processingIDs})
+	if cfg.metricsAddr != "" {
+		ln, auth, err := cfg.access.Listen(cfg.metricsAddr, log)
 		if err != nil {
+			closeAll()
 			return err
 		}
-		srv := &mllp.Server{Handler: &siu.Handler{Mapper: m, Gateway: gw, Log: log}, Log: log,
+		admin := stream.NewAdmin(cfg.brokers, cfg.kafkaOpts...)
+		defer admin.Close()
+		h := ops.Handler(ops.Config{Registry: m.Registry, Log: log, Auth: auth,
+			Gateway: ops.NewGatewayStatus(m.Registry, []ops.Listener{
+				{Name: "mllp", Addr: addr(mllpLn), Security: mllpSec}, {Name: "fhir", Addr: addr(httpLn), Security: fhirSec}}),
+			Checks: []ops.Check{
+				{Name: "topics", Func: gate.Check},
+				{Name: "kafka", Func: func(ctx context.Context) error { return admin.Ping(ctx, cfg.topic) }},
+				{Name: "redis", Func: func(ctx context.Context) error { return rdb.Ping(ctx).Err() }},
+			}})
+		// The endpoint outlives the listeners: /metrics answers until the last message is done.
+		opsCtx, stopOps := context.WithCancel(context.Background())
+		served := make(chan error, 1)
+		go func() { served <- ops.Serve(opsCtx, ln, h) }()
+		defer func() { stopOps(); <-served }()
+		log.Info("operations endpoint listening", "addr", ln.Addr().String(), "paths", "/metrics /healthz /readyz /status", "authenticated", auth != nil)
+	}
+	if mllpLn != nil {
+		mp, err := siu.NewMapper(siu.Config{Pseudonymiser: ps, Location: cfg.location, PatientIDTypes: cfg.patientIDTypes, ProcessingIDs: cfg.processingIDs})
+		if err != nil {
+			closeAll()
+			return err
+		}
+		var h mllp.Handler = countedMLLP{next: &siu.Handler{Mapper: mp, Gateway: gw, Log: log}, m: m}
+		if prot.senders != nil {
+			h = &senders.Handler{List: prot.senders, Next: h, Log: log, Refused: func(trigger string) {
+				m.Message("mllp", trigger, hl7.AR)
+				m.Refused("mllp", "sender_not_allowed")
+			}}
+		}
+		srv := &mllp.Server{Handler: h, Log: log, TLS: prot.mllpTLS, Refused: func(reason string) { m.Refused("mllp", reason) },
 			IdleTimeout: cfg.idleTimeout, MaxConns: cfg.maxConns, MaxFrame: cfg.maxMessage}
 		wg.Add(1)
 		go func() {
@@ -231,11 +303,20 @@ func run(ctx context.Context, cfg config, ps *pseudo.Pseudonymiser, log *slog.Lo
 		}()
 	}
 	if httpLn != nil {
-		m, err := fhirin.NewMapper(fhirin.Config{Pseudonymiser: ps, PatientSystem: cfg.fhirPatientSystem, AppointmentSystem: cfg.fhirApptSystem})
+		mp, err := fhirin.NewMapper(fhirin.Config{Pseudonymiser: ps, PatientSystem: cfg.fhirPatientSystem, AppointmentSystem: cfg.fhirApptSystem})
 		if err != nil {
+			closeAll()
 			return err
 		}
-		srv := &http.Server{Handler: fhirin.NewHandler(cfg.fhirBase, m, gw, log), ReadHeaderTimeout: 10 * time.Second,
+		fh := fhirin.NewHandler(cfg.fhirBase, mp, gw, log)
+		fh.Auth = prot.fhirAuth
+		fh.Observe = func(interaction string, status int, reason string) {
+			m.Message("fhir", interaction, strconv.Itoa(status))
+			if status >= 400 {
+				m.Refused("fhir", reason)
+			}
+		}
+		srv := &http.Server{Handler: fh, ReadHeaderTimeout: 10 * time.Second,
 			ReadTimeout: 60 * time.Second, IdleTimeout: 2 * time.Minute}
 		wg.Add(1)
 		go func() {
@@ -255,13 +336,12 @@ func run(ctx context.Context, cfg config, ps *pseudo.Pseudonymiser, log *slog.Lo
 			_ = srv.Shutdown(sctx)
 		}()
 	}
-	addr := func(l net.Listener) string {
-		if l == nil {
-			return ""
+	log.Info("pasgateway started", "mllp_addr", addr(mllpLn), "mllp_security", mllpSec, "fhir_addr", addr(httpLn), "fhir_security", fhirSec, "topic", cfg.topic)
+	for name, l := range map[string]string{"mllp": addr(mllpLn), "fhir": addr(httpLn), "operations": cfg.metricsAddr} {
+		if cfg.sec.insecure && l != "" && !authn.Loopback(l) {
+			log.Warn("--insecure-listeners: a listener is open to every machine that can reach it unless protected above; for demos only", "listener", name, "addr", l)
 		}
-		return l.Addr().String()
 	}
-	log.Info("pasgateway started", "mllp_addr", addr(mllpLn), "fhir_addr", addr(httpLn), "topic", cfg.topic)
 	if ready != nil {
 		ready(addr(mllpLn), addr(httpLn))
 	}

@@ -75,7 +75,7 @@ type world struct {
 
 const secret = "pasgateway-test-secret-0123456789abcdef"
 
-func newWorld(t *testing.T) *world {
+func newWorld(t *testing.T, args ...string) *world {
 	brokers := testenv.Kafka(t)
 	redisAddr := testenv.Redis(t)
 	w := &world{t: t, brokers: brokers,
@@ -87,7 +87,8 @@ func newWorld(t *testing.T) *world {
 	w.ps, _ = pseudo.New([]byte(secret))
 	log := slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: slog.LevelWarn}))
 
-	cfg, err := parseConfig([]string{"--mllp-addr", "127.0.0.1:0", "--fhir-addr", "127.0.0.1:0", "--redis-prefix", prefix, "--topic-appointments", w.in},
+	cfg, err := parseConfig(append([]string{"--mllp-addr", "127.0.0.1:0", "--fhir-addr", "127.0.0.1:0", "--metrics-addr", "off",
+		"--redis-prefix", prefix, "--topic-appointments", w.in}, args...),
 		lookupIn(map[string]string{"KAFKA_BROKERS": strings.Join(brokers, ","), "REDIS_ADDR": redisAddr}), io.Discard)
 	if err != nil {
 		t.Fatal(err)

@@ -38,6 +38,8 @@ type Config struct {
 	CheckTimeout time.Duration
 	// Status, when not nil, is served on /status (HTML) and /status.json.
 	Status *Status
+	// Gateway, when not nil and Status is nil, is served there instead.
+	Gateway *GatewayStatus
 	// Log records failed readiness checks (once per change). Default slog.Default().
 	Log *slog.Logger
 	// Auth, when set, guards every path but /healthz (Access.Listen returns it).
@@ -63,6 +65,10 @@ func Handler(c Config) http.Handler {
 	if c.Status != nil {
 		mux.Handle("GET /status", c.Status)
 		mux.HandleFunc("GET /status.json", c.Status.serveJSON)
+		mux.Handle("GET /{$}", http.RedirectHandler("/status", http.StatusFound))
+	} else if c.Gateway != nil {
+		mux.Handle("GET /status", c.Gateway)
+		mux.HandleFunc("GET /status.json", c.Gateway.ServeJSON)
 		mux.Handle("GET /{$}", http.RedirectHandler("/status", http.StatusFound))
 	}
 	if c.Auth != nil {

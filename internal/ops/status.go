@@ -381,15 +381,19 @@ func (s *Status) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		http.Error(w, err.Error(), http.StatusInternalServerError)
 		return
 	}
-	h := w.Header()
+	pageHeaders(w.Header())
+	if err := statusTmpl.Execute(w, pageView{d, s.c.Location}); err != nil {
+		http.Error(w, err.Error(), http.StatusInternalServerError)
+	}
+}
+
+// pageHeaders: a page that loads nothing from elsewhere and is never cached or framed.
+func pageHeaders(h http.Header) {
 	h.Set("Content-Type", "text/html; charset=utf-8")
 	h.Set("Cache-Control", "no-store")
 	h.Set("Content-Security-Policy", "default-src 'none'; style-src 'unsafe-inline'; frame-ancestors 'none'")
 	h.Set("X-Content-Type-Options", "nosniff")
 	h.Set("Referrer-Policy", "no-referrer")
-	if err := statusTmpl.Execute(w, pageView{d, s.c.Location}); err != nil {
-		http.Error(w, err.Error(), http.StatusInternalServerError)
-	}
 }
 
 func (s *Status) serveJSON(w http.ResponseWriter, r *http.Request) {
