@@ -246,6 +246,16 @@ func run(ctx context.Context, cfg config, ps *pseudo.Pseudonymiser, log *slog.Lo
 		return l.Addr().String()
 	}
 	mllpSec, fhirSec := prot.describe()
+	open := func(sec string, l net.Listener) string {
+		switch {
+		case sec != "none" || l == nil:
+			return sec
+		case authn.Loopback(l.Addr().String()):
+			return "none (loopback only)"
+		}
+		return "NONE: open to the network (--insecure-listeners)"
+	}
+	mllpSec, fhirSec = open(mllpSec, mllpLn), open(fhirSec, httpLn)
 
 	ctx, cancel := context.WithCancel(ctx)
 	defer cancel()
