@@ -5,6 +5,7 @@ import (
 	"bytes"
 	"context"
 	"crypto/tls"
+	"errors"
 	"fmt"
 	"io"
 	"net/http"
@@ -454,4 +455,20 @@ func withSecureKafka(t *testing.T, certs *testenv.Certs, user, pw string) []stre
 		t.Fatal(err)
 	}
 	return []stream.Option{stream.WithTLS(&tls.Config{RootCAs: certs.Pool}), stream.WithSASL(mech)}
+}
+
+// The operations endpoint off loopback needs a token file or mutual TLS, or
+// --insecure-listeners: otherwise a setting error (exit status 2).
+func TestOperationsEndpointOffLoopback(t *testing.T) {
+	_, err := parseFlags([]string{"--metrics-addr", ":9465"}, io.Discard)
+	var ue usageError
+	if !errors.As(err, &ue) || !strings.Contains(err.Error(), "--metrics-token-file") {
+		t.Fatalf("open endpoint: %v", err)
+	}
+	if _, err := parseFlags([]string{"--metrics-addr", ":9465", "--insecure-listeners"}, io.Discard); err != nil {
+		t.Fatalf("with --insecure-listeners: %v", err)
+	}
+	if _, err := parseFlags([]string{"--metrics-addr", "127.0.0.1:9465"}, io.Discard); err != nil {
+		t.Fatalf("on loopback: %v", err)
+	}
 }
