@@ -3,6 +3,7 @@
 #   docker build --target producer   -t dnarisk-producer .
 #   docker build --target dispatcher -t dnarisk-dispatcher .
 #   docker build --target notifystub -t dnarisk-notifystub .
+#   docker build --target pasgateway -t dnarisk-pasgateway .
 # docker-compose.yml builds every target. `make test` builds the same package list with
 # CGO_ENABLED=0 (scripts/dockerfile-check.sh reads it from the RUN line below), since our
 # build machines have no Docker engine.
@@ -13,7 +14,7 @@ WORKDIR /src
 COPY go.mod go.sum ./
 RUN go mod download
 COPY . .
-RUN CGO_ENABLED=0 go build -trimpath -ldflags="-s -w" -o /out/ ./cmd/consumer ./cmd/producer ./cmd/dispatcher ./cmd/notifystub
+RUN CGO_ENABLED=0 go build -trimpath -ldflags="-s -w" -o /out/ ./cmd/consumer ./cmd/producer ./cmd/dispatcher ./cmd/notifystub ./cmd/pasgateway
 
 # Static binaries: no shell, no package manager, not root. The base carries CA certificates
 # (Kafka/Redis TLS, GOV.UK Notify) and time zones (quiet hours, "reminders today").
@@ -43,3 +44,9 @@ FROM runtime AS notifystub
 COPY --from=build /out/notifystub /usr/local/bin/notifystub
 EXPOSE 8089
 ENTRYPOINT ["/usr/local/bin/notifystub"]
+
+FROM runtime AS pasgateway
+COPY --from=build /out/pasgateway /usr/local/bin/pasgateway
+# MLLP (TLS), FHIR (HTTPS), operations endpoint.
+EXPOSE 2575 8443 9467
+ENTRYPOINT ["/usr/local/bin/pasgateway"]
