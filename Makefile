@@ -132,6 +132,8 @@ alerts:
 	fi
 	promtool check rules deploy/prometheus/alerts.yml >/dev/null
 	promtool test rules deploy/prometheus/alerts_test.yml
+	# The scrape config (syntax only: its token file exists inside the compose stack).
+	promtool check config --syntax-only deploy/prometheus/prometheus.yml >/dev/null
 
 # Debian's kcat (librdkafka) is the oracle of cmd/consumer/kcat_test.go: a Kafka client we did not write.
 kcat:
