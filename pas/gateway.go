@@ -60,8 +60,12 @@ type Change struct {
 	Source string
 	// EventID is deterministic (derived from the message's control id or resource version),
 	// so a retransmitted message yields the same event id.
-	EventID       string
-	EventTime     time.Time
+	EventID   string
+	EventTime time.Time
+	// Received is when the gateway received the message: the time EventTime was checked
+	// against (events.CheckAhead) and the event's Kafka timestamp, so every reader checks
+	// it against the same time. Zero: the time Apply publishes.
+	Received      time.Time
 	AppointmentID string
 	// Patient is the pseudonym; empty when the message named no patient (allowed for
 	// cancellations and outcomes of an appointment the gateway already knows).
@@ -139,6 +143,10 @@ func (g *Gateway) Apply(ctx context.Context, c Change) (Result, error) {
 	msg, err := producer.Message(ev)
 	if err != nil {
 		return Result{}, fmt.Errorf("%w: %w", ErrRejected, err)
+	}
+	msg.Time = c.Received
+	if msg.Time.IsZero() {
+		msg.Time = time.Now()
 	}
 	if err := g.out.WriteMessages(ctx, msg); err != nil {
 		return Result{}, fmt.Errorf("%w: publish %s event for appointment %s: %w", ErrUnavailable, ev.Type, ev.AppointmentID, err)

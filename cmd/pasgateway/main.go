@@ -28,6 +28,7 @@ import (
 
 	"github.com/redis/go-redis/v9"
 
+	"github.com/nhsx/dnarisk/events"
 	"github.com/nhsx/dnarisk/internal/envflag"
 	"github.com/nhsx/dnarisk/internal/pseudo"
 	"github.com/nhsx/dnarisk/internal/secconfig"
@@ -52,6 +53,7 @@ type config struct {
 	fhirApptSystem               string
 	idleTimeout                  time.Duration
 	maxConns, maxMessage         int
+	maxAhead                     time.Duration
 	logLevel                     slog.Level
 	kafkaOpts                    []stream.Option
 	topics                       topicConfig
@@ -71,7 +73,7 @@ func parseConfig(args []string, lookup func(string) (string, bool), stderr io.Wr
 		"timezone": "PAS_TIMEZONE", "patient-id-type": "PAS_PATIENT_ID_TYPE", "processing-id": "HL7_PROCESSING_ID",
 		"fhir-patient-system": "FHIR_PATIENT_SYSTEM", "fhir-appointment-system": "FHIR_APPOINTMENT_SYSTEM",
 		"idle-timeout": "MLLP_IDLE_TIMEOUT", "max-conns": "MLLP_MAX_CONNS", "max-message-bytes": "MLLP_MAX_MESSAGE_BYTES",
-		"log-level": "LOG_LEVEL",
+		"log-level": "LOG_LEVEL", "max-ahead": "MAX_EVENT_AHEAD",
 	}
 	fs.StringVar(&c.mllpAddr, "mllp-addr", ":2575", "MLLP listen address for HL7 v2 SIU; off to disable")
 	fs.StringVar(&c.fhirAddr, "fhir-addr", ":8080", "HTTP listen address for FHIR R4 Appointments; off to disable")
@@ -89,6 +91,7 @@ func parseConfig(args []string, lookup func(string) (string, bool), stderr io.Wr
 	fs.DurationVar(&c.idleTimeout, "idle-timeout", 10*time.Minute, "close an MLLP connection that sends nothing for this long")
 	fs.IntVar(&c.maxConns, "max-conns", 64, "most MLLP connections at once")
 	fs.IntVar(&c.maxMessage, "max-message-bytes", mllp.DefaultLimit, "largest HL7 message accepted")
+	fs.DurationVar(&c.maxAhead, "max-ahead", events.DefaultMaxAhead, "refuse (AE / 422) messages dated further than this past the receiver's clock, as the scorer dead-letters their events; 0 for no limit; must equal the scorer's --max-ahead")
 	logLevel := fs.String("log-level", "info", "debug, info, warn or error")
 	c.topics.register(fs, env)
 	var ksec secconfig.Kafka
@@ -145,6 +148,8 @@ func parseConfig(args []string, lookup func(string) (string, bool), stderr io.Wr
 		return c, fmt.Errorf("--state-ttl %s is under a day", c.stateTTL)
 	case c.idleTimeout < time.Second:
 		return c, fmt.Errorf("--idle-timeout %s is under a second", c.idleTimeout)
+	case c.maxAhead < 0:
+		return c, fmt.Errorf("--max-ahead %s is negative (0 means no limit)", c.maxAhead)
 	case c.maxConns < 1:
 		return c, fmt.Errorf("--max-conns %d: want at least 1", c.maxConns)
 	case c.maxMessage < 1024 || c.maxMessage > 64<<20:
@@ -189,6 +194,10 @@ func run(ctx context.Context, cfg config, ps *pseudo.Pseudonymiser, log *slog.Lo
 	w := stream.NewWriter(cfg.brokers, cfg.topic, cfg.kafkaOpts...)
 	defer w.Close()
 	gw := pas.NewGateway(pas.NewRedisTracker(rdb, cfg.redisPrefix, cfg.stateTTL), w, log)
+	maxAhead := cfg.maxAhead
+	if maxAhead == 0 {
+		maxAhead = -1 // --max-ahead 0: no limit, as the scorer's
+	}
 
 	var mllpLn, httpLn net.Listener
 	var err error
@@ -215,7 +224,7 @@ func run(ctx context.Context, cfg config, ps *pseudo.Pseudonymiser, log *slog.Lo
 	wg.Add(1)
 	go func() { defer wg.Done(); waitTopics(ctx, gate, errs, cancel) }()
 	if mllpLn != nil {
-		m, err := siu.NewMapper(siu.Config{Pseudonymiser: ps, Location: cfg.location, PatientIDTypes: cfg.patientIDTypes, ProcessingIDs: cfg.processingIDs})
+		m, err := siu.NewMapper(siu.Config{Pseudonymiser: ps, Location: cfg.location, PatientIDTypes: cfg.patientIDTypes, ProcessingIDs: cfg.processingIDs, MaxAhead: maxAhead})
 		if err != nil {
 			return err
 		}
@@ -231,7 +240,7 @@ func run(ctx context.Context, cfg config, ps *pseudo.Pseudonymiser, log *slog.Lo
 		}()
 	}
 	if httpLn != nil {
-		m, err := fhirin.NewMapper(fhirin.Config{Pseudonymiser: ps, PatientSystem: cfg.fhirPatientSystem, AppointmentSystem: cfg.fhirApptSystem})
+		m, err := fhirin.NewMapper(fhirin.Config{Pseudonymiser: ps, PatientSystem: cfg.fhirPatientSystem, AppointmentSystem: cfg.fhirApptSystem, MaxAhead: maxAhead})
 		if err != nil {
 			return err
 		}

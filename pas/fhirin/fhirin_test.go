@@ -437,3 +437,22 @@ func TestHTTPLogsNoPersonalData(t *testing.T) {
 type writerFunc func([]byte) (int, error)
 
 func (f writerFunc) Write(p []byte) (int, error) { return f(p) }
+
+// One rule for event times (events.CheckAhead): a resource dated further past the server's
+// clock than the scorer accepts is refused with 422, naming the element the time came from.
+func TestMapRefusesResourcesDatedTooFarAhead(t *testing.T) {
+	clock := time.Date(2025, 3, 1, 12, 0, 0, 0, time.UTC) // booked's lastUpdated is 9 days later
+	m := newMapper(t, Config{Now: func() time.Time { return clock }})
+	_, _, err := m.Map([]byte(booked), "", nil)
+	is, ok := err.(*Issue)
+	if !ok || is.Expression != "Appointment.meta.lastUpdated" || statusOf(is.Code) != 422 || !strings.Contains(is.Diagnostics, "ahead of this server's clock") {
+		t.Fatalf("%v", err)
+	}
+	_, _, err = m.Map(edit(t, booked, map[string]any{"meta": nil, "created": "2025-03-20"}), "", nil)
+	if is, ok := err.(*Issue); !ok || is.Expression != "Appointment.created" {
+		t.Fatalf("%v", err)
+	}
+	if c, _, err := newMapper(t, Config{Now: func() time.Time { return clock.Add(2 * 24 * time.Hour) }}).Map([]byte(booked), "", nil); err != nil || !c.Received.Equal(clock.Add(48*time.Hour)) {
+		t.Fatalf("within the limit: %v", err)
+	}
+}

@@ -49,6 +49,10 @@ type Config struct {
 	// Now is the receipt time, used when a resource has no meta.lastUpdated. Default
 	// time.Now.
 	Now func() time.Time
+	// MaxAhead refuses (422) a resource whose event time lies further than this past Now: the
+	// rule events.CheckAhead that the scorer and dispatcher apply too. Default
+	// events.DefaultMaxAhead; negative: no limit. It must equal the scorer's --max-ahead.
+	MaxAhead time.Duration
 }
 
 // Mapper turns Appointment resources into changes. It is safe for concurrent use.
@@ -64,6 +68,9 @@ func NewMapper(cfg Config) (*Mapper, error) {
 	}
 	if cfg.Now == nil {
 		cfg.Now = time.Now
+	}
+	if cfg.MaxAhead == 0 {
+		cfg.MaxAhead = events.DefaultMaxAhead
 	}
 	return &Mapper{cfg: cfg}, nil
 }
@@ -149,8 +156,14 @@ func (m *Mapper) Map(raw json.RawMessage, urlID string, ctx patients) (*pas.Chan
 		return nil, "", err
 	}
 	c.EventID = eventID(&a, raw)
-	if c.EventTime, err = eventTime(&a, kind, m.cfg.Now()); err != nil {
+	c.Received = m.cfg.Now()
+	var timeElem string
+	if c.EventTime, timeElem, err = eventTime(&a, kind, c.Received); err != nil {
 		return nil, "", err
+	}
+	if events.CheckAhead(c.EventTime, c.Received, m.cfg.MaxAhead) != nil {
+		return nil, "", issue(fhir.IssueTypeBusinessRule, timeElem, "more than %s ahead of this server's clock: the sender's clock or the resource is wrong; "+
+			"the risk scorer would refuse the event, so it is not accepted here", m.cfg.MaxAhead)
 	}
 	actor, pat, err := findPatient(&a, local)
 	if err != nil {
@@ -246,23 +259,23 @@ func eventID(a *fhir.Appointment, raw json.RawMessage) string {
 }
 
 // eventTime is when the PAS recorded this state: meta.lastUpdated; for a booking without it,
-// created; else the time of receipt.
-func eventTime(a *fhir.Appointment, kind pas.Kind, now time.Time) (time.Time, error) {
+// created; else the time of receipt. It also names the element it came from.
+func eventTime(a *fhir.Appointment, kind pas.Kind, now time.Time) (time.Time, string, error) {
 	if a.Meta != nil && a.Meta.LastUpdated != nil {
 		t, err := time.Parse(time.RFC3339Nano, *a.Meta.LastUpdated)
 		if err != nil {
-			return time.Time{}, issue(fhir.IssueTypeValue, "Appointment.meta.lastUpdated", "not a FHIR instant (YYYY-MM-DDThh:mm:ss with a time zone)")
+			return time.Time{}, "", issue(fhir.IssueTypeValue, "Appointment.meta.lastUpdated", "not a FHIR instant (YYYY-MM-DDThh:mm:ss with a time zone)")
 		}
-		return t, nil
+		return t, "Appointment.meta.lastUpdated", nil
 	}
 	if kind == pas.Book && a.Created != nil {
 		t, err := dateTime(*a.Created)
 		if err != nil {
-			return time.Time{}, issue(fhir.IssueTypeValue, "Appointment.created", "not a FHIR dateTime")
+			return time.Time{}, "", issue(fhir.IssueTypeValue, "Appointment.created", "not a FHIR dateTime")
 		}
-		return t, nil
+		return t, "Appointment.created", nil
 	}
-	return now, nil
+	return now, "", nil
 }
 
 var london = func() *time.Location {

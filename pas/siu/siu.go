@@ -42,6 +42,13 @@ type Config struct {
 	PatientIDTypes []string
 	// ProcessingIDs are the MSH-11 processing ids accepted. Default ["P"] (production).
 	ProcessingIDs []string
+	// MaxAhead refuses (AE) a message whose MSH-7 lies further than this past the receiver's
+	// clock: the rule events.CheckAhead that the scorer and dispatcher apply too, so nothing
+	// acknowledged here is dead-lettered there. Default events.DefaultMaxAhead; negative: no
+	// limit. It must equal the scorer's --max-ahead.
+	MaxAhead time.Duration
+	// Now is the receiver's clock; default time.Now.
+	Now func() time.Time
 }
 
 // Mapper turns parsed SIU messages into changes. It is safe for concurrent use.
@@ -64,6 +71,12 @@ func NewMapper(cfg Config) (*Mapper, error) {
 	}
 	if len(cfg.ProcessingIDs) == 0 {
 		cfg.ProcessingIDs = []string{"P"}
+	}
+	if cfg.MaxAhead == 0 {
+		cfg.MaxAhead = events.DefaultMaxAhead
+	}
+	if cfg.Now == nil {
+		cfg.Now = time.Now
 	}
 	return &Mapper{cfg: cfg}, nil
 }
@@ -101,6 +114,11 @@ func (m *Mapper) Map(msg *hl7.Message) (*pas.Change, string, error) {
 	if err != nil || p < hl7.Minute {
 		return nil, "", hl7.Errorf(hl7.CodeDataType, "MSH", 7, "message date/time must be a date and time (YYYYMMDDHHMM[SS][+ZZZZ])")
 	}
+	received := m.cfg.Now()
+	if events.CheckAhead(eventTime, received, m.cfg.MaxAhead) != nil {
+		return nil, "", hl7.Errorf(hl7.CodeInternal, "MSH", 7, "message date/time is more than %s ahead of this receiver's clock: "+
+			"the sender's clock or the message is wrong; the risk scorer would refuse the event, so it is not accepted here", m.cfg.MaxAhead)
+	}
 
 	sch, ok := msg.Segment("SCH")
 	if !ok {
@@ -111,6 +129,7 @@ func (m *Mapper) Map(msg *hl7.Message) (*pas.Change, string, error) {
 		Source:    "SIU^" + trigger,
 		EventID:   eventID(h),
 		EventTime: eventTime,
+		Received:  received,
 	}
 	if c.AppointmentID, err = appointmentID(sch); err != nil {
 		return nil, "", err

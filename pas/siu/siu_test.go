@@ -450,3 +450,33 @@ func TestHandlerLogsNoPersonalData(t *testing.T) {
 type writerFunc func([]byte) (int, error)
 
 func (f writerFunc) Write(p []byte) (int, error) { return f(p) }
+
+// One rule for event times (events.CheckAhead): a message dated further past the receiver's
+// clock than the scorer accepts is refused here with AE at MSH-7, naming the limit.
+func TestMapRefusesMessagesDatedTooFarAhead(t *testing.T) {
+	sent := time.Date(2025, 3, 10, 9, 15, 0, 0, time.UTC) // s12v251's MSH-7
+	for _, c := range []struct {
+		clock time.Time
+		max   time.Duration
+		ok    bool
+	}{
+		{sent, 0, true},
+		{sent.Add(-events.DefaultMaxAhead), 0, true},
+		{sent.Add(-events.DefaultMaxAhead - time.Minute), 0, false},
+		{sent.Add(-2 * time.Hour), time.Hour, false},
+		{sent.AddDate(-5, 0, 0), -1, true}, // no limit
+	} {
+		m := mapper(t, Config{Now: func() time.Time { return c.clock }, MaxAhead: c.max})
+		ch, _, err := mapMsg(t, m, s12v251)
+		if c.ok {
+			if err != nil || !ch.Received.Equal(c.clock) {
+				t.Errorf("clock %s max %s: %v (received %s)", c.clock, c.max, err, ch.Received)
+			}
+			continue
+		}
+		var he *hl7.Error
+		if !errors.As(err, &he) || he.Ack != hl7.AE || he.Segment != "MSH" || he.Field != 7 || !strings.Contains(he.Text, "ahead of this receiver's clock") {
+			t.Errorf("clock %s max %s: %v, want AE at MSH-7", c.clock, c.max, err)
+		}
+	}
+}
