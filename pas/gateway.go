@@ -17,6 +17,7 @@ import (
 	"fmt"
 	"hash/fnv"
 	"log/slog"
+	"maps"
 	"strings"
 	"sync"
 	"time"
@@ -71,9 +72,61 @@ type Change struct {
 	// cancellations and outcomes of an appointment the gateway already knows).
 	Patient     string
 	CancelledBy events.CancelledBy // for Cancel
-	// Booking holds the booking facts for Book and Modify; BookedAt is when this version
-	// was booked.
+	// Booking holds the booking facts for Book and Modify when the message states them whole
+	// (Build is nil); BookedAt is when this version was booked.
 	Booking *events.Booking
+	// Fields and Build give the booking facts of a message that may leave some out, as HL7 v2
+	// updates do (an empty field means no change; "" means delete). Fields are the values the
+	// message carried that the mapping reads, by name (Null for a deleted one); Build maps
+	// fields to booking facts. For an appointment the gateway knows, Build gets Fields laid
+	// over the fields it holds for the appointment (Fields.Over); otherwise Fields alone. The
+	// merged fields are kept for the next update. Build's errors say what is missing, in the
+	// mapper's own error type.
+	Fields Fields
+	Build  func(Fields) (*events.Booking, error)
+}
+
+// Facts returns the booking facts of a Book or Modify change laid over the fields held for
+// its appointment (nil for one the gateway does not know), and the merged fields to keep.
+// Errors wrap ErrRejected.
+func (c *Change) Facts(held Fields) (*events.Booking, Fields, error) {
+	if c.Build == nil {
+		if c.Booking == nil {
+			return nil, nil, fmt.Errorf("%w: %s without booking facts", ErrRejected, c.Source)
+		}
+		return c.Booking, nil, nil
+	}
+	fields := c.Fields.Over(held)
+	b, err := c.Build(fields)
+	if err != nil {
+		return nil, nil, fmt.Errorf("%w: %w", ErrRejected, err)
+	}
+	return b, fields, nil
+}
+
+// Fields are the source values of booking facts, by a name the mapper chooses (for HL7 the
+// field, "AIL-3"; for facts read from the patient, "age_band", "sms", "opt_out"). They hold no
+// patient identifier, name, birth date or telephone number: the gateway keeps them in Redis.
+type Fields map[string]string
+
+// Null is the value of a field a message deleted: HL7's explicit null "" (two double quotes).
+const Null = `""`
+
+// Over returns f laid over held: each field f carries replaces the held one, a Null in f
+// deletes it, and the fields f does not carry keep their held values.
+func (f Fields) Over(held Fields) Fields {
+	out := make(Fields, len(held)+len(f))
+	for k, v := range held {
+		out[k] = v
+	}
+	for k, v := range f {
+		if v == Null {
+			delete(out, k)
+		} else {
+			out[k] = v
+		}
+	}
+	return out
 }
 
 // Result says what the Gateway did with a Change.
@@ -134,6 +187,12 @@ func (g *Gateway) Apply(ctx context.Context, c Change) (Result, error) {
 		return Result{}, err
 	}
 	if ev == nil {
+		if st.Version > 0 && !maps.Equal(st.Fields, next.Fields) {
+			// Nothing the scorer uses changed, but what the next update merges onto did.
+			if err := g.tracker.Save(ctx, c.AppointmentID, next); err != nil {
+				return Result{}, fmt.Errorf("%w: save state of appointment %s: %w", ErrUnavailable, c.AppointmentID, err)
+			}
+		}
 		g.log.Debug("pas change ignored", "source", c.Source, "appointment_id", c.AppointmentID, "reason", ignored)
 		return Result{Ignored: ignored}, nil
 	}
@@ -183,22 +242,28 @@ func decide(c Change, st State) (*events.Appointment, State, string, error) {
 	next.Patient = patient
 	switch c.Kind {
 	case Book, Modify:
-		if c.Booking == nil {
-			return nil, st, "", fmt.Errorf("%w: %s without booking facts", ErrRejected, c.Source)
-		}
 		if st.Cancelled {
 			return nil, st, "appointment already cancelled; a cancelled appointment id is not re-booked", nil
 		}
-		f := factsOf(patient, c.Booking)
+		var held Fields
+		if st.Version > 0 {
+			held = st.Fields
+		}
+		booking, fields, err := c.Facts(held)
+		if err != nil {
+			return nil, st, "", err
+		}
+		next.Fields = fields
+		f := factsOf(patient, booking)
 		switch {
 		case st.Version == 0:
 			ev.Type, ev.Version = events.Booked, 1
 		case f == st.Facts:
-			return nil, st, "booking facts unchanged (start, specialty, clinic, new/follow-up, patient)", nil
+			return nil, next, "booking facts unchanged (start, specialty, clinic, new/follow-up, patient)", nil
 		default:
 			ev.Type, ev.Version = events.Rescheduled, st.Version+1
 		}
-		b := *c.Booking
+		b := *booking
 		b.Start, b.BookedAt = b.Start.UTC(), b.BookedAt.UTC()
 		ev.Booking = &b
 		next.Version, next.Facts = ev.Version, f
@@ -215,17 +280,21 @@ func decide(c Change, st State) (*events.Appointment, State, string, error) {
 	return ev, next, "", nil
 }
 
-// Check reports whether c would make a valid event for an appointment the gateway has not
-// seen before. A caller that must accept a set of changes all or nothing (a FHIR transaction)
-// checks each one before applying any. A change without a patient is checked as if the
-// gateway knew the appointment's patient; Apply decides that case.
-func Check(c Change) error {
-	var st State
-	if c.Patient == "" {
+// Check reports whether c would make a valid event, given what the gateway holds about its
+// appointment, without publishing or saving anything. A caller that must accept a set of
+// changes all or nothing (a FHIR transaction) checks each one before applying any. A change
+// without a patient for an appointment the gateway does not know is checked as if it knew the
+// patient; Apply decides that case.
+func (g *Gateway) Check(ctx context.Context, c Change) error {
+	st, err := g.tracker.Load(ctx, c.AppointmentID)
+	if err != nil {
+		return fmt.Errorf("%w: load state of appointment %s: %w", ErrUnavailable, c.AppointmentID, err)
+	}
+	if c.Patient == "" && st.Patient == "" {
 		st.Patient = strings.Repeat("0", 64)
 	}
 	ev, _, _, err := decide(c, st)
-	if err != nil {
+	if err != nil || ev == nil {
 		return err
 	}
 	if err := ev.Validate(); err != nil {

@@ -1,6 +1,7 @@
 package fhirin
 
 import (
+	"context"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -52,7 +53,7 @@ func (h *Handler) bundle(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	txn := b.Type == fhir.BundleTypeTransaction
-	entries := h.mapEntries(b.Entry)
+	entries := h.mapEntries(r.Context(), b.Entry)
 
 	if txn {
 		var issues []fhir.OperationOutcomeIssue
@@ -79,7 +80,7 @@ func (h *Handler) bundle(w http.ResponseWriter, r *http.Request) {
 			e.status, e.msg = http.StatusOK, "used to resolve the appointments' patient"
 			continue
 		}
-		e.status, e.msg = h.apply(r.Context(), e.change, e.ignored)
+		e.status, e.msg, _ = h.apply(r.Context(), e.change, e.ignored)
 		if txn && e.status != http.StatusOK {
 			writeOutcome(w, e.status, outcomeType(e.status), fmt.Sprintf("entry %d: %s", i, e.msg), fmt.Sprintf("Bundle.entry[%d]", i))
 			return
@@ -100,7 +101,7 @@ func (h *Handler) bundle(w http.ResponseWriter, r *http.Request) {
 
 // mapEntries maps every entry; Patients are collected first so an Appointment may refer to
 // one anywhere in the Bundle.
-func (h *Handler) mapEntries(list []fhir.BundleEntry) []entry {
+func (h *Handler) mapEntries(ctx context.Context, list []fhir.BundleEntry) []entry {
 	out := make([]entry, len(list))
 	pats := patients{}
 	for i, be := range list {
@@ -137,8 +138,16 @@ func (h *Handler) mapEntries(list []fhir.BundleEntry) []entry {
 			}
 			c, ignored, err := h.Mapper.Map(be.Resource, urlID, pats)
 			if err == nil && c != nil {
-				if cerr := pas.Check(*c); cerr != nil {
-					err = issue(fhir.IssueTypeBusinessRule, "Appointment", "%s", strings.TrimPrefix(cerr.Error(), pas.ErrRejected.Error()+": "))
+				if cerr := h.Gateway.Check(ctx, *c); cerr != nil {
+					var is *Issue
+					switch {
+					case errors.As(cerr, &is):
+						err = is
+					case errors.Is(cerr, pas.ErrUnavailable):
+						// Redis failed: publishing the entry will fail the same way, with 503.
+					default:
+						err = issue(fhir.IssueTypeBusinessRule, "Appointment", "%s", strings.TrimPrefix(cerr.Error(), pas.ErrRejected.Error()+": "))
+					}
 				}
 			}
 			if err != nil {

@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"context"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"log/slog"
 	"net/http"
@@ -14,6 +15,7 @@ import (
 	"time"
 
 	"github.com/samply/golang-fhir-models/fhir-models/fhir"
+	"github.com/segmentio/kafka-go"
 
 	"github.com/nhsx/dnarisk/events"
 	"github.com/nhsx/dnarisk/internal/pseudo"
@@ -91,6 +93,16 @@ func edit(t testing.TB, base string, set map[string]any) []byte {
 	return b
 }
 
+// bookingOf is the booking a change makes for an appointment the gateway does not know.
+func bookingOf(t *testing.T, c *pas.Change) *events.Booking {
+	t.Helper()
+	b, _, err := c.Facts(nil)
+	if err != nil {
+		t.Fatalf("booking: %v", err)
+	}
+	return b
+}
+
 func TestMapBooked(t *testing.T) {
 	m := newMapper(t, Config{})
 	c, _, err := m.Map([]byte(booked), "", nil)
@@ -103,7 +115,7 @@ func TestMapBooked(t *testing.T) {
 		!c.EventTime.Equal(at) || c.Patient != ps.Pseudonym("9434765919") {
 		t.Fatalf("change %+v", c)
 	}
-	b := c.Booking
+	b := bookingOf(t, c)
 	if !b.Start.Equal(time.Date(2025, 4, 2, 8, 30, 0, 0, time.UTC)) || !b.BookedAt.Equal(at) || b.Specialty != "110" ||
 		b.Clinic != "ORTHO1" || !b.FirstVisit || b.AgeBand != "35-44" || b.Contact != (events.Contact{SMS: true}) ||
 		b.Extra[ExtraDuration] != 30 {
@@ -136,7 +148,7 @@ func TestMapStatuses(t *testing.T) {
 			if err != nil {
 				t.Fatal(err)
 			}
-			if ch.Kind != c.kind || ch.CancelledBy != c.by || ch.Booking != nil || ch.Patient == "" {
+			if ch.Kind != c.kind || ch.CancelledBy != c.by || ch.Build != nil || ch.Patient == "" {
 				t.Fatalf("change %+v", ch)
 			}
 		})
@@ -183,7 +195,11 @@ func TestMapRefuses(t *testing.T) {
 				body, urlID = []byte(booked), "other-id"
 			}
 			ch, _, err := m.Map(body, urlID, nil)
-			is, ok := err.(*Issue)
+			if err == nil && ch != nil {
+				_, _, err = ch.Facts(nil) // the Patient's facts are checked when built
+			}
+			var is *Issue
+			ok := errors.As(err, &is)
 			if !ok {
 				t.Fatalf("change %+v, err %v; want an *Issue", ch, err)
 			}
@@ -234,6 +250,11 @@ func (r *recorder) Apply(_ context.Context, c pas.Change) (pas.Result, error) {
 	}
 	r.changes = append(r.changes, c)
 	return pas.Result{Event: &events.Appointment{Type: events.Booked, Version: 1, EventID: c.EventID}}, nil
+}
+
+// Check answers as a gateway that knows no appointment would.
+func (r *recorder) Check(ctx context.Context, c pas.Change) error {
+	return pas.NewGateway(&pas.MemoryTracker{}, nil, nil).Check(ctx, c)
 }
 
 func serve(t *testing.T, rec *recorder) *httptest.Server {
@@ -349,7 +370,7 @@ func TestHTTPTransaction(t *testing.T) {
 	if status != 200 || resp["type"] != "transaction-response" || len(resp["entry"].([]any)) != 3 {
 		t.Fatalf("%d %v", status, resp)
 	}
-	if len(rec.changes) != 2 || rec.changes[0].AppointmentID != "A1" || rec.changes[1].Booking.AgeBand != "18-24" || !rec.changes[1].Booking.Contact.SMS {
+	if len(rec.changes) != 2 || rec.changes[0].AppointmentID != "A1" || bookingOf(t, &rec.changes[1]).AgeBand != "18-24" || !bookingOf(t, &rec.changes[1]).Contact.SMS {
 		t.Fatalf("changes %+v", rec.changes)
 	}
 	// One bad entry refuses the whole transaction, naming the entry.
@@ -454,5 +475,52 @@ func TestMapRefusesResourcesDatedTooFarAhead(t *testing.T) {
 	}
 	if c, _, err := newMapper(t, Config{Now: func() time.Time { return clock.Add(2 * 24 * time.Hour) }}).Map([]byte(booked), "", nil); err != nil || !c.Received.Equal(clock.Add(48*time.Hour)) {
 		t.Fatalf("within the limit: %v", err)
+	}
+}
+
+// kept records published events for the merge test.
+type kept struct {
+	mu  sync.Mutex
+	evs []events.Appointment
+}
+
+func (k *kept) WriteMessages(_ context.Context, msgs ...kafka.Message) error {
+	k.mu.Lock()
+	defer k.mu.Unlock()
+	for _, m := range msgs {
+		var ev events.Appointment
+		if err := json.Unmarshal(m.Value, &ev); err != nil {
+			return err
+		}
+		k.evs = append(k.evs, ev)
+	}
+	return nil
+}
+
+// A FHIR update replaces the Appointment, but the Patient is another resource: an update that
+// does not send it keeps the age band and contact preference held from an earlier one, and an
+// update for an appointment the gateway does not know is refused naming Patient.birthDate.
+func TestUpdateWithoutPatientKeepsItsFacts(t *testing.T) {
+	out := &kept{}
+	g := pas.NewGateway(&pas.MemoryTracker{}, out, nil)
+	srv := httptest.NewServer(NewHandler("/fhir", newMapper(t, Config{}), g, nil))
+	defer srv.Close()
+	if status, oo := do(t, "PUT", srv.URL+"/fhir/Appointment/apt-100234", "", []byte(booked)); status != 201 && status != 200 {
+		t.Fatalf("%d %s", status, diagnostics(oo))
+	}
+	update := edit(t, booked, map[string]any{"contained": nil, "start": "2025-04-03T09:30:00+01:00", "meta": map[string]any{"versionId": "2", "lastUpdated": "2025-03-11T10:00:00Z"},
+		"participant": []any{map[string]any{"actor": map[string]any{"type": "Patient", "identifier": map[string]any{"system": NHSNumberSystem, "value": "9434765919"}}, "status": "accepted"}}})
+	if status, oo := do(t, "PUT", srv.URL+"/fhir/Appointment/apt-100234", "", update); status != 200 || !strings.Contains(diagnostics(oo), "rescheduled version 2") {
+		t.Fatalf("%d %s", status, diagnostics(oo))
+	}
+	b := out.evs[len(out.evs)-1].Booking
+	if b.AgeBand != "35-44" || !b.Contact.SMS || b.Clinic != "" {
+		// The Location participant is not in the update: the Appointment is replaced whole.
+		t.Fatalf("update without the Patient: %+v", b)
+	}
+	fresh := bytes.Replace(update, []byte("APT100234"), []byte("APT999"), 1)
+	status, oo := do(t, "PUT", srv.URL+"/fhir/Appointment/apt-100234", "", fresh)
+	if status != 422 || !strings.Contains(diagnostics(oo), "[Patient.birthDate]") {
+		t.Fatalf("unknown appointment without Patient: %d %s", status, diagnostics(oo))
 	}
 }

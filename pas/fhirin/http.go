@@ -20,9 +20,11 @@ import (
 const MaxBody = 8 << 20
 
 // Applier publishes a change; *pas.Gateway is the implementation. Apply must return only
-// once the change's event is acknowledged by Kafka (or there is nothing to publish).
+// once the change's event is acknowledged by Kafka (or there is nothing to publish). Check
+// says whether Apply would accept the change, without publishing anything.
 type Applier interface {
 	Apply(ctx context.Context, c pas.Change) (pas.Result, error)
+	Check(ctx context.Context, c pas.Change) error
 }
 
 // Handler is the FHIR endpoint: POST <base>/Appointment and PUT <base>/Appointment/<id> take
@@ -102,31 +104,36 @@ func (h *Handler) appointment(w http.ResponseWriter, r *http.Request, urlID stri
 		h.refuse(w, err)
 		return
 	}
-	status, msg := h.apply(r.Context(), c, ignored)
-	writeOutcome(w, status, outcomeType(status), msg, "")
+	status, msg, expr := h.apply(r.Context(), c, ignored)
+	writeOutcome(w, status, outcomeType(status), msg, expr)
 }
 
-// apply publishes c (nil: nothing to publish) and says how it went, as an HTTP status.
-func (h *Handler) apply(ctx context.Context, c *pas.Change, ignored string) (int, string) {
+// apply publishes c (nil: nothing to publish) and says how it went, as an HTTP status, a
+// message and, for a refusal, the element at fault.
+func (h *Handler) apply(ctx context.Context, c *pas.Change, ignored string) (int, string, string) {
 	if c == nil {
 		h.Log.Info("fhir appointment accepted; nothing to publish", "reason", ignored)
-		return http.StatusOK, "ignored: " + ignored
+		return http.StatusOK, "ignored: " + ignored, ""
 	}
 	log := h.Log.With("source", c.Source, "appointment_id", c.AppointmentID)
 	res, err := h.Gateway.Apply(ctx, *c)
+	var is *Issue
 	switch {
 	case errors.Is(err, pas.ErrUnavailable):
 		log.Error("fhir appointment not accepted: publishing failed; the sender should retry", "err", err)
-		return http.StatusServiceUnavailable, "temporarily unable to publish the event; send it again later"
+		return http.StatusServiceUnavailable, "temporarily unable to publish the event; send it again later", ""
+	case errors.As(err, &is):
+		log.Warn("fhir appointment refused", "reason", is.Error())
+		return statusOf(is.Code), is.Diagnostics, is.Expression
 	case err != nil:
 		log.Warn("fhir appointment refused", "reason", err.Error())
-		return http.StatusUnprocessableEntity, err.Error()
+		return http.StatusUnprocessableEntity, err.Error(), ""
 	case res.Event == nil:
 		log.Info("fhir appointment accepted; nothing to publish", "reason", res.Ignored)
-		return http.StatusOK, "ignored: " + res.Ignored
+		return http.StatusOK, "ignored: " + res.Ignored, ""
 	}
 	log.Info("fhir appointment accepted", "event_type", string(res.Event.Type), "booking_version", res.Event.Version, "event_id", res.Event.EventID)
-	return http.StatusOK, fmt.Sprintf("%s version %d published", res.Event.Type, res.Event.Version)
+	return http.StatusOK, fmt.Sprintf("%s version %d published", res.Event.Type, res.Event.Version), ""
 }
 
 func (h *Handler) refuse(w http.ResponseWriter, err error) {

@@ -180,10 +180,61 @@ func (m *Mapper) Map(raw json.RawMessage, urlID string, ctx patients) (*pas.Chan
 	if c.Patient == "" {
 		return nil, "", issue(fhir.IssueTypeRequired, "Appointment.participant", "a booked appointment needs a participant whose actor is the Patient")
 	}
-	if c.Booking, err = booking(&a, pat, c.EventTime); err != nil {
+	base, err := booking(&a, c.EventTime)
+	if err != nil {
 		return nil, "", err
 	}
+	if c.Fields, err = patientFields(pat, c.EventTime); err != nil {
+		return nil, "", err
+	}
+	c.Build = func(f pas.Fields) (*events.Booking, error) {
+		b := *base
+		band, ok := f[fieldAgeBand]
+		if !ok {
+			return nil, issue(fhir.IssueTypeRequired, "Patient.birthDate",
+				"the age band needs the patient's birthDate: send the Patient resource contained in the Appointment or in the same Bundle")
+		}
+		b.AgeBand = band
+		b.Contact = events.Contact{SMS: f[fieldSMS] == "1", OptOut: f[fieldOptOut] == "1"}
+		return &b, nil
+	}
 	return c, "", nil
+}
+
+// Names of the booking facts read from the Patient, shared with package siu so an update from
+// either feed merges onto the other's. An Appointment is sent whole (a FHIR update replaces the
+// resource), so its own elements are always taken as sent; the Patient is another resource,
+// and an update that does not send it keeps the facts held from an earlier one.
+const (
+	fieldAgeBand = "age_band"
+	fieldSMS     = "sms"
+	fieldOptOut  = "opt_out"
+)
+
+// patientFields are the facts read from the Patient sent with the Appointment; none when it
+// was not sent. A Patient is sent whole, so an element it lacks is deleted.
+func patientFields(pat *fhir.Patient, bookedAt time.Time) (pas.Fields, error) {
+	f := pas.Fields{}
+	if pat == nil {
+		return f, nil
+	}
+	f[fieldAgeBand] = pas.Null
+	if pat.BirthDate != nil {
+		dob, err := dateTime(*pat.BirthDate)
+		if err != nil {
+			return nil, issue(fhir.IssueTypeValue, "Patient.birthDate", "not a FHIR date")
+		}
+		band, err := pas.AgeBand(dob, bookedAt)
+		if err != nil {
+			return nil, issue(fhir.IssueTypeValue, "Patient.birthDate", "%s", err.Error())
+		}
+		f[fieldAgeBand] = band
+	}
+	f[fieldSMS], f[fieldOptOut] = "0", "0"
+	if contact(pat).SMS {
+		f[fieldSMS] = "1"
+	}
+	return f, nil
 }
 
 func resourceType(raw json.RawMessage) string {
@@ -355,7 +406,8 @@ func (m *Mapper) patientID(a *fhir.Appointment, actor int, pat *fhir.Patient) (s
 		"the patient needs an identifier with system %s, in actor.identifier or in the Patient resource (contained, or in the same Bundle)", m.cfg.PatientSystem)
 }
 
-func booking(a *fhir.Appointment, pat *fhir.Patient, bookedAt time.Time) (*events.Booking, error) {
+// booking reads the Appointment's own booking facts; the Patient's are added by Build.
+func booking(a *fhir.Appointment, bookedAt time.Time) (*events.Booking, error) {
 	if a.Start == nil {
 		return nil, issue(fhir.IssueTypeRequired, "Appointment.start", "a booked appointment needs a start")
 	}
@@ -363,26 +415,12 @@ func booking(a *fhir.Appointment, pat *fhir.Patient, bookedAt time.Time) (*event
 	if err != nil {
 		return nil, issue(fhir.IssueTypeValue, "Appointment.start", "not a FHIR instant (YYYY-MM-DDThh:mm:ss with a time zone)")
 	}
-	if pat == nil || pat.BirthDate == nil {
-		return nil, issue(fhir.IssueTypeRequired, "Patient.birthDate",
-			"the age band needs the patient's birthDate: send the Patient resource contained in the Appointment or in the same Bundle")
-	}
-	dob, err := dateTime(*pat.BirthDate)
-	if err != nil {
-		return nil, issue(fhir.IssueTypeValue, "Patient.birthDate", "not a FHIR date")
-	}
-	band, err := pas.AgeBand(dob, bookedAt)
-	if err != nil {
-		return nil, issue(fhir.IssueTypeValue, "Patient.birthDate", "%s", err.Error())
-	}
 	b := &events.Booking{
 		Specialty:  specialty(a),
 		Clinic:     clinic(a),
 		FirstVisit: firstVisit(a.AppointmentType),
 		Start:      start,
 		BookedAt:   bookedAt,
-		AgeBand:    band,
-		Contact:    contact(pat),
 	}
 	if d, ok := duration(a, start); ok {
 		b.Extra = events.Extra{ExtraDuration: d}

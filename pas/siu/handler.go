@@ -69,8 +69,12 @@ func (h *Handler) Message(ctx context.Context, frame []byte) []byte {
 		return hl7.Ack(msg, &hl7.Error{Ack: hl7.AR, Code: hl7.CodeInternal,
 			Text: "temporarily unable to publish the event; send the message again later", Err: err}, "", h.now())
 	case err != nil:
-		log.Warn("hl7 message refused", "ack", hl7.AE, "reason", err.Error())
-		return hl7.Ack(msg, &hl7.Error{Ack: hl7.AE, Code: hl7.CodeInternal, Text: err.Error(), Err: err}, "", h.now())
+		he := &hl7.Error{Ack: hl7.AE, Code: hl7.CodeInternal, Text: err.Error(), Err: err}
+		// A fact missing from an update the gateway could not fill from what it holds, in
+		// the mapper's words and with its location.
+		errors.As(err, &he)
+		log.Warn("hl7 message refused", "ack", he.Ack, "reason", he.Error())
+		return hl7.Ack(msg, he, "", h.now())
 	case res.Event == nil:
 		log.Info("hl7 message accepted; nothing to publish", "reason", res.Ignored)
 		return hl7.Ack(msg, nil, "ignored: "+res.Ignored, h.now())

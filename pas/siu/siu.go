@@ -136,22 +136,26 @@ func (m *Mapper) Map(msg *hl7.Message) (*pas.Change, string, error) {
 	}
 
 	pids := msg.All("PID")
+	var pid *hl7.Segment
 	switch {
 	case len(pids) > 1:
 		return nil, "", hl7.Errorf(hl7.CodeSegmentSequence, "PID", 0, "several PID segments (a group appointment) are not supported: send one message per patient")
 	case len(pids) == 1:
-		if c.Patient, err = m.patient(pids[0]); err != nil {
+		pid = &pids[0]
+		if c.Patient, err = m.patient(*pid); err != nil {
 			return nil, "", err
 		}
-	case kind == pas.Book || kind == pas.Modify:
+	case kind == pas.Book:
+		// An update (S13/S14) may leave PID out: the gateway knows the appointment's patient.
 		return nil, "", hl7.Errorf(hl7.CodeSegmentSequence, "PID", 0, "PID segment missing: a booking needs the patient")
 	}
 
 	switch kind {
 	case pas.Book, pas.Modify:
-		if c.Booking, err = m.booking(msg, sch, pids[0], eventTime); err != nil {
+		if c.Fields, err = m.fields(msg, pid, eventTime); err != nil {
 			return nil, "", err
 		}
+		c.Build = func(f pas.Fields) (*events.Booking, error) { return m.build(f, eventTime) }
 	case pas.Cancel:
 		c.CancelledBy = events.ByHospital
 		if trigger == "S15" {
@@ -244,22 +248,169 @@ func (m *Mapper) patient(pid hl7.Segment) (string, error) {
 	return "", hl7.Errorf(hl7.CodeRequiredMissing, "PID", 3, "no patient identifier of type %s", strings.Join(m.cfg.PatientIDTypes, " or "))
 }
 
-func (m *Mapper) booking(msg *hl7.Message, sch, pid hl7.Segment, bookedAt time.Time) (*events.Booking, error) {
+// tracked are the fields the booking mapping reads, by segment (the first maxOccurrences of a
+// repeating one). In an update (S13, S14) a field left empty keeps the value the gateway holds
+// for the appointment and "" deletes it, as HL7 v2 says; so each is kept as sent.
+var tracked = []struct {
+	seg    string
+	fields []int
+}{
+	{"SCH", []int{5, 7, 8, 9, 10, 11}},
+	{"TQ1", []int{6, 7, 8}},
+	{"PV1", []int{3, 10}},
+	{"AIS", []int{3, 4, 7, 8}},
+	{"AIG", []int{8}},
+	{"AIL", []int{3, 6}},
+	{"AIP", []int{6}},
+}
+
+const maxOccurrences = 4
+
+// startFields hold the appointment start. The start is one fact: a message that gives it
+// anywhere replaces the held one wholesale, so a start held in TQ1-7 cannot outrank a new one
+// sent only in AIS-4.
+var startFields = map[string]bool{"TQ1-7": true, "SCH-11": true, "AIS-4": true, "AIG-8": true, "AIL-6": true, "AIP-6": true}
+
+// Names of the fields derived from the patient's segments. The gateway keeps what they give
+// (the age band, whether there is a mobile, the opt-out), never the birth date or the number.
+const (
+	fieldAgeBand = "age_band"
+	fieldSMS     = "sms"
+	fieldOptOut  = "opt_out"
+)
+
+func fieldKey(seg string, occ, n int) string {
+	if occ == 0 {
+		return seg + "-" + strconv.Itoa(n)
+	}
+	return fmt.Sprintf("%s[%d]-%d", seg, occ+1, n)
+}
+
+// parseKey reads a fieldKey back; ok is false for the derived fields.
+func parseKey(k string) (seg string, occ, n int, ok bool) {
+	name, num, found := strings.Cut(k, "-")
+	if !found || len(name) < 3 {
+		return "", 0, 0, false
+	}
+	n, err := strconv.Atoi(num)
+	if err != nil || n < 1 {
+		return "", 0, 0, false
+	}
+	seg = name[:3]
+	if rest := name[3:]; rest != "" {
+		i, err := strconv.Atoi(strings.TrimSuffix(strings.TrimPrefix(rest, "["), "]"))
+		if err != nil || i < 2 {
+			return "", 0, 0, false
+		}
+		occ = i - 1
+	}
+	return seg, occ, n, true
+}
+
+// fields reads what msg says about the booking: every tracked field it carries (as ER7 text in
+// the default delimiters, or pas.Null for ""), and the facts derived from PID and PD1.
+func (m *Mapper) fields(msg *hl7.Message, pid *hl7.Segment, bookedAt time.Time) (pas.Fields, error) {
+	f := pas.Fields{}
+	for _, t := range tracked {
+		for occ, seg := range msg.All(t.seg) {
+			if occ >= maxOccurrences {
+				break
+			}
+			for _, n := range t.fields {
+				if raw := seg.Field(n).Raw(); raw != "" {
+					f[fieldKey(t.seg, occ, n)] = raw
+				}
+			}
+		}
+	}
+	hasStart := false
+	for k, v := range f {
+		seg, _, n, _ := parseKey(k)
+		hasStart = hasStart || v != pas.Null && startFields[fieldKey(seg, 0, n)]
+	}
+	if hasStart {
+		for _, t := range tracked {
+			for occ := range maxOccurrences {
+				for _, n := range t.fields {
+					if k := fieldKey(t.seg, occ, n); startFields[fieldKey(t.seg, 0, n)] && f[k] == "" {
+						f[k] = pas.Null
+					}
+				}
+			}
+		}
+	}
+	if pid != nil {
+		switch raw := pid.Field(7).Raw(); raw {
+		case "":
+		case pas.Null:
+			f[fieldAgeBand] = pas.Null
+		default:
+			dob, _, err := hl7.ParseTime(pid.Get(7, 1), m.cfg.Location)
+			if err != nil {
+				return nil, hl7.Errorf(hl7.CodeDataType, "PID", 7, "date of birth is not a valid date")
+			}
+			band, err := pas.AgeBand(dob, bookedAt)
+			if err != nil {
+				return nil, hl7.Errorf(hl7.CodeDataType, "PID", 7, "%s", err.Error())
+			}
+			f[fieldAgeBand] = band
+		}
+		if pid.Field(13).Raw() != "" || pid.Field(14).Raw() != "" {
+			f[fieldSMS] = flag(hasMobile(*pid))
+		}
+	}
+	if pd1, ok := msg.Segment("PD1"); ok && pd1.Field(12).Raw() != "" {
+		f[fieldOptOut] = flag(strings.EqualFold(pd1.Get(12, 1), "Y"))
+	}
+	return f, nil
+}
+
+func flag(b bool) string {
+	if b {
+		return "1"
+	}
+	return "0"
+}
+
+// build maps fields (a message's, laid over those held for the appointment) to booking facts.
+// It reads them from a message rebuilt from the fields, with the same functions for every
+// fact whether it came in this message or an earlier one.
+func (m *Mapper) build(f pas.Fields, bookedAt time.Time) (*events.Booking, error) {
+	type place struct {
+		seg string
+		occ int
+	}
+	segs := map[place]map[int]string{}
+	for k, v := range f {
+		seg, occ, n, ok := parseKey(k)
+		if !ok {
+			continue
+		}
+		p := place{seg, occ}
+		if segs[p] == nil {
+			segs[p] = map[int]string{}
+		}
+		segs[p][n] = v
+	}
+	var list []hl7.Segment
+	for _, t := range tracked {
+		for occ := range maxOccurrences {
+			if fs, ok := segs[place{t.seg, occ}]; ok {
+				list = append(list, hl7.NewSegment(t.seg, fs))
+			} else if t.seg == "SCH" && occ == 0 {
+				list = append(list, hl7.NewSegment("SCH", nil))
+			}
+		}
+	}
+	msg := hl7.NewMessage(list...)
+	sch, _ := msg.Segment("SCH")
 	start, err := m.start(msg, sch)
 	if err != nil {
 		return nil, err
 	}
-	dobField := pid.Get(7, 1)
-	if dobField == "" {
+	band, ok := f[fieldAgeBand]
+	if !ok {
 		return nil, hl7.Errorf(hl7.CodeRequiredMissing, "PID", 7, "date of birth missing: the age band is required")
-	}
-	dob, _, err := hl7.ParseTime(dobField, m.cfg.Location)
-	if err != nil {
-		return nil, hl7.Errorf(hl7.CodeDataType, "PID", 7, "date of birth is not a valid date")
-	}
-	band, err := pas.AgeBand(dob, bookedAt)
-	if err != nil {
-		return nil, hl7.Errorf(hl7.CodeDataType, "PID", 7, "%s", err.Error())
 	}
 	b := &events.Booking{
 		Specialty:  specialty(msg, sch),
@@ -268,7 +419,7 @@ func (m *Mapper) booking(msg *hl7.Message, sch, pid hl7.Segment, bookedAt time.T
 		Start:      start,
 		BookedAt:   bookedAt,
 		AgeBand:    band,
-		Contact:    contact(msg, pid),
+		Contact:    events.Contact{SMS: f[fieldSMS] == "1", OptOut: f[fieldOptOut] == "1"},
 	}
 	if d, ok := m.duration(msg, sch, start); ok {
 		b.Extra = events.Extra{ExtraDuration: d}
@@ -486,11 +637,9 @@ func cancelledBy(reason hl7.Field) events.CancelledBy {
 	return events.ByHospital
 }
 
-// contact records only the preference: sms when PID-13 or PID-14 holds a mobile (equipment
-// type CP, or a UK mobile number), opt-out when PD1-12 (protection indicator) is Y. The
-// numbers themselves are read here and dropped.
-func contact(msg *hl7.Message, pid hl7.Segment) events.Contact {
-	var c events.Contact
+// hasMobile reports whether PID-13 or PID-14 holds a mobile: equipment type CP, or a UK
+// mobile number. The numbers themselves are read here and dropped.
+func hasMobile(pid hl7.Segment) bool {
 	for _, n := range []int{13, 14} {
 		for _, rep := range pid.Field(n).Reps() {
 			if strings.EqualFold(rep.Comp(2).String(), "NET") {
@@ -499,14 +648,11 @@ func contact(msg *hl7.Message, pid hl7.Segment) events.Contact {
 			if strings.EqualFold(rep.Comp(3).String(), "CP") ||
 				pas.UKMobile(rep.Comp(1).String()) || pas.UKMobile(rep.Comp(12).String()) ||
 				pas.UKMobile(rep.Comp(5).String()+rep.Comp(6).String()+rep.Comp(7).String()) {
-				c.SMS = true
+				return true
 			}
 		}
 	}
-	if pd1, ok := msg.Segment("PD1"); ok && strings.EqualFold(pd1.Get(12, 1), "Y") {
-		c.OptOut = true
-	}
-	return c
+	return false
 }
 
 func clip(s string) string { return clipBytes(s, 20) }

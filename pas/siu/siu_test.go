@@ -96,6 +96,16 @@ func mapMsg(t *testing.T, m *Mapper, s string) (*pas.Change, string, error) {
 	return m.Map(msg)
 }
 
+// bookingOf is the booking a change makes for an appointment the gateway does not know.
+func bookingOf(t *testing.T, c *pas.Change) *events.Booking {
+	t.Helper()
+	b, _, err := c.Facts(nil)
+	if err != nil {
+		t.Fatalf("booking: %v", err)
+	}
+	return b
+}
+
 func TestMapS12Full(t *testing.T) {
 	m := mapper(t, Config{})
 	c, _, err := mapMsg(t, m, s12v251)
@@ -113,7 +123,7 @@ func TestMapS12Full(t *testing.T) {
 		c.AppointmentID != want.AppointmentID || c.Patient != want.Patient {
 		t.Fatalf("change %+v\nwant %+v", c, want)
 	}
-	b := c.Booking
+	b := bookingOf(t, c)
 	if b == nil {
 		t.Fatal("no booking")
 	}
@@ -132,7 +142,7 @@ func TestMapS12v23(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	b := c.Booking
+	b := bookingOf(t, c)
 	if c.AppointmentID != "APT200" || !b.Start.Equal(time.Date(2025, 5, 14, 13, 15, 0, 0, time.UTC)) ||
 		b.Specialty != "330" || b.Clinic != "DERM2" || b.FirstVisit || b.AgeBand != "18-24" ||
 		b.Contact != (events.Contact{SMS: false, OptOut: true}) || b.Extra[ExtraDuration] != 15 {
@@ -165,8 +175,8 @@ func TestMapOtherTriggers(t *testing.T) {
 			if ch.Kind != c.kind || ch.CancelledBy != c.by || (ch.Patient != "") != c.patient || ch.AppointmentID != "APT100234" {
 				t.Fatalf("change %+v", ch)
 			}
-			if c.kind == pas.Modify && (ch.Booking == nil || !ch.Booking.Start.Equal(time.Date(2025, 4, 9, 13, 15, 0, 0, time.UTC))) {
-				t.Fatalf("rescheduled booking %+v", ch.Booking)
+			if c.kind == pas.Modify && (bookingOf(t, ch) == nil || !bookingOf(t, ch).Start.Equal(time.Date(2025, 4, 9, 13, 15, 0, 0, time.UTC))) {
+				t.Fatalf("rescheduled booking %+v", bookingOf(t, ch))
 			}
 		})
 	}
@@ -229,7 +239,7 @@ func TestMapContact(t *testing.T) {
 		if err != nil {
 			t.Fatal(err)
 		}
-		return ch.Booking.Contact
+		return bookingOf(t, ch).Contact
 	}
 	for _, c := range []struct {
 		name, pid13, pid14 string
@@ -271,15 +281,15 @@ func TestMapFirstVisitAndSpecialty(t *testing.T) {
 		if err != nil {
 			t.Fatal(err)
 		}
-		if ch.Booking.FirstVisit != c.first {
-			t.Errorf("%s: first visit %v", c.name, ch.Booking.FirstVisit)
+		if bookingOf(t, ch).FirstVisit != c.first {
+			t.Errorf("%s: first visit %v", c.name, bookingOf(t, ch).FirstVisit)
 		}
 	}
 	// Without AIS-3, PV1-10 or SCH-7 codes the specialty is "unknown", as in csvimport.
 	noSpec := strings.Replace(strings.Replace(s12v251, "|||||||110\n", "\n", 1), "110^Trauma \\T\\ Orthopaedics^NHSTFC", "XR^X-ray", 1)
 	ch, _, err := mapMsg(t, m, noSpec)
-	if err != nil || ch.Booking.Specialty != "unknown" {
-		t.Fatalf("specialty %q, %v", ch.Booking.Specialty, err)
+	if err != nil || bookingOf(t, ch).Specialty != "unknown" {
+		t.Fatalf("specialty %q, %v", bookingOf(t, ch).Specialty, err)
 	}
 }
 
@@ -316,6 +326,9 @@ func TestMapRefuses(t *testing.T) {
 		t.Run(c.name, func(t *testing.T) {
 			m := mapper(t, Config{})
 			ch, _, err := mapMsg(t, m, c.msg)
+			if err == nil && ch != nil {
+				_, _, err = ch.Facts(nil) // facts an update may leave out are checked when built
+			}
 			var he *hl7.Error
 			if !errors.As(err, &he) {
 				t.Fatalf("change %+v, err %v; want an *hl7.Error", ch, err)
