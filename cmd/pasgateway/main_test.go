@@ -2,6 +2,7 @@ package main
 
 import (
 	"bufio"
+	"bytes"
 	"context"
 	"encoding/json"
 	"fmt"
@@ -9,8 +10,8 @@ import (
 	"log/slog"
 	"net"
 	"net/http"
-	"os"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -71,6 +72,27 @@ type world struct {
 	store             *featurestore.RedisStore
 	ps                *pseudo.Pseudonymiser
 	mllpAddr, fhirURL string
+	prefix            string
+	// logs holds everything the gateway and the scorer logged (at info and above).
+	logs *syncBuf
+}
+
+// syncBuf is a bytes.Buffer safe for the loggers of several goroutines.
+type syncBuf struct {
+	mu sync.Mutex
+	b  bytes.Buffer
+}
+
+func (s *syncBuf) Write(p []byte) (int, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.b.Write(p)
+}
+
+func (s *syncBuf) String() string {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.b.String()
 }
 
 const secret = "pasgateway-test-secret-0123456789abcdef"
@@ -85,7 +107,13 @@ func newWorld(t *testing.T) *world {
 	t.Cleanup(func() { w.rdb.Close() })
 	w.store = featurestore.NewRedisStore(w.rdb, featurestore.RedisOptions{Prefix: prefix, TTL: time.Hour})
 	w.ps, _ = pseudo.New([]byte(secret))
-	log := slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: slog.LevelWarn}))
+	w.prefix, w.logs = prefix, &syncBuf{}
+	log := slog.New(slog.NewTextHandler(w.logs, &slog.HandlerOptions{Level: slog.LevelInfo}))
+	t.Cleanup(func() {
+		if t.Failed() {
+			t.Logf("logs:\n%s", w.logs)
+		}
+	})
 
 	cfg, err := parseConfig([]string{"--mllp-addr", "127.0.0.1:0", "--fhir-addr", "127.0.0.1:0", "--redis-prefix", prefix, "--topic-appointments", w.in},
 		lookupIn(map[string]string{"KAFKA_BROKERS": strings.Join(brokers, ","), "REDIS_ADDR": redisAddr}), io.Discard)
