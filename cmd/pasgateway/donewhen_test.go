@@ -36,7 +36,7 @@ func pending(t *testing.T, w *world, d *reminders.Dispatcher, appt string) map[s
 	}
 	out := map[string]time.Time{}
 	for _, z := range zs {
-		parts := strings.Split(z.Member.(string), ":")
+		parts := strings.SplitN(z.Member.(string), ":", 3)
 		if len(parts) == 3 && parts[2] == appt {
 			out[parts[1]] = time.UnixMilli(int64(z.Score)).UTC()
 		}
@@ -78,9 +78,9 @@ func TestIssue12DoneWhen(t *testing.T) {
 	// A: S12 with a mobile in PID-13, for three weeks on.
 	startA := now.Add(21 * 24 * time.Hour)
 	expect("S12", siuMsg("S12", "D1", apptA, now, startA, ""), "booked version 1 published")
-	w.waitRisk(apptA, 1)
+	w.waitRisk(ns(apptA), 1)
 	feed()
-	before := pending(t, w, d, apptA)
+	before := pending(t, w, d, ns(apptA))
 	if len(before) == 0 {
 		t.Fatal("no reminders planned for the S12")
 	}
@@ -88,9 +88,9 @@ func TestIssue12DoneWhen(t *testing.T) {
 	// S13 without PID-13, PD1, AIL, PV1: two days later.
 	startA2 := startA.Add(48 * time.Hour)
 	expect("S13", engineS13("D2", apptA, now.Add(time.Minute), startA2), "rescheduled version 2 published")
-	w.waitRisk(apptA, 2)
+	w.waitRisk(ns(apptA), 2)
 	feed()
-	after := pending(t, w, d, apptA)
+	after := pending(t, w, d, ns(apptA))
 	if len(after) != len(before) {
 		t.Fatalf("%d reminders pending after the S13, %d before: re-timing should keep them all", len(after), len(before))
 	}
@@ -123,7 +123,7 @@ func TestIssue12DoneWhen(t *testing.T) {
 	// S15: cancelled by the patient.
 	expect("S15", siuMsg("S15", "D3", apptA, now.Add(2*time.Minute), startA2, "2^Cancelled by patient"), "cancelled version 2 published")
 	feed()
-	if left := pending(t, w, d, apptA); len(left) != 0 {
+	if left := pending(t, w, d, ns(apptA)); len(left) != 0 {
 		t.Fatalf("%d reminders still pending after the S15", len(left))
 	}
 	for rid := range after {
@@ -141,8 +141,8 @@ func TestIssue12DoneWhen(t *testing.T) {
 		}
 		var dna, cancelled bool
 		for _, f := range hs[patient].Facts {
-			dna = dna || f.Appointment == apptB && f.Kind == featurestore.KindDidNotAttend
-			cancelled = cancelled || f.Appointment == apptA && f.Kind == featurestore.KindPatientCancel
+			dna = dna || f.Appointment == ns(apptB) && f.Kind == featurestore.KindDidNotAttend
+			cancelled = cancelled || f.Appointment == ns(apptA) && f.Kind == featurestore.KindPatientCancel
 		}
 		return dna && cancelled
 	}, "the S15 patient cancellation and the S26 did-not-attend in the patient's history")
@@ -152,8 +152,8 @@ func TestIssue12DoneWhen(t *testing.T) {
 	}
 	var evs []string
 	for _, ev := range w.appointments() {
-		if ev.AppointmentID == apptA || ev.AppointmentID == apptB {
-			evs = append(evs, ev.AppointmentID[:2]+":"+string(ev.Type)+":v"+strconv.Itoa(ev.Version))
+		if ev.AppointmentID == ns(apptA) || ev.AppointmentID == ns(apptB) {
+			evs = append(evs, ev.AppointmentID[len("RXX01:"):][:2]+":"+string(ev.Type)+":v"+strconv.Itoa(ev.Version))
 			if ev.Booking != nil && (!ev.Booking.Contact.SMS || ev.Booking.Clinic != "ORTHO1" || ev.Booking.Specialty != "110") {
 				t.Errorf("%s lost held facts: %+v", ev.Type, ev.Booking)
 			}
@@ -175,7 +175,10 @@ func TestIssue12DoneWhen(t *testing.T) {
 			}
 		}
 	}
-	state, _ := w.rdb.HGetAll(context.Background(), w.prefix+"pas:appt:"+apptA).Result()
+	state, _ := w.rdb.HGetAll(context.Background(), w.prefix+"pas:appt:"+ns(apptA)).Result()
+	if len(state) == 0 {
+		t.Fatal("no gateway state found for the appointment; the check below would prove nothing")
+	}
 	b, _ := json.Marshal(state)
 	all.Write(b)
 	all.WriteString(w.logs.String())

@@ -51,6 +51,7 @@ type config struct {
 	processingIDs                []string
 	fhirPatientSystem            string
 	fhirApptSystem               string
+	fhirFacility                 string
 	idleTimeout                  time.Duration
 	maxConns, maxMessage         int
 	maxAhead                     time.Duration
@@ -71,7 +72,7 @@ func parseConfig(args []string, lookup func(string) (string, bool), stderr io.Wr
 		"brokers": "KAFKA_BROKERS", "topic-appointments": "TOPIC_APPOINTMENTS",
 		"redis": "REDIS_ADDR", "redis-prefix": "REDIS_PREFIX", "state-ttl": "PAS_STATE_TTL",
 		"timezone": "PAS_TIMEZONE", "patient-id-type": "PAS_PATIENT_ID_TYPE", "processing-id": "HL7_PROCESSING_ID",
-		"fhir-patient-system": "FHIR_PATIENT_SYSTEM", "fhir-appointment-system": "FHIR_APPOINTMENT_SYSTEM",
+		"fhir-patient-system": "FHIR_PATIENT_SYSTEM", "fhir-appointment-system": "FHIR_APPOINTMENT_SYSTEM", "fhir-facility": "FHIR_FACILITY",
 		"idle-timeout": "MLLP_IDLE_TIMEOUT", "max-conns": "MLLP_MAX_CONNS", "max-message-bytes": "MLLP_MAX_MESSAGE_BYTES",
 		"log-level": "LOG_LEVEL", "max-ahead": "MAX_EVENT_AHEAD",
 	}
@@ -88,6 +89,7 @@ func parseConfig(args []string, lookup func(string) (string, bool), stderr io.Wr
 	procIDs := fs.String("processing-id", "P", "MSH-11 processing ids accepted, comma-separated (P production, T training, D debugging)")
 	fs.StringVar(&c.fhirPatientSystem, "fhir-patient-system", fhirin.NHSNumberSystem, "identifier system of the patient id in FHIR resources")
 	fs.StringVar(&c.fhirApptSystem, "fhir-appointment-system", "", "identifier system of the PAS appointment id in FHIR Appointments (default: the first identifier, else the resource id)")
+	fs.StringVar(&c.fhirFacility, "fhir-facility", "", "namespace of FHIR appointment ids, as MSH-4 (the sending facility) namespaces HL7 ones: set it to the HL7 feed's MSH-4 if both run (default: the identifier's assigner, else none)")
 	fs.DurationVar(&c.idleTimeout, "idle-timeout", 10*time.Minute, "close an MLLP connection that sends nothing for this long")
 	fs.IntVar(&c.maxConns, "max-conns", 64, "most MLLP connections at once")
 	fs.IntVar(&c.maxMessage, "max-message-bytes", mllp.DefaultLimit, "largest HL7 message accepted")
@@ -240,7 +242,7 @@ func run(ctx context.Context, cfg config, ps *pseudo.Pseudonymiser, log *slog.Lo
 		}()
 	}
 	if httpLn != nil {
-		m, err := fhirin.NewMapper(fhirin.Config{Pseudonymiser: ps, PatientSystem: cfg.fhirPatientSystem, AppointmentSystem: cfg.fhirApptSystem, MaxAhead: maxAhead})
+		m, err := fhirin.NewMapper(fhirin.Config{Pseudonymiser: ps, PatientSystem: cfg.fhirPatientSystem, AppointmentSystem: cfg.fhirApptSystem, Facility: cfg.fhirFacility, MaxAhead: maxAhead})
 		if err != nil {
 			return err
 		}

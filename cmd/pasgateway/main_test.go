@@ -231,6 +231,9 @@ func (w *world) waitRisk(appt string, version int) events.Risk {
 
 func ts(t time.Time) string { return hl7.FormatTime(t) }
 
+// ns is the appointment id the gateway publishes for SCH-2 appt from siuMsg's facility.
+func ns(appt string) string { return "RXX01:" + appt }
+
 func siuMsg(trigger, ctrl, appt string, at, start time.Time, extra string) string {
 	return fmt.Sprintf(`MSH|^~\&|PAS|RXX01|DNARISK|RXX01|%s||SIU^%s^SIU_S12|%s|P|2.5.1
 SCH||%s^PAS||||%s|ROUTINE|NEW^New patient
@@ -260,7 +263,7 @@ func TestRoundTrip(t *testing.T) {
 	if code, text := w.send(siuMsg("S12", "C1", apptA, now, startA, "")); code != "AA" || text != "booked version 1 published" {
 		t.Fatalf("S12: %s %q", code, text)
 	}
-	r1 := w.waitRisk(apptA, 1)
+	r1 := w.waitRisk(ns(apptA), 1)
 	if r1.Patient != patient || !r1.AppointmentStart.Equal(startA) || r1.Features["first_visit"] != 1 {
 		t.Fatalf("risk %+v", r1)
 	}
@@ -272,7 +275,7 @@ func TestRoundTrip(t *testing.T) {
 	if code, text := w.send(siuMsg("S13", "C2", apptA, now.Add(time.Minute), startA.Add(24*time.Hour), "")); code != "AA" || text != "rescheduled version 2 published" {
 		t.Fatalf("S13: %s %q", code, text)
 	}
-	w.waitRisk(apptA, 2)
+	w.waitRisk(ns(apptA), 2)
 
 	// The reminder dispatcher, fed the same topics, plans reminders for A.
 	d := newDispatcher(t, w)
@@ -311,16 +314,16 @@ func TestRoundTrip(t *testing.T) {
 		}
 		var dna, cancelled bool
 		for _, f := range hs[patient].Facts {
-			dna = dna || f.Appointment == apptB && f.Kind == featurestore.KindDidNotAttend
-			cancelled = cancelled || f.Appointment == apptA && f.Kind == featurestore.KindPatientCancel
+			dna = dna || f.Appointment == ns(apptB) && f.Kind == featurestore.KindDidNotAttend
+			cancelled = cancelled || f.Appointment == ns(apptA) && f.Kind == featurestore.KindPatientCancel
 		}
 		return dna && cancelled
 	}, "history with the S26 did-not-attend and the S15 patient cancellation")
 
 	var types []string
 	for _, ev := range w.appointments() {
-		if ev.AppointmentID == apptA || ev.AppointmentID == apptB {
-			types = append(types, fmt.Sprintf("%s:%s:v%d:%s", ev.AppointmentID[:1], ev.Type, ev.Version, ev.CancelledBy))
+		if ev.AppointmentID == ns(apptA) || ev.AppointmentID == ns(apptB) {
+			types = append(types, fmt.Sprintf("%s:%s:v%d:%s", ev.AppointmentID[len("RXX01:"):][:1], ev.Type, ev.Version, ev.CancelledBy))
 		}
 	}
 	if got := strings.Join(types, " "); got != "A:booked:v1: A:rescheduled:v2: A:cancelled:v2:patient B:booked:v1: B:did_not_attend:v1:" {

@@ -524,3 +524,27 @@ func TestUpdateWithoutPatientKeepsItsFacts(t *testing.T) {
 		t.Fatalf("unknown appointment without Patient: %d %s", status, diagnostics(oo))
 	}
 }
+
+
+// Appointment ids are namespaced by facility, so two feeds' ids cannot collide: the
+// configured one (the HL7 feed's MSH-4), else the identifier's assigner.
+func TestMapAppointmentNamespace(t *testing.T) {
+	withAssigner := edit(t, booked, map[string]any{"identifier": []any{map[string]any{"value": "APT100234",
+		"assigner": map[string]any{"identifier": map[string]any{"system": "https://fhir.nhs.uk/Id/ods-organization-code", "value": "RYY"}}}}})
+	for _, c := range []struct {
+		facility string
+		body     []byte
+		want     string
+	}{
+		{"", []byte(booked), "APT100234"},
+		{"RXX01", []byte(booked), "RXX01:APT100234"},
+		{"", withAssigner, "RYY:APT100234"},
+		{"RXX01", withAssigner, "RXX01:APT100234"},
+		{"A:B", []byte(booked), "A%3AB:APT100234"},
+	} {
+		ch, _, err := newMapper(t, Config{Facility: c.facility}).Map(c.body, "", nil)
+		if err != nil || ch.AppointmentID != c.want {
+			t.Errorf("facility %q: %v %v, want %s", c.facility, ch, err, c.want)
+		}
+	}
+}

@@ -42,6 +42,10 @@ type Config struct {
 	// NHSNumberSystem (check digit verified). It must name the same identifier the HL7
 	// feed and CSV imports use, or one patient becomes two.
 	PatientSystem string
+	// Facility namespaces appointment ids (pas.Namespaced), so two feeds' ids cannot collide:
+	// set it to the MSH-4 of the trust's HL7 feed so both name an appointment alike. Empty:
+	// the appointment identifier's assigner.identifier.value, else no namespace.
+	Facility string
 	// AppointmentSystem, if set, is the identifier system of the PAS appointment id; the
 	// Appointment must carry it. If empty, the first identifier is used, or else the
 	// resource id.
@@ -272,13 +276,16 @@ func containedPatients(raw json.RawMessage) (patients, error) {
 // appointmentID is the PAS appointment id: the identifier with the configured system, or the
 // first identifier, or the resource id.
 func (m *Mapper) appointmentID(a *fhir.Appointment) (string, error) {
-	id := ""
+	id, facility := "", m.cfg.Facility
 	for _, ident := range a.Identifier {
 		if ident.Value == nil || *ident.Value == "" {
 			continue
 		}
 		if m.cfg.AppointmentSystem == "" || ident.System != nil && *ident.System == m.cfg.AppointmentSystem {
 			id = *ident.Value
+			if as := ident.Assigner; facility == "" && as != nil && as.Identifier != nil && as.Identifier.Value != nil {
+				facility = *as.Identifier.Value
+			}
 			break
 		}
 	}
@@ -290,8 +297,9 @@ func (m *Mapper) appointmentID(a *fhir.Appointment) (string, error) {
 	case id == "":
 		return "", issue(fhir.IssueTypeRequired, "Appointment.identifier", "no appointment identifier and no resource id")
 	}
+	id = pas.Namespaced(facility, id)
 	if len(id) > 128 {
-		return "", issue(fhir.IssueTypeTooLong, "Appointment.identifier", "appointment id longer than 128")
+		return "", issue(fhir.IssueTypeTooLong, "Appointment.identifier", "appointment id (with its facility) longer than 128")
 	}
 	return id, nil
 }

@@ -131,7 +131,7 @@ func (m *Mapper) Map(msg *hl7.Message) (*pas.Change, string, error) {
 		EventTime: eventTime,
 		Received:  received,
 	}
-	if c.AppointmentID, err = appointmentID(sch); err != nil {
+	if c.AppointmentID, err = appointmentID(h, sch); err != nil {
 		return nil, "", err
 	}
 
@@ -209,12 +209,19 @@ func eventID(h hl7.Segment) string {
 	return "hl7:sha256:" + hex.EncodeToString(sum[:])
 }
 
-// appointmentID is the filler's (the PAS's own) id, SCH-2.1, or else the placer's, SCH-1.1.
-func appointmentID(sch hl7.Segment) (string, error) {
+// appointmentID is the filler's (the PAS's own) id, SCH-2.1, or else the placer's, SCH-1.1,
+// namespaced by the sending facility (MSH-4.1, else MSH-4.2) as pas.Namespaced does, so two
+// feeds' ids cannot collide.
+func appointmentID(h, sch hl7.Segment) (string, error) {
+	facility := h.Get(4, 1)
+	if facility == "" {
+		facility = h.Field(4).Comp(2).String()
+	}
 	for _, n := range []int{2, 1} {
 		if id := strings.TrimSpace(sch.Get(n, 1)); id != "" {
+			id = pas.Namespaced(facility, id)
 			if len(id) > 128 {
-				return "", hl7.Errorf(hl7.CodeDataType, "SCH", n, "appointment id longer than 128")
+				return "", hl7.Errorf(hl7.CodeDataType, "SCH", n, "appointment id with its sending facility (MSH-4) longer than 128")
 			}
 			return id, nil
 		}

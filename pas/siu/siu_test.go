@@ -116,7 +116,7 @@ func TestMapS12Full(t *testing.T) {
 	want := &pas.Change{
 		Kind: pas.Book, Source: "SIU^S12", EventID: "hl7:RXX01/PAS/MSG00001",
 		EventTime:     time.Date(2025, 3, 10, 9, 15, 0, 0, time.UTC),
-		AppointmentID: "APT100234",
+		AppointmentID: "RXX01:APT100234",
 		Patient:       ps.Pseudonym("9434765919"),
 	}
 	if c.Kind != want.Kind || c.Source != want.Source || c.EventID != want.EventID || !c.EventTime.Equal(want.EventTime) ||
@@ -143,7 +143,7 @@ func TestMapS12v23(t *testing.T) {
 		t.Fatal(err)
 	}
 	b := bookingOf(t, c)
-	if c.AppointmentID != "APT200" || !b.Start.Equal(time.Date(2025, 5, 14, 13, 15, 0, 0, time.UTC)) ||
+	if c.AppointmentID != "RXX01:APT200" || !b.Start.Equal(time.Date(2025, 5, 14, 13, 15, 0, 0, time.UTC)) ||
 		b.Specialty != "330" || b.Clinic != "DERM2" || b.FirstVisit || b.AgeBand != "18-24" ||
 		b.Contact != (events.Contact{SMS: false, OptOut: true}) || b.Extra[ExtraDuration] != 15 {
 		t.Errorf("change %+v booking %+v", c, b)
@@ -172,7 +172,7 @@ func TestMapOtherTriggers(t *testing.T) {
 			if err != nil {
 				t.Fatal(err)
 			}
-			if ch.Kind != c.kind || ch.CancelledBy != c.by || (ch.Patient != "") != c.patient || ch.AppointmentID != "APT100234" {
+			if ch.Kind != c.kind || ch.CancelledBy != c.by || (ch.Patient != "") != c.patient || ch.AppointmentID != "RXX01:APT100234" {
 				t.Fatalf("change %+v", ch)
 			}
 			if c.kind == pas.Modify && (bookingOf(t, ch) == nil || !bookingOf(t, ch).Start.Equal(time.Date(2025, 4, 9, 13, 15, 0, 0, time.UTC))) {
