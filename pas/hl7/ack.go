@@ -16,6 +16,14 @@ const (
 	AR = "AR" // application reject: header unacceptable, or the receiver could not process it now
 )
 
+// Accept acknowledgement codes (table 0008, enhanced mode): the receiver has committed the
+// message to safe storage (CA), could not (CE: try again), or refuses it (CR).
+const (
+	CA = "CA"
+	CE = "CE"
+	CR = "CR"
+)
+
 // Error codes of HL7 table 0357 that a receiver reports in ERR.
 const (
 	CodeSegmentSequence    = 100
@@ -89,6 +97,14 @@ func init() { ackSeq.Store(uint64(time.Now().UnixMilli()) * 1000) }
 // time-out). err nil means AA with text (which may be empty); otherwise err decides AE or AR,
 // and an error that is not an *Error is an AR with code 207 (internal: try again later).
 func Ack(msg *Message, err error, text string, now time.Time) []byte {
+	return AckAs(msg, "", err, text, now, false)
+}
+
+// AckAs is Ack with the acknowledgement code given (an accept code CA, CE or CR, or an
+// application code; "" takes it from err as Ack does), for enhanced acknowledgement mode. err,
+// if any, still gives the text and the ERR segment. enhanced sets MSH-15 and MSH-16 of the
+// reply to NE: an acknowledgement wants no acknowledgement itself.
+func AckAs(msg *Message, code string, err error, text string, now time.Time, enhanced bool) []byte {
 	d := DefaultDelimiters
 	var sendApp, sendFac, recvApp, recvFac, procID, version, trigger, ctrlID string
 	if msg != nil {
@@ -117,6 +133,7 @@ func Ack(msg *Message, err error, text string, now time.Time) []byte {
 	if version == "" {
 		version = "2.5"
 	}
+	given := code
 	code, ackText := AA, text
 	var he *Error
 	if err != nil {
@@ -125,6 +142,9 @@ func Ack(msg *Message, err error, text string, now time.Time) []byte {
 		}
 		code, ackText = he.Ack, he.Error()
 	}
+	if given != "" {
+		code = given
+	}
 	typ := "ACK"
 	if trigger != "" {
 		typ += string(d.Component) + trigger + string(d.Component) + "ACK"
@@ -132,8 +152,12 @@ func Ack(msg *Message, err error, text string, now time.Time) []byte {
 	f := string(d.Field)
 	var b strings.Builder
 	b.WriteString("MSH" + f + d.encoding())
-	for _, v := range []string{sendApp, sendFac, recvApp, recvFac, FormatTime(now), "", typ,
-		strconv.FormatUint(ackSeq.Add(1), 10), procID, version} {
+	fields := []string{sendApp, sendFac, recvApp, recvFac, FormatTime(now), "", typ,
+		strconv.FormatUint(ackSeq.Add(1), 10), procID, version}
+	if enhanced {
+		fields = append(fields, "", "", "NE", "NE")
+	}
+	for _, v := range fields {
 		b.WriteString(f + v)
 	}
 	b.WriteString("\rMSA" + f + code + f + ctrlID)

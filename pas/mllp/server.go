@@ -14,10 +14,12 @@ import (
 // may be called concurrently for different connections. The reply they return is written
 // back as one frame; nil means no reply.
 type Handler interface {
-	// Message handles one complete frame. An acknowledgement that accepts the message must
+	// Message handles one complete frame and returns the replies to write, each as one
+	// frame, in order (none, one, or, in HL7's enhanced acknowledgement mode, an accept and
+	// an application acknowledgement). An acknowledgement that accepts the message must
 	// only be returned once the message's effects are durable: the sender deletes its copy
 	// when it reads it.
-	Message(ctx context.Context, frame []byte) []byte
+	Message(ctx context.Context, frame []byte) [][]byte
 	// TooLarge answers a frame cut at the size limit; prefix holds its first bytes.
 	TooLarge(ctx context.Context, prefix []byte) []byte
 }
@@ -132,16 +134,18 @@ func (s *Server) serveConn(ctx context.Context, c net.Conn) {
 	}()
 	for s.armRead(ctx, c) {
 		frame, err := r.Read()
-		var reply []byte
+		var replies [][]byte
 		hctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), s.HandleTimeout)
 		switch {
 		case err == nil:
 			frames++
-			reply = s.Handler.Message(hctx, frame)
+			replies = s.Handler.Message(hctx, frame)
 		case errors.Is(err, ErrTooLarge):
 			frames++
 			log.Warn("mllp frame over the size limit rejected", "limit_bytes", s.MaxFrame)
-			reply = s.Handler.TooLarge(hctx, frame)
+			if reply := s.Handler.TooLarge(hctx, frame); reply != nil {
+				replies = [][]byte{reply}
+			}
 		case errors.Is(err, ErrRestarted):
 			cancel()
 			log.Warn("mllp frame abandoned by the sender (new start block inside it); discarded")
@@ -163,13 +167,12 @@ func (s *Server) serveConn(ctx context.Context, c net.Conn) {
 			return
 		}
 		cancel()
-		if reply == nil {
-			continue
-		}
-		_ = c.SetWriteDeadline(time.Now().Add(s.WriteTimeout))
-		if err := Write(c, reply); err != nil {
-			log.Warn("mllp acknowledgement not delivered", "err", err)
-			return
+		for _, reply := range replies {
+			_ = c.SetWriteDeadline(time.Now().Add(s.WriteTimeout))
+			if err := Write(c, reply); err != nil {
+				log.Warn("mllp acknowledgement not delivered", "err", err)
+				return
+			}
 		}
 	}
 }

@@ -22,7 +22,7 @@ type echo struct {
 	inside chan struct{}
 }
 
-func (e *echo) Message(ctx context.Context, frame []byte) []byte {
+func (e *echo) Message(ctx context.Context, frame []byte) [][]byte {
 	if e.block != nil {
 		e.inside <- struct{}{}
 		<-e.block
@@ -30,7 +30,7 @@ func (e *echo) Message(ctx context.Context, frame []byte) []byte {
 	e.mu.Lock()
 	e.frames = append(e.frames, string(frame))
 	e.mu.Unlock()
-	return []byte("ACK:" + string(frame))
+	return [][]byte{[]byte("ACK:" + string(frame))}
 }
 
 func (e *echo) TooLarge(ctx context.Context, prefix []byte) []byte {

@@ -380,6 +380,7 @@ func ackOf(t *testing.T, b []byte) (code, ctrl, text string, errSeg hl7.Segment)
 
 func TestHandlerAcks(t *testing.T) {
 	ev := &events.Appointment{Type: events.Booked, Version: 1, EventID: "hl7:RXX01/PAS/MSG00001"}
+	s12v251 := strings.Replace(s12v251, "|||AL|NE||", "|||||", 1) // original acknowledgement mode
 	for _, c := range []struct {
 		name    string
 		frame   string
@@ -402,7 +403,7 @@ func TestHandlerAcks(t *testing.T) {
 		t.Run(c.name, func(t *testing.T) {
 			rec := &recorder{res: c.res, err: c.err}
 			h := &Handler{Mapper: mapper(t, Config{}), Gateway: rec}
-			code, ctrl, text, _ := ackOf(t, h.Message(context.Background(), wire(c.frame)))
+			code, ctrl, text, _ := ackOf(t, only(t, h.Message(context.Background(), wire(c.frame))))
 			if code != c.code || ctrl != c.ctrl || (c.text != "" && text != c.text) {
 				t.Fatalf("ack %s %q %q; want %s %q %q", code, ctrl, text, c.code, c.ctrl, c.text)
 			}
@@ -491,5 +492,71 @@ func TestMapRefusesMessagesDatedTooFarAhead(t *testing.T) {
 		if !errors.As(err, &he) || he.Ack != hl7.AE || he.Segment != "MSH" || he.Field != 7 || !strings.Contains(he.Text, "ahead of this receiver's clock") {
 			t.Errorf("clock %s max %s: %v, want AE at MSH-7", c.clock, c.max, err)
 		}
+	}
+}
+
+// only is the one reply a handler gave (original acknowledgement mode).
+func only(t testing.TB, replies [][]byte) []byte {
+	t.Helper()
+	if len(replies) != 1 {
+		t.Fatalf("%d replies, want 1", len(replies))
+	}
+	return replies[0]
+}
+
+// Enhanced acknowledgement mode: MSH-15 (accept) and MSH-16 (application) say which replies
+// the sender wants; each outcome gets exactly those, in order.
+func TestHandlerEnhancedAcks(t *testing.T) {
+	ev := &events.Appointment{Type: events.Booked, Version: 1, EventID: "e"}
+	mode := func(accept, app string) string {
+		return strings.Replace(s12v251, "|||AL|NE||", "|||"+accept+"|"+app+"||", 1)
+	}
+	for _, c := range []struct {
+		name        string
+		accept, app string
+		res         pas.Result
+		err         error
+		frame       string // default: mode(accept, app)
+		want        string // reply codes in order
+	}{
+		{name: "AL/NE published", accept: "AL", app: "NE", res: pas.Result{Event: ev}, want: "CA"},
+		{name: "AL/AL published", accept: "AL", app: "AL", res: pas.Result{Event: ev}, want: "CA AA"},
+		{name: "NE/AL published", accept: "NE", app: "AL", res: pas.Result{Event: ev}, want: "AA"},
+		{name: "AL/ER published", accept: "AL", app: "ER", res: pas.Result{Event: ev}, want: "CA"},
+		{name: "ER/SU published", accept: "ER", app: "SU", res: pas.Result{Event: ev}, want: "AA"},
+		{name: "NE/NE published", accept: "NE", app: "NE", res: pas.Result{Event: ev}, want: ""},
+		{name: "AL/AL kafka down", accept: "AL", app: "AL", err: wrapUnavailable(), want: "CE"},
+		{name: "ER/NE kafka down", accept: "ER", app: "NE", err: wrapUnavailable(), want: "CE"},
+		{name: "SU/AL kafka down", accept: "SU", app: "AL", err: wrapUnavailable(), want: ""},
+		{name: "AL/AL content error", accept: "AL", app: "AL", err: wrapRejected(), want: "CA AE"},
+		{name: "AL/ER content error", accept: "AL", app: "ER", err: wrapRejected(), want: "CA AE"},
+		{name: "AL/NE content error is not lost", accept: "AL", app: "NE", err: wrapRejected(), want: "CE"},
+		{name: "AL/AL bad version", accept: "AL", app: "AL", frame: strings.Replace(mode("AL", "AL"), "|P|2.5.1|", "|P|2.1|", 1), want: "CR"},
+		{name: "empty/AL", accept: "", app: "AL", res: pas.Result{Event: ev}, want: "CA AA"},
+	} {
+		t.Run(c.name, func(t *testing.T) {
+			h := &Handler{Mapper: mapper(t, Config{}), Gateway: &recorder{res: c.res, err: c.err}}
+			frame := c.frame
+			if frame == "" {
+				frame = mode(c.accept, c.app)
+			}
+			var got []string
+			for _, r := range h.Message(context.Background(), wire(frame)) {
+				code, ctrl, _, _ := ackOf(t, r)
+				m, _ := hl7.Parse(r)
+				if ctrl != "MSG00001" || m.Header().Get(15, 1) != "NE" || m.Header().Get(16, 1) != "NE" {
+					t.Fatalf("reply %q: control id %q, MSH-15/16 %q/%q", r, ctrl, m.Header().Get(15, 1), m.Header().Get(16, 1))
+				}
+				got = append(got, code)
+			}
+			if strings.Join(got, " ") != c.want {
+				t.Fatalf("replies %v, want %q", got, c.want)
+			}
+		})
+	}
+	// An acknowledgement sent to the receiver is not answered (no ping-pong).
+	h := &Handler{Mapper: mapper(t, Config{}), Gateway: &recorder{}}
+	if r := h.Message(context.Background(), wire("MSH|^~\\&|A|B|C|D|20250310091500||ACK^S12^ACK|9|P|2.5.1\nMSA|CA|1\n")); len(r) != 0 {
+		t.Fatalf("answered an ACK: %q", r)
 	}
 }
