@@ -54,6 +54,7 @@ type config struct {
 	fhirFacility                 string
 	idleTimeout                  time.Duration
 	maxConns, maxMessage         int
+	maxConnsPerHost              int
 	maxAhead                     time.Duration
 	logLevel                     slog.Level
 	kafkaOpts                    []stream.Option
@@ -73,7 +74,7 @@ func parseConfig(args []string, lookup func(string) (string, bool), stderr io.Wr
 		"redis": "REDIS_ADDR", "redis-prefix": "REDIS_PREFIX", "state-ttl": "PAS_STATE_TTL",
 		"timezone": "PAS_TIMEZONE", "patient-id-type": "PAS_PATIENT_ID_TYPE", "processing-id": "HL7_PROCESSING_ID",
 		"fhir-patient-system": "FHIR_PATIENT_SYSTEM", "fhir-appointment-system": "FHIR_APPOINTMENT_SYSTEM", "fhir-facility": "FHIR_FACILITY",
-		"idle-timeout": "MLLP_IDLE_TIMEOUT", "max-conns": "MLLP_MAX_CONNS", "max-message-bytes": "MLLP_MAX_MESSAGE_BYTES",
+		"idle-timeout": "MLLP_IDLE_TIMEOUT", "max-conns": "MLLP_MAX_CONNS", "max-conns-per-host": "MLLP_MAX_CONNS_PER_HOST", "max-message-bytes": "MLLP_MAX_MESSAGE_BYTES",
 		"log-level": "LOG_LEVEL", "max-ahead": "MAX_EVENT_AHEAD",
 	}
 	fs.StringVar(&c.mllpAddr, "mllp-addr", ":2575", "MLLP listen address for HL7 v2 SIU; off to disable")
@@ -92,6 +93,7 @@ func parseConfig(args []string, lookup func(string) (string, bool), stderr io.Wr
 	fs.StringVar(&c.fhirFacility, "fhir-facility", "", "namespace of FHIR appointment ids, as MSH-4 (the sending facility) namespaces HL7 ones: set it to the HL7 feed's MSH-4 if both run (default: the identifier's assigner, else none)")
 	fs.DurationVar(&c.idleTimeout, "idle-timeout", 10*time.Minute, "close an MLLP connection that sends nothing for this long")
 	fs.IntVar(&c.maxConns, "max-conns", 64, "most MLLP connections at once")
+	fs.IntVar(&c.maxConnsPerHost, "max-conns-per-host", 8, "most MLLP connections from one client address; at the limit its least recently active idle connection is closed to admit a new one")
 	fs.IntVar(&c.maxMessage, "max-message-bytes", mllp.DefaultLimit, "largest HL7 message accepted")
 	fs.DurationVar(&c.maxAhead, "max-ahead", events.DefaultMaxAhead, "refuse (AE / 422) messages dated further than this past the receiver's clock, as the scorer dead-letters their events; 0 for no limit; must equal the scorer's --max-ahead")
 	logLevel := fs.String("log-level", "info", "debug, info, warn or error")
@@ -154,6 +156,8 @@ func parseConfig(args []string, lookup func(string) (string, bool), stderr io.Wr
 		return c, fmt.Errorf("--max-ahead %s is negative (0 means no limit)", c.maxAhead)
 	case c.maxConns < 1:
 		return c, fmt.Errorf("--max-conns %d: want at least 1", c.maxConns)
+	case c.maxConnsPerHost < 1 || c.maxConnsPerHost > c.maxConns:
+		return c, fmt.Errorf("--max-conns-per-host %d: want 1 to --max-conns (%d)", c.maxConnsPerHost, c.maxConns)
 	case c.maxMessage < 1024 || c.maxMessage > 64<<20:
 		return c, fmt.Errorf("--max-message-bytes %d out of range 1024..%d", c.maxMessage, 64<<20)
 	}
@@ -231,7 +235,7 @@ func run(ctx context.Context, cfg config, ps *pseudo.Pseudonymiser, log *slog.Lo
 			return err
 		}
 		srv := &mllp.Server{Handler: &siu.Handler{Mapper: m, Gateway: gw, Log: log}, Log: log,
-			IdleTimeout: cfg.idleTimeout, MaxConns: cfg.maxConns, MaxFrame: cfg.maxMessage}
+			IdleTimeout: cfg.idleTimeout, MaxConns: cfg.maxConns, MaxConnsPerHost: cfg.maxConnsPerHost, MaxFrame: cfg.maxMessage}
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
