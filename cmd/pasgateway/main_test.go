@@ -344,7 +344,7 @@ func TestRoundTrip(t *testing.T) {
 	}
 	b, _ := io.ReadAll(resp.Body)
 	resp.Body.Close()
-	if resp.StatusCode != 200 || !strings.Contains(string(b), "booked version 1 published") {
+	if resp.StatusCode != 201 || resp.Header.Get("Location") == "" || !strings.Contains(string(b), "booked version 1 published") {
 		t.Fatalf("FHIR: %d %s", resp.StatusCode, b)
 	}
 	rc := w.waitRisk(apptC, 1)

@@ -173,8 +173,8 @@ func TestMapRefuses(t *testing.T) {
 		{"not JSON object", []byte(`[1]`), fhir.IssueTypeStructure, "Appointment"},
 		{"wrong resource", []byte(`{"resourceType":"Patient"}`), fhir.IssueTypeNotSupported, ""},
 		{"no status", edit(t, booked, map[string]any{"status": nil}), fhir.IssueTypeRequired, "Appointment.status"},
-		{"unknown status", edit(t, booked, map[string]any{"status": "done"}), fhir.IssueTypeStructure, "Appointment"},
-		{"start is a number", edit(t, booked, map[string]any{"start": 5}), fhir.IssueTypeStructure, "Appointment"},
+		{"unknown status", edit(t, booked, map[string]any{"status": "done"}), fhir.IssueTypeStructure, "Appointment.status"},
+		{"start is a number", edit(t, booked, map[string]any{"start": 5}), fhir.IssueTypeStructure, "Appointment.start"},
 		{"no start", edit(t, booked, map[string]any{"start": nil}), fhir.IssueTypeRequired, "Appointment.start"},
 		{"start without zone", edit(t, booked, map[string]any{"start": "2025-04-02T09:30:00"}), fhir.IssueTypeValue, "Appointment.start"},
 		{"bad lastUpdated", edit(t, booked, map[string]any{"meta.lastUpdated": "2025-02-30T00:00:00Z"}), fhir.IssueTypeValue, "Appointment.meta.lastUpdated"},
@@ -303,11 +303,12 @@ func TestHTTPSingleResource(t *testing.T) {
 		status                    int
 		want                      string
 	}{
-		{"POST", "POST", "/fhir/Appointment", "application/fhir+json", []byte(booked), 200, "information/informational <nil>: booked version 1 published"},
-		{"PUT", "PUT", "/fhir/Appointment/apt-100234", "application/fhir+json; charset=utf-8", []byte(booked), 200, "booked version 1 published"},
+		{"POST", "POST", "/fhir/Appointment", "application/fhir+json", []byte(booked), 201, "information/informational <nil>: booked version 1 published"},
+		{"PUT", "PUT", "/fhir/Appointment/apt-100234", "application/fhir+json; charset=utf-8", []byte(booked), 201, "booked version 1 published"},
 		{"PUT other id", "PUT", "/fhir/Appointment/x", "application/json", []byte(booked), 422, "Appointment.id"},
 		{"ignored status", "POST", "/fhir/Appointment", "", edit(t, booked, map[string]any{"status": "arrived"}), 200, "ignored: status arrived"},
-		{"XML", "POST", "/fhir/Appointment", "application/fhir+xml", []byte("<Appointment/>"), 415, "application/fhir+json"},
+		{"XML", "POST", "/fhir/Appointment", "application/fhir+xml", []byte("<Appointment/>"), 415, `Content-Type "application/fhir+xml" is not supported: send FHIR JSON as application/fhir+json`},
+		{"text", "POST", "/fhir/Appointment", "text/plain", []byte(booked), 415, `Content-Type "text/plain" is not supported`},
 		{"not JSON", "POST", "/fhir/Appointment", "", []byte("{"), 400, "not valid JSON"},
 		{"bundle to /Appointment", "POST", "/fhir/Appointment", "", []byte(`{"resourceType":"Bundle","type":"batch"}`), 400, "base URL"},
 		{"bad start", "POST", "/fhir/Appointment", "", edit(t, booked, map[string]any{"start": "tomorrow"}), 422, "[Appointment.start]"},
@@ -405,7 +406,7 @@ func TestHTTPBatch(t *testing.T) {
 	for _, e := range resp["entry"].([]any) {
 		got = append(got, e.(map[string]any)["response"].(map[string]any)["status"].(string))
 	}
-	if strings.Join(got, ",") != "200 OK,200 OK,503 Service Unavailable,422 Unprocessable Entity" {
+	if strings.Join(got, ",") != "200 OK,201 Created,503 Service Unavailable,422 Unprocessable Entity" {
 		t.Fatalf("entry statuses %v", got)
 	}
 	for name, b := range map[string]string{
@@ -546,5 +547,79 @@ func TestMapAppointmentNamespace(t *testing.T) {
 		if err != nil || ch.AppointmentID != c.want {
 			t.Errorf("facility %q: %v %v, want %s", c.facility, ch, err, c.want)
 		}
+	}
+}
+
+// OperationOutcome expressions name the element at fault, not the resource.
+func TestIssuesAtElementLevel(t *testing.T) {
+	m := newMapper(t, Config{})
+	for _, c := range []struct {
+		body []byte
+		want string
+	}{
+		{edit(t, booked, map[string]any{"status": "bogus"}), "Appointment.status"},
+		{edit(t, booked, map[string]any{"participant": []any{map[string]any{"actor": map[string]any{"reference": "#p1"}, "status": "accepted"},
+			map[string]any{"actor": map[string]any{"reference": "Location/X"}, "status": "maybe"}}}), "Appointment.participant[1].status"},
+		{edit(t, booked, map[string]any{"minutesDuration": "thirty"}), "Appointment.minutesDuration"},
+		{[]byte(strings.Replace(booked, `"use": "mobile"`, `"use": "cell"`, 1)), "Appointment.contained[0].telecom[1].use"},
+	} {
+		_, _, err := m.Map(c.body, "", nil)
+		var is *Issue
+		if !errors.As(err, &is) || is.Expression != c.want {
+			t.Errorf("%v, want expression %s", err, c.want)
+		}
+	}
+}
+
+// Create answers 201 with a Location; an update 200; GET metadata is the CapabilityStatement;
+// a batch entry's OperationOutcome names the element at fault.
+func TestHTTPCreateMetadataAndBatchExpressions(t *testing.T) {
+	g := pas.NewGateway(&pas.MemoryTracker{}, &kept{}, nil)
+	srv := httptest.NewServer(NewHandler("/fhir", newMapper(t, Config{Facility: "RXX01"}), g, nil))
+	defer srv.Close()
+	post := func(body []byte) *http.Response {
+		t.Helper()
+		resp, err := http.Post(srv.URL+"/fhir/Appointment", "application/fhir+json", bytes.NewReader(body))
+		if err != nil {
+			t.Fatal(err)
+		}
+		resp.Body.Close()
+		return resp
+	}
+	if resp := post([]byte(booked)); resp.StatusCode != 201 || resp.Header.Get("Location") != "/fhir/Appointment/RXX01:APT100234/_history/1" {
+		t.Fatalf("create: %d Location %q", resp.StatusCode, resp.Header.Get("Location"))
+	}
+	moved := edit(t, booked, map[string]any{"start": "2025-04-03T09:30:00+01:00", "meta": map[string]any{"versionId": "2", "lastUpdated": "2025-03-11T09:00:00Z"}})
+	if resp := post(moved); resp.StatusCode != 200 || resp.Header.Get("Location") != "" {
+		t.Fatalf("update: %d Location %q", resp.StatusCode, resp.Header.Get("Location"))
+	}
+
+	resp, err := http.Get(srv.URL + "/fhir/metadata")
+	if err != nil {
+		t.Fatal(err)
+	}
+	var cs map[string]any
+	_ = json.NewDecoder(resp.Body).Decode(&cs)
+	resp.Body.Close()
+	if resp.StatusCode != 200 || cs["resourceType"] != "CapabilityStatement" || cs["fhirVersion"] != "4.0.1" || cs["kind"] != "instance" {
+		t.Fatalf("metadata: %d %v", resp.StatusCode, cs)
+	}
+
+	var doc map[string]any
+	_ = json.Unmarshal(bundleOf(t, "batch", "E1", "E2"), &doc)
+	doc["entry"].([]any)[2].(map[string]any)["resource"].(map[string]any)["status"] = "bogus"
+	body, _ := json.Marshal(doc)
+	status, out := do(t, "POST", srv.URL+"/fhir", "", body)
+	entries := out["entry"].([]any)
+	if status != 200 || len(entries) != 3 {
+		t.Fatalf("%d %v", status, out)
+	}
+	first := entries[1].(map[string]any)["response"].(map[string]any)
+	if first["status"] != "201 Created" || first["location"] != "/fhir/Appointment/RXX01:E1/_history/1" {
+		t.Fatalf("created entry %v", first)
+	}
+	oo := entries[2].(map[string]any)["response"].(map[string]any)["outcome"].(map[string]any)
+	if got := diagnostics(oo); !strings.Contains(got, "[Bundle.entry[2].resource.status]") {
+		t.Fatalf("batch entry outcome %s", got)
 	}
 }

@@ -15,6 +15,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"reflect"
 	"regexp"
 	"strings"
 	"time"
@@ -116,7 +117,8 @@ func (m *Mapper) Map(raw json.RawMessage, urlID string, ctx patients) (*pas.Chan
 	}
 	a, err := fhir.UnmarshalAppointment(raw)
 	if err != nil {
-		return nil, "", issue(fhir.IssueTypeStructure, "Appointment", "does not match the FHIR R4 Appointment structure: %s", jsonReason(err))
+		return nil, "", issue(fhir.IssueTypeStructure, Locate(reflect.TypeFor[fhir.Appointment](), raw, "Appointment"),
+			"does not match the FHIR R4 Appointment structure: %s", jsonReason(err))
 	}
 	if len(a.ModifierExtension) > 0 {
 		return nil, "", issue(fhir.IssueTypeExtension, "Appointment.modifierExtension", "modifier extensions change the meaning of the resource and none is understood here")
@@ -264,7 +266,8 @@ func containedPatients(raw json.RawMessage) (patients, error) {
 		}
 		p, err := fhir.UnmarshalPatient(r)
 		if err != nil {
-			return nil, issue(fhir.IssueTypeStructure, fmt.Sprintf("Appointment.contained[%d]", i), "not a FHIR R4 Patient: %s", jsonReason(err))
+			return nil, issue(fhir.IssueTypeStructure, Locate(reflect.TypeFor[fhir.Patient](), r, fmt.Sprintf("Appointment.contained[%d]", i)),
+				"not a FHIR R4 Patient: %s", jsonReason(err))
 		}
 		if p.Id != nil {
 			out["#"+*p.Id] = &p
@@ -600,4 +603,45 @@ func jsonReason(err error) string {
 	msg := err.Error()
 	// samply's enum errors quote the unknown code; codes are not personal data, but keep it short.
 	return clip(msg, 120)
+}
+
+// Locate returns the FHIRPath (under path, the element raw is) of the innermost element of raw
+// that does not decode as Go type typ: "Appointment.participant[1].status" for an unknown
+// participant status, rather than the whole resource. It returns path itself when raw decodes
+// or no single element is at fault.
+func Locate(typ reflect.Type, raw json.RawMessage, path string) string {
+	if json.Unmarshal(raw, reflect.New(typ).Interface()) == nil {
+		return path
+	}
+	switch typ.Kind() {
+	case reflect.Pointer:
+		return Locate(typ.Elem(), raw, path)
+	case reflect.Slice:
+		var items []json.RawMessage
+		if json.Unmarshal(raw, &items) != nil {
+			return path
+		}
+		for i, it := range items {
+			if json.Unmarshal(it, reflect.New(typ.Elem()).Interface()) != nil {
+				return Locate(typ.Elem(), it, fmt.Sprintf("%s[%d]", path, i))
+			}
+		}
+	case reflect.Struct:
+		var obj map[string]json.RawMessage
+		if json.Unmarshal(raw, &obj) != nil {
+			return path
+		}
+		for i := range typ.NumField() {
+			f := typ.Field(i)
+			name, _, _ := strings.Cut(f.Tag.Get("json"), ",")
+			v, ok := obj[name]
+			if !ok || name == "" || name == "-" {
+				continue
+			}
+			if json.Unmarshal(v, reflect.New(f.Type).Interface()) != nil {
+				return Locate(f.Type, v, path+"."+name)
+			}
+		}
+	}
+	return path
 }
