@@ -147,7 +147,11 @@ func AckAs(msg *Message, code string, err error, text string, now time.Time, enh
 	}
 	typ := "ACK"
 	if trigger != "" {
-		typ += string(d.Component) + trigger + string(d.Component) + "ACK"
+		typ += string(d.Component) + trigger
+		// The message structure (MSH-9.3) exists from v2.3.1 on; v2.3's MSH-9 has two parts.
+		if v, _, _ := strings.Cut(version, string(d.Component)); v != "2.3" && v != "2.3.0" && !before23(v) {
+			typ += string(d.Component) + "ACK"
+		}
 	}
 	f := string(d.Field)
 	var b strings.Builder
@@ -194,6 +198,11 @@ func errSegment(e *Error, version string, d Delimiters) string {
 	}
 	return "ERR" + f + f + e.Segment + c + seq + c + field + f + strconv.Itoa(e.Code) + c + Escape(name, d) + c + "HL70357" +
 		f + "E" + f + f + f + f + text
+}
+
+func before23(version string) bool {
+	major, minor, ok := versionParts(version)
+	return ok && (major < 2 || major == 2 && minor < 3)
 }
 
 func before25(version string) bool {
