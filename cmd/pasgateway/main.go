@@ -56,6 +56,7 @@ type config struct {
 	maxConns, maxMessage         int
 	maxConnsPerHost              int
 	maxAhead                     time.Duration
+	mapping                      *pas.Mapping
 	logLevel                     slog.Level
 	kafkaOpts                    []stream.Option
 	topics                       topicConfig
@@ -75,7 +76,7 @@ func parseConfig(args []string, lookup func(string) (string, bool), stderr io.Wr
 		"timezone": "PAS_TIMEZONE", "patient-id-type": "PAS_PATIENT_ID_TYPE", "processing-id": "HL7_PROCESSING_ID",
 		"fhir-patient-system": "FHIR_PATIENT_SYSTEM", "fhir-appointment-system": "FHIR_APPOINTMENT_SYSTEM", "fhir-facility": "FHIR_FACILITY",
 		"idle-timeout": "MLLP_IDLE_TIMEOUT", "max-conns": "MLLP_MAX_CONNS", "max-conns-per-host": "MLLP_MAX_CONNS_PER_HOST", "max-message-bytes": "MLLP_MAX_MESSAGE_BYTES",
-		"log-level": "LOG_LEVEL", "max-ahead": "MAX_EVENT_AHEAD",
+		"log-level": "LOG_LEVEL", "max-ahead": "MAX_EVENT_AHEAD", "mapping": "PAS_MAPPING",
 	}
 	fs.StringVar(&c.mllpAddr, "mllp-addr", ":2575", "MLLP listen address for HL7 v2 SIU; off to disable")
 	fs.StringVar(&c.fhirAddr, "fhir-addr", ":8080", "HTTP listen address for FHIR R4 Appointments; off to disable")
@@ -96,6 +97,7 @@ func parseConfig(args []string, lookup func(string) (string, bool), stderr io.Wr
 	fs.IntVar(&c.maxConnsPerHost, "max-conns-per-host", 8, "most MLLP connections from one client address; at the limit its least recently active idle connection is closed to admit a new one")
 	fs.IntVar(&c.maxMessage, "max-message-bytes", mllp.DefaultLimit, "largest HL7 message accepted")
 	fs.DurationVar(&c.maxAhead, "max-ahead", events.DefaultMaxAhead, "refuse (AE / 422) messages dated further than this past the receiver's clock, as the scorer dead-letters their events; 0 for no limit; must equal the scorer's --max-ahead")
+	mappingFile := fs.String("mapping", "", "JSON mapping file: local specialty codes, cancellation codes and phrases, the fields and extensions carrying the model's extra features (docs/pas-integration.md; example cmd/pasgateway/mapping.example.json)")
 	logLevel := fs.String("log-level", "info", "debug, info, warn or error")
 	c.topics.register(fs, env)
 	var ksec secconfig.Kafka
@@ -127,6 +129,11 @@ func parseConfig(args []string, lookup func(string) (string, bool), stderr io.Wr
 			if _, _, err := net.SplitHostPort(*a); err != nil {
 				return c, fmt.Errorf("listen address %q: want host:port, :port or off", *a)
 			}
+		}
+	}
+	if *mappingFile != "" {
+		if c.mapping, err = pas.LoadMapping(*mappingFile); err != nil {
+			return c, err
 		}
 	}
 	if c.kafkaOpts, err = ksec.Options(lookup); err != nil {
@@ -230,7 +237,7 @@ func run(ctx context.Context, cfg config, ps *pseudo.Pseudonymiser, log *slog.Lo
 	wg.Add(1)
 	go func() { defer wg.Done(); waitTopics(ctx, gate, errs, cancel) }()
 	if mllpLn != nil {
-		m, err := siu.NewMapper(siu.Config{Pseudonymiser: ps, Location: cfg.location, PatientIDTypes: cfg.patientIDTypes, ProcessingIDs: cfg.processingIDs, MaxAhead: maxAhead})
+		m, err := siu.NewMapper(siu.Config{Pseudonymiser: ps, Location: cfg.location, PatientIDTypes: cfg.patientIDTypes, ProcessingIDs: cfg.processingIDs, MaxAhead: maxAhead, Mapping: cfg.mapping})
 		if err != nil {
 			return err
 		}
@@ -246,7 +253,7 @@ func run(ctx context.Context, cfg config, ps *pseudo.Pseudonymiser, log *slog.Lo
 		}()
 	}
 	if httpLn != nil {
-		m, err := fhirin.NewMapper(fhirin.Config{Pseudonymiser: ps, PatientSystem: cfg.fhirPatientSystem, AppointmentSystem: cfg.fhirApptSystem, Facility: cfg.fhirFacility, MaxAhead: maxAhead})
+		m, err := fhirin.NewMapper(fhirin.Config{Pseudonymiser: ps, PatientSystem: cfg.fhirPatientSystem, AppointmentSystem: cfg.fhirApptSystem, Facility: cfg.fhirFacility, MaxAhead: maxAhead, Mapping: cfg.mapping})
 		if err != nil {
 			return err
 		}

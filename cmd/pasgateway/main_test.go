@@ -35,13 +35,13 @@ func lookupIn(m map[string]string) func(string) (string, bool) {
 }
 
 func TestConfig(t *testing.T) {
-	c, err := parseConfig([]string{"--mllp-addr", "127.0.0.1:0", "--patient-id-type", "NH, MR"},
+	c, err := parseConfig([]string{"--mllp-addr", "127.0.0.1:0", "--patient-id-type", "NH, MR", "--mapping", "mapping.example.json"},
 		lookupIn(map[string]string{"KAFKA_BROKERS": "k1:9092,k2:9092", "FHIR_ADDR": "off", "HL7_PROCESSING_ID": "P,T"}), io.Discard)
 	if err != nil {
 		t.Fatal(err)
 	}
 	if c.fhirAddr != "" || strings.Join(c.brokers, ",") != "k1:9092,k2:9092" || strings.Join(c.patientIDTypes, ",") != "NH,MR" ||
-		strings.Join(c.processingIDs, ",") != "P,T" || c.location.String() != "Europe/London" {
+		strings.Join(c.processingIDs, ",") != "P,T" || c.location.String() != "Europe/London" || c.mapping == nil || len(c.mapping.Extras) != 2 {
 		t.Fatalf("config %+v", c)
 	}
 	for _, c := range []struct {
@@ -55,6 +55,9 @@ func TestConfig(t *testing.T) {
 		{[]string{"--max-message-bytes", "10"}, nil, "--max-message-bytes"},
 		{[]string{"--patient-id-type", " , "}, nil, "--patient-id-type"},
 		{[]string{"stray"}, nil, "unexpected arguments"},
+		{[]string{"--max-ahead", "-1h"}, nil, "--max-ahead"},
+		{[]string{"--mapping", "no-such-file.json"}, nil, "mapping file"},
+		{[]string{"--max-conns", "4", "--max-conns-per-host", "5"}, nil, "--max-conns-per-host"},
 	} {
 		if _, err := parseConfig(c.args, lookupIn(c.env), io.Discard); err == nil || !strings.Contains(err.Error(), c.want) {
 			t.Errorf("%v %v: err %v, want %q", c.args, c.env, err, c.want)

@@ -623,3 +623,34 @@ func TestHTTPCreateMetadataAndBatchExpressions(t *testing.T) {
 		t.Fatalf("batch entry outcome %s", got)
 	}
 }
+
+// The mapping file in FHIR: local specialty codes, cancellation phrases in
+// cancelationReason.text, and extensions carrying extras.
+func TestMapWithMappingFile(t *testing.T) {
+	mp, err := pas.LoadMapping("../../cmd/pasgateway/mapping.example.json")
+	if err != nil {
+		t.Fatal(err)
+	}
+	m := newMapper(t, Config{Mapping: mp})
+	body := edit(t, booked, map[string]any{
+		"specialty": []any{map[string]any{"coding": []any{map[string]any{"system": "https://trust.example.nhs.uk/specialty", "code": "derm"}}}},
+		"extension": []any{
+			map[string]any{"url": "https://fhir.example-trust.nhs.uk/StructureDefinition/interpreter-needed", "valueBoolean": true},
+			map[string]any{"url": "https://fhir.example-trust.nhs.uk/StructureDefinition/travel-distance-km", "valueDecimal": 3.5}},
+	})
+	ch, _, err := m.Map(body, "", nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if b := bookingOf(t, ch); b.Specialty != "330" || b.Extra["interpreter_needed"] != 1 || b.Extra["travel_distance_km"] != 3.5 {
+		t.Fatalf("booking %+v", b)
+	}
+	cancelled := edit(t, booked, map[string]any{"status": "cancelled", "cancelationReason": map[string]any{"text": "Clinic cancelled - consultant unavailable"}})
+	if ch, _, err := m.Map(cancelled, "", nil); err != nil || ch.CancelledBy != events.ByHospital {
+		t.Fatalf("%v %v", ch, err)
+	}
+	byPatient := edit(t, booked, map[string]any{"status": "cancelled", "cancelationReason": map[string]any{"text": "Cancelled by patient via portal"}})
+	if ch, _, err := m.Map(byPatient, "", nil); err != nil || ch.CancelledBy != events.ByPatient {
+		t.Fatalf("%v %v", ch, err)
+	}
+}

@@ -54,6 +54,9 @@ type Config struct {
 	// Now is the receipt time, used when a resource has no meta.lastUpdated. Default
 	// time.Now.
 	Now func() time.Time
+	// Mapping is the trust's mapping file: local specialty codes, cancellation codes and
+	// phrases, and the extensions carrying extra features. nil: the built-in rules only.
+	Mapping *pas.Mapping
 	// MaxAhead refuses (422) a resource whose event time lies further than this past Now: the
 	// rule events.CheckAhead that the scorer and dispatcher apply too. Default
 	// events.DefaultMaxAhead; negative: no limit. It must equal the scorer's --max-ahead.
@@ -146,7 +149,7 @@ func (m *Mapper) Map(raw json.RawMessage, urlID string, ctx patients) (*pas.Chan
 	case fhir.AppointmentStatusBooked:
 		kind = pas.Book
 	case fhir.AppointmentStatusCancelled:
-		kind, by = pas.Cancel, cancelledBy(a.CancelationReason)
+		kind, by = pas.Cancel, cancelledBy(a.CancelationReason, m.cfg.Mapping)
 	case fhir.AppointmentStatusEnteredInError:
 		kind, by = pas.Cancel, events.ByHospital
 	case fhir.AppointmentStatusNoshow:
@@ -186,7 +189,7 @@ func (m *Mapper) Map(raw json.RawMessage, urlID string, ctx patients) (*pas.Chan
 	if c.Patient == "" {
 		return nil, "", issue(fhir.IssueTypeRequired, "Appointment.participant", "a booked appointment needs a participant whose actor is the Patient")
 	}
-	base, err := booking(&a, c.EventTime)
+	base, err := booking(&a, c.EventTime, m.cfg.Mapping)
 	if err != nil {
 		return nil, "", err
 	}
@@ -418,7 +421,7 @@ func (m *Mapper) patientID(a *fhir.Appointment, actor int, pat *fhir.Patient) (s
 }
 
 // booking reads the Appointment's own booking facts; the Patient's are added by Build.
-func booking(a *fhir.Appointment, bookedAt time.Time) (*events.Booking, error) {
+func booking(a *fhir.Appointment, bookedAt time.Time, mp *pas.Mapping) (*events.Booking, error) {
 	if a.Start == nil {
 		return nil, issue(fhir.IssueTypeRequired, "Appointment.start", "a booked appointment needs a start")
 	}
@@ -427,7 +430,7 @@ func booking(a *fhir.Appointment, bookedAt time.Time) (*events.Booking, error) {
 		return nil, issue(fhir.IssueTypeValue, "Appointment.start", "not a FHIR instant (YYYY-MM-DDThh:mm:ss with a time zone)")
 	}
 	b := &events.Booking{
-		Specialty:  specialty(a),
+		Specialty:  specialty(a, mp),
 		Clinic:     clinic(a),
 		FirstVisit: firstVisit(a.AppointmentType),
 		Start:      start,
@@ -435,6 +438,16 @@ func booking(a *fhir.Appointment, bookedAt time.Time) (*events.Booking, error) {
 	}
 	if d, ok := duration(a, start); ok {
 		b.Extra = events.Extra{ExtraDuration: d}
+	}
+	if mp != nil {
+		for _, e := range mp.Extras {
+			if v, ok := extension(a.Extension, &e); ok {
+				if b.Extra == nil {
+					b.Extra = events.Extra{}
+				}
+				b.Extra[e.Name] = v
+			}
+		}
 	}
 	return b, nil
 }
@@ -458,17 +471,56 @@ var treatmentFunction = regexp.MustCompile(`^[0-9]{3}$`)
 
 // specialty is the first three-digit code (an NHS treatment function code) in specialty, then
 // serviceType; "unknown" otherwise, as in csvimport and siu.
-func specialty(a *fhir.Appointment) string {
+func specialty(a *fhir.Appointment, mp *pas.Mapping) string {
 	for _, ccs := range [][]fhir.CodeableConcept{a.Specialty, a.ServiceType} {
 		for _, cc := range ccs {
 			for _, c := range cc.Coding {
-				if c.Code != nil && treatmentFunction.MatchString(*c.Code) {
+				if c.Code == nil {
+					continue
+				}
+				if treatmentFunction.MatchString(*c.Code) {
 					return *c.Code
+				}
+				if tfc, ok := mp.Specialty(*c.Code); ok {
+					return tfc
 				}
 			}
 		}
 	}
 	return "unknown"
+}
+
+// extension reads extra e from the Appointment extension with its url, if any.
+func extension(exts []fhir.Extension, e *pas.Extra) (float64, bool) {
+	if e.FHIRExtension == "" {
+		return 0, false
+	}
+	for _, x := range exts {
+		if x.Url != e.FHIRExtension {
+			continue
+		}
+		switch {
+		case x.ValueDecimal != nil:
+			return e.Value(x.ValueDecimal.String())
+		case x.ValueInteger != nil:
+			return e.Value(fmt.Sprint(*x.ValueInteger))
+		case x.ValueBoolean != nil:
+			if e.Values == nil {
+				if *x.ValueBoolean {
+					return 1, true
+				}
+				return 0, true
+			}
+			return e.Value(fmt.Sprint(*x.ValueBoolean))
+		case x.ValueCode != nil:
+			return e.Value(*x.ValueCode)
+		case x.ValueString != nil:
+			return e.Value(*x.ValueString)
+		case x.ValueCoding != nil && x.ValueCoding.Code != nil:
+			return e.Value(*x.ValueCoding.Code)
+		}
+	}
+	return 0, false
 }
 
 // clinic is the Location participant's identifier value, or its reference id, cut to 64 bytes.
@@ -524,13 +576,16 @@ func firstVisit(cc *fhir.CodeableConcept) bool {
 // cancelledBy reads cancelationReason: the R4 code system appointment-cancellation-reason
 // starts patient reasons with "pat" and provider/other ones with "prov", "maint", "meds",
 // "oth"; text is read for "patient". Unknown is a hospital cancellation (see siu).
-func cancelledBy(cc *fhir.CodeableConcept) events.CancelledBy {
+func cancelledBy(cc *fhir.CodeableConcept, mp *pas.Mapping) events.CancelledBy {
 	if cc == nil {
 		return events.ByHospital
 	}
 	for _, c := range cc.Coding {
 		if c.Code == nil {
 			continue
+		}
+		if by, ok := mp.CancelCode(*c.Code); ok {
+			return by
 		}
 		code := strings.ToLower(*c.Code)
 		if code == "pat" || strings.HasPrefix(code, "pat-") {
@@ -541,6 +596,9 @@ func cancelledBy(cc *fhir.CodeableConcept) events.CancelledBy {
 		}
 	}
 	if cc.Text != nil {
+		if by, ok := mp.CancelText(*cc.Text); ok {
+			return by
+		}
 		for _, w := range pas.Words(*cc.Text) {
 			if w == "patient" {
 				return events.ByPatient

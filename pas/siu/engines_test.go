@@ -41,7 +41,11 @@ func engineMessages(t *testing.T) map[string][]byte {
 func TestEngineStyleMessages(t *testing.T) {
 	out := &captured{}
 	g := pas.NewGateway(&pas.MemoryTracker{}, out, nil)
-	h := &Handler{Mapper: mapper(t, Config{}), Gateway: g}
+	mp, err := pas.LoadMapping("../../cmd/pasgateway/mapping.example.json")
+	if err != nil {
+		t.Fatal(err)
+	}
+	h := &Handler{Mapper: mapper(t, Config{Mapping: mp}), Gateway: g}
 	msgs := engineMessages(t)
 	names := make([]string, 0, len(msgs))
 	for n := range msgs {
@@ -72,7 +76,55 @@ func TestEngineStyleMessages(t *testing.T) {
 	if s14.Clinic != "ORTHO3" || !s14.Start.Equal(s13.Start) || !s14.Contact.SMS {
 		t.Fatalf("the Mirth S14: %+v", s14)
 	}
-	_ = events.ByPatient
+	// The mapping file: the NTE "Patient requested cancellation" is the patient's, and ZPI-3
+	// carries the interpreter_needed extra (N → 0), kept through the updates.
+	if by := out.evs[3].CancelledBy; by != events.ByPatient {
+		t.Fatalf("S15 with the reason only in NTE: cancelled by %s", by)
+	}
+	for i, b := range []*events.Booking{out.evs[0].Booking, s13, s14} {
+		if v, ok := b.Extra["interpreter_needed"]; !ok || v != 0 {
+			t.Fatalf("event %d: extras %v", i, b.Extra)
+		}
+	}
+}
+
+// The mapping file's local specialty codes, cancellation codes and extras; without it the
+// same messages fall back to the built-in rules.
+func TestMapWithMappingFile(t *testing.T) {
+	mp, err := pas.LoadMapping("../../cmd/pasgateway/mapping.example.json")
+	if err != nil {
+		t.Fatal(err)
+	}
+	local := strings.NewReplacer("110^Trauma \\T\\ Orthopaedics^NHSTFC", "ORTHO^Orthopaedics^L", "|||||||110\n", "\n",
+		"AIP|1|A|", "ZAP|1|x|x|12.5\nAIP|1|A|").Replace(s12v251)
+	cancel := strings.Replace(s15, "2^Cancelled by patient^NHSDD_ATTENDED", "PT^^LOCAL", 1)
+	for _, c := range []struct {
+		mapping   *pas.Mapping
+		specialty string
+		distance  float64
+		by        events.CancelledBy
+	}{
+		{mp, "110", 12.5, events.ByPatient},
+		{nil, "unknown", 0, events.ByPatient}, // PT is one of the built-in patient codes too
+	} {
+		m := mapper(t, Config{Mapping: c.mapping})
+		ch, _, err := mapMsg(t, m, local)
+		if err != nil {
+			t.Fatal(err)
+		}
+		b := bookingOf(t, ch)
+		if b.Specialty != c.specialty || b.Extra["travel_distance_km"] != c.distance {
+			t.Errorf("mapping %v: specialty %s extras %v", c.mapping != nil, b.Specialty, b.Extra)
+		}
+		ch, _, _ = mapMsg(t, m, cancel)
+		if ch.CancelledBy != c.by {
+			t.Errorf("mapping %v: cancelled by %s", c.mapping != nil, ch.CancelledBy)
+		}
+	}
+	ch, _, _ := mapMsg(t, mapper(t, Config{Mapping: mp}), strings.Replace(s15, "2^Cancelled by patient^NHSDD_ATTENDED", "CLINX", 1))
+	if ch.CancelledBy != events.ByHospital {
+		t.Errorf("CLINX: %s", ch.CancelledBy)
+	}
 }
 
 // TestAcksParseInHL7apy: every acknowledgement the handler writes (accepted, ignored, refused,

@@ -49,10 +49,21 @@ type Config struct {
 	MaxAhead time.Duration
 	// Now is the receiver's clock; default time.Now.
 	Now func() time.Time
+	// Mapping is the trust's mapping file: local specialty codes, cancellation codes and
+	// phrases, and the fields carrying extra features. nil: the built-in rules only.
+	Mapping *pas.Mapping
 }
 
 // Mapper turns parsed SIU messages into changes. It is safe for concurrent use.
-type Mapper struct{ cfg Config }
+type Mapper struct {
+	cfg     Config
+	tracked []trackedSeg // the built-in tracked fields and those of the mapping's extras
+}
+
+type trackedSeg struct {
+	seg    string
+	fields []int
+}
 
 // NewMapper checks cfg and fills in its defaults.
 func NewMapper(cfg Config) (*Mapper, error) {
@@ -78,7 +89,23 @@ func NewMapper(cfg Config) (*Mapper, error) {
 	if cfg.Now == nil {
 		cfg.Now = time.Now
 	}
-	return &Mapper{cfg: cfg}, nil
+	m := &Mapper{cfg: cfg, tracked: append([]trackedSeg(nil), tracked...)}
+	if cfg.Mapping != nil {
+	extras:
+		for _, e := range cfg.Mapping.Extras {
+			if e.HL7 == "" {
+				continue
+			}
+			for i := range m.tracked {
+				if m.tracked[i].seg == e.Segment {
+					m.tracked[i].fields = append(append([]int(nil), m.tracked[i].fields...), e.Field)
+					continue extras
+				}
+			}
+			m.tracked = append(m.tracked, trackedSeg{e.Segment, []int{e.Field}})
+		}
+	}
+	return m, nil
 }
 
 // What each trigger event means. Events not listed (S16 discontinue, S18–S25 service and
@@ -159,7 +186,7 @@ func (m *Mapper) Map(msg *hl7.Message) (*pas.Change, string, error) {
 	case pas.Cancel:
 		c.CancelledBy = events.ByHospital
 		if trigger == "S15" {
-			c.CancelledBy = cancelledBy(sch.Field(6))
+			c.CancelledBy = m.cancelledBy(msg, sch.Field(6))
 		}
 	}
 	return c, "", nil
@@ -258,10 +285,7 @@ func (m *Mapper) patient(pid hl7.Segment) (string, error) {
 // tracked are the fields the booking mapping reads, by segment (the first maxOccurrences of a
 // repeating one). In an update (S13, S14) a field left empty keeps the value the gateway holds
 // for the appointment and "" deletes it, as HL7 v2 says; so each is kept as sent.
-var tracked = []struct {
-	seg    string
-	fields []int
-}{
+var tracked = []trackedSeg{
 	{"SCH", []int{5, 7, 8, 9, 10, 11}},
 	{"TQ1", []int{6, 7, 8}},
 	{"PV1", []int{3, 10}},
@@ -318,7 +342,7 @@ func parseKey(k string) (seg string, occ, n int, ok bool) {
 // the default delimiters, or pas.Null for ""), and the facts derived from PID and PD1.
 func (m *Mapper) fields(msg *hl7.Message, pid *hl7.Segment, bookedAt time.Time) (pas.Fields, error) {
 	f := pas.Fields{}
-	for _, t := range tracked {
+	for _, t := range m.tracked {
 		for occ, seg := range msg.All(t.seg) {
 			if occ >= maxOccurrences {
 				break
@@ -336,7 +360,7 @@ func (m *Mapper) fields(msg *hl7.Message, pid *hl7.Segment, bookedAt time.Time) 
 		hasStart = hasStart || v != pas.Null && startFields[fieldKey(seg, 0, n)]
 	}
 	if hasStart {
-		for _, t := range tracked {
+		for _, t := range m.tracked {
 			for occ := range maxOccurrences {
 				for _, n := range t.fields {
 					if k := fieldKey(t.seg, occ, n); startFields[fieldKey(t.seg, 0, n)] && f[k] == "" {
@@ -400,7 +424,7 @@ func (m *Mapper) build(f pas.Fields, bookedAt time.Time) (*events.Booking, error
 		segs[p][n] = v
 	}
 	var list []hl7.Segment
-	for _, t := range tracked {
+	for _, t := range m.tracked {
 		for occ := range maxOccurrences {
 			if fs, ok := segs[place{t.seg, occ}]; ok {
 				list = append(list, hl7.NewSegment(t.seg, fs))
@@ -420,7 +444,7 @@ func (m *Mapper) build(f pas.Fields, bookedAt time.Time) (*events.Booking, error
 		return nil, hl7.Errorf(hl7.CodeRequiredMissing, "PID", 7, "date of birth missing: the age band is required")
 	}
 	b := &events.Booking{
-		Specialty:  specialty(msg, sch),
+		Specialty:  m.specialty(msg, sch),
 		Clinic:     clinic(msg, sch),
 		FirstVisit: firstVisit(sch),
 		Start:      start,
@@ -430,6 +454,23 @@ func (m *Mapper) build(f pas.Fields, bookedAt time.Time) (*events.Booking, error
 	}
 	if d, ok := m.duration(msg, sch, start); ok {
 		b.Extra = events.Extra{ExtraDuration: d}
+	}
+	if m.cfg.Mapping != nil {
+		for _, e := range m.cfg.Mapping.Extras {
+			if e.HL7 == "" {
+				continue
+			}
+			seg, ok := msg.Segment(e.Segment)
+			if !ok {
+				continue
+			}
+			if v, ok := e.Value(seg.Get(e.Field, e.Component)); ok {
+				if b.Extra == nil {
+					b.Extra = events.Extra{}
+				}
+				b.Extra[e.Name] = v
+			}
+		}
 	}
 	return b, nil
 }
@@ -559,11 +600,11 @@ func tqDuration(v string) (float64, bool) {
 
 var treatmentFunction = regexp.MustCompile(`^[0-9]{3}$`)
 
-// specialty is the NHS treatment function code (three digits) from the identifier or the
-// alternate identifier of AIS-3 (the service), PV1-10 (hospital service, where UK feeds put
-// the specialty) or SCH-7; "unknown" (a missing value to the model) when none has one, as
-// csvimport does.
-func specialty(msg *hl7.Message, sch hl7.Segment) string {
+// specialty is the NHS treatment function code (three digits, or a local code the mapping
+// file maps to one) from the identifier or the alternate identifier of AIS-3 (the service),
+// PV1-10 (hospital service, where UK feeds put the specialty) or SCH-7; "unknown" (a missing
+// value to the model) when none has one, as csvimport does.
+func (m *Mapper) specialty(msg *hl7.Message, sch hl7.Segment) string {
 	var cands []hl7.Field
 	for _, s := range msg.All("AIS") {
 		cands = append(cands, s.Field(3))
@@ -574,8 +615,12 @@ func specialty(msg *hl7.Message, sch hl7.Segment) string {
 	cands = append(cands, sch.Field(7))
 	for _, f := range cands {
 		for _, c := range []int{1, 4} {
-			if v := strings.TrimSpace(f.Comp(c).String()); treatmentFunction.MatchString(v) {
+			v := strings.TrimSpace(f.Comp(c).String())
+			if treatmentFunction.MatchString(v) {
 				return v
+			}
+			if tfc, ok := m.cfg.Mapping.Specialty(v); ok {
+				return tfc
 			}
 		}
 	}
@@ -621,17 +666,34 @@ var (
 )
 
 // cancelledBy reads who cancelled from SCH-6 (event reason). HL7 leaves the codes to the
-// site; we accept the NHS Data Dictionary "attended or did not attend" codes (2 cancelled by
-// the patient, 4 by the provider), common local codes, and words in the text. Unknown is a
-// hospital cancellation: calling it the patient's would raise that patient's future risk on
+// site; we accept the mapping file's codes, the NHS Data Dictionary "attended or did not
+// attend" codes (2 cancelled by the patient, 4 by the provider), common local codes, the
+// mapping file's phrases in SCH-6.2 or NTE, and words in SCH-6.2. Unknown is a hospital
+// cancellation: calling it the patient's would raise that patient's future risk on
 // a guess.
-func cancelledBy(reason hl7.Field) events.CancelledBy {
+func (m *Mapper) cancelledBy(msg *hl7.Message, reason hl7.Field) events.CancelledBy {
 	code := strings.ToUpper(strings.TrimSpace(reason.Comp(1).String()))
+	if by, ok := m.cfg.Mapping.CancelCode(code); ok {
+		return by
+	}
 	switch {
 	case patientCancel[code]:
 		return events.ByPatient
 	case hospitalCancel[code]:
 		return events.ByHospital
+	}
+	// The trust's phrases, in the reason's text and then in the notes (NTE-3), which PAS
+	// front ends often use instead ("Patient requested cancellation"). Searched, never kept.
+	texts := []string{reason.Comp(2).String()}
+	for _, nte := range msg.All("NTE") {
+		for _, rep := range nte.Field(3).Reps() {
+			texts = append(texts, rep.Comp(1).String())
+		}
+	}
+	for _, t := range texts {
+		if by, ok := m.cfg.Mapping.CancelText(t); ok {
+			return by
+		}
 	}
 	for _, w := range pas.Words(reason.Comp(2).String()) {
 		switch w {
