@@ -64,7 +64,7 @@ func (h *Handler) Message(ctx context.Context, frame []byte) [][]byte {
 		h.log().Info("hl7 acknowledgement received and ignored", "control_id", controlID(msg))
 		return nil
 	}
-	code, err, text := h.handle(ctx, msg)
+	code, text, err := h.handle(ctx, msg)
 	accept, app := strings.ToUpper(msg.Header().Get(15, 1)), strings.ToUpper(msg.Header().Get(16, 1))
 	if accept == "" && app == "" {
 		return [][]byte{hl7.AckAs(msg, code, err, text, h.now(), false)}
@@ -105,39 +105,39 @@ func wanted(cond string, ok bool) bool {
 	return true // AL, or empty in enhanced mode
 }
 
-// handle maps and publishes msg and says how to acknowledge it: the code, the error (which
-// gives the text and ERR of a refusal) and the text of an acceptance.
-func (h *Handler) handle(ctx context.Context, msg *hl7.Message) (string, error, string) {
+// handle maps and publishes msg and says how to acknowledge it: the code, the text of an
+// acceptance, and the error (which gives the text and ERR of a refusal).
+func (h *Handler) handle(ctx context.Context, msg *hl7.Message) (code, text string, err error) {
 	log := h.log().With("type", msg.Header().Get(9, 1)+"^"+msg.Header().Get(9, 2), "control_id", controlID(msg))
 	change, ignored, err := h.Mapper.Map(msg)
 	if err != nil {
 		log.Warn("hl7 message refused", "ack", ackCode(err), "reason", err.Error())
-		return ackCode(err), err, ""
+		return ackCode(err), "", err
 	}
 	if change == nil {
 		log.Info("hl7 message accepted; nothing to publish", "reason", ignored)
-		return hl7.AA, nil, "ignored: " + ignored
+		return hl7.AA, "ignored: " + ignored, nil
 	}
 	log = log.With("appointment_id", change.AppointmentID)
 	res, err := h.Gateway.Apply(ctx, *change)
 	switch {
 	case errors.Is(err, pas.ErrUnavailable):
 		log.Error("hl7 message not accepted: publishing failed; the sender should retry", "ack", hl7.AR, "err", err)
-		return hl7.AR, &hl7.Error{Ack: hl7.AR, Code: hl7.CodeInternal,
-			Text: "temporarily unable to publish the event; send the message again later", Err: err}, ""
+		return hl7.AR, "", &hl7.Error{Ack: hl7.AR, Code: hl7.CodeInternal,
+			Text: "temporarily unable to publish the event; send the message again later", Err: err}
 	case err != nil:
 		he := &hl7.Error{Ack: hl7.AE, Code: hl7.CodeInternal, Text: err.Error(), Err: err}
 		// A fact missing from an update the gateway could not fill from what it holds, in
 		// the mapper's words and with its location.
 		errors.As(err, &he)
 		log.Warn("hl7 message refused", "ack", he.Ack, "reason", he.Error())
-		return he.Ack, he, ""
+		return he.Ack, "", he
 	case res.Event == nil:
 		log.Info("hl7 message accepted; nothing to publish", "reason", res.Ignored)
-		return hl7.AA, nil, "ignored: " + res.Ignored
+		return hl7.AA, "ignored: " + res.Ignored, nil
 	}
 	log.Info("hl7 message accepted", "event_type", string(res.Event.Type), "booking_version", res.Event.Version, "event_id", res.Event.EventID)
-	return hl7.AA, nil, fmt.Sprintf("%s version %d published", res.Event.Type, res.Event.Version)
+	return hl7.AA, fmt.Sprintf("%s version %d published", res.Event.Type, res.Event.Version), nil
 }
 
 // TooLarge implements mllp.Handler with an AR naming the message when its header is
