@@ -163,7 +163,7 @@ func TestIssue12DoneWhen(t *testing.T) {
 		t.Fatalf("events: %s", got)
 	}
 
-	// No identifier anywhere: not on any topic, not in the gateway's or the scorer's log,
+	// No identifier anywhere: not on any topic, not in the gateway's, the scorer's or the dispatcher's log,
 	// not in the gateway's Redis state.
 	var all strings.Builder
 	for _, topic := range []string{w.in, w.risk, w.dlq} {

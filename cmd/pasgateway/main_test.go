@@ -390,7 +390,7 @@ func newDispatcher(t *testing.T, w *world) *reminders.Dispatcher {
 		Topics:    reminders.Topics{Appointments: w.in, Risk: w.risk},
 		Secret:    []byte(secret),
 		Prefix:    fmt.Sprintf("pasgw-rem-%d:", time.Now().UnixNano()),
-		Log:       slog.New(slog.DiscardHandler),
+		Log:       slog.New(slog.NewTextHandler(w.logs, &slog.HandlerOptions{Level: slog.LevelDebug})),
 	})
 	if err != nil {
 		t.Fatal(err)
