@@ -84,6 +84,9 @@ type Change struct {
 	// mapper's own error type.
 	Fields Fields
 	Build  func(Fields) (*events.Booking, error)
+	// Contact is what the message says about reaching Patient, for the contact store; nil
+	// if nothing. It is never published or logged.
+	Contact *Contact
 }
 
 // Facts returns the booking facts of a Book or Modify change laid over the fields held for
@@ -145,9 +148,10 @@ var ErrUnavailable = errors.New("gateway temporarily unavailable")
 
 // Gateway versions Changes and publishes them. It is safe for concurrent use.
 type Gateway struct {
-	tracker Tracker
-	out     producer.Writer
-	log     *slog.Logger
+	tracker  Tracker
+	out      producer.Writer
+	contacts Contacts
+	log      *slog.Logger
 	// locks serialise changes to one appointment within this process (striped by hash), so
 	// two connections cannot both make version n+1 of it.
 	locks [256]sync.Mutex
@@ -161,6 +165,11 @@ func NewGateway(tracker Tracker, out producer.Writer, log *slog.Logger) *Gateway
 	}
 	return &Gateway{tracker: tracker, out: out, log: log}
 }
+
+// SetContacts makes the gateway write what messages say about reaching the patient (mobile
+// number, opt-out) to cs before it publishes their events, so the reminder dispatcher finds
+// the number when it plans. Without it the contact store is left to another feed.
+func (g *Gateway) SetContacts(cs Contacts) { g.contacts = cs }
 
 func (g *Gateway) lock(appt string) func() {
 	h := fnv.New32a()
@@ -186,6 +195,14 @@ func (g *Gateway) Apply(ctx context.Context, c Change) (Result, error) {
 	if err != nil {
 		return Result{}, err
 	}
+	if ev != nil {
+		if err := ev.Validate(); err != nil {
+			return Result{}, fmt.Errorf("%w: %w", ErrRejected, err)
+		}
+	}
+	if err := g.saveContact(ctx, c); err != nil {
+		return Result{}, err
+	}
 	if ev == nil {
 		if st.Version > 0 && !maps.Equal(st.Fields, next.Fields) {
 			// Nothing the scorer uses changed, but what the next update merges onto did.
@@ -195,9 +212,6 @@ func (g *Gateway) Apply(ctx context.Context, c Change) (Result, error) {
 		}
 		g.log.Debug("pas change ignored", "source", c.Source, "appointment_id", c.AppointmentID, "reason", ignored)
 		return Result{Ignored: ignored}, nil
-	}
-	if err := ev.Validate(); err != nil {
-		return Result{}, fmt.Errorf("%w: %w", ErrRejected, err)
 	}
 	msg, err := producer.Message(ev)
 	if err != nil {
@@ -218,6 +232,19 @@ func (g *Gateway) Apply(ctx context.Context, c Change) (Result, error) {
 	g.log.Debug("pas event published", "source", c.Source, "appointment_id", ev.AppointmentID,
 		"type", string(ev.Type), "booking_version", ev.Version, "event_id", ev.EventID)
 	return Result{Event: ev}, nil
+}
+
+// saveContact writes what an accepted message says about reaching its patient, before the
+// event is published, so the number is there when the dispatcher plans; a resend after a
+// failure writes the same again.
+func (g *Gateway) saveContact(ctx context.Context, c Change) error {
+	if g.contacts == nil || c.Contact == nil || c.Patient == "" {
+		return nil
+	}
+	if err := g.contacts.SaveContact(ctx, c.Patient, *c.Contact); err != nil {
+		return fmt.Errorf("%w: save contact details: %w", ErrUnavailable, err)
+	}
+	return nil
 }
 
 // decide computes the event for c given the appointment's state, and the state to save once

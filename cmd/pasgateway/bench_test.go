@@ -37,7 +37,7 @@ func benchMLLP(b *testing.B, conns int) {
 	prefix := fmt.Sprintf("pasbench-%d:", time.Now().UnixNano())
 	cfg, err := parseConfig([]string{"--mllp-addr", "127.0.0.1:0", "--fhir-addr", "off", "--redis-prefix", prefix, "--topic-appointments", topic,
 		"--max-conns-per-host", "64"},
-		lookupIn(map[string]string{"KAFKA_BROKERS": strings.Join(brokers, ","), "REDIS_ADDR": redisAddr}), io.Discard)
+		lookupIn(map[string]string{"KAFKA_BROKERS": strings.Join(brokers, ","), "REDIS_ADDR": redisAddr, "DNA_CONTACT_KEY": contactKeyHex}), io.Discard)
 	if err != nil {
 		b.Fatal(err)
 	}

@@ -22,6 +22,7 @@ import (
 	"net/http"
 	"os"
 	"os/signal"
+	"strings"
 	"sync"
 	"syscall"
 	"time"
@@ -36,6 +37,7 @@ import (
 	"github.com/nhsx/dnarisk/pas/fhirin"
 	"github.com/nhsx/dnarisk/pas/mllp"
 	"github.com/nhsx/dnarisk/pas/siu"
+	"github.com/nhsx/dnarisk/reminders/contacts"
 	"github.com/nhsx/dnarisk/stream"
 )
 
@@ -57,6 +59,7 @@ type config struct {
 	maxConnsPerHost              int
 	maxAhead                     time.Duration
 	mapping                      *pas.Mapping
+	contactKey                   []byte // nil: --contacts off
 	logLevel                     slog.Level
 	kafkaOpts                    []stream.Option
 	topics                       topicConfig
@@ -76,7 +79,7 @@ func parseConfig(args []string, lookup func(string) (string, bool), stderr io.Wr
 		"timezone": "PAS_TIMEZONE", "patient-id-type": "PAS_PATIENT_ID_TYPE", "processing-id": "HL7_PROCESSING_ID",
 		"fhir-patient-system": "FHIR_PATIENT_SYSTEM", "fhir-appointment-system": "FHIR_APPOINTMENT_SYSTEM", "fhir-facility": "FHIR_FACILITY",
 		"idle-timeout": "MLLP_IDLE_TIMEOUT", "max-conns": "MLLP_MAX_CONNS", "max-conns-per-host": "MLLP_MAX_CONNS_PER_HOST", "max-message-bytes": "MLLP_MAX_MESSAGE_BYTES",
-		"log-level": "LOG_LEVEL", "max-ahead": "MAX_EVENT_AHEAD", "mapping": "PAS_MAPPING",
+		"log-level": "LOG_LEVEL", "max-ahead": "MAX_EVENT_AHEAD", "contacts": "PAS_CONTACTS", "mapping": "PAS_MAPPING",
 	}
 	fs.StringVar(&c.mllpAddr, "mllp-addr", ":2575", "MLLP listen address for HL7 v2 SIU; off to disable")
 	fs.StringVar(&c.fhirAddr, "fhir-addr", ":8080", "HTTP listen address for FHIR R4 Appointments; off to disable")
@@ -98,6 +101,7 @@ func parseConfig(args []string, lookup func(string) (string, bool), stderr io.Wr
 	fs.IntVar(&c.maxMessage, "max-message-bytes", mllp.DefaultLimit, "largest HL7 message accepted")
 	fs.DurationVar(&c.maxAhead, "max-ahead", events.DefaultMaxAhead, "refuse (AE / 422) messages dated further than this past the receiver's clock, as the scorer dead-letters their events; 0 for no limit; must equal the scorer's --max-ahead")
 	mappingFile := fs.String("mapping", "", "JSON mapping file: local specialty codes, cancellation codes and phrases, the fields and extensions carrying the model's extra features (docs/pas-integration.md; example cmd/pasgateway/mapping.example.json)")
+	contactsMode := fs.String("contacts", "on", "on: store each patient's mobile (PID-13/14, Patient.telecom) and opt-out (PD1-12, Patient.meta.security) in the reminder side's encrypted contact store (key from DNA_CONTACT_KEY_FILE or DNA_CONTACT_KEY); off: another feed fills it")
 	logLevel := fs.String("log-level", "info", "debug, info, warn or error")
 	c.topics.register(fs, env)
 	var ksec secconfig.Kafka
@@ -136,6 +140,15 @@ func parseConfig(args []string, lookup func(string) (string, bool), stderr io.Wr
 			return c, err
 		}
 	}
+	switch *contactsMode {
+	case "on":
+		if c.contactKey, err = contactKey(lookup); err != nil {
+			return c, err
+		}
+	case "off":
+	default:
+		return c, fmt.Errorf("--contacts %q: want on or off", *contactsMode)
+	}
 	if c.kafkaOpts, err = ksec.Options(lookup); err != nil {
 		return c, err
 	}
@@ -169,6 +182,51 @@ func parseConfig(args []string, lookup func(string) (string, bool), stderr io.Wr
 		return c, fmt.Errorf("--max-message-bytes %d out of range 1024..%d", c.maxMessage, 64<<20)
 	}
 	return c, nil
+}
+
+// contactKey reads the contact store's AES-256 key from the file DNA_CONTACT_KEY_FILE names,
+// else from DNA_CONTACT_KEY: the dispatcher's key, which decrypts what the gateway writes.
+func contactKey(lookup func(string) (string, bool)) ([]byte, error) {
+	text, ok := "", false
+	if path, set := lookup("DNA_CONTACT_KEY_FILE"); set && path != "" {
+		b, err := os.ReadFile(path)
+		if err != nil {
+			return nil, fmt.Errorf("DNA_CONTACT_KEY_FILE: %w", err)
+		}
+		text, ok = string(b), true
+	} else {
+		text, ok = lookup("DNA_CONTACT_KEY")
+	}
+	if !ok || strings.TrimSpace(text) == "" {
+		return nil, errors.New("no contact store key: set DNA_CONTACT_KEY_FILE (or DNA_CONTACT_KEY) to the dispatcher's key, or --contacts off if another feed fills the contact store")
+	}
+	key, err := contacts.ParseKey(text)
+	if err != nil {
+		return nil, fmt.Errorf("DNA_CONTACT_KEY: %w", err)
+	}
+	return key, nil
+}
+
+// contactStore writes what the gateway reads about reaching a patient into the reminder
+// side's encrypted contact store (reminders/contacts), keyed by the same pseudonym.
+type contactStore struct{ s *contacts.Store }
+
+func (c contactStore) SaveContact(ctx context.Context, patient string, pc pas.Contact) error {
+	var u contacts.Update
+	if pc.PhoneSent {
+		var phone contacts.Phone // zero: the message holds no mobile, so none is kept
+		if !pc.Mobile.IsZero() {
+			if p, err := contacts.ParsePhone(pc.Mobile.Reveal()); err == nil {
+				phone = p
+			}
+		}
+		u.Phone = &phone
+	}
+	if pc.OptOutSent {
+		optOut := pc.OptOut
+		u.OptOut = &optOut
+	}
+	return c.s.Update(ctx, patient, u)
 }
 
 func main() {
@@ -207,6 +265,13 @@ func run(ctx context.Context, cfg config, ps *pseudo.Pseudonymiser, log *slog.Lo
 	w := stream.NewWriter(cfg.brokers, cfg.topic, cfg.kafkaOpts...)
 	defer w.Close()
 	gw := pas.NewGateway(pas.NewRedisTracker(rdb, cfg.redisPrefix, cfg.stateTTL), w, log)
+	if cfg.contactKey != nil {
+		store, err := contacts.NewStore(rdb, cfg.redisPrefix, cfg.contactKey)
+		if err != nil {
+			return err
+		}
+		gw.SetContacts(contactStore{store})
+	}
 	maxAhead := cfg.maxAhead
 	if maxAhead == 0 {
 		maxAhead = -1 // --max-ahead 0: no limit, as the scorer's

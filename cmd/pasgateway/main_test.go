@@ -36,7 +36,7 @@ func lookupIn(m map[string]string) func(string) (string, bool) {
 
 func TestConfig(t *testing.T) {
 	c, err := parseConfig([]string{"--mllp-addr", "127.0.0.1:0", "--patient-id-type", "NH, MR", "--mapping", "mapping.example.json"},
-		lookupIn(map[string]string{"KAFKA_BROKERS": "k1:9092,k2:9092", "FHIR_ADDR": "off", "HL7_PROCESSING_ID": "P,T"}), io.Discard)
+		lookupIn(map[string]string{"KAFKA_BROKERS": "k1:9092,k2:9092", "FHIR_ADDR": "off", "HL7_PROCESSING_ID": "P,T", "DNA_CONTACT_KEY": contactKeyHex}), io.Discard)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -55,11 +55,18 @@ func TestConfig(t *testing.T) {
 		{[]string{"--max-message-bytes", "10"}, nil, "--max-message-bytes"},
 		{[]string{"--patient-id-type", " , "}, nil, "--patient-id-type"},
 		{[]string{"stray"}, nil, "unexpected arguments"},
+		{[]string{"--contacts", "maybe"}, nil, "--contacts"},
+		{nil, map[string]string{"DNA_CONTACT_KEY": ""}, "no contact store key"},
+		{nil, map[string]string{"DNA_CONTACT_KEY": "short"}, "DNA_CONTACT_KEY"},
 		{[]string{"--max-ahead", "-1h"}, nil, "--max-ahead"},
 		{[]string{"--mapping", "no-such-file.json"}, nil, "mapping file"},
 		{[]string{"--max-conns", "4", "--max-conns-per-host", "5"}, nil, "--max-conns-per-host"},
 	} {
-		if _, err := parseConfig(c.args, lookupIn(c.env), io.Discard); err == nil || !strings.Contains(err.Error(), c.want) {
+		env := map[string]string{"DNA_CONTACT_KEY": contactKeyHex}
+		for k, v := range c.env {
+			env[k] = v
+		}
+		if _, err := parseConfig(c.args, lookupIn(env), io.Discard); err == nil || !strings.Contains(err.Error(), c.want) {
 			t.Errorf("%v %v: err %v, want %q", c.args, c.env, err, c.want)
 		}
 	}
@@ -100,6 +107,9 @@ func (s *syncBuf) String() string {
 
 const secret = "pasgateway-test-secret-0123456789abcdef"
 
+// contactKeyHex is the contact store's key in the tests (the dispatcher's DNA_CONTACT_KEY).
+const contactKeyHex = "00112233445566778899aabbccddeeff00112233445566778899aabbccddeeff"
+
 func newWorld(t *testing.T) *world {
 	brokers := testenv.Kafka(t)
 	redisAddr := testenv.Redis(t)
@@ -119,7 +129,7 @@ func newWorld(t *testing.T) *world {
 	})
 
 	cfg, err := parseConfig([]string{"--mllp-addr", "127.0.0.1:0", "--fhir-addr", "127.0.0.1:0", "--redis-prefix", prefix, "--topic-appointments", w.in},
-		lookupIn(map[string]string{"KAFKA_BROKERS": strings.Join(brokers, ","), "REDIS_ADDR": redisAddr}), io.Discard)
+		lookupIn(map[string]string{"KAFKA_BROKERS": strings.Join(brokers, ","), "REDIS_ADDR": redisAddr, "DNA_CONTACT_KEY": contactKeyHex}), io.Discard)
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -526,6 +526,47 @@ func TestUpdateWithoutPatientKeepsItsFacts(t *testing.T) {
 	}
 }
 
+// The mobile and the opt-out from Patient.telecom and Patient.meta.security, for the contact
+// store; nothing when the Patient is not sent.
+func TestMapContact(t *testing.T) {
+	m := newMapper(t, Config{})
+	patient := func(set map[string]any) []byte {
+		var doc map[string]any
+		_ = json.Unmarshal([]byte(booked), &doc)
+		p := doc["contained"].([]any)[0].(map[string]any)
+		for k, v := range set {
+			p[k] = v
+		}
+		b, _ := json.Marshal(doc)
+		return b
+	}
+	for _, c := range []struct {
+		name   string
+		body   []byte
+		mobile string
+		optOut bool
+	}{
+		{"use mobile", []byte(booked), "07700900123", false},
+		{"sms system", patient(map[string]any{"telecom": []any{map[string]any{"system": "sms", "value": "+447700900555"}}}), "07700900555", false},
+		{"mobile preferred to an unmarked mobile number", patient(map[string]any{"telecom": []any{
+			map[string]any{"system": "phone", "value": "07700900001"}, map[string]any{"system": "phone", "use": "mobile", "value": "07700900002"}}}), "07700900002", false},
+		{"ended period", patient(map[string]any{"telecom": []any{map[string]any{"system": "phone", "use": "mobile", "value": "07700900003", "period": map[string]any{"end": "2020-01-01"}}}}), "", false},
+		{"restricted record", patient(map[string]any{"meta": map[string]any{"security": []any{map[string]any{"system": "http://terminology.hl7.org/CodeSystem/v3-Confidentiality", "code": "R"}}}}), "07700900123", true},
+	} {
+		ch, _, err := m.Map(c.body, "", nil)
+		if err != nil {
+			t.Fatalf("%s: %v", c.name, err)
+		}
+		if ch.Contact == nil || ch.Contact.Mobile.Reveal() != c.mobile || ch.Contact.OptOut != c.optOut || bookingOf(t, ch).Contact.OptOut != c.optOut {
+			t.Errorf("%s: %+v", c.name, ch.Contact)
+		}
+	}
+	ch, _, _ := m.Map(edit(t, booked, map[string]any{"contained": nil, "participant": []any{map[string]any{"actor": map[string]any{"type": "Patient",
+		"identifier": map[string]any{"system": NHSNumberSystem, "value": "9434765919"}}, "status": "accepted"}}}), "", nil)
+	if ch == nil || ch.Contact != nil {
+		t.Fatalf("no Patient sent, but a contact: %+v", ch)
+	}
+}
 
 // Appointment ids are namespaced by facility, so two feeds' ids cannot collide: the
 // configured one (the HL7 feed's MSH-4), else the identifier's assigner.

@@ -196,6 +196,7 @@ func (m *Mapper) Map(raw json.RawMessage, urlID string, ctx patients) (*pas.Chan
 	if c.Fields, err = patientFields(pat, c.EventTime); err != nil {
 		return nil, "", err
 	}
+	c.Contact = patientContact(pat)
 	c.Build = func(f pas.Fields) (*events.Booking, error) {
 		b := *base
 		band, ok := f[fieldAgeBand]
@@ -243,7 +244,65 @@ func patientFields(pat *fhir.Patient, bookedAt time.Time) (pas.Fields, error) {
 	if contact(pat).SMS {
 		f[fieldSMS] = "1"
 	}
+	if restricted(pat) {
+		f[fieldOptOut] = "1"
+	}
 	return f, nil
+}
+
+// restricted reports a Patient marked restricted or very restricted in meta.security
+// (v3-Confidentiality R or V), as NHS PDS marks sensitive records: the FHIR counterpart of
+// PD1-12, and as conservative: such a patient gets no reminders.
+func restricted(p *fhir.Patient) bool {
+	if p.Meta == nil {
+		return false
+	}
+	for _, c := range p.Meta.Security {
+		if c.System != nil && *c.System == "http://terminology.hl7.org/CodeSystem/v3-Confidentiality" && c.Code != nil && (*c.Code == "R" || *c.Code == "V") {
+			return true
+		}
+	}
+	return false
+}
+
+// patientContact is what the Patient says about reaching them, for the contact store: its
+// mobile (telecom system phone with use mobile, then system sms, then any phone whose number
+// is a UK mobile; ones whose period has ended are skipped) and the opt-out. nil when no
+// Patient was sent: the stored record is kept.
+func patientContact(p *fhir.Patient) *pas.Contact {
+	if p == nil {
+		return nil
+	}
+	c := &pas.Contact{PhoneSent: true, OptOutSent: true, OptOut: restricted(p)}
+	rank := func(t fhir.ContactPoint) int {
+		switch {
+		case t.System == nil || t.Value == nil:
+			return 0
+		case t.Period != nil && t.Period.End != nil && endedBefore(*t.Period.End, time.Now()):
+			return 0
+		case *t.System == fhir.ContactPointSystemPhone && t.Use != nil && *t.Use == fhir.ContactPointUseMobile:
+			return 3
+		case *t.System == fhir.ContactPointSystemSms:
+			return 2
+		case *t.System == fhir.ContactPointSystemPhone:
+			return 1
+		}
+		return 0
+	}
+	best := 0
+	for _, t := range p.Telecom {
+		if r := rank(t); r > best {
+			if m, ok := pas.ParseMobile(*t.Value); ok {
+				c.Mobile, best = m, r
+			}
+		}
+	}
+	return c
+}
+
+func endedBefore(end string, now time.Time) bool {
+	t, err := dateTime(end)
+	return err == nil && t.Before(now)
 }
 
 func resourceType(raw json.RawMessage) string {

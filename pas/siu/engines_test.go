@@ -39,8 +39,9 @@ func engineMessages(t *testing.T) map[string][]byte {
 // AIL) through the handler and a real gateway: each accepted, and the appointment's facts
 // merged across them.
 func TestEngineStyleMessages(t *testing.T) {
-	out := &captured{}
+	out, store := &captured{}, &contactLog{}
 	g := pas.NewGateway(&pas.MemoryTracker{}, out, nil)
+	g.SetContacts(store)
 	mp, err := pas.LoadMapping("../../cmd/pasgateway/mapping.example.json")
 	if err != nil {
 		t.Fatal(err)
@@ -75,6 +76,10 @@ func TestEngineStyleMessages(t *testing.T) {
 	}
 	if s14.Clinic != "ORTHO3" || !s14.Start.Equal(s13.Start) || !s14.Contact.SMS {
 		t.Fatalf("the Mirth S14: %+v", s14)
+	}
+	ps := mapper(t, Config{}).cfg.Pseudonymiser
+	if c := store.saved[ps.Pseudonym("9434765919")]; c.Mobile.Reveal() != "07700900123" || c.OptOut {
+		t.Fatalf("contact store: %q %v", c.Mobile.Reveal(), c.OptOut)
 	}
 	// The mapping file: the NTE "Patient requested cancellation" is the patient's, and ZPI-3
 	// carries the interpreter_needed extra (N → 0), kept through the updates.

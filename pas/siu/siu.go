@@ -5,7 +5,8 @@
 //
 // The mapping (which field wins where the standard leaves room) is documented in
 // docs/pas-integration.md. Patient identifiers are pseudonymised as soon as they are read;
-// telephone numbers are only inspected for "is there a mobile" and never leave this package.
+// the mobile number goes only into the change's Contact (for the encrypted contact store),
+// never into an event, a log or the gateway's state.
 package siu
 
 import (
@@ -177,6 +178,7 @@ func (m *Mapper) Map(msg *hl7.Message) (*pas.Change, string, error) {
 		return nil, "", hl7.Errorf(hl7.CodeSegmentSequence, "PID", 0, "PID segment missing: a booking needs the patient")
 	}
 
+	c.Contact = contact(msg, pid)
 	switch kind {
 	case pas.Book, pas.Modify:
 		if c.Fields, err = m.fields(msg, pid, eventTime); err != nil {
@@ -707,21 +709,75 @@ func (m *Mapper) cancelledBy(msg *hl7.Message, reason hl7.Field) events.Cancelle
 }
 
 // hasMobile reports whether PID-13 or PID-14 holds a mobile: equipment type CP, or a UK
-// mobile number. The numbers themselves are read here and dropped.
+// mobile number.
 func hasMobile(pid hl7.Segment) bool {
+	_, sms := mobile(pid)
+	return sms
+}
+
+// mobile finds the patient's mobile number in PID-13 (home) then PID-14 (business): first a
+// repetition with equipment type (XTN-3) CP, cellular, then any whose number is a UK mobile,
+// whatever its use code (XTN-2 PRN, ORN, WPN, …). E-mail addresses (use NET, types Internet
+// and X.400) are skipped. The number is read from XTN-12 (unformatted), XTN-5/6/7 (country,
+// area, local) or XTN-1 (the formatted number of v2.3). sms says whether there is a mobile at
+// all, even one whose number is not a UK mobile the contact store can keep.
+func mobile(pid hl7.Segment) (m pas.Mobile, sms bool) {
+	var reps []hl7.Rep
 	for _, n := range []int{13, 14} {
-		for _, rep := range pid.Field(n).Reps() {
-			if strings.EqualFold(rep.Comp(2).String(), "NET") {
-				continue // e-mail address
+		reps = append(reps, pid.Field(n).Reps()...)
+	}
+	number := func(rep hl7.Rep) (pas.Mobile, bool) {
+		parts := rep.Comp(6).String() + rep.Comp(7).String()
+		if cc := rep.Comp(5).String(); cc != "" {
+			parts = "+" + cc + parts
+		}
+		for _, v := range []string{rep.Comp(12).String(), parts, rep.Comp(1).String()} {
+			if mob, ok := pas.ParseMobile(v); ok {
+				return mob, true
 			}
-			if strings.EqualFold(rep.Comp(3).String(), "CP") ||
-				pas.UKMobile(rep.Comp(1).String()) || pas.UKMobile(rep.Comp(12).String()) ||
-				pas.UKMobile(rep.Comp(5).String()+rep.Comp(6).String()+rep.Comp(7).String()) {
-				return true
+		}
+		return pas.Mobile{}, false
+	}
+	email := func(rep hl7.Rep) bool {
+		use, typ := strings.ToUpper(rep.Comp(2).String()), strings.ToUpper(rep.Comp(3).String())
+		return use == "NET" || typ == "INTERNET" || typ == "X.400"
+	}
+	for _, rep := range reps {
+		if !email(rep) && strings.EqualFold(rep.Comp(3).String(), "CP") {
+			sms = true
+			if mob, ok := number(rep); ok {
+				return mob, true
 			}
 		}
 	}
-	return false
+	for _, rep := range reps {
+		if !email(rep) {
+			if mob, ok := number(rep); ok {
+				return mob, true
+			}
+		}
+	}
+	return pas.Mobile{}, sms
+}
+
+// contact is what PID and PD1 say about reaching the patient, for the contact store; nil when
+// they say nothing (an update without PID-13, PID-14 and PD1-12 keeps the stored record).
+func contact(msg *hl7.Message, pid *hl7.Segment) *pas.Contact {
+	if pid == nil {
+		return nil
+	}
+	var c pas.Contact
+	if pid.Field(13).Raw() != "" || pid.Field(14).Raw() != "" {
+		c.PhoneSent = true
+		c.Mobile, _ = mobile(*pid)
+	}
+	if pd1, ok := msg.Segment("PD1"); ok && pd1.Field(12).Raw() != "" {
+		c.OptOutSent, c.OptOut = true, strings.EqualFold(pd1.Get(12, 1), "Y")
+	}
+	if !c.PhoneSent && !c.OptOutSent {
+		return nil
+	}
+	return &c
 }
 
 func clip(s string) string { return clipBytes(s, 20) }
