@@ -27,7 +27,8 @@ space := $(empty) $(empty)
 TEST_ENV := KAFKA_BROKERS=127.0.0.1:$(KAFKA_PORT) \
 	REDIS_ADDR=127.0.0.1:$(REDIS_PORT) \
 	REDIS_CLUSTER_ADDRS=$(subst $(space),$(comma),$(addprefix 127.0.0.1:,$(REDIS_CLUSTER_PORTS))) \
-	PYTHON=$(CURDIR)/.venv/bin/python
+	PYTHON=$(CURDIR)/.venv/bin/python \
+	ORACLE_PYTHON=$(CURDIR)/.venv-oracles/bin/python
 
 GO_TEST_FLAGS ?= -race -count=1 -timeout 20m
 PKGS ?= ./...
@@ -97,6 +98,8 @@ python:
 	else \
 		echo "make: WARNING: training/requirements.txt not found; no Python venv, Python-dependent tests will skip or fail" >&2; \
 	fi
+	# Third-party oracles the Go tests check our output with (hl7apy, fhir.resources).
+	VENV=$(CURDIR)/.venv-oracles REQUIREMENTS=pas/testdata/oracles/requirements.txt scripts/python.sh >/dev/null
 
 # docker-compose.yml is for users (no Docker engine here): validate it statically.
 compose-check:

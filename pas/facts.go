@@ -127,3 +127,15 @@ func VisitType(code, text string) (first, known bool) {
 func Words(s string) []string {
 	return strings.FieldsFunc(strings.ToLower(s), func(r rune) bool { return !(r >= 'a' && r <= 'z' || r >= '0' && r <= '9') })
 }
+
+// Namespaced is the appointment id of id as facility (an HL7 sending facility, MSH-4, or the
+// FHIR feed's --fhir-facility) names it: "facility:id", so two feeds' ids cannot collide;
+// id alone when there is no facility. A ':' or '%' in facility is percent-encoded, so the
+// first ':' always ends it.
+func Namespaced(facility, id string) string {
+	facility = strings.TrimSpace(facility)
+	if facility == "" {
+		return id
+	}
+	return strings.NewReplacer("%", "%25", ":", "%3A").Replace(facility) + ":" + id
+}

@@ -15,9 +15,10 @@ import (
 
 // sink records what was published; fail makes the next writes fail.
 type sink struct {
-	mu   sync.Mutex
-	evs  []events.Appointment
-	fail error
+	mu    sync.Mutex
+	evs   []events.Appointment
+	times []time.Time // Kafka timestamps
+	fail  error
 }
 
 func (s *sink) WriteMessages(_ context.Context, msgs ...kafka.Message) error {
@@ -35,6 +36,7 @@ func (s *sink) WriteMessages(_ context.Context, msgs ...kafka.Message) error {
 			return errors.New("message not keyed by patient")
 		}
 		s.evs = append(s.evs, ev)
+		s.times = append(s.times, m.Time)
 	}
 	return nil
 }
@@ -218,5 +220,20 @@ func TestGatewayConcurrentChangesToOneAppointment(t *testing.T) {
 	}
 	if len(seen) != 20 {
 		t.Fatalf("%d versions", len(seen))
+	}
+}
+
+// The event's Kafka timestamp is the time the gateway received the message, the time it
+// checked event_time against, so the scorer and the dispatcher check it against the same.
+func TestGatewayStampsEventsWithReceiptTime(t *testing.T) {
+	var out sink
+	g := NewGateway(&MemoryTracker{}, &out, nil)
+	c := change(Book, "1", booking(t0.Add(time.Hour)))
+	c.Received = t0.Add(3 * time.Second)
+	if _, err := g.Apply(context.Background(), c); err != nil {
+		t.Fatal(err)
+	}
+	if len(out.times) != 1 || !out.times[0].Equal(c.Received) {
+		t.Fatalf("Kafka timestamps %v, want %s", out.times, c.Received)
 	}
 }

@@ -37,6 +37,9 @@ type State struct {
 	Facts     Facts  `json:"f"`
 	Patient   string `json:"p"`
 	Cancelled bool   `json:"x,omitempty"`
+	// Fields are the merged source fields of the latest booking message (Change.Fields), onto
+	// which the next update is laid.
+	Fields Fields `json:"fl,omitempty"`
 }
 
 // ErrConflict is returned (wrapped) by Tracker.Save when the state changed since it was

@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"maps"
 	"testing"
 	"time"
 
@@ -16,15 +17,16 @@ import (
 func testTracker(t *testing.T, tr Tracker) {
 	ctx := context.Background()
 	st, err := tr.Load(ctx, "APT/1")
-	if err != nil || st != (State{}) {
+	if err != nil || st.Rev != 0 || st.Version != 0 || st.Patient != "" || st.Fields != nil {
 		t.Fatalf("unknown appointment: %+v, %v", st, err)
 	}
 	st.Version, st.Patient, st.Facts = 1, patA, Facts{Patient: patA, Start: 1700000000, Specialty: "110", Clinic: "C", FirstVisit: true}
+	st.Fields = Fields{"AIL-3": "ORTHO1^^^RXX01", "age_band": "35-44"}
 	if err := tr.Save(ctx, "APT/1", st); err != nil {
 		t.Fatal(err)
 	}
 	got, err := tr.Load(ctx, "APT/1")
-	if err != nil || got.Version != 1 || got.Facts != st.Facts || got.Patient != patA || got.Rev != 1 {
+	if err != nil || got.Version != 1 || got.Facts != st.Facts || got.Patient != patA || got.Rev != 1 || !maps.Equal(got.Fields, st.Fields) {
 		t.Fatalf("reloaded %+v, %v", got, err)
 	}
 	// A writer that loaded before the save above loses the race.

@@ -17,6 +17,7 @@ import (
 	"github.com/redis/go-redis/v9"
 	"github.com/segmentio/kafka-go"
 
+	"github.com/nhsx/dnarisk/events"
 	"github.com/nhsx/dnarisk/reminders/contacts"
 	"github.com/nhsx/dnarisk/reminders/notify"
 )
@@ -100,6 +101,11 @@ type Config struct {
 	// Replays of older events plan nothing (their reminders are past MaxLate), so this only
 	// bounds memory.
 	KeepAfter time.Duration
+	// MaxAhead skips appointment events dated further than this past their Kafka timestamp
+	// (events.CheckAhead), which the scorer dead-letters: the dispatcher acts only on events
+	// the scorer accepts. Negative: no limit. It must equal the scorer's --max-ahead
+	// [events.DefaultMaxAhead].
+	MaxAhead time.Duration
 	// Log gets operational events; never personal data [slog.Default()].
 	Log *slog.Logger
 }
@@ -170,6 +176,9 @@ func (o *Config) Validate() error {
 	if err := o.Budget.Validate(); err != nil {
 		return err
 	}
+	if o.MaxAhead == 0 {
+		o.MaxAhead = events.DefaultMaxAhead
+	}
 	if o.Log == nil {
 		o.Log = slog.Default()
 	}
@@ -185,7 +194,7 @@ func (o *Config) Validate() error {
 // again from zero.
 type Stats struct {
 	Consumed  atomic.Int64 // messages read from either topic
-	Ignored   atomic.Int64 // messages that could not be read (the scorer dead-letters them)
+	Ignored   atomic.Int64 // messages that could not be read or are dated too far ahead (the scorer dead-letters them)
 	Scheduled atomic.Int64 // reminders created (a replay creates none)
 	Retimed   atomic.Int64 // pending reminders moved (quiet hours at send time, policy change)
 	Cancelled atomic.Int64 // pending reminders dropped: cancellation, reschedule, opt-out, too close, too late

@@ -77,8 +77,15 @@ func (d *Dispatcher) Process(ctx context.Context, msgs []kafka.Message) error {
 		case d.o.Topics.Appointments:
 			ev, err := events.DecodeAppointment(m.Value)
 			// The scorer dead-letters an event keyed by anything but its patient (it could
-			// overtake the patient's other events), so it is no booking here either.
-			if err != nil || string(m.Key) != ev.Patient {
+			// overtake the patient's other events), or dated too far past its Kafka
+			// timestamp, so it is no booking or cancellation here either.
+			if err == nil && string(m.Key) != ev.Patient {
+				err = errors.New("key is not the patient")
+			}
+			if err == nil {
+				err = events.CheckAhead(ev.EventTime, events.Reference(m.Time, time.Now()), d.o.MaxAhead)
+			}
+			if err != nil {
 				ignored++
 				continue
 			}

@@ -145,3 +145,32 @@ func TestEventKeyedByAnotherPatientIsIgnored(t *testing.T) {
 		t.Fatalf("%d reminders pending, %d ignored; want 0 and 1", n, d.Stats.Ignored.Load())
 	}
 }
+
+// The dispatcher acts only on events the scorer accepts: a cancellation dated more than
+// MaxAhead past its Kafka timestamp is dead-lettered by the scorer, so it cancels nothing here.
+func TestEventsDatedTooFarAheadAreSkipped(t *testing.T) {
+	h := newHarness(t)
+	d := h.dispatcher()
+	start := t0.Add(10 * day)
+	p := h.addPatient(1)
+	h.process(d, booking(p, "F1", 1, start, t0), risk(p, "F1", 1, start, "high"))
+	before, _ := d.Pending(context.Background())
+	if before == 0 {
+		t.Fatal("nothing planned")
+	}
+	m := msgs(t, cancellation(p, "F1", 1, t0.Add(events.DefaultMaxAhead+time.Hour)))
+	m[0].Time = t0
+	if err := d.Process(context.Background(), m); err != nil {
+		t.Fatal(err)
+	}
+	if n, _ := d.Pending(context.Background()); n != before || d.Stats.Ignored.Load() != 1 {
+		t.Fatalf("pending %d (was %d), ignored %d: a future-dated cancellation was acted on", n, before, d.Stats.Ignored.Load())
+	}
+	m[0].Time = t0.Add(2 * time.Hour) // within the limit of its own timestamp
+	if err := d.Process(context.Background(), m); err != nil {
+		t.Fatal(err)
+	}
+	if n, _ := d.Pending(context.Background()); n != 0 {
+		t.Fatalf("%d still pending after an accepted cancellation", n)
+	}
+}

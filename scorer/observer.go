@@ -71,8 +71,8 @@ const (
 // errKeyMismatch marks a valid event whose Kafka key is not its patient pseudonym.
 var errKeyMismatch = errors.New("message key is not the event's patient pseudonym (per-patient order depends on it)")
 
-// errFuture marks a valid event dated too far past the consumer's clock.
-var errFuture = errors.New("event dated in the future")
+// errFuture marks a valid event dated too far past its publication (events.CheckAhead).
+var errFuture = events.ErrFuture
 
 // DeadLetterReason classifies why value was refused. It looks at the bytes again rather than
 // at the error text, which may change wording.

@@ -89,7 +89,8 @@ type Config struct {
 	Topics Topics
 	// Policy is the feature store's retention policy. Default: featurestore.Policy{}.
 	Policy featurestore.Policy
-	// MaxAhead refuses (dead-letters) events dated further than this past the clock.
+	// MaxAhead refuses (dead-letters) events dated further than this past the time they were
+	// published (events.CheckAhead: the Kafka timestamp, else Now).
 	// 0: DefaultMaxAhead; negative: no limit (for replaying a simulated future).
 	MaxAhead time.Duration
 	// Observer hears about every batch. Default: nobody.
@@ -159,10 +160,10 @@ func (p *Processor) SetModel(m Scorer) { p.model.Store(&scorerBox{m}) }
 // Model returns the model in use.
 func (p *Processor) Model() Scorer { return p.model.Load().Scorer }
 
-// DefaultMaxAhead is how far past the wall clock an event may be dated. History is pruned
+// DefaultMaxAhead is how far past its publication an event may be dated. History is pruned
 // relative to the newest fact, so one event mis-dated decades ahead would otherwise erase the
-// patient's history.
-const DefaultMaxAhead = 7 * 24 * time.Hour
+// patient's history. It is events.DefaultMaxAhead, which the gateway and dispatcher share.
+const DefaultMaxAhead = events.DefaultMaxAhead
 
 // maxConflictRetries bounds how often a batch re-applies history after losing a
 // compare-and-set race; more than a couple means two live consumers own one partition.
@@ -201,9 +202,12 @@ func (p *Processor) process(ctx context.Context, msgs []kafka.Message, rep *Batc
 		if err == nil && string(m.Key) != ev.Patient {
 			err = fmt.Errorf("%w: %w", events.ErrInvalid, errKeyMismatch)
 		}
-		if err == nil && p.cfg.MaxAhead > 0 && ev.EventTime.After(p.cfg.Now().Add(p.cfg.MaxAhead)) {
-			err = fmt.Errorf("%w: %w: event_time %s is more than %s ahead of this consumer's clock",
-				events.ErrInvalid, errFuture, ev.EventTime.Format(time.RFC3339), p.cfg.MaxAhead)
+		if err == nil {
+			// The one rule for event times, against the Kafka timestamp: the gateway refused
+			// at entry what this would refuse, and the dispatcher skips the same events.
+			if ferr := events.CheckAhead(ev.EventTime, events.Reference(m.Time, p.cfg.Now()), p.cfg.MaxAhead); ferr != nil {
+				err = fmt.Errorf("%w: %w", events.ErrInvalid, ferr)
+			}
 		}
 		if err != nil {
 			out = append(out, p.deadLetter(m, err, rep))

@@ -335,3 +335,26 @@ func header(m kafka.Message, key string) string {
 	}
 	return ""
 }
+
+// The rule is measured against the Kafka timestamp, so a scorer reading late (or with a clock
+// behind the producer's) decides as the gateway did when it accepted the message.
+func TestProcessMeasuresEventTimeAgainstTheKafkaTimestamp(t *testing.T) {
+	out := &memOutput{}
+	p := mustNew(t, Config{Store: &featurestore.MemoryStore{}, Output: out, Model: fakeModel{"m"}, Topics: Topics{DeadLetter: "dlq"},
+		Now: func() time.Time { return t0 }})
+	sentLate := msg(t, done("A", events.Attended, t0.Add(DefaultMaxAhead+time.Hour)), 0)
+	sentLate.Time = t0.Add(2 * time.Hour) // published two hours after the scorer's clock
+	tooFar := msg(t, done("B", events.Attended, t0.Add(DefaultMaxAhead+time.Hour)), 1)
+	tooFar.Time = t0.Add(30 * time.Minute)
+	if err := p.Process(context.Background(), []kafka.Message{sentLate, tooFar}); err != nil {
+		t.Fatal(err)
+	}
+	dl := out.topic("dlq")
+	if len(dl) != 1 {
+		t.Fatalf("%d dead letters, want only the event dated more than %s past its timestamp", len(dl), DefaultMaxAhead)
+	}
+	var rec events.DeadLetter
+	if err := json.Unmarshal(dl[0].Value, &rec); err != nil || rec.Offset != 1 || rec.Reason == "" {
+		t.Fatalf("dead letter %+v %v", rec, err)
+	}
+}

@@ -28,6 +28,7 @@ import (
 
 	"github.com/redis/go-redis/v9"
 
+	"github.com/nhsx/dnarisk/events"
 	"github.com/nhsx/dnarisk/internal/envflag"
 	"github.com/nhsx/dnarisk/internal/metrics"
 	"github.com/nhsx/dnarisk/internal/ops"
@@ -116,6 +117,7 @@ func parseConfig(args []string, getenv func(string) string) (config, error) {
 	insecure := fs.Bool("insecure-listeners", false, "DEMOS ONLY: serve the operations endpoint off loopback without a token or TLS (env INSECURE_LISTENERS)")
 	accessEnv.Annotate(fs)
 	notifyURL := fs.String("notify-url", env(getenv, "NOTIFY_BASE_URL", ""), "Notify API base URL, overriding the config file (env NOTIFY_BASE_URL)")
+	maxAhead := fs.String("max-ahead", env(getenv, "MAX_EVENT_AHEAD", events.DefaultMaxAhead.String()), "skip appointment events dated further than this past their Kafka timestamp, as the scorer dead-letters them; 0 for no limit; must equal the scorer's and the gateway's (env MAX_EVENT_AHEAD)")
 	fs.StringVar(&c.clockFile, "clock-file", env(getenv, "DISPATCHER_CLOCK_FILE", ""), "simulations and tests only: plan and send by the RFC 3339 time in this file, read every 10ms, instead of the system clock (env DISPATCHER_CLOCK_FILE)")
 	fs.BoolVar(&c.createTopics, "create-topics", false, "create missing topics at start (otherwise wait for them, not ready, naming them)")
 	fs.IntVar(&c.topicSpec.Partitions, "topic-partitions", 0, "partitions of a topic --create-topics makes; 0: the broker's num.partitions")
@@ -156,6 +158,11 @@ func parseConfig(args []string, getenv func(string) string) (config, error) {
 	}
 	if c.metricsAddr == "off" {
 		c.metricsAddr = ""
+	}
+	if d, err := time.ParseDuration(*maxAhead); err != nil || d < 0 {
+		return c, fmt.Errorf("--max-ahead %q: want a duration such as 168h, 0 for no limit", *maxAhead)
+	} else if c.opts.MaxAhead = d; d == 0 {
+		c.opts.MaxAhead = -1
 	}
 	if c.clockFile != "" {
 		if _, err := readClockFile(c.clockFile); err != nil {

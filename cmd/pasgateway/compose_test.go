@@ -91,6 +91,11 @@ func TestComposeGatewayWithGeneratedSecrets(t *testing.T) {
 			env[k] = filepath.Join(dir, f)
 		}
 	}
+	if env["DNA_CONTACT_KEY_FILE"] != "/run/secrets/contact_key" {
+		t.Fatalf("compose gives the gateway no contact store key (DNA_CONTACT_KEY_FILE %q)", env["DNA_CONTACT_KEY_FILE"])
+	}
+	env["DNA_CONTACT_KEY_FILE"] = "../../secrets/contact_key.example"
+	env["DNA_CONTACT_KEY"] = "" // only the file, as compose gives it
 	env["MLLP_SENDERS_FILE"] = "../../deploy/pasgateway/senders.json"
 	env["REDIS_PASSWORD_FILE"] = "../../secrets/redis_password.example"
 	if env["MLLP_ADDR"] != ":2575" || env["FHIR_ADDR"] != ":8443" || env["METRICS_ADDR"] != ":9467" || env["FHIR_TOKEN_AUDIENCE"] == "" {

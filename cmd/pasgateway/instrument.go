@@ -20,10 +20,14 @@ type countedMLLP struct {
 	m    *metrics.Gateway
 }
 
-func (c countedMLLP) Message(ctx context.Context, frame []byte) []byte {
-	reply := c.next.Message(ctx, frame)
-	c.count(trigger(frame), reply)
-	return reply
+// Message counts the last reply: the application acknowledgement, or in enhanced mode the
+// commit acknowledgement when no application acknowledgement follows it.
+func (c countedMLLP) Message(ctx context.Context, frame []byte) [][]byte {
+	replies := c.next.Message(ctx, frame)
+	if len(replies) > 0 {
+		c.count(trigger(frame), replies[len(replies)-1])
+	}
+	return replies
 }
 
 func (c countedMLLP) TooLarge(ctx context.Context, prefix []byte) []byte {

@@ -27,12 +27,14 @@ import (
 	"os"
 	"os/signal"
 	"strconv"
+	"strings"
 	"sync"
 	"syscall"
 	"time"
 
 	"github.com/redis/go-redis/v9"
 
+	"github.com/nhsx/dnarisk/events"
 	"github.com/nhsx/dnarisk/internal/authn"
 	"github.com/nhsx/dnarisk/internal/envflag"
 	"github.com/nhsx/dnarisk/internal/metrics"
@@ -45,6 +47,7 @@ import (
 	"github.com/nhsx/dnarisk/pas/mllp"
 	"github.com/nhsx/dnarisk/pas/senders"
 	"github.com/nhsx/dnarisk/pas/siu"
+	"github.com/nhsx/dnarisk/reminders/contacts"
 	"github.com/nhsx/dnarisk/stream"
 )
 
@@ -60,8 +63,13 @@ type config struct {
 	processingIDs                []string
 	fhirPatientSystem            string
 	fhirApptSystem               string
+	fhirFacility                 string
 	idleTimeout                  time.Duration
 	maxConns, maxMessage         int
+	maxConnsPerHost              int
+	maxAhead                     time.Duration
+	mapping                      *pas.Mapping
+	contactKey                   []byte // nil: --contacts off
 	logLevel                     slog.Level
 	kafkaOpts                    []stream.Option
 	topics                       topicConfig
@@ -82,9 +90,9 @@ func parseConfig(args []string, lookup func(string) (string, bool), stderr io.Wr
 		"brokers": "KAFKA_BROKERS", "topic-appointments": "TOPIC_APPOINTMENTS",
 		"redis": "REDIS_ADDR", "redis-prefix": "REDIS_PREFIX", "state-ttl": "PAS_STATE_TTL",
 		"timezone": "PAS_TIMEZONE", "patient-id-type": "PAS_PATIENT_ID_TYPE", "processing-id": "HL7_PROCESSING_ID",
-		"fhir-patient-system": "FHIR_PATIENT_SYSTEM", "fhir-appointment-system": "FHIR_APPOINTMENT_SYSTEM",
-		"idle-timeout": "MLLP_IDLE_TIMEOUT", "max-conns": "MLLP_MAX_CONNS", "max-message-bytes": "MLLP_MAX_MESSAGE_BYTES",
-		"log-level": "LOG_LEVEL", "metrics-addr": "METRICS_ADDR",
+		"fhir-patient-system": "FHIR_PATIENT_SYSTEM", "fhir-appointment-system": "FHIR_APPOINTMENT_SYSTEM", "fhir-facility": "FHIR_FACILITY",
+		"idle-timeout": "MLLP_IDLE_TIMEOUT", "max-conns": "MLLP_MAX_CONNS", "max-conns-per-host": "MLLP_MAX_CONNS_PER_HOST", "max-message-bytes": "MLLP_MAX_MESSAGE_BYTES",
+		"log-level": "LOG_LEVEL", "metrics-addr": "METRICS_ADDR", "max-ahead": "MAX_EVENT_AHEAD", "contacts": "PAS_CONTACTS", "mapping": "PAS_MAPPING",
 	}
 	fs.StringVar(&c.mllpAddr, "mllp-addr", "127.0.0.1:2575", "MLLP listen address for HL7 v2 SIU; off to disable; off loopback it needs TLS client certificates or --mllp-senders-file")
 	fs.StringVar(&c.fhirAddr, "fhir-addr", "127.0.0.1:8080", "HTTP listen address for FHIR R4 Appointments; off to disable; off loopback it needs HTTPS and access tokens or client certificates")
@@ -102,9 +110,14 @@ func parseConfig(args []string, lookup func(string) (string, bool), stderr io.Wr
 	procIDs := fs.String("processing-id", "P", "MSH-11 processing ids accepted, comma-separated (P production, T training, D debugging)")
 	fs.StringVar(&c.fhirPatientSystem, "fhir-patient-system", fhirin.NHSNumberSystem, "identifier system of the patient id in FHIR resources")
 	fs.StringVar(&c.fhirApptSystem, "fhir-appointment-system", "", "identifier system of the PAS appointment id in FHIR Appointments (default: the first identifier, else the resource id)")
+	fs.StringVar(&c.fhirFacility, "fhir-facility", "", "namespace of FHIR appointment ids, as MSH-4 (the sending facility) namespaces HL7 ones: set it to the HL7 feed's MSH-4 if both run (default: the identifier's assigner, else none)")
 	fs.DurationVar(&c.idleTimeout, "idle-timeout", 10*time.Minute, "close an MLLP connection that sends nothing for this long")
 	fs.IntVar(&c.maxConns, "max-conns", 64, "most MLLP connections at once")
+	fs.IntVar(&c.maxConnsPerHost, "max-conns-per-host", 8, "most MLLP connections from one client address; at the limit its least recently active idle connection is closed to admit a new one")
 	fs.IntVar(&c.maxMessage, "max-message-bytes", mllp.DefaultLimit, "largest HL7 message accepted")
+	fs.DurationVar(&c.maxAhead, "max-ahead", events.DefaultMaxAhead, "refuse (AE / 422) messages dated further than this past the receiver's clock, as the scorer dead-letters their events; 0 for no limit; must equal the scorer's --max-ahead")
+	mappingFile := fs.String("mapping", "", "JSON mapping file: local specialty codes, cancellation codes and phrases, the fields and extensions carrying the model's extra features (docs/pas-integration.md; example cmd/pasgateway/mapping.example.json)")
+	contactsMode := fs.String("contacts", "on", "on: store each patient's mobile (PID-13/14, Patient.telecom) and opt-out (PD1-12, Patient.meta.security) in the reminder side's encrypted contact store (key from DNA_CONTACT_KEY_FILE or DNA_CONTACT_KEY); off: another feed fills it")
 	logLevel := fs.String("log-level", "info", "debug, info, warn or error")
 	c.topics.register(fs, env)
 	var ksec secconfig.Kafka
@@ -144,6 +157,20 @@ func parseConfig(args []string, lookup func(string) (string, bool), stderr io.Wr
 	if err := c.access.Check(c.metricsAddr, c.sec.insecure); err != nil {
 		return c, err
 	}
+	if *mappingFile != "" {
+		if c.mapping, err = pas.LoadMapping(*mappingFile); err != nil {
+			return c, err
+		}
+	}
+	switch *contactsMode {
+	case "on":
+		if c.contactKey, err = contactKey(lookup); err != nil {
+			return c, err
+		}
+	case "off":
+	default:
+		return c, fmt.Errorf("--contacts %q: want on or off", *contactsMode)
+	}
 	if c.kafkaOpts, err = ksec.Options(lookup); err != nil {
 		return c, err
 	}
@@ -167,12 +194,61 @@ func parseConfig(args []string, lookup func(string) (string, bool), stderr io.Wr
 		return c, fmt.Errorf("--state-ttl %s is under a day", c.stateTTL)
 	case c.idleTimeout < time.Second:
 		return c, fmt.Errorf("--idle-timeout %s is under a second", c.idleTimeout)
+	case c.maxAhead < 0:
+		return c, fmt.Errorf("--max-ahead %s is negative (0 means no limit)", c.maxAhead)
 	case c.maxConns < 1:
 		return c, fmt.Errorf("--max-conns %d: want at least 1", c.maxConns)
+	case c.maxConnsPerHost < 1 || c.maxConnsPerHost > c.maxConns:
+		return c, fmt.Errorf("--max-conns-per-host %d: want 1 to --max-conns (%d)", c.maxConnsPerHost, c.maxConns)
 	case c.maxMessage < 1024 || c.maxMessage > 64<<20:
 		return c, fmt.Errorf("--max-message-bytes %d out of range 1024..%d", c.maxMessage, 64<<20)
 	}
 	return c, nil
+}
+
+// contactKey reads the contact store's AES-256 key from the file DNA_CONTACT_KEY_FILE names,
+// else from DNA_CONTACT_KEY: the dispatcher's key, which decrypts what the gateway writes.
+func contactKey(lookup func(string) (string, bool)) ([]byte, error) {
+	text, ok := "", false
+	if path, set := lookup("DNA_CONTACT_KEY_FILE"); set && path != "" {
+		b, err := os.ReadFile(path)
+		if err != nil {
+			return nil, fmt.Errorf("DNA_CONTACT_KEY_FILE: %w", err)
+		}
+		text, ok = string(b), true
+	} else {
+		text, ok = lookup("DNA_CONTACT_KEY")
+	}
+	if !ok || strings.TrimSpace(text) == "" {
+		return nil, errors.New("no contact store key: set DNA_CONTACT_KEY_FILE (or DNA_CONTACT_KEY) to the dispatcher's key, or --contacts off if another feed fills the contact store")
+	}
+	key, err := contacts.ParseKey(text)
+	if err != nil {
+		return nil, fmt.Errorf("DNA_CONTACT_KEY: %w", err)
+	}
+	return key, nil
+}
+
+// contactStore writes what the gateway reads about reaching a patient into the reminder
+// side's encrypted contact store (reminders/contacts), keyed by the same pseudonym.
+type contactStore struct{ s *contacts.Store }
+
+func (c contactStore) SaveContact(ctx context.Context, patient string, pc pas.Contact) error {
+	var u contacts.Update
+	if pc.PhoneSent {
+		var phone contacts.Phone // zero: the message holds no mobile, so none is kept
+		if !pc.Mobile.IsZero() {
+			if p, err := contacts.ParsePhone(pc.Mobile.Reveal()); err == nil {
+				phone = p
+			}
+		}
+		u.Phone = &phone
+	}
+	if pc.OptOutSent {
+		optOut := pc.OptOut
+		u.OptOut = &optOut
+	}
+	return c.s.Update(ctx, patient, u)
 }
 
 func main() {
@@ -216,6 +292,17 @@ func run(ctx context.Context, cfg config, ps *pseudo.Pseudonymiser, log *slog.Lo
 	w := stream.NewWriter(cfg.brokers, cfg.topic, cfg.kafkaOpts...)
 	defer w.Close()
 	gw := pas.NewGateway(pas.NewRedisTracker(rdb, cfg.redisPrefix, cfg.stateTTL), timedWriter{w, m}, log)
+	if cfg.contactKey != nil {
+		store, err := contacts.NewStore(rdb, cfg.redisPrefix, cfg.contactKey)
+		if err != nil {
+			return err
+		}
+		gw.SetContacts(contactStore{store})
+	}
+	maxAhead := cfg.maxAhead
+	if maxAhead == 0 {
+		maxAhead = -1 // --max-ahead 0: no limit, as the scorer's
+	}
 
 	var mllpLn, httpLn net.Listener
 	closeAll := func() {
@@ -289,7 +376,7 @@ func run(ctx context.Context, cfg config, ps *pseudo.Pseudonymiser, log *slog.Lo
 		log.Info("operations endpoint listening", "addr", ln.Addr().String(), "paths", "/metrics /healthz /readyz /status", "authenticated", auth != nil)
 	}
 	if mllpLn != nil {
-		mp, err := siu.NewMapper(siu.Config{Pseudonymiser: ps, Location: cfg.location, PatientIDTypes: cfg.patientIDTypes, ProcessingIDs: cfg.processingIDs})
+		mp, err := siu.NewMapper(siu.Config{Pseudonymiser: ps, Location: cfg.location, PatientIDTypes: cfg.patientIDTypes, ProcessingIDs: cfg.processingIDs, MaxAhead: maxAhead, Mapping: cfg.mapping})
 		if err != nil {
 			closeAll()
 			return err
@@ -302,7 +389,7 @@ func run(ctx context.Context, cfg config, ps *pseudo.Pseudonymiser, log *slog.Lo
 			}}
 		}
 		srv := &mllp.Server{Handler: h, Log: log, TLS: prot.mllpTLS, Refused: func(reason string) { m.Refused("mllp", reason) },
-			IdleTimeout: cfg.idleTimeout, MaxConns: cfg.maxConns, MaxFrame: cfg.maxMessage}
+			IdleTimeout: cfg.idleTimeout, MaxConns: cfg.maxConns, MaxConnsPerHost: cfg.maxConnsPerHost, MaxFrame: cfg.maxMessage}
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
@@ -313,7 +400,7 @@ func run(ctx context.Context, cfg config, ps *pseudo.Pseudonymiser, log *slog.Lo
 		}()
 	}
 	if httpLn != nil {
-		mp, err := fhirin.NewMapper(fhirin.Config{Pseudonymiser: ps, PatientSystem: cfg.fhirPatientSystem, AppointmentSystem: cfg.fhirApptSystem})
+		mp, err := fhirin.NewMapper(fhirin.Config{Pseudonymiser: ps, PatientSystem: cfg.fhirPatientSystem, AppointmentSystem: cfg.fhirApptSystem, Facility: cfg.fhirFacility, MaxAhead: maxAhead, Mapping: cfg.mapping})
 		if err != nil {
 			closeAll()
 			return err

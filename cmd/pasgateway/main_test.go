@@ -2,6 +2,7 @@ package main
 
 import (
 	"bufio"
+	"bytes"
 	"context"
 	"encoding/json"
 	"fmt"
@@ -9,8 +10,8 @@ import (
 	"log/slog"
 	"net"
 	"net/http"
-	"os"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -29,18 +30,26 @@ import (
 	"github.com/nhsx/dnarisk/stream"
 )
 
+// lookupIn is an environment of m. The contact store key, which every gateway with the
+// default --contacts on needs, defaults to the tests' key unless m sets it (even to "").
 func lookupIn(m map[string]string) func(string) (string, bool) {
-	return func(k string) (string, bool) { v, ok := m[k]; return v, ok }
+	return func(k string) (string, bool) {
+		v, ok := m[k]
+		if !ok && k == "DNA_CONTACT_KEY" {
+			return contactKeyHex, true
+		}
+		return v, ok
+	}
 }
 
 func TestConfig(t *testing.T) {
-	c, err := parseConfig([]string{"--mllp-addr", "127.0.0.1:0", "--patient-id-type", "NH, MR"},
-		lookupIn(map[string]string{"KAFKA_BROKERS": "k1:9092,k2:9092", "FHIR_ADDR": "off", "HL7_PROCESSING_ID": "P,T"}), io.Discard)
+	c, err := parseConfig([]string{"--mllp-addr", "127.0.0.1:0", "--patient-id-type", "NH, MR", "--mapping", "mapping.example.json"},
+		lookupIn(map[string]string{"KAFKA_BROKERS": "k1:9092,k2:9092", "FHIR_ADDR": "off", "HL7_PROCESSING_ID": "P,T", "DNA_CONTACT_KEY": contactKeyHex}), io.Discard)
 	if err != nil {
 		t.Fatal(err)
 	}
 	if c.fhirAddr != "" || strings.Join(c.brokers, ",") != "k1:9092,k2:9092" || strings.Join(c.patientIDTypes, ",") != "NH,MR" ||
-		strings.Join(c.processingIDs, ",") != "P,T" || c.location.String() != "Europe/London" {
+		strings.Join(c.processingIDs, ",") != "P,T" || c.location.String() != "Europe/London" || c.mapping == nil || len(c.mapping.Extras) != 2 {
 		t.Fatalf("config %+v", c)
 	}
 	for _, c := range []struct {
@@ -54,8 +63,18 @@ func TestConfig(t *testing.T) {
 		{[]string{"--max-message-bytes", "10"}, nil, "--max-message-bytes"},
 		{[]string{"--patient-id-type", " , "}, nil, "--patient-id-type"},
 		{[]string{"stray"}, nil, "unexpected arguments"},
+		{[]string{"--contacts", "maybe"}, nil, "--contacts"},
+		{nil, map[string]string{"DNA_CONTACT_KEY": ""}, "no contact store key"},
+		{nil, map[string]string{"DNA_CONTACT_KEY": "short"}, "DNA_CONTACT_KEY"},
+		{[]string{"--max-ahead", "-1h"}, nil, "--max-ahead"},
+		{[]string{"--mapping", "no-such-file.json"}, nil, "mapping file"},
+		{[]string{"--max-conns", "4", "--max-conns-per-host", "5"}, nil, "--max-conns-per-host"},
 	} {
-		if _, err := parseConfig(c.args, lookupIn(c.env), io.Discard); err == nil || !strings.Contains(err.Error(), c.want) {
+		env := map[string]string{"DNA_CONTACT_KEY": contactKeyHex}
+		for k, v := range c.env {
+			env[k] = v
+		}
+		if _, err := parseConfig(c.args, lookupIn(env), io.Discard); err == nil || !strings.Contains(err.Error(), c.want) {
 			t.Errorf("%v %v: err %v, want %q", c.args, c.env, err, c.want)
 		}
 	}
@@ -71,9 +90,33 @@ type world struct {
 	store             *featurestore.RedisStore
 	ps                *pseudo.Pseudonymiser
 	mllpAddr, fhirURL string
+	prefix            string
+	// logs holds everything the gateway and the scorer logged (at info and above).
+	logs *syncBuf
+}
+
+// syncBuf is a bytes.Buffer safe for the loggers of several goroutines.
+type syncBuf struct {
+	mu sync.Mutex
+	b  bytes.Buffer
+}
+
+func (s *syncBuf) Write(p []byte) (int, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.b.Write(p)
+}
+
+func (s *syncBuf) String() string {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.b.String()
 }
 
 const secret = "pasgateway-test-secret-0123456789abcdef"
+
+// contactKeyHex is the contact store's key in the tests (the dispatcher's DNA_CONTACT_KEY).
+const contactKeyHex = "00112233445566778899aabbccddeeff00112233445566778899aabbccddeeff"
 
 func newWorld(t *testing.T, args ...string) *world {
 	brokers := testenv.Kafka(t)
@@ -85,11 +128,17 @@ func newWorld(t *testing.T, args ...string) *world {
 	t.Cleanup(func() { w.rdb.Close() })
 	w.store = featurestore.NewRedisStore(w.rdb, featurestore.RedisOptions{Prefix: prefix, TTL: time.Hour})
 	w.ps, _ = pseudo.New([]byte(secret))
-	log := slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: slog.LevelWarn}))
+	w.prefix, w.logs = prefix, &syncBuf{}
+	log := slog.New(slog.NewTextHandler(w.logs, &slog.HandlerOptions{Level: slog.LevelInfo}))
+	t.Cleanup(func() {
+		if t.Failed() {
+			t.Logf("logs:\n%s", w.logs)
+		}
+	})
 
 	cfg, err := parseConfig(append([]string{"--mllp-addr", "127.0.0.1:0", "--fhir-addr", "127.0.0.1:0", "--metrics-addr", "off",
 		"--redis-prefix", prefix, "--topic-appointments", w.in}, args...),
-		lookupIn(map[string]string{"KAFKA_BROKERS": strings.Join(brokers, ","), "REDIS_ADDR": redisAddr}), io.Discard)
+		lookupIn(map[string]string{"KAFKA_BROKERS": strings.Join(brokers, ","), "REDIS_ADDR": redisAddr, "DNA_CONTACT_KEY": contactKeyHex}), io.Discard)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -204,6 +253,9 @@ func (w *world) waitRisk(appt string, version int) events.Risk {
 
 func ts(t time.Time) string { return hl7.FormatTime(t) }
 
+// ns is the appointment id the gateway publishes for SCH-2 appt from siuMsg's facility.
+func ns(appt string) string { return "RXX01:" + appt }
+
 func siuMsg(trigger, ctrl, appt string, at, start time.Time, extra string) string {
 	return fmt.Sprintf(`MSH|^~\&|PAS|RXX01|DNARISK|RXX01|%s||SIU^%s^SIU_S12|%s|P|2.5.1
 SCH||%s^PAS||||%s|ROUTINE|NEW^New patient
@@ -233,7 +285,7 @@ func TestRoundTrip(t *testing.T) {
 	if code, text := w.send(siuMsg("S12", "C1", apptA, now, startA, "")); code != "AA" || text != "booked version 1 published" {
 		t.Fatalf("S12: %s %q", code, text)
 	}
-	r1 := w.waitRisk(apptA, 1)
+	r1 := w.waitRisk(ns(apptA), 1)
 	if r1.Patient != patient || !r1.AppointmentStart.Equal(startA) || r1.Features["first_visit"] != 1 {
 		t.Fatalf("risk %+v", r1)
 	}
@@ -245,7 +297,7 @@ func TestRoundTrip(t *testing.T) {
 	if code, text := w.send(siuMsg("S13", "C2", apptA, now.Add(time.Minute), startA.Add(24*time.Hour), "")); code != "AA" || text != "rescheduled version 2 published" {
 		t.Fatalf("S13: %s %q", code, text)
 	}
-	w.waitRisk(apptA, 2)
+	w.waitRisk(ns(apptA), 2)
 
 	// The reminder dispatcher, fed the same topics, plans reminders for A.
 	d := newDispatcher(t, w)
@@ -284,16 +336,16 @@ func TestRoundTrip(t *testing.T) {
 		}
 		var dna, cancelled bool
 		for _, f := range hs[patient].Facts {
-			dna = dna || f.Appointment == apptB && f.Kind == featurestore.KindDidNotAttend
-			cancelled = cancelled || f.Appointment == apptA && f.Kind == featurestore.KindPatientCancel
+			dna = dna || f.Appointment == ns(apptB) && f.Kind == featurestore.KindDidNotAttend
+			cancelled = cancelled || f.Appointment == ns(apptA) && f.Kind == featurestore.KindPatientCancel
 		}
 		return dna && cancelled
 	}, "history with the S26 did-not-attend and the S15 patient cancellation")
 
 	var types []string
 	for _, ev := range w.appointments() {
-		if ev.AppointmentID == apptA || ev.AppointmentID == apptB {
-			types = append(types, fmt.Sprintf("%s:%s:v%d:%s", ev.AppointmentID[:1], ev.Type, ev.Version, ev.CancelledBy))
+		if ev.AppointmentID == ns(apptA) || ev.AppointmentID == ns(apptB) {
+			types = append(types, fmt.Sprintf("%s:%s:v%d:%s", ev.AppointmentID[len("RXX01:"):][:1], ev.Type, ev.Version, ev.CancelledBy))
 		}
 	}
 	if got := strings.Join(types, " "); got != "A:booked:v1: A:rescheduled:v2: A:cancelled:v2:patient B:booked:v1: B:did_not_attend:v1:" {
@@ -314,7 +366,7 @@ func TestRoundTrip(t *testing.T) {
 	}
 	b, _ := io.ReadAll(resp.Body)
 	resp.Body.Close()
-	if resp.StatusCode != 200 || !strings.Contains(string(b), "booked version 1 published") {
+	if resp.StatusCode != 201 || resp.Header.Get("Location") == "" || !strings.Contains(string(b), "booked version 1 published") {
 		t.Fatalf("FHIR: %d %s", resp.StatusCode, b)
 	}
 	rc := w.waitRisk(apptC, 1)
@@ -357,7 +409,7 @@ func newDispatcher(t *testing.T, w *world) *reminders.Dispatcher {
 		Topics:    reminders.Topics{Appointments: w.in, Risk: w.risk},
 		Secret:    []byte(secret),
 		Prefix:    fmt.Sprintf("pasgw-rem-%d:", time.Now().UnixNano()),
-		Log:       slog.New(slog.DiscardHandler),
+		Log:       slog.New(slog.NewTextHandler(w.logs, &slog.HandlerOptions{Level: slog.LevelDebug})),
 	})
 	if err != nil {
 		t.Fatal(err)

@@ -43,7 +43,7 @@ func TestGatewayCreatesTopic(t *testing.T) {
 		defer cancel()
 		_, _ = (&kafka.Client{Addr: kafka.TCP(brokers...)}).DeleteTopics(ctx, &kafka.DeleteTopicsRequest{Topics: []string{topic}})
 	})
-	cfg, err := parseConfig([]string{"--mllp-addr", "127.0.0.1:0", "--fhir-addr", "off", "--metrics-addr", "off", "--topic-appointments", topic, "--create-topics"},
+	cfg, err := parseConfig([]string{"--mllp-addr", "127.0.0.1:0", "--fhir-addr", "off", "--metrics-addr", "off", "--topic-appointments", topic, "--create-topics", "--contacts", "off"},
 		lookupIn(map[string]string{"KAFKA_BROKERS": strings.Join(brokers, ","), "REDIS_ADDR": redisAddr, "TOPIC_PARTITIONS": "3"}), io.Discard)
 	if err != nil {
 		t.Fatal(err)

@@ -1,6 +1,7 @@
 package fhirin
 
 import (
+	"context"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -14,11 +15,13 @@ import (
 
 // entry is one Bundle entry after mapping.
 type entry struct {
-	change  *pas.Change
-	ignored string
-	err     *Issue
-	status  int
-	msg     string
+	change   *pas.Change
+	ignored  string
+	err      *Issue
+	status   int
+	msg      string
+	expr     string // element at fault of a refusal
+	location string // of a created appointment
 }
 
 // bundle takes a transaction or batch Bundle of Appointments (and the Patients they refer
@@ -52,7 +55,7 @@ func (h *Handler) bundle(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	txn := b.Type == fhir.BundleTypeTransaction
-	entries := h.mapEntries(b.Entry)
+	entries := h.mapEntries(r.Context(), b.Entry)
 
 	if txn {
 		var issues []fhir.OperationOutcomeIssue
@@ -72,15 +75,16 @@ func (h *Handler) bundle(w http.ResponseWriter, r *http.Request) {
 	for i := range entries {
 		e := &entries[i]
 		if e.err != nil {
-			e.status, e.msg = statusOf(e.err.Code), e.err.Error()
+			e.status, e.msg, e.expr = statusOf(e.err.Code), e.err.Diagnostics, e.err.Expression
 			continue
 		}
 		if e.change == nil && e.ignored == "" {
 			e.status, e.msg = http.StatusOK, "used to resolve the appointments' patient"
 			continue
 		}
-		e.status, e.msg = h.apply(r.Context(), e.change, e.ignored)
-		if txn && e.status != http.StatusOK {
+		e.status, e.msg, e.expr, e.location = h.apply(r.Context(), e.change, e.ignored)
+		e.expr = relocate(&Issue{Expression: e.expr}, fmt.Sprintf("Bundle.entry[%d].resource", i)).Expression
+		if txn && e.status >= 300 {
 			writeOutcome(w, e.status, outcomeType(e.status), fmt.Sprintf("entry %d: %s", i, e.msg), fmt.Sprintf("Bundle.entry[%d]", i))
 			return
 		}
@@ -90,17 +94,19 @@ func (h *Handler) bundle(w http.ResponseWriter, r *http.Request) {
 		resp.Type = fhir.BundleTypeTransactionResponse
 	}
 	for _, e := range entries {
-		oo, _ := json.Marshal(outcome(outcomeType(e.status), e.msg, ""))
-		resp.Entry = append(resp.Entry, fhir.BundleEntry{Response: &fhir.BundleEntryResponse{
-			Status: fmt.Sprintf("%d %s", e.status, http.StatusText(e.status)), Outcome: oo,
-		}})
+		oo, _ := json.Marshal(outcome(outcomeType(e.status), e.msg, e.expr))
+		er := &fhir.BundleEntryResponse{Status: fmt.Sprintf("%d %s", e.status, http.StatusText(e.status)), Outcome: oo}
+		if e.location != "" {
+			er.Location = &e.location
+		}
+		resp.Entry = append(resp.Entry, fhir.BundleEntry{Response: er})
 	}
 	writeJSON(w, http.StatusOK, resp)
 }
 
 // mapEntries maps every entry; Patients are collected first so an Appointment may refer to
 // one anywhere in the Bundle.
-func (h *Handler) mapEntries(list []fhir.BundleEntry) []entry {
+func (h *Handler) mapEntries(ctx context.Context, list []fhir.BundleEntry) []entry {
 	out := make([]entry, len(list))
 	pats := patients{}
 	for i, be := range list {
@@ -137,8 +143,16 @@ func (h *Handler) mapEntries(list []fhir.BundleEntry) []entry {
 			}
 			c, ignored, err := h.Mapper.Map(be.Resource, urlID, pats)
 			if err == nil && c != nil {
-				if cerr := pas.Check(*c); cerr != nil {
-					err = issue(fhir.IssueTypeBusinessRule, "Appointment", "%s", strings.TrimPrefix(cerr.Error(), pas.ErrRejected.Error()+": "))
+				if cerr := h.Gateway.Check(ctx, *c); cerr != nil {
+					var is *Issue
+					switch {
+					case errors.As(cerr, &is):
+						err = is
+					case errors.Is(cerr, pas.ErrUnavailable):
+						// Redis failed: publishing the entry will fail the same way, with 503.
+					default:
+						err = issue(fhir.IssueTypeBusinessRule, "Appointment", "%s", strings.TrimPrefix(cerr.Error(), pas.ErrRejected.Error()+": "))
+					}
 				}
 			}
 			if err != nil {

@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"context"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"log/slog"
 	"net/http"
@@ -14,6 +15,7 @@ import (
 	"time"
 
 	"github.com/samply/golang-fhir-models/fhir-models/fhir"
+	"github.com/segmentio/kafka-go"
 
 	"github.com/nhsx/dnarisk/events"
 	"github.com/nhsx/dnarisk/internal/pseudo"
@@ -91,6 +93,16 @@ func edit(t testing.TB, base string, set map[string]any) []byte {
 	return b
 }
 
+// bookingOf is the booking a change makes for an appointment the gateway does not know.
+func bookingOf(t *testing.T, c *pas.Change) *events.Booking {
+	t.Helper()
+	b, _, err := c.Facts(nil)
+	if err != nil {
+		t.Fatalf("booking: %v", err)
+	}
+	return b
+}
+
 func TestMapBooked(t *testing.T) {
 	m := newMapper(t, Config{})
 	c, _, err := m.Map([]byte(booked), "", nil)
@@ -103,7 +115,7 @@ func TestMapBooked(t *testing.T) {
 		!c.EventTime.Equal(at) || c.Patient != ps.Pseudonym("9434765919") {
 		t.Fatalf("change %+v", c)
 	}
-	b := c.Booking
+	b := bookingOf(t, c)
 	if !b.Start.Equal(time.Date(2025, 4, 2, 8, 30, 0, 0, time.UTC)) || !b.BookedAt.Equal(at) || b.Specialty != "110" ||
 		b.Clinic != "ORTHO1" || !b.FirstVisit || b.AgeBand != "35-44" || b.Contact != (events.Contact{SMS: true}) ||
 		b.Extra[ExtraDuration] != 30 {
@@ -136,7 +148,7 @@ func TestMapStatuses(t *testing.T) {
 			if err != nil {
 				t.Fatal(err)
 			}
-			if ch.Kind != c.kind || ch.CancelledBy != c.by || ch.Booking != nil || ch.Patient == "" {
+			if ch.Kind != c.kind || ch.CancelledBy != c.by || ch.Build != nil || ch.Patient == "" {
 				t.Fatalf("change %+v", ch)
 			}
 		})
@@ -161,8 +173,8 @@ func TestMapRefuses(t *testing.T) {
 		{"not JSON object", []byte(`[1]`), fhir.IssueTypeStructure, "Appointment"},
 		{"wrong resource", []byte(`{"resourceType":"Patient"}`), fhir.IssueTypeNotSupported, ""},
 		{"no status", edit(t, booked, map[string]any{"status": nil}), fhir.IssueTypeRequired, "Appointment.status"},
-		{"unknown status", edit(t, booked, map[string]any{"status": "done"}), fhir.IssueTypeStructure, "Appointment"},
-		{"start is a number", edit(t, booked, map[string]any{"start": 5}), fhir.IssueTypeStructure, "Appointment"},
+		{"unknown status", edit(t, booked, map[string]any{"status": "done"}), fhir.IssueTypeStructure, "Appointment.status"},
+		{"start is a number", edit(t, booked, map[string]any{"start": 5}), fhir.IssueTypeStructure, "Appointment.start"},
 		{"no start", edit(t, booked, map[string]any{"start": nil}), fhir.IssueTypeRequired, "Appointment.start"},
 		{"start without zone", edit(t, booked, map[string]any{"start": "2025-04-02T09:30:00"}), fhir.IssueTypeValue, "Appointment.start"},
 		{"bad lastUpdated", edit(t, booked, map[string]any{"meta.lastUpdated": "2025-02-30T00:00:00Z"}), fhir.IssueTypeValue, "Appointment.meta.lastUpdated"},
@@ -183,7 +195,11 @@ func TestMapRefuses(t *testing.T) {
 				body, urlID = []byte(booked), "other-id"
 			}
 			ch, _, err := m.Map(body, urlID, nil)
-			is, ok := err.(*Issue)
+			if err == nil && ch != nil {
+				_, _, err = ch.Facts(nil) // the Patient's facts are checked when built
+			}
+			var is *Issue
+			ok := errors.As(err, &is)
 			if !ok {
 				t.Fatalf("change %+v, err %v; want an *Issue", ch, err)
 			}
@@ -236,6 +252,11 @@ func (r *recorder) Apply(_ context.Context, c pas.Change) (pas.Result, error) {
 	return pas.Result{Event: &events.Appointment{Type: events.Booked, Version: 1, EventID: c.EventID}}, nil
 }
 
+// Check answers as a gateway that knows no appointment would.
+func (r *recorder) Check(ctx context.Context, c pas.Change) error {
+	return pas.NewGateway(&pas.MemoryTracker{}, nil, nil).Check(ctx, c)
+}
+
 func serve(t *testing.T, rec *recorder) *httptest.Server {
 	t.Helper()
 	srv := httptest.NewServer(NewHandler("/fhir", newMapper(t, Config{}), rec, nil))
@@ -282,11 +303,12 @@ func TestHTTPSingleResource(t *testing.T) {
 		status                    int
 		want                      string
 	}{
-		{"POST", "POST", "/fhir/Appointment", "application/fhir+json", []byte(booked), 200, "information/informational <nil>: booked version 1 published"},
-		{"PUT", "PUT", "/fhir/Appointment/apt-100234", "application/fhir+json; charset=utf-8", []byte(booked), 200, "booked version 1 published"},
+		{"POST", "POST", "/fhir/Appointment", "application/fhir+json", []byte(booked), 201, "information/informational <nil>: booked version 1 published"},
+		{"PUT", "PUT", "/fhir/Appointment/apt-100234", "application/fhir+json; charset=utf-8", []byte(booked), 201, "booked version 1 published"},
 		{"PUT other id", "PUT", "/fhir/Appointment/x", "application/json", []byte(booked), 422, "Appointment.id"},
 		{"ignored status", "POST", "/fhir/Appointment", "", edit(t, booked, map[string]any{"status": "arrived"}), 200, "ignored: status arrived"},
-		{"XML", "POST", "/fhir/Appointment", "application/fhir+xml", []byte("<Appointment/>"), 415, "application/fhir+json"},
+		{"XML", "POST", "/fhir/Appointment", "application/fhir+xml", []byte("<Appointment/>"), 415, `Content-Type "application/fhir+xml" is not supported: send FHIR JSON as application/fhir+json`},
+		{"text", "POST", "/fhir/Appointment", "text/plain", []byte(booked), 415, `Content-Type "text/plain" is not supported`},
 		{"not JSON", "POST", "/fhir/Appointment", "", []byte("{"), 400, "not valid JSON"},
 		{"bundle to /Appointment", "POST", "/fhir/Appointment", "", []byte(`{"resourceType":"Bundle","type":"batch"}`), 400, "base URL"},
 		{"bad start", "POST", "/fhir/Appointment", "", edit(t, booked, map[string]any{"start": "tomorrow"}), 422, "[Appointment.start]"},
@@ -349,7 +371,7 @@ func TestHTTPTransaction(t *testing.T) {
 	if status != 200 || resp["type"] != "transaction-response" || len(resp["entry"].([]any)) != 3 {
 		t.Fatalf("%d %v", status, resp)
 	}
-	if len(rec.changes) != 2 || rec.changes[0].AppointmentID != "A1" || rec.changes[1].Booking.AgeBand != "18-24" || !rec.changes[1].Booking.Contact.SMS {
+	if len(rec.changes) != 2 || rec.changes[0].AppointmentID != "A1" || bookingOf(t, &rec.changes[1]).AgeBand != "18-24" || !bookingOf(t, &rec.changes[1]).Contact.SMS {
 		t.Fatalf("changes %+v", rec.changes)
 	}
 	// One bad entry refuses the whole transaction, naming the entry.
@@ -384,7 +406,7 @@ func TestHTTPBatch(t *testing.T) {
 	for _, e := range resp["entry"].([]any) {
 		got = append(got, e.(map[string]any)["response"].(map[string]any)["status"].(string))
 	}
-	if strings.Join(got, ",") != "200 OK,200 OK,503 Service Unavailable,422 Unprocessable Entity" {
+	if strings.Join(got, ",") != "200 OK,201 Created,503 Service Unavailable,422 Unprocessable Entity" {
 		t.Fatalf("entry statuses %v", got)
 	}
 	for name, b := range map[string]string{
@@ -437,3 +459,239 @@ func TestHTTPLogsNoPersonalData(t *testing.T) {
 type writerFunc func([]byte) (int, error)
 
 func (f writerFunc) Write(p []byte) (int, error) { return f(p) }
+
+// One rule for event times (events.CheckAhead): a resource dated further past the server's
+// clock than the scorer accepts is refused with 422, naming the element the time came from.
+func TestMapRefusesResourcesDatedTooFarAhead(t *testing.T) {
+	clock := time.Date(2025, 3, 1, 12, 0, 0, 0, time.UTC) // booked's lastUpdated is 9 days later
+	m := newMapper(t, Config{Now: func() time.Time { return clock }})
+	_, _, err := m.Map([]byte(booked), "", nil)
+	is, ok := err.(*Issue)
+	if !ok || is.Expression != "Appointment.meta.lastUpdated" || statusOf(is.Code) != 422 || !strings.Contains(is.Diagnostics, "ahead of this server's clock") {
+		t.Fatalf("%v", err)
+	}
+	_, _, err = m.Map(edit(t, booked, map[string]any{"meta": nil, "created": "2025-03-20"}), "", nil)
+	if is, ok := err.(*Issue); !ok || is.Expression != "Appointment.created" {
+		t.Fatalf("%v", err)
+	}
+	if c, _, err := newMapper(t, Config{Now: func() time.Time { return clock.Add(2 * 24 * time.Hour) }}).Map([]byte(booked), "", nil); err != nil || !c.Received.Equal(clock.Add(48*time.Hour)) {
+		t.Fatalf("within the limit: %v", err)
+	}
+}
+
+// kept records published events for the merge test.
+type kept struct {
+	mu  sync.Mutex
+	evs []events.Appointment
+}
+
+func (k *kept) WriteMessages(_ context.Context, msgs ...kafka.Message) error {
+	k.mu.Lock()
+	defer k.mu.Unlock()
+	for _, m := range msgs {
+		var ev events.Appointment
+		if err := json.Unmarshal(m.Value, &ev); err != nil {
+			return err
+		}
+		k.evs = append(k.evs, ev)
+	}
+	return nil
+}
+
+// A FHIR update replaces the Appointment, but the Patient is another resource: an update that
+// does not send it keeps the age band and contact preference held from an earlier one, and an
+// update for an appointment the gateway does not know is refused naming Patient.birthDate.
+func TestUpdateWithoutPatientKeepsItsFacts(t *testing.T) {
+	out := &kept{}
+	g := pas.NewGateway(&pas.MemoryTracker{}, out, nil)
+	srv := httptest.NewServer(NewHandler("/fhir", newMapper(t, Config{}), g, nil))
+	defer srv.Close()
+	if status, oo := do(t, "PUT", srv.URL+"/fhir/Appointment/apt-100234", "", []byte(booked)); status != 201 && status != 200 {
+		t.Fatalf("%d %s", status, diagnostics(oo))
+	}
+	update := edit(t, booked, map[string]any{"contained": nil, "start": "2025-04-03T09:30:00+01:00", "meta": map[string]any{"versionId": "2", "lastUpdated": "2025-03-11T10:00:00Z"},
+		"participant": []any{map[string]any{"actor": map[string]any{"type": "Patient", "identifier": map[string]any{"system": NHSNumberSystem, "value": "9434765919"}}, "status": "accepted"}}})
+	if status, oo := do(t, "PUT", srv.URL+"/fhir/Appointment/apt-100234", "", update); status != 200 || !strings.Contains(diagnostics(oo), "rescheduled version 2") {
+		t.Fatalf("%d %s", status, diagnostics(oo))
+	}
+	b := out.evs[len(out.evs)-1].Booking
+	if b.AgeBand != "35-44" || !b.Contact.SMS || b.Clinic != "" {
+		// The Location participant is not in the update: the Appointment is replaced whole.
+		t.Fatalf("update without the Patient: %+v", b)
+	}
+	fresh := bytes.Replace(update, []byte("APT100234"), []byte("APT999"), 1)
+	status, oo := do(t, "PUT", srv.URL+"/fhir/Appointment/apt-100234", "", fresh)
+	if status != 422 || !strings.Contains(diagnostics(oo), "[Patient.birthDate]") {
+		t.Fatalf("unknown appointment without Patient: %d %s", status, diagnostics(oo))
+	}
+}
+
+// The mobile and the opt-out from Patient.telecom and Patient.meta.security, for the contact
+// store; nothing when the Patient is not sent.
+func TestMapContact(t *testing.T) {
+	m := newMapper(t, Config{})
+	patient := func(set map[string]any) []byte {
+		var doc map[string]any
+		_ = json.Unmarshal([]byte(booked), &doc)
+		p := doc["contained"].([]any)[0].(map[string]any)
+		for k, v := range set {
+			p[k] = v
+		}
+		b, _ := json.Marshal(doc)
+		return b
+	}
+	for _, c := range []struct {
+		name   string
+		body   []byte
+		mobile string
+		optOut bool
+	}{
+		{"use mobile", []byte(booked), "07700900123", false},
+		{"sms system", patient(map[string]any{"telecom": []any{map[string]any{"system": "sms", "value": "+447700900555"}}}), "07700900555", false},
+		{"mobile preferred to an unmarked mobile number", patient(map[string]any{"telecom": []any{
+			map[string]any{"system": "phone", "value": "07700900001"}, map[string]any{"system": "phone", "use": "mobile", "value": "07700900002"}}}), "07700900002", false},
+		{"ended period", patient(map[string]any{"telecom": []any{map[string]any{"system": "phone", "use": "mobile", "value": "07700900003", "period": map[string]any{"end": "2020-01-01"}}}}), "", false},
+		{"restricted record", patient(map[string]any{"meta": map[string]any{"security": []any{map[string]any{"system": "http://terminology.hl7.org/CodeSystem/v3-Confidentiality", "code": "R"}}}}), "07700900123", true},
+	} {
+		ch, _, err := m.Map(c.body, "", nil)
+		if err != nil {
+			t.Fatalf("%s: %v", c.name, err)
+		}
+		if ch.Contact == nil || ch.Contact.Mobile.Reveal() != c.mobile || ch.Contact.OptOut != c.optOut || bookingOf(t, ch).Contact.OptOut != c.optOut {
+			t.Errorf("%s: %+v", c.name, ch.Contact)
+		}
+	}
+	ch, _, _ := m.Map(edit(t, booked, map[string]any{"contained": nil, "participant": []any{map[string]any{"actor": map[string]any{"type": "Patient",
+		"identifier": map[string]any{"system": NHSNumberSystem, "value": "9434765919"}}, "status": "accepted"}}}), "", nil)
+	if ch == nil || ch.Contact != nil {
+		t.Fatalf("no Patient sent, but a contact: %+v", ch)
+	}
+}
+
+// Appointment ids are namespaced by facility, so two feeds' ids cannot collide: the
+// configured one (the HL7 feed's MSH-4), else the identifier's assigner.
+func TestMapAppointmentNamespace(t *testing.T) {
+	withAssigner := edit(t, booked, map[string]any{"identifier": []any{map[string]any{"value": "APT100234",
+		"assigner": map[string]any{"identifier": map[string]any{"system": "https://fhir.nhs.uk/Id/ods-organization-code", "value": "RYY"}}}}})
+	for _, c := range []struct {
+		facility string
+		body     []byte
+		want     string
+	}{
+		{"", []byte(booked), "APT100234"},
+		{"RXX01", []byte(booked), "RXX01:APT100234"},
+		{"", withAssigner, "RYY:APT100234"},
+		{"RXX01", withAssigner, "RXX01:APT100234"},
+		{"A:B", []byte(booked), "A%3AB:APT100234"},
+	} {
+		ch, _, err := newMapper(t, Config{Facility: c.facility}).Map(c.body, "", nil)
+		if err != nil || ch.AppointmentID != c.want {
+			t.Errorf("facility %q: %v %v, want %s", c.facility, ch, err, c.want)
+		}
+	}
+}
+
+// OperationOutcome expressions name the element at fault, not the resource.
+func TestIssuesAtElementLevel(t *testing.T) {
+	m := newMapper(t, Config{})
+	for _, c := range []struct {
+		body []byte
+		want string
+	}{
+		{edit(t, booked, map[string]any{"status": "bogus"}), "Appointment.status"},
+		{edit(t, booked, map[string]any{"participant": []any{map[string]any{"actor": map[string]any{"reference": "#p1"}, "status": "accepted"},
+			map[string]any{"actor": map[string]any{"reference": "Location/X"}, "status": "maybe"}}}), "Appointment.participant[1].status"},
+		{edit(t, booked, map[string]any{"minutesDuration": "thirty"}), "Appointment.minutesDuration"},
+		{[]byte(strings.Replace(booked, `"use": "mobile"`, `"use": "cell"`, 1)), "Appointment.contained[0].telecom[1].use"},
+	} {
+		_, _, err := m.Map(c.body, "", nil)
+		var is *Issue
+		if !errors.As(err, &is) || is.Expression != c.want {
+			t.Errorf("%v, want expression %s", err, c.want)
+		}
+	}
+}
+
+// Create answers 201 with a Location; an update 200; GET metadata is the CapabilityStatement;
+// a batch entry's OperationOutcome names the element at fault.
+func TestHTTPCreateMetadataAndBatchExpressions(t *testing.T) {
+	g := pas.NewGateway(&pas.MemoryTracker{}, &kept{}, nil)
+	srv := httptest.NewServer(NewHandler("/fhir", newMapper(t, Config{Facility: "RXX01"}), g, nil))
+	defer srv.Close()
+	post := func(body []byte) *http.Response {
+		t.Helper()
+		resp, err := http.Post(srv.URL+"/fhir/Appointment", "application/fhir+json", bytes.NewReader(body))
+		if err != nil {
+			t.Fatal(err)
+		}
+		resp.Body.Close()
+		return resp
+	}
+	if resp := post([]byte(booked)); resp.StatusCode != 201 || resp.Header.Get("Location") != "/fhir/Appointment/RXX01:APT100234/_history/1" {
+		t.Fatalf("create: %d Location %q", resp.StatusCode, resp.Header.Get("Location"))
+	}
+	moved := edit(t, booked, map[string]any{"start": "2025-04-03T09:30:00+01:00", "meta": map[string]any{"versionId": "2", "lastUpdated": "2025-03-11T09:00:00Z"}})
+	if resp := post(moved); resp.StatusCode != 200 || resp.Header.Get("Location") != "" {
+		t.Fatalf("update: %d Location %q", resp.StatusCode, resp.Header.Get("Location"))
+	}
+
+	resp, err := http.Get(srv.URL + "/fhir/metadata")
+	if err != nil {
+		t.Fatal(err)
+	}
+	var cs map[string]any
+	_ = json.NewDecoder(resp.Body).Decode(&cs)
+	resp.Body.Close()
+	if resp.StatusCode != 200 || cs["resourceType"] != "CapabilityStatement" || cs["fhirVersion"] != "4.0.1" || cs["kind"] != "instance" {
+		t.Fatalf("metadata: %d %v", resp.StatusCode, cs)
+	}
+
+	var doc map[string]any
+	_ = json.Unmarshal(bundleOf(t, "batch", "E1", "E2"), &doc)
+	doc["entry"].([]any)[2].(map[string]any)["resource"].(map[string]any)["status"] = "bogus"
+	body, _ := json.Marshal(doc)
+	status, out := do(t, "POST", srv.URL+"/fhir", "", body)
+	entries := out["entry"].([]any)
+	if status != 200 || len(entries) != 3 {
+		t.Fatalf("%d %v", status, out)
+	}
+	first := entries[1].(map[string]any)["response"].(map[string]any)
+	if first["status"] != "201 Created" || first["location"] != "/fhir/Appointment/RXX01:E1/_history/1" {
+		t.Fatalf("created entry %v", first)
+	}
+	oo := entries[2].(map[string]any)["response"].(map[string]any)["outcome"].(map[string]any)
+	if got := diagnostics(oo); !strings.Contains(got, "[Bundle.entry[2].resource.status]") {
+		t.Fatalf("batch entry outcome %s", got)
+	}
+}
+
+// The mapping file in FHIR: local specialty codes, cancellation phrases in
+// cancelationReason.text, and extensions carrying extras.
+func TestMapWithMappingFile(t *testing.T) {
+	mp, err := pas.LoadMapping("../../cmd/pasgateway/mapping.example.json")
+	if err != nil {
+		t.Fatal(err)
+	}
+	m := newMapper(t, Config{Mapping: mp})
+	body := edit(t, booked, map[string]any{
+		"specialty": []any{map[string]any{"coding": []any{map[string]any{"system": "https://trust.example.nhs.uk/specialty", "code": "derm"}}}},
+		"extension": []any{
+			map[string]any{"url": "https://fhir.example-trust.nhs.uk/StructureDefinition/interpreter-needed", "valueBoolean": true},
+			map[string]any{"url": "https://fhir.example-trust.nhs.uk/StructureDefinition/travel-distance-km", "valueDecimal": 3.5}},
+	})
+	ch, _, err := m.Map(body, "", nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if b := bookingOf(t, ch); b.Specialty != "330" || b.Extra["interpreter_needed"] != 1 || b.Extra["travel_distance_km"] != 3.5 {
+		t.Fatalf("booking %+v", b)
+	}
+	cancelled := edit(t, booked, map[string]any{"status": "cancelled", "cancelationReason": map[string]any{"text": "Clinic cancelled - consultant unavailable"}})
+	if ch, _, err := m.Map(cancelled, "", nil); err != nil || ch.CancelledBy != events.ByHospital {
+		t.Fatalf("%v %v", ch, err)
+	}
+	byPatient := edit(t, booked, map[string]any{"status": "cancelled", "cancelationReason": map[string]any{"text": "Cancelled by patient via portal"}})
+	if ch, _, err := m.Map(byPatient, "", nil); err != nil || ch.CancelledBy != events.ByPatient {
+		t.Fatalf("%v %v", ch, err)
+	}
+}

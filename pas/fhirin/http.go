@@ -9,21 +9,26 @@ import (
 	"log/slog"
 	"mime"
 	"net/http"
+	"net/url"
 	"strings"
 
 	"github.com/samply/golang-fhir-models/fhir-models/fhir"
 
+	"github.com/nhsx/dnarisk/events"
 	"github.com/nhsx/dnarisk/internal/authn"
 	"github.com/nhsx/dnarisk/pas"
 )
 
-// MaxBody bounds a request body; a Bundle of a day's bookings for a clinic fits easily.
+// MaxBody bounds a request body (8 MiB; larger: 413): a Bundle of a day's bookings for a
+// clinic fits easily.
 const MaxBody = 8 << 20
 
 // Applier publishes a change; *pas.Gateway is the implementation. Apply must return only
-// once the change's event is acknowledged by Kafka (or there is nothing to publish).
+// once the change's event is acknowledged by Kafka (or there is nothing to publish). Check
+// says whether Apply would accept the change, without publishing anything.
 type Applier interface {
 	Apply(ctx context.Context, c pas.Change) (pas.Result, error)
+	Check(ctx context.Context, c pas.Change) error
 }
 
 // Handler is the FHIR endpoint: POST <base>/Appointment and PUT <base>/Appointment/<id> take
@@ -42,6 +47,7 @@ type Handler struct {
 	// Observe, when set, is told how each request ended (see Observer).
 	Observe Observer
 	mux     *http.ServeMux
+	base    string
 }
 
 // Observer learns how each request ended: the interaction ("create", "update", "bundle" or
@@ -68,7 +74,8 @@ func NewHandler(base string, m *Mapper, g Applier, log *slog.Logger) *Handler {
 	if base == "/" {
 		base = ""
 	}
-	h := &Handler{Mapper: m, Gateway: g, Log: log, mux: http.NewServeMux()}
+	h := &Handler{Mapper: m, Gateway: g, Log: log, mux: http.NewServeMux(), base: base}
+	h.mux.HandleFunc("GET "+base+"/metadata", h.metadata)
 	h.mux.HandleFunc("POST "+base+"/Appointment", func(w http.ResponseWriter, r *http.Request) { h.appointment(w, r, "") })
 	h.mux.HandleFunc("PUT "+base+"/Appointment/{id}", func(w http.ResponseWriter, r *http.Request) { h.appointment(w, r, r.PathValue("id")) })
 	h.mux.HandleFunc("POST "+base+"/{$}", h.bundle)
@@ -77,7 +84,7 @@ func NewHandler(base string, m *Mapper, g Applier, log *slog.Logger) *Handler {
 	}
 	h.mux.HandleFunc("/", func(w http.ResponseWriter, r *http.Request) {
 		writeOutcome(w, http.StatusNotFound, fhir.IssueTypeNotSupported,
-			fmt.Sprintf("%s %s is not served: POST %s/Appointment, PUT %s/Appointment/<id>, or POST a Bundle to %s/", r.Method, r.URL.Path, base, base, base), "")
+			fmt.Sprintf("%s %s is not served: POST %s/Appointment, PUT %s/Appointment/<id>, POST a Bundle to %s/, or GET %s/metadata", r.Method, r.URL.Path, base, base, base, base), "")
 	})
 	return h
 }
@@ -173,8 +180,12 @@ func (h *Handler) read(w http.ResponseWriter, r *http.Request) ([]byte, bool) {
 	if ct := r.Header.Get("Content-Type"); ct != "" {
 		mt, _, err := mime.ParseMediaType(ct)
 		if err != nil || mt != "application/fhir+json" && mt != "application/json" {
+			got := "unreadable"
+			if err == nil {
+				got = mt
+			}
 			writeOutcome(w, http.StatusUnsupportedMediaType, fhir.IssueTypeNotSupported,
-				"Content-Type must be application/fhir+json (FHIR XML is not accepted)", "")
+				fmt.Sprintf("Content-Type %s is not supported: send FHIR JSON as application/fhir+json (or application/json); FHIR XML is not accepted", quote(got)), "")
 			return nil, false
 		}
 	}
@@ -209,34 +220,111 @@ func (h *Handler) appointment(w http.ResponseWriter, r *http.Request, urlID stri
 		h.refuse(w, err)
 		return
 	}
-	status, msg := h.apply(r.Context(), c, ignored)
-	writeOutcome(w, status, outcomeType(status), msg, "")
+	status, msg, expr, loc := h.apply(r.Context(), c, ignored)
+	if loc != "" {
+		w.Header().Set("Location", loc)
+	}
+	writeOutcome(w, status, outcomeType(status), msg, expr)
 }
 
-// apply publishes c (nil: nothing to publish) and says how it went, as an HTTP status.
-func (h *Handler) apply(ctx context.Context, c *pas.Change, ignored string) (int, string) {
+// location is where a created appointment's version would be read, for the Location of a 201.
+// The gateway keeps no resources, so it is a name, not a link it serves.
+func (h *Handler) location(ev *events.Appointment) string {
+	return fmt.Sprintf("%s/Appointment/%s/_history/%d", h.base, url.PathEscape(ev.AppointmentID), ev.Version)
+}
+
+// apply publishes c (nil: nothing to publish) and says how it went, as an HTTP status (201
+// for an appointment it created), a message, the element at fault of a refusal, and the
+// Location of a creation.
+func (h *Handler) apply(ctx context.Context, c *pas.Change, ignored string) (int, string, string, string) {
 	if c == nil {
 		h.Log.Info("fhir appointment accepted; nothing to publish", "reason", ignored)
-		return http.StatusOK, "ignored: " + ignored
+		return http.StatusOK, "ignored: " + ignored, "", ""
 	}
 	log := h.Log.With("source", c.Source, "appointment_id", c.AppointmentID)
 	if id := client(ctx); id != "" {
 		log = log.With("client", id)
 	}
 	res, err := h.Gateway.Apply(ctx, *c)
+	var is *Issue
 	switch {
 	case errors.Is(err, pas.ErrUnavailable):
 		log.Error("fhir appointment not accepted: publishing failed; the sender should retry", "err", err)
-		return http.StatusServiceUnavailable, "temporarily unable to publish the event; send it again later"
+		return http.StatusServiceUnavailable, "temporarily unable to publish the event; send it again later", "", ""
+	case errors.As(err, &is):
+		log.Warn("fhir appointment refused", "reason", is.Error())
+		return statusOf(is.Code), is.Diagnostics, is.Expression, ""
 	case err != nil:
 		log.Warn("fhir appointment refused", "reason", err.Error())
-		return http.StatusUnprocessableEntity, err.Error()
+		return http.StatusUnprocessableEntity, err.Error(), contractElement(err), ""
 	case res.Event == nil:
 		log.Info("fhir appointment accepted; nothing to publish", "reason", res.Ignored)
-		return http.StatusOK, "ignored: " + res.Ignored
+		return http.StatusOK, "ignored: " + res.Ignored, "", ""
 	}
 	log.Info("fhir appointment accepted", "event_type", string(res.Event.Type), "booking_version", res.Event.Version, "event_id", res.Event.EventID)
-	return http.StatusOK, fmt.Sprintf("%s version %d published", res.Event.Type, res.Event.Version)
+	msg := fmt.Sprintf("%s version %d published", res.Event.Type, res.Event.Version)
+	if res.Event.Type == events.Booked {
+		return http.StatusCreated, msg, "", h.location(res.Event)
+	}
+	return http.StatusOK, msg, "", ""
+}
+
+// contractElement names the Appointment element behind an appointment.v1 contract violation
+// the gateway found (its text names the event field).
+func contractElement(err error) string {
+	msg := err.Error()
+	switch {
+	case strings.Contains(msg, "booking.start"), strings.Contains(msg, "lead time"):
+		return "Appointment.start"
+	case strings.Contains(msg, "booking.clinic"):
+		return "Appointment.participant"
+	case strings.Contains(msg, "booking.specialty"):
+		return "Appointment.specialty"
+	case strings.Contains(msg, "names no patient"):
+		return "Appointment.participant"
+	}
+	return "Appointment"
+}
+
+// metadata answers GET [base]/metadata with the CapabilityStatement: what an engine's FHIR
+// connector asks first. It states only what this endpoint does.
+func (h *Handler) metadata(w http.ResponseWriter, _ *http.Request) {
+	writeJSON(w, http.StatusOK, CapabilityStatement(h.base))
+}
+
+// CapabilityStatement describes the endpoint served under base: FHIR R4 (4.0.1) JSON, create
+// and update of Appointment, transaction and batch Bundles.
+func CapabilityStatement(base string) map[string]any {
+	return map[string]any{
+		"resourceType": "CapabilityStatement",
+		"status":       "active",
+		"date":         "2025-03-01",
+		"publisher":    "dnarisk",
+		"kind":         "instance",
+		"software":     map[string]any{"name": "dnarisk pasgateway"},
+		"implementation": map[string]any{
+			"description": "DNA risk scorer intake: FHIR R4 Appointments become appointment events; nothing is stored or served back",
+			"url":         base,
+		},
+		"fhirVersion": "4.0.1",
+		"format":      []string{"application/fhir+json", "json"},
+		"rest": []any{map[string]any{
+			"mode":          "server",
+			"documentation": fmt.Sprintf("POST a Bundle (transaction or batch) to the base; bodies up to %d bytes; application/fhir+json only", MaxBody),
+			"resource": []any{
+				map[string]any{
+					"type":         "Appointment",
+					"interaction":  []any{map[string]any{"code": "create"}, map[string]any{"code": "update"}},
+					"versioning":   "no-version",
+					"updateCreate": true,
+					"documentation": "status booked, cancelled, entered-in-error, noshow and fulfilled become events; " +
+						"the Patient (contained, or in the same Bundle) gives the age band, mobile and opt-out",
+				},
+				map[string]any{"type": "Patient", "documentation": "accepted only contained in an Appointment or as an entry of the same Bundle"},
+			},
+			"interaction": []any{map[string]any{"code": "transaction"}, map[string]any{"code": "batch"}},
+		}},
+	}
 }
 
 func (h *Handler) refuse(w http.ResponseWriter, err error) {

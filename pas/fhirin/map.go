@@ -15,6 +15,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"reflect"
 	"regexp"
 	"strings"
 	"time"
@@ -42,6 +43,10 @@ type Config struct {
 	// NHSNumberSystem (check digit verified). It must name the same identifier the HL7
 	// feed and CSV imports use, or one patient becomes two.
 	PatientSystem string
+	// Facility namespaces appointment ids (pas.Namespaced), so two feeds' ids cannot collide:
+	// set it to the MSH-4 of the trust's HL7 feed so both name an appointment alike. Empty:
+	// the appointment identifier's assigner.identifier.value, else no namespace.
+	Facility string
 	// AppointmentSystem, if set, is the identifier system of the PAS appointment id; the
 	// Appointment must carry it. If empty, the first identifier is used, or else the
 	// resource id.
@@ -49,6 +54,13 @@ type Config struct {
 	// Now is the receipt time, used when a resource has no meta.lastUpdated. Default
 	// time.Now.
 	Now func() time.Time
+	// Mapping is the trust's mapping file: local specialty codes, cancellation codes and
+	// phrases, and the extensions carrying extra features. nil: the built-in rules only.
+	Mapping *pas.Mapping
+	// MaxAhead refuses (422) a resource whose event time lies further than this past Now: the
+	// rule events.CheckAhead that the scorer and dispatcher apply too. Default
+	// events.DefaultMaxAhead; negative: no limit. It must equal the scorer's --max-ahead.
+	MaxAhead time.Duration
 }
 
 // Mapper turns Appointment resources into changes. It is safe for concurrent use.
@@ -64,6 +76,9 @@ func NewMapper(cfg Config) (*Mapper, error) {
 	}
 	if cfg.Now == nil {
 		cfg.Now = time.Now
+	}
+	if cfg.MaxAhead == 0 {
+		cfg.MaxAhead = events.DefaultMaxAhead
 	}
 	return &Mapper{cfg: cfg}, nil
 }
@@ -105,7 +120,8 @@ func (m *Mapper) Map(raw json.RawMessage, urlID string, ctx patients) (*pas.Chan
 	}
 	a, err := fhir.UnmarshalAppointment(raw)
 	if err != nil {
-		return nil, "", issue(fhir.IssueTypeStructure, "Appointment", "does not match the FHIR R4 Appointment structure: %s", jsonReason(err))
+		return nil, "", issue(fhir.IssueTypeStructure, Locate(reflect.TypeFor[fhir.Appointment](), raw, "Appointment"),
+			"does not match the FHIR R4 Appointment structure: %s", jsonReason(err))
 	}
 	if len(a.ModifierExtension) > 0 {
 		return nil, "", issue(fhir.IssueTypeExtension, "Appointment.modifierExtension", "modifier extensions change the meaning of the resource and none is understood here")
@@ -133,7 +149,7 @@ func (m *Mapper) Map(raw json.RawMessage, urlID string, ctx patients) (*pas.Chan
 	case fhir.AppointmentStatusBooked:
 		kind = pas.Book
 	case fhir.AppointmentStatusCancelled:
-		kind, by = pas.Cancel, cancelledBy(a.CancelationReason)
+		kind, by = pas.Cancel, cancelledBy(a.CancelationReason, m.cfg.Mapping)
 	case fhir.AppointmentStatusEnteredInError:
 		kind, by = pas.Cancel, events.ByHospital
 	case fhir.AppointmentStatusNoshow:
@@ -149,8 +165,14 @@ func (m *Mapper) Map(raw json.RawMessage, urlID string, ctx patients) (*pas.Chan
 		return nil, "", err
 	}
 	c.EventID = eventID(&a, raw)
-	if c.EventTime, err = eventTime(&a, kind, m.cfg.Now()); err != nil {
+	c.Received = m.cfg.Now()
+	var timeElem string
+	if c.EventTime, timeElem, err = eventTime(&a, kind, c.Received); err != nil {
 		return nil, "", err
+	}
+	if events.CheckAhead(c.EventTime, c.Received, m.cfg.MaxAhead) != nil {
+		return nil, "", issue(fhir.IssueTypeBusinessRule, timeElem, "more than %s ahead of this server's clock: the sender's clock or the resource is wrong; "+
+			"the risk scorer would refuse the event, so it is not accepted here", m.cfg.MaxAhead)
 	}
 	actor, pat, err := findPatient(&a, local)
 	if err != nil {
@@ -167,10 +189,120 @@ func (m *Mapper) Map(raw json.RawMessage, urlID string, ctx patients) (*pas.Chan
 	if c.Patient == "" {
 		return nil, "", issue(fhir.IssueTypeRequired, "Appointment.participant", "a booked appointment needs a participant whose actor is the Patient")
 	}
-	if c.Booking, err = booking(&a, pat, c.EventTime); err != nil {
+	base, err := booking(&a, c.EventTime, m.cfg.Mapping)
+	if err != nil {
 		return nil, "", err
 	}
+	if c.Fields, err = patientFields(pat, c.EventTime); err != nil {
+		return nil, "", err
+	}
+	c.Contact = patientContact(pat)
+	c.Build = func(f pas.Fields) (*events.Booking, error) {
+		b := *base
+		band, ok := f[fieldAgeBand]
+		if !ok {
+			return nil, issue(fhir.IssueTypeRequired, "Patient.birthDate",
+				"the age band needs the patient's birthDate: send the Patient resource contained in the Appointment or in the same Bundle")
+		}
+		b.AgeBand = band
+		b.Contact = events.Contact{SMS: f[fieldSMS] == "1", OptOut: f[fieldOptOut] == "1"}
+		return &b, nil
+	}
 	return c, "", nil
+}
+
+// Names of the booking facts read from the Patient, shared with package siu so an update from
+// either feed merges onto the other's. An Appointment is sent whole (a FHIR update replaces the
+// resource), so its own elements are always taken as sent; the Patient is another resource,
+// and an update that does not send it keeps the facts held from an earlier one.
+const (
+	fieldAgeBand = "age_band"
+	fieldSMS     = "sms"
+	fieldOptOut  = "opt_out"
+)
+
+// patientFields are the facts read from the Patient sent with the Appointment; none when it
+// was not sent. A Patient is sent whole, so an element it lacks is deleted.
+func patientFields(pat *fhir.Patient, bookedAt time.Time) (pas.Fields, error) {
+	f := pas.Fields{}
+	if pat == nil {
+		return f, nil
+	}
+	f[fieldAgeBand] = pas.Null
+	if pat.BirthDate != nil {
+		dob, err := dateTime(*pat.BirthDate)
+		if err != nil {
+			return nil, issue(fhir.IssueTypeValue, "Patient.birthDate", "not a FHIR date")
+		}
+		band, err := pas.AgeBand(dob, bookedAt)
+		if err != nil {
+			return nil, issue(fhir.IssueTypeValue, "Patient.birthDate", "%s", err.Error())
+		}
+		f[fieldAgeBand] = band
+	}
+	f[fieldSMS], f[fieldOptOut] = "0", "0"
+	if contact(pat).SMS {
+		f[fieldSMS] = "1"
+	}
+	if restricted(pat) {
+		f[fieldOptOut] = "1"
+	}
+	return f, nil
+}
+
+// restricted reports a Patient marked restricted or very restricted in meta.security
+// (v3-Confidentiality R or V), as NHS PDS marks sensitive records: the FHIR counterpart of
+// PD1-12, and as conservative: such a patient gets no reminders.
+func restricted(p *fhir.Patient) bool {
+	if p.Meta == nil {
+		return false
+	}
+	for _, c := range p.Meta.Security {
+		if c.System != nil && *c.System == "http://terminology.hl7.org/CodeSystem/v3-Confidentiality" && c.Code != nil && (*c.Code == "R" || *c.Code == "V") {
+			return true
+		}
+	}
+	return false
+}
+
+// patientContact is what the Patient says about reaching them, for the contact store: its
+// mobile (telecom system phone with use mobile, then system sms, then any phone whose number
+// is a UK mobile; ones whose period has ended are skipped) and the opt-out. nil when no
+// Patient was sent: the stored record is kept.
+func patientContact(p *fhir.Patient) *pas.Contact {
+	if p == nil {
+		return nil
+	}
+	c := &pas.Contact{PhoneSent: true, OptOutSent: true, OptOut: restricted(p)}
+	rank := func(t fhir.ContactPoint) int {
+		switch {
+		case t.System == nil || t.Value == nil:
+			return 0
+		case t.Period != nil && t.Period.End != nil && endedBefore(*t.Period.End, time.Now()):
+			return 0
+		case *t.System == fhir.ContactPointSystemPhone && t.Use != nil && *t.Use == fhir.ContactPointUseMobile:
+			return 3
+		case *t.System == fhir.ContactPointSystemSms:
+			return 2
+		case *t.System == fhir.ContactPointSystemPhone:
+			return 1
+		}
+		return 0
+	}
+	best := 0
+	for _, t := range p.Telecom {
+		if r := rank(t); r > best {
+			if m, ok := pas.ParseMobile(*t.Value); ok {
+				c.Mobile, best = m, r
+			}
+		}
+	}
+	return c
+}
+
+func endedBefore(end string, now time.Time) bool {
+	t, err := dateTime(end)
+	return err == nil && t.Before(now)
 }
 
 func resourceType(raw json.RawMessage) string {
@@ -196,7 +328,8 @@ func containedPatients(raw json.RawMessage) (patients, error) {
 		}
 		p, err := fhir.UnmarshalPatient(r)
 		if err != nil {
-			return nil, issue(fhir.IssueTypeStructure, fmt.Sprintf("Appointment.contained[%d]", i), "not a FHIR R4 Patient: %s", jsonReason(err))
+			return nil, issue(fhir.IssueTypeStructure, Locate(reflect.TypeFor[fhir.Patient](), r, fmt.Sprintf("Appointment.contained[%d]", i)),
+				"not a FHIR R4 Patient: %s", jsonReason(err))
 		}
 		if p.Id != nil {
 			out["#"+*p.Id] = &p
@@ -208,13 +341,16 @@ func containedPatients(raw json.RawMessage) (patients, error) {
 // appointmentID is the PAS appointment id: the identifier with the configured system, or the
 // first identifier, or the resource id.
 func (m *Mapper) appointmentID(a *fhir.Appointment) (string, error) {
-	id := ""
+	id, facility := "", m.cfg.Facility
 	for _, ident := range a.Identifier {
 		if ident.Value == nil || *ident.Value == "" {
 			continue
 		}
 		if m.cfg.AppointmentSystem == "" || ident.System != nil && *ident.System == m.cfg.AppointmentSystem {
 			id = *ident.Value
+			if as := ident.Assigner; facility == "" && as != nil && as.Identifier != nil && as.Identifier.Value != nil {
+				facility = *as.Identifier.Value
+			}
 			break
 		}
 	}
@@ -226,8 +362,9 @@ func (m *Mapper) appointmentID(a *fhir.Appointment) (string, error) {
 	case id == "":
 		return "", issue(fhir.IssueTypeRequired, "Appointment.identifier", "no appointment identifier and no resource id")
 	}
+	id = pas.Namespaced(facility, id)
 	if len(id) > 128 {
-		return "", issue(fhir.IssueTypeTooLong, "Appointment.identifier", "appointment id longer than 128")
+		return "", issue(fhir.IssueTypeTooLong, "Appointment.identifier", "appointment id (with its facility) longer than 128")
 	}
 	return id, nil
 }
@@ -246,23 +383,23 @@ func eventID(a *fhir.Appointment, raw json.RawMessage) string {
 }
 
 // eventTime is when the PAS recorded this state: meta.lastUpdated; for a booking without it,
-// created; else the time of receipt.
-func eventTime(a *fhir.Appointment, kind pas.Kind, now time.Time) (time.Time, error) {
+// created; else the time of receipt. It also names the element it came from.
+func eventTime(a *fhir.Appointment, kind pas.Kind, now time.Time) (time.Time, string, error) {
 	if a.Meta != nil && a.Meta.LastUpdated != nil {
 		t, err := time.Parse(time.RFC3339Nano, *a.Meta.LastUpdated)
 		if err != nil {
-			return time.Time{}, issue(fhir.IssueTypeValue, "Appointment.meta.lastUpdated", "not a FHIR instant (YYYY-MM-DDThh:mm:ss with a time zone)")
+			return time.Time{}, "", issue(fhir.IssueTypeValue, "Appointment.meta.lastUpdated", "not a FHIR instant (YYYY-MM-DDThh:mm:ss with a time zone)")
 		}
-		return t, nil
+		return t, "Appointment.meta.lastUpdated", nil
 	}
 	if kind == pas.Book && a.Created != nil {
 		t, err := dateTime(*a.Created)
 		if err != nil {
-			return time.Time{}, issue(fhir.IssueTypeValue, "Appointment.created", "not a FHIR dateTime")
+			return time.Time{}, "", issue(fhir.IssueTypeValue, "Appointment.created", "not a FHIR dateTime")
 		}
-		return t, nil
+		return t, "Appointment.created", nil
 	}
-	return now, nil
+	return now, "", nil
 }
 
 var london = func() *time.Location {
@@ -342,7 +479,8 @@ func (m *Mapper) patientID(a *fhir.Appointment, actor int, pat *fhir.Patient) (s
 		"the patient needs an identifier with system %s, in actor.identifier or in the Patient resource (contained, or in the same Bundle)", m.cfg.PatientSystem)
 }
 
-func booking(a *fhir.Appointment, pat *fhir.Patient, bookedAt time.Time) (*events.Booking, error) {
+// booking reads the Appointment's own booking facts; the Patient's are added by Build.
+func booking(a *fhir.Appointment, bookedAt time.Time, mp *pas.Mapping) (*events.Booking, error) {
 	if a.Start == nil {
 		return nil, issue(fhir.IssueTypeRequired, "Appointment.start", "a booked appointment needs a start")
 	}
@@ -350,29 +488,25 @@ func booking(a *fhir.Appointment, pat *fhir.Patient, bookedAt time.Time) (*event
 	if err != nil {
 		return nil, issue(fhir.IssueTypeValue, "Appointment.start", "not a FHIR instant (YYYY-MM-DDThh:mm:ss with a time zone)")
 	}
-	if pat == nil || pat.BirthDate == nil {
-		return nil, issue(fhir.IssueTypeRequired, "Patient.birthDate",
-			"the age band needs the patient's birthDate: send the Patient resource contained in the Appointment or in the same Bundle")
-	}
-	dob, err := dateTime(*pat.BirthDate)
-	if err != nil {
-		return nil, issue(fhir.IssueTypeValue, "Patient.birthDate", "not a FHIR date")
-	}
-	band, err := pas.AgeBand(dob, bookedAt)
-	if err != nil {
-		return nil, issue(fhir.IssueTypeValue, "Patient.birthDate", "%s", err.Error())
-	}
 	b := &events.Booking{
-		Specialty:  specialty(a),
+		Specialty:  specialty(a, mp),
 		Clinic:     clinic(a),
 		FirstVisit: firstVisit(a.AppointmentType),
 		Start:      start,
 		BookedAt:   bookedAt,
-		AgeBand:    band,
-		Contact:    contact(pat),
 	}
 	if d, ok := duration(a, start); ok {
 		b.Extra = events.Extra{ExtraDuration: d}
+	}
+	if mp != nil {
+		for _, e := range mp.Extras {
+			if v, ok := extension(a.Extension, &e); ok {
+				if b.Extra == nil {
+					b.Extra = events.Extra{}
+				}
+				b.Extra[e.Name] = v
+			}
+		}
 	}
 	return b, nil
 }
@@ -396,17 +530,56 @@ var treatmentFunction = regexp.MustCompile(`^[0-9]{3}$`)
 
 // specialty is the first three-digit code (an NHS treatment function code) in specialty, then
 // serviceType; "unknown" otherwise, as in csvimport and siu.
-func specialty(a *fhir.Appointment) string {
+func specialty(a *fhir.Appointment, mp *pas.Mapping) string {
 	for _, ccs := range [][]fhir.CodeableConcept{a.Specialty, a.ServiceType} {
 		for _, cc := range ccs {
 			for _, c := range cc.Coding {
-				if c.Code != nil && treatmentFunction.MatchString(*c.Code) {
+				if c.Code == nil {
+					continue
+				}
+				if treatmentFunction.MatchString(*c.Code) {
 					return *c.Code
+				}
+				if tfc, ok := mp.Specialty(*c.Code); ok {
+					return tfc
 				}
 			}
 		}
 	}
 	return "unknown"
+}
+
+// extension reads extra e from the Appointment extension with its url, if any.
+func extension(exts []fhir.Extension, e *pas.Extra) (float64, bool) {
+	if e.FHIRExtension == "" {
+		return 0, false
+	}
+	for _, x := range exts {
+		if x.Url != e.FHIRExtension {
+			continue
+		}
+		switch {
+		case x.ValueDecimal != nil:
+			return e.Value(x.ValueDecimal.String())
+		case x.ValueInteger != nil:
+			return e.Value(fmt.Sprint(*x.ValueInteger))
+		case x.ValueBoolean != nil:
+			if e.Values == nil {
+				if *x.ValueBoolean {
+					return 1, true
+				}
+				return 0, true
+			}
+			return e.Value(fmt.Sprint(*x.ValueBoolean))
+		case x.ValueCode != nil:
+			return e.Value(*x.ValueCode)
+		case x.ValueString != nil:
+			return e.Value(*x.ValueString)
+		case x.ValueCoding != nil && x.ValueCoding.Code != nil:
+			return e.Value(*x.ValueCoding.Code)
+		}
+	}
+	return 0, false
 }
 
 // clinic is the Location participant's identifier value, or its reference id, cut to 64 bytes.
@@ -462,13 +635,16 @@ func firstVisit(cc *fhir.CodeableConcept) bool {
 // cancelledBy reads cancelationReason: the R4 code system appointment-cancellation-reason
 // starts patient reasons with "pat" and provider/other ones with "prov", "maint", "meds",
 // "oth"; text is read for "patient". Unknown is a hospital cancellation (see siu).
-func cancelledBy(cc *fhir.CodeableConcept) events.CancelledBy {
+func cancelledBy(cc *fhir.CodeableConcept, mp *pas.Mapping) events.CancelledBy {
 	if cc == nil {
 		return events.ByHospital
 	}
 	for _, c := range cc.Coding {
 		if c.Code == nil {
 			continue
+		}
+		if by, ok := mp.CancelCode(*c.Code); ok {
+			return by
 		}
 		code := strings.ToLower(*c.Code)
 		if code == "pat" || strings.HasPrefix(code, "pat-") {
@@ -479,6 +655,9 @@ func cancelledBy(cc *fhir.CodeableConcept) events.CancelledBy {
 		}
 	}
 	if cc.Text != nil {
+		if by, ok := mp.CancelText(*cc.Text); ok {
+			return by
+		}
 		for _, w := range pas.Words(*cc.Text) {
 			if w == "patient" {
 				return events.ByPatient
@@ -541,4 +720,45 @@ func jsonReason(err error) string {
 	msg := err.Error()
 	// samply's enum errors quote the unknown code; codes are not personal data, but keep it short.
 	return clip(msg, 120)
+}
+
+// Locate returns the FHIRPath (under path, the element raw is) of the innermost element of raw
+// that does not decode as Go type typ: "Appointment.participant[1].status" for an unknown
+// participant status, rather than the whole resource. It returns path itself when raw decodes
+// or no single element is at fault.
+func Locate(typ reflect.Type, raw json.RawMessage, path string) string {
+	if json.Unmarshal(raw, reflect.New(typ).Interface()) == nil {
+		return path
+	}
+	switch typ.Kind() {
+	case reflect.Pointer:
+		return Locate(typ.Elem(), raw, path)
+	case reflect.Slice:
+		var items []json.RawMessage
+		if json.Unmarshal(raw, &items) != nil {
+			return path
+		}
+		for i, it := range items {
+			if json.Unmarshal(it, reflect.New(typ.Elem()).Interface()) != nil {
+				return Locate(typ.Elem(), it, fmt.Sprintf("%s[%d]", path, i))
+			}
+		}
+	case reflect.Struct:
+		var obj map[string]json.RawMessage
+		if json.Unmarshal(raw, &obj) != nil {
+			return path
+		}
+		for i := range typ.NumField() {
+			f := typ.Field(i)
+			name, _, _ := strings.Cut(f.Tag.Get("json"), ",")
+			v, ok := obj[name]
+			if !ok || name == "" || name == "-" {
+				continue
+			}
+			if json.Unmarshal(v, reflect.New(f.Type).Interface()) != nil {
+				return Locate(f.Type, v, path+"."+name)
+			}
+		}
+	}
+	return path
 }

@@ -16,6 +16,14 @@ const (
 	AR = "AR" // application reject: header unacceptable, or the receiver could not process it now
 )
 
+// Accept acknowledgement codes (table 0008, enhanced mode): the receiver has committed the
+// message to safe storage (CA), could not (CE: try again), or refuses it (CR).
+const (
+	CA = "CA"
+	CE = "CE"
+	CR = "CR"
+)
+
 // Error codes of HL7 table 0357 that a receiver reports in ERR.
 const (
 	CodeSegmentSequence    = 100
@@ -89,6 +97,14 @@ func init() { ackSeq.Store(uint64(time.Now().UnixMilli()) * 1000) }
 // time-out). err nil means AA with text (which may be empty); otherwise err decides AE or AR,
 // and an error that is not an *Error is an AR with code 207 (internal: try again later).
 func Ack(msg *Message, err error, text string, now time.Time) []byte {
+	return AckAs(msg, "", err, text, now, false)
+}
+
+// AckAs is Ack with the acknowledgement code given (an accept code CA, CE or CR, or an
+// application code; "" takes it from err as Ack does), for enhanced acknowledgement mode. err,
+// if any, still gives the text and the ERR segment. enhanced sets MSH-15 and MSH-16 of the
+// reply to NE: an acknowledgement wants no acknowledgement itself.
+func AckAs(msg *Message, code string, err error, text string, now time.Time, enhanced bool) []byte {
 	d := DefaultDelimiters
 	var sendApp, sendFac, recvApp, recvFac, procID, version, trigger, ctrlID string
 	if msg != nil {
@@ -117,6 +133,7 @@ func Ack(msg *Message, err error, text string, now time.Time) []byte {
 	if version == "" {
 		version = "2.5"
 	}
+	given := code
 	code, ackText := AA, text
 	var he *Error
 	if err != nil {
@@ -125,15 +142,26 @@ func Ack(msg *Message, err error, text string, now time.Time) []byte {
 		}
 		code, ackText = he.Ack, he.Error()
 	}
+	if given != "" {
+		code = given
+	}
 	typ := "ACK"
 	if trigger != "" {
-		typ += string(d.Component) + trigger + string(d.Component) + "ACK"
+		typ += string(d.Component) + trigger
+		// The message structure (MSH-9.3) exists from v2.3.1 on; v2.3's MSH-9 has two parts.
+		if v, _, _ := strings.Cut(version, string(d.Component)); v != "2.3" && v != "2.3.0" && !before23(v) {
+			typ += string(d.Component) + "ACK"
+		}
 	}
 	f := string(d.Field)
 	var b strings.Builder
 	b.WriteString("MSH" + f + d.encoding())
-	for _, v := range []string{sendApp, sendFac, recvApp, recvFac, FormatTime(now), "", typ,
-		strconv.FormatUint(ackSeq.Add(1), 10), procID, version} {
+	fields := []string{sendApp, sendFac, recvApp, recvFac, FormatTime(now), "", typ,
+		strconv.FormatUint(ackSeq.Add(1), 10), procID, version}
+	if enhanced {
+		fields = append(fields, "", "", "NE", "NE")
+	}
+	for _, v := range fields {
 		b.WriteString(f + v)
 	}
 	b.WriteString("\rMSA" + f + code + f + ctrlID)
@@ -170,6 +198,11 @@ func errSegment(e *Error, version string, d Delimiters) string {
 	}
 	return "ERR" + f + f + e.Segment + c + seq + c + field + f + strconv.Itoa(e.Code) + c + Escape(name, d) + c + "HL70357" +
 		f + "E" + f + f + f + f + text
+}
+
+func before23(version string) bool {
+	major, minor, ok := versionParts(version)
+	return ok && (major < 2 || major == 2 && minor < 3)
 }
 
 func before25(version string) bool {

@@ -245,3 +245,25 @@ func TestParseTime(t *testing.T) {
 		t.Errorf("FormatTime = %q", got)
 	}
 }
+
+func TestFieldRawAndNewMessage(t *testing.T) {
+	// Custom delimiters as some engines are configured: \T\ (written !T!) is their literal @.
+	m, err := Parse([]byte("MSH#$*!@#A#B#C#D#20250101120000##SIU$S12#1#P#2.5.1\rSCH#1#APT1###CL!T!1@x#\"\"#FU$Follow*FU2$Again\r"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	sch, _ := m.Segment("SCH")
+	for _, c := range []struct {
+		n    int
+		want string
+	}{{5, `CL@1&x`}, {6, `""`}, {7, "FU^Follow~FU2^Again"}, {8, ""}, {2, "APT1"}} {
+		if got := sch.Field(c.n).Raw(); got != c.want {
+			t.Errorf("SCH-%d raw %q, want %q", c.n, got, c.want)
+		}
+	}
+	back := NewMessage(NewSegment("SCH", map[int]string{5: sch.Field(5).Raw(), 7: sch.Field(7).Raw()}))
+	s, ok := back.Segment("SCH")
+	if !ok || s.Get(5, 1) != "CL@1" || s.Field(5).Comp(1).Sub(2) != "x" || s.Field(7).Rep(1).Comp(2).String() != "Again" || !s.Field(6).Empty() {
+		t.Fatalf("rebuilt %q %q %q", s.Get(5, 1), s.Field(5).Comp(1).Sub(2), s.Field(7).Rep(1).Comp(2).String())
+	}
+}

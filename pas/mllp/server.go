@@ -17,10 +17,12 @@ import (
 // may be called concurrently for different connections. The reply they return is written
 // back as one frame; nil means no reply.
 type Handler interface {
-	// Message handles one complete frame. An acknowledgement that accepts the message must
+	// Message handles one complete frame and returns the replies to write, each as one
+	// frame, in order (none, one, or, in HL7's enhanced acknowledgement mode, an accept and
+	// an application acknowledgement). An acknowledgement that accepts the message must
 	// only be returned once the message's effects are durable: the sender deletes its copy
 	// when it reads it.
-	Message(ctx context.Context, frame []byte) []byte
+	Message(ctx context.Context, frame []byte) [][]byte
 	// TooLarge answers a frame cut at the size limit; prefix holds its first bytes.
 	TooLarge(ctx context.Context, prefix []byte) []byte
 }
@@ -36,6 +38,12 @@ type Server struct {
 	WriteTimeout time.Duration
 	// MaxConns bounds concurrent connections; more are closed at once. Default 64.
 	MaxConns int
+	// MaxConnsPerHost bounds one client address's connections, so one host's connections
+	// (half-open ones its engine abandoned, say) cannot lock the others out. A host at its
+	// limit that opens another gets its least recently active idle connection closed to make
+	// room (an engine reconnecting after losing its connection is let in at once); if none of
+	// its connections is idle the new one is closed. Default 8.
+	MaxConnsPerHost int
 	// MaxFrame bounds one frame's size in bytes. Default DefaultLimit (1 MiB).
 	MaxFrame int
 	// HandleTimeout bounds the handling of one frame, including after shutdown began, so a
@@ -53,8 +61,15 @@ type Server struct {
 	Refused func(reason string)
 
 	mu    sync.Mutex
-	conns map[net.Conn]struct{}
+	conns map[net.Conn]*connState
 	wg    sync.WaitGroup
+}
+
+// connState is what the server knows of a connection, under Server.mu.
+type connState struct {
+	host string
+	busy bool      // handling a frame: never closed to make room
+	last time.Time // when it last started or finished a frame, or opened
 }
 
 func (s *Server) setDefaults() {
@@ -66,6 +81,9 @@ func (s *Server) setDefaults() {
 	}
 	if s.MaxConns <= 0 {
 		s.MaxConns = 64
+	}
+	if s.MaxConnsPerHost <= 0 {
+		s.MaxConnsPerHost = 8
 	}
 	if s.MaxFrame <= 0 {
 		s.MaxFrame = DefaultLimit
@@ -90,7 +108,7 @@ func (s *Server) setDefaults() {
 func (s *Server) Serve(ctx context.Context, l net.Listener) error {
 	s.setDefaults()
 	s.mu.Lock()
-	s.conns = map[net.Conn]struct{}{}
+	s.conns = map[net.Conn]*connState{}
 	s.mu.Unlock()
 	stop := context.AfterFunc(ctx, func() {
 		l.Close()
@@ -117,16 +135,11 @@ func (s *Server) Serve(ctx context.Context, l net.Listener) error {
 			}
 			return err
 		}
-		s.mu.Lock()
-		if len(s.conns) >= s.MaxConns {
-			s.mu.Unlock()
-			s.Log.Warn("mllp connection refused: too many connections", "remote", c.RemoteAddr().String(), "max_conns", s.MaxConns)
+		if !s.admit(c) {
 			s.Refused("too_many_connections")
 			c.Close()
 			continue
 		}
-		s.conns[c] = struct{}{}
-		s.mu.Unlock()
 		s.wg.Add(1)
 		go func() {
 			defer s.wg.Done()
@@ -172,6 +185,55 @@ func (s *Server) handshake(ctx context.Context, c net.Conn, log *slog.Logger) (*
 	return tc, &cs
 }
 
+// admit registers c unless the limits forbid it, closing an idle connection of the same host
+// to make room when that host is at a limit.
+func (s *Server) admit(c net.Conn) bool {
+	host := c.RemoteAddr().String()
+	if h, _, err := net.SplitHostPort(host); err == nil {
+		host = h
+	}
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	var mine int
+	var oldest net.Conn
+	for conn, st := range s.conns {
+		if st.host != host {
+			continue
+		}
+		mine++
+		if !st.busy && (oldest == nil || st.last.Before(s.conns[oldest].last)) {
+			oldest = conn
+		}
+	}
+	if mine >= s.MaxConnsPerHost || len(s.conns) >= s.MaxConns {
+		limit := "max_conns_per_host"
+		if mine < s.MaxConnsPerHost {
+			limit = "max_conns"
+		}
+		if oldest == nil {
+			s.Log.Warn("mllp connection refused: too many connections", "remote", c.RemoteAddr().String(), "limit", limit,
+				"host_conns", mine, "conns", len(s.conns))
+			return false
+		}
+		// Its own idle connection, most likely one it abandoned (half-open) before
+		// reconnecting: closing it costs the host nothing and locks nobody else out.
+		s.Log.Warn("mllp idle connection closed to admit a new one from the same host", "remote", oldest.RemoteAddr().String(), "limit", limit)
+		oldest.Close()
+		delete(s.conns, oldest)
+	}
+	s.conns[c] = &connState{host: host, last: time.Now()}
+	return true
+}
+
+// setBusy marks c as handling a frame (or not).
+func (s *Server) setBusy(c net.Conn, busy bool) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if st := s.conns[c]; st != nil {
+		st.busy, st.last = busy, time.Now()
+	}
+}
+
 func (s *Server) serveConn(ctx context.Context, c net.Conn) {
 	remote := c.RemoteAddr().String()
 	log := s.Log.With("remote", remote)
@@ -198,18 +260,22 @@ func (s *Server) serveConn(ctx context.Context, c net.Conn) {
 	}()
 	for s.armRead(ctx, c) {
 		frame, err := r.Read()
-		var reply []byte
+		s.setBusy(c, true)
+		var replies [][]byte
 		hctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), s.HandleTimeout)
 		switch {
 		case err == nil:
 			frames++
-			reply = s.Handler.Message(hctx, frame)
+			replies = s.Handler.Message(hctx, frame)
 		case errors.Is(err, ErrTooLarge):
 			frames++
 			log.Warn("mllp frame over the size limit rejected", "limit_bytes", s.MaxFrame)
-			reply = s.Handler.TooLarge(hctx, frame)
+			if reply := s.Handler.TooLarge(hctx, frame); reply != nil {
+				replies = [][]byte{reply}
+			}
 		case errors.Is(err, ErrRestarted):
 			cancel()
+			s.setBusy(c, false)
 			log.Warn("mllp frame abandoned by the sender (new start block inside it); discarded")
 			continue
 		default:
@@ -229,14 +295,14 @@ func (s *Server) serveConn(ctx context.Context, c net.Conn) {
 			return
 		}
 		cancel()
-		if reply == nil {
-			continue
+		for _, reply := range replies {
+			_ = c.SetWriteDeadline(time.Now().Add(s.WriteTimeout))
+			if err := Write(rw, reply); err != nil {
+				log.Warn("mllp acknowledgement not delivered", "err", err)
+				return
+			}
 		}
-		_ = c.SetWriteDeadline(time.Now().Add(s.WriteTimeout))
-		if err := Write(rw, reply); err != nil {
-			log.Warn("mllp acknowledgement not delivered", "err", err)
-			return
-		}
+		s.setBusy(c, false)
 	}
 }
 

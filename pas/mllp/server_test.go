@@ -4,6 +4,7 @@ import (
 	"bufio"
 	"context"
 	"errors"
+	"fmt"
 	"io"
 	"net"
 	"strings"
@@ -22,7 +23,7 @@ type echo struct {
 	inside chan struct{}
 }
 
-func (e *echo) Message(ctx context.Context, frame []byte) []byte {
+func (e *echo) Message(ctx context.Context, frame []byte) [][]byte {
 	if e.block != nil {
 		e.inside <- struct{}{}
 		<-e.block
@@ -30,7 +31,7 @@ func (e *echo) Message(ctx context.Context, frame []byte) []byte {
 	e.mu.Lock()
 	e.frames = append(e.frames, string(frame))
 	e.mu.Unlock()
-	return []byte("ACK:" + string(frame))
+	return [][]byte{[]byte("ACK:" + string(frame))}
 }
 
 func (e *echo) TooLarge(ctx context.Context, prefix []byte) []byte {
@@ -210,18 +211,98 @@ func TestServerShutdownFinishesTheFrameInHand(t *testing.T) {
 	r.done <- nil // for the cleanup
 }
 
+// dialFrom connects from a given loopback address (127.0.0.0/8 is all loopback on Linux), so
+// a test can be several client hosts.
+func dialFrom(t *testing.T, from, addr string) (net.Conn, *Reader) {
+	t.Helper()
+	d := net.Dialer{LocalAddr: &net.TCPAddr{IP: net.ParseIP(from)}}
+	c, err := d.Dial("tcp", addr)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { c.Close() })
+	_ = c.SetDeadline(time.Now().Add(10 * time.Second))
+	return c, NewReader(bufio.NewReader(c), 0)
+}
+
+func roundTrip(t *testing.T, c net.Conn, rd *Reader, m string) error {
+	t.Helper()
+	if err := Write(c, []byte(m)); err != nil {
+		return err
+	}
+	got, err := rd.Read()
+	if err == nil && string(got) != "ACK:"+m {
+		t.Fatalf("reply %q", got)
+	}
+	return err
+}
+
 func TestServerMaxConns(t *testing.T) {
-	h := &echo{}
-	r := start(t, h, func(s *Server) { s.MaxConns = 1 })
-	c1, rd1 := dial(t, r.addr)
-	if err := Write(c1, []byte("x")); err != nil {
+	r := start(t, &echo{}, func(s *Server) { s.MaxConns = 1 })
+	c1, rd1 := dialFrom(t, "127.0.0.1", r.addr)
+	if err := roundTrip(t, c1, rd1, "x"); err != nil {
 		t.Fatal(err)
 	}
-	if _, err := rd1.Read(); err != nil {
-		t.Fatal(err)
-	}
-	_, rd2 := dial(t, r.addr)
+	_, rd2 := dialFrom(t, "127.0.0.2", r.addr)
 	if _, err := rd2.Read(); err == nil {
 		t.Fatal("a connection over the limit was served")
+	}
+	if err := roundTrip(t, c1, rd1, "y"); err != nil {
+		t.Fatalf("the first host's connection was disturbed: %v", err)
+	}
+}
+
+// One host's abandoned (half-open) connections cannot lock others out, nor the host itself:
+// at its limit, its least recently active idle connection makes room for its new one, while
+// another host still gets in and a connection handling a frame is never closed.
+func TestServerMaxConnsPerHost(t *testing.T) {
+	h := &echo{}
+	r := start(t, h, func(s *Server) { s.MaxConns, s.MaxConnsPerHost = 4, 2 })
+	old1, oldRd1 := dialFrom(t, "127.0.0.1", r.addr)
+	if err := roundTrip(t, old1, oldRd1, "a"); err != nil {
+		t.Fatal(err)
+	}
+	old2, oldRd2 := dialFrom(t, "127.0.0.1", r.addr)
+	if err := roundTrip(t, old2, oldRd2, "b"); err != nil {
+		t.Fatal(err)
+	}
+	// The engine reconnects, its two old connections silent (half-open as far as we know).
+	c3, rd3 := dialFrom(t, "127.0.0.1", r.addr)
+	if err := roundTrip(t, c3, rd3, "c"); err != nil {
+		t.Fatalf("the host's new connection was refused: %v", err)
+	}
+	if _, err := oldRd1.Read(); err == nil {
+		t.Fatal("the least recently active connection was not closed")
+	}
+	if err := roundTrip(t, old2, oldRd2, "d"); err != nil {
+		t.Fatalf("a more recent connection was closed: %v", err)
+	}
+	// Another host is unaffected.
+	o, ord := dialFrom(t, "127.0.0.2", r.addr)
+	if err := roundTrip(t, o, ord, "e"); err != nil {
+		t.Fatalf("another host was locked out: %v", err)
+	}
+
+	// Both of a host's connections busy handling a frame: its new connection is refused.
+	hb := &echo{block: make(chan struct{}), inside: make(chan struct{}, 2)}
+	rb := start(t, hb, func(s *Server) { s.MaxConnsPerHost = 2 })
+	var busy []*Reader
+	for i := range 2 {
+		c, rd := dialFrom(t, "127.0.0.3", rb.addr)
+		if err := Write(c, []byte(fmt.Sprint("busy", i))); err != nil {
+			t.Fatal(err)
+		}
+		<-hb.inside
+		busy = append(busy, rd)
+	}
+	_, rd := dialFrom(t, "127.0.0.3", rb.addr)
+	if _, err := rd.Read(); err == nil {
+		t.Fatal("a third connection was served while two were busy")
+	}
+	close(hb.block)
+	for i, brd := range busy {
+		if got, err := brd.Read(); err != nil || string(got) != fmt.Sprint("ACK:busy", i) {
+			t.Fatalf("busy connection %d: %q %v", i, got, err)
+		}
 	}
 }

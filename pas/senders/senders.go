@@ -148,7 +148,7 @@ type Handler struct {
 }
 
 // Message implements mllp.Handler.
-func (h *Handler) Message(ctx context.Context, frame []byte) []byte {
+func (h *Handler) Message(ctx context.Context, frame []byte) [][]byte {
 	peer, _ := mllp.PeerFrom(ctx)
 	hdr := header(frame)
 	var app, fac, trigger, ctrl string
@@ -179,8 +179,8 @@ func (h *Handler) Message(ctx context.Context, frame []byte) []byte {
 	if h.Now != nil {
 		now = h.Now()
 	}
-	return hl7.Ack(hdr, hl7.Reject(hl7.CodeTableValue, "MSH", 4,
-		"this connection may not send for this sending application and facility (MSH-3, MSH-4)"), "", now)
+	return [][]byte{hl7.Ack(hdr, hl7.Reject(hl7.CodeTableValue, "MSH", 4,
+		"this connection may not send for this sending application and facility (MSH-3, MSH-4)"), "", now)}
 }
 
 // TooLarge implements mllp.Handler: a message too large is refused whoever sent it.

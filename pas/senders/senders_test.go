@@ -26,15 +26,15 @@ type accept struct {
 	seen int
 }
 
-func (a *accept) Message(_ context.Context, frame []byte) []byte {
+func (a *accept) Message(_ context.Context, frame []byte) [][]byte {
 	a.mu.Lock()
 	a.seen++
 	a.mu.Unlock()
 	m, err := hl7.Parse(frame)
 	if err != nil {
-		return hl7.Ack(nil, err, "", time.Now())
+		return [][]byte{hl7.Ack(nil, err, "", time.Now())}
 	}
-	return hl7.Ack(m, nil, "ok", time.Now())
+	return [][]byte{hl7.Ack(m, nil, "ok", time.Now())}
 }
 
 func (a *accept) TooLarge(context.Context, []byte) []byte { return nil }

@@ -96,6 +96,16 @@ func mapMsg(t *testing.T, m *Mapper, s string) (*pas.Change, string, error) {
 	return m.Map(msg)
 }
 
+// bookingOf is the booking a change makes for an appointment the gateway does not know.
+func bookingOf(t *testing.T, c *pas.Change) *events.Booking {
+	t.Helper()
+	b, _, err := c.Facts(nil)
+	if err != nil {
+		t.Fatalf("booking: %v", err)
+	}
+	return b
+}
+
 func TestMapS12Full(t *testing.T) {
 	m := mapper(t, Config{})
 	c, _, err := mapMsg(t, m, s12v251)
@@ -106,14 +116,14 @@ func TestMapS12Full(t *testing.T) {
 	want := &pas.Change{
 		Kind: pas.Book, Source: "SIU^S12", EventID: "hl7:RXX01/PAS/MSG00001",
 		EventTime:     time.Date(2025, 3, 10, 9, 15, 0, 0, time.UTC),
-		AppointmentID: "APT100234",
+		AppointmentID: "RXX01:APT100234",
 		Patient:       ps.Pseudonym("9434765919"),
 	}
 	if c.Kind != want.Kind || c.Source != want.Source || c.EventID != want.EventID || !c.EventTime.Equal(want.EventTime) ||
 		c.AppointmentID != want.AppointmentID || c.Patient != want.Patient {
 		t.Fatalf("change %+v\nwant %+v", c, want)
 	}
-	b := c.Booking
+	b := bookingOf(t, c)
 	if b == nil {
 		t.Fatal("no booking")
 	}
@@ -132,8 +142,8 @@ func TestMapS12v23(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	b := c.Booking
-	if c.AppointmentID != "APT200" || !b.Start.Equal(time.Date(2025, 5, 14, 13, 15, 0, 0, time.UTC)) ||
+	b := bookingOf(t, c)
+	if c.AppointmentID != "RXX01:APT200" || !b.Start.Equal(time.Date(2025, 5, 14, 13, 15, 0, 0, time.UTC)) ||
 		b.Specialty != "330" || b.Clinic != "DERM2" || b.FirstVisit || b.AgeBand != "18-24" ||
 		b.Contact != (events.Contact{SMS: false, OptOut: true}) || b.Extra[ExtraDuration] != 15 {
 		t.Errorf("change %+v booking %+v", c, b)
@@ -162,11 +172,11 @@ func TestMapOtherTriggers(t *testing.T) {
 			if err != nil {
 				t.Fatal(err)
 			}
-			if ch.Kind != c.kind || ch.CancelledBy != c.by || (ch.Patient != "") != c.patient || ch.AppointmentID != "APT100234" {
+			if ch.Kind != c.kind || ch.CancelledBy != c.by || (ch.Patient != "") != c.patient || ch.AppointmentID != "RXX01:APT100234" {
 				t.Fatalf("change %+v", ch)
 			}
-			if c.kind == pas.Modify && (ch.Booking == nil || !ch.Booking.Start.Equal(time.Date(2025, 4, 9, 13, 15, 0, 0, time.UTC))) {
-				t.Fatalf("rescheduled booking %+v", ch.Booking)
+			if c.kind == pas.Modify && (bookingOf(t, ch) == nil || !bookingOf(t, ch).Start.Equal(time.Date(2025, 4, 9, 13, 15, 0, 0, time.UTC))) {
+				t.Fatalf("rescheduled booking %+v", bookingOf(t, ch))
 			}
 		})
 	}
@@ -229,7 +239,7 @@ func TestMapContact(t *testing.T) {
 		if err != nil {
 			t.Fatal(err)
 		}
-		return ch.Booking.Contact
+		return bookingOf(t, ch).Contact
 	}
 	for _, c := range []struct {
 		name, pid13, pid14 string
@@ -271,15 +281,15 @@ func TestMapFirstVisitAndSpecialty(t *testing.T) {
 		if err != nil {
 			t.Fatal(err)
 		}
-		if ch.Booking.FirstVisit != c.first {
-			t.Errorf("%s: first visit %v", c.name, ch.Booking.FirstVisit)
+		if bookingOf(t, ch).FirstVisit != c.first {
+			t.Errorf("%s: first visit %v", c.name, bookingOf(t, ch).FirstVisit)
 		}
 	}
 	// Without AIS-3, PV1-10 or SCH-7 codes the specialty is "unknown", as in csvimport.
 	noSpec := strings.Replace(strings.Replace(s12v251, "|||||||110\n", "\n", 1), "110^Trauma \\T\\ Orthopaedics^NHSTFC", "XR^X-ray", 1)
 	ch, _, err := mapMsg(t, m, noSpec)
-	if err != nil || ch.Booking.Specialty != "unknown" {
-		t.Fatalf("specialty %q, %v", ch.Booking.Specialty, err)
+	if err != nil || bookingOf(t, ch).Specialty != "unknown" {
+		t.Fatalf("specialty %q, %v", bookingOf(t, ch).Specialty, err)
 	}
 }
 
@@ -316,6 +326,9 @@ func TestMapRefuses(t *testing.T) {
 		t.Run(c.name, func(t *testing.T) {
 			m := mapper(t, Config{})
 			ch, _, err := mapMsg(t, m, c.msg)
+			if err == nil && ch != nil {
+				_, _, err = ch.Facts(nil) // facts an update may leave out are checked when built
+			}
 			var he *hl7.Error
 			if !errors.As(err, &he) {
 				t.Fatalf("change %+v, err %v; want an *hl7.Error", ch, err)
@@ -367,6 +380,7 @@ func ackOf(t *testing.T, b []byte) (code, ctrl, text string, errSeg hl7.Segment)
 
 func TestHandlerAcks(t *testing.T) {
 	ev := &events.Appointment{Type: events.Booked, Version: 1, EventID: "hl7:RXX01/PAS/MSG00001"}
+	s12v251 := strings.Replace(s12v251, "|||AL|NE||", "|||||", 1) // original acknowledgement mode
 	for _, c := range []struct {
 		name    string
 		frame   string
@@ -389,7 +403,7 @@ func TestHandlerAcks(t *testing.T) {
 		t.Run(c.name, func(t *testing.T) {
 			rec := &recorder{res: c.res, err: c.err}
 			h := &Handler{Mapper: mapper(t, Config{}), Gateway: rec}
-			code, ctrl, text, _ := ackOf(t, h.Message(context.Background(), wire(c.frame)))
+			code, ctrl, text, _ := ackOf(t, only(t, h.Message(context.Background(), wire(c.frame))))
 			if code != c.code || ctrl != c.ctrl || (c.text != "" && text != c.text) {
 				t.Fatalf("ack %s %q %q; want %s %q %q", code, ctrl, text, c.code, c.ctrl, c.text)
 			}
@@ -450,3 +464,99 @@ func TestHandlerLogsNoPersonalData(t *testing.T) {
 type writerFunc func([]byte) (int, error)
 
 func (f writerFunc) Write(p []byte) (int, error) { return f(p) }
+
+// One rule for event times (events.CheckAhead): a message dated further past the receiver's
+// clock than the scorer accepts is refused here with AE at MSH-7, naming the limit.
+func TestMapRefusesMessagesDatedTooFarAhead(t *testing.T) {
+	sent := time.Date(2025, 3, 10, 9, 15, 0, 0, time.UTC) // s12v251's MSH-7
+	for _, c := range []struct {
+		clock time.Time
+		max   time.Duration
+		ok    bool
+	}{
+		{sent, 0, true},
+		{sent.Add(-events.DefaultMaxAhead), 0, true},
+		{sent.Add(-events.DefaultMaxAhead - time.Minute), 0, false},
+		{sent.Add(-2 * time.Hour), time.Hour, false},
+		{sent.AddDate(-5, 0, 0), -1, true}, // no limit
+	} {
+		m := mapper(t, Config{Now: func() time.Time { return c.clock }, MaxAhead: c.max})
+		ch, _, err := mapMsg(t, m, s12v251)
+		if c.ok {
+			if err != nil || !ch.Received.Equal(c.clock) {
+				t.Errorf("clock %s max %s: %v (received %s)", c.clock, c.max, err, ch.Received)
+			}
+			continue
+		}
+		var he *hl7.Error
+		if !errors.As(err, &he) || he.Ack != hl7.AE || he.Segment != "MSH" || he.Field != 7 || !strings.Contains(he.Text, "ahead of this receiver's clock") {
+			t.Errorf("clock %s max %s: %v, want AE at MSH-7", c.clock, c.max, err)
+		}
+	}
+}
+
+// only is the one reply a handler gave (original acknowledgement mode).
+func only(t testing.TB, replies [][]byte) []byte {
+	t.Helper()
+	if len(replies) != 1 {
+		t.Fatalf("%d replies, want 1", len(replies))
+	}
+	return replies[0]
+}
+
+// Enhanced acknowledgement mode: MSH-15 (accept) and MSH-16 (application) say which replies
+// the sender wants; each outcome gets exactly those, in order.
+func TestHandlerEnhancedAcks(t *testing.T) {
+	ev := &events.Appointment{Type: events.Booked, Version: 1, EventID: "e"}
+	mode := func(accept, app string) string {
+		return strings.Replace(s12v251, "|||AL|NE||", "|||"+accept+"|"+app+"||", 1)
+	}
+	for _, c := range []struct {
+		name        string
+		accept, app string
+		res         pas.Result
+		err         error
+		frame       string // default: mode(accept, app)
+		want        string // reply codes in order
+	}{
+		{name: "AL/NE published", accept: "AL", app: "NE", res: pas.Result{Event: ev}, want: "CA"},
+		{name: "AL/AL published", accept: "AL", app: "AL", res: pas.Result{Event: ev}, want: "CA AA"},
+		{name: "NE/AL published", accept: "NE", app: "AL", res: pas.Result{Event: ev}, want: "AA"},
+		{name: "AL/ER published", accept: "AL", app: "ER", res: pas.Result{Event: ev}, want: "CA"},
+		{name: "ER/SU published", accept: "ER", app: "SU", res: pas.Result{Event: ev}, want: "AA"},
+		{name: "NE/NE published", accept: "NE", app: "NE", res: pas.Result{Event: ev}, want: ""},
+		{name: "AL/AL kafka down", accept: "AL", app: "AL", err: wrapUnavailable(), want: "CE"},
+		{name: "ER/NE kafka down", accept: "ER", app: "NE", err: wrapUnavailable(), want: "CE"},
+		{name: "SU/AL kafka down", accept: "SU", app: "AL", err: wrapUnavailable(), want: ""},
+		{name: "AL/AL content error", accept: "AL", app: "AL", err: wrapRejected(), want: "CA AE"},
+		{name: "AL/ER content error", accept: "AL", app: "ER", err: wrapRejected(), want: "CA AE"},
+		{name: "AL/NE content error is not lost", accept: "AL", app: "NE", err: wrapRejected(), want: "CE"},
+		{name: "AL/AL bad version", accept: "AL", app: "AL", frame: strings.Replace(mode("AL", "AL"), "|P|2.5.1|", "|P|2.1|", 1), want: "CR"},
+		{name: "empty/AL", accept: "", app: "AL", res: pas.Result{Event: ev}, want: "CA AA"},
+	} {
+		t.Run(c.name, func(t *testing.T) {
+			h := &Handler{Mapper: mapper(t, Config{}), Gateway: &recorder{res: c.res, err: c.err}}
+			frame := c.frame
+			if frame == "" {
+				frame = mode(c.accept, c.app)
+			}
+			var got []string
+			for _, r := range h.Message(context.Background(), wire(frame)) {
+				code, ctrl, _, _ := ackOf(t, r)
+				m, _ := hl7.Parse(r)
+				if ctrl != "MSG00001" || m.Header().Get(15, 1) != "NE" || m.Header().Get(16, 1) != "NE" {
+					t.Fatalf("reply %q: control id %q, MSH-15/16 %q/%q", r, ctrl, m.Header().Get(15, 1), m.Header().Get(16, 1))
+				}
+				got = append(got, code)
+			}
+			if strings.Join(got, " ") != c.want {
+				t.Fatalf("replies %v, want %q", got, c.want)
+			}
+		})
+	}
+	// An acknowledgement sent to the receiver is not answered (no ping-pong).
+	h := &Handler{Mapper: mapper(t, Config{}), Gateway: &recorder{}}
+	if r := h.Message(context.Background(), wire("MSH|^~\\&|A|B|C|D|20250310091500||ACK^S12^ACK|9|P|2.5.1\nMSA|CA|1\n")); len(r) != 0 {
+		t.Fatalf("answered an ACK: %q", r)
+	}
+}

@@ -143,6 +143,43 @@ func (s *Store) PutMany(ctx context.Context, cs map[string]Contact) error {
 	return nil
 }
 
+// Update says which fields of a contact record to change; nil fields keep what is stored.
+type Update struct {
+	Phone  *Phone // a zero Phone deletes the stored number
+	OptOut *bool
+}
+
+// Update changes the fields u sets and keeps the others, in one atomic step per record, so
+// writers of different fields (a PAS message without telephone fields, say) never undo each
+// other. An Update that sets nothing writes nothing.
+func (s *Store) Update(ctx context.Context, patient string, u Update) error {
+	pipe := s.rdb.TxPipeline()
+	n := 0
+	if u.Phone != nil {
+		n++
+		if u.Phone.IsZero() {
+			pipe.HDel(ctx, s.Key(patient), "phone")
+		} else {
+			pipe.HSet(ctx, s.Key(patient), "phone", s.seal(patient, *u.Phone))
+		}
+	}
+	if u.OptOut != nil {
+		n++
+		optOut := "0"
+		if *u.OptOut {
+			optOut = "1"
+		}
+		pipe.HSet(ctx, s.Key(patient), "opt_out", optOut)
+	}
+	if n == 0 {
+		return nil
+	}
+	if _, err := pipe.Exec(ctx); err != nil {
+		return fmt.Errorf("update contact for patient %s: %w", patient, err)
+	}
+	return nil
+}
+
 // Get reads and decrypts a patient's contact record; ErrNotFound if there is none.
 func (s *Store) Get(ctx context.Context, patient string) (Contact, error) {
 	v, err := s.rdb.HMGet(ctx, s.Key(patient), "phone", "opt_out").Result()

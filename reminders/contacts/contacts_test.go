@@ -100,3 +100,44 @@ func TestStoreEncryptsAtRest(t *testing.T) {
 		t.Fatal("short key accepted")
 	}
 }
+
+// Update changes only the fields it sets: an opt-out without a number keeps the number, a
+// zero Phone deletes it, and the number stays encrypted.
+func TestStoreUpdate(t *testing.T) {
+	rdb := redis.NewClient(&redis.Options{Addr: testenv.Redis(t)})
+	defer rdb.Close()
+	ctx := context.Background()
+	key, _ := contacts.ParseKey(strings.Repeat("cd", 32))
+	s, err := contacts.NewStore(rdb, fmt.Sprintf("cu%d:", time.Now().UnixNano()), key)
+	if err != nil {
+		t.Fatal(err)
+	}
+	p := strings.Repeat("c", 64)
+	t.Cleanup(func() { rdb.Del(ctx, s.Key(p)) })
+	if _, err := s.Get(ctx, p); !errors.Is(err, contacts.ErrNotFound) {
+		t.Fatalf("before: %v", err)
+	}
+	phone, yes, no := contacts.Drama(7), true, false
+	steps := []struct {
+		u      contacts.Update
+		number string
+		optOut bool
+	}{
+		{contacts.Update{Phone: &phone}, "07700900007", false},
+		{contacts.Update{OptOut: &yes}, "07700900007", true},
+		{contacts.Update{}, "07700900007", true},
+		{contacts.Update{Phone: &contacts.Phone{}, OptOut: &no}, "", false},
+	}
+	for i, st := range steps {
+		if err := s.Update(ctx, p, st.u); err != nil {
+			t.Fatal(err)
+		}
+		got, err := s.Get(ctx, p)
+		if err != nil || got.Phone.Reveal() != st.number || got.OptOut != st.optOut {
+			t.Fatalf("step %d: %q %v %v", i, got.Phone.Reveal(), got.OptOut, err)
+		}
+	}
+	if raw := rdb.HGetAll(ctx, s.Key(p)).Val(); strings.Contains(fmt.Sprint(raw), "900007") {
+		t.Fatalf("stored in the clear: %v", raw)
+	}
+}
