@@ -269,7 +269,7 @@ func TestSecuredGateway(t *testing.T) {
 			t.Errorf("%s: %d %s", name, status, b)
 		}
 	}
-	if status, b := post(is.Token(t, claims(nil))); status != 200 || !strings.Contains(b, "booked version 1 published") {
+	if status, b := post(is.Token(t, claims(nil))); status != http.StatusCreated || !strings.Contains(b, "booked version 1 published") {
 		t.Fatalf("valid token: %d %s", status, b)
 	}
 

@@ -115,11 +115,11 @@ func TestHTTPAuthentication(t *testing.T) {
 	}
 
 	good := is.Token(t, claims(nil))
-	if status, _, oo, err := post(anon, "Bearer "+good); err != nil || status != 200 {
+	if status, _, oo, err := post(anon, "Bearer "+good); err != nil || status != http.StatusCreated {
 		t.Fatalf("valid token: %d %v %v", status, oo, err)
 	}
 	engine, key := certs.ClientCert(t, "mirth.rxx.nhs.uk")
-	if status, _, oo, err := post(certs.ClientTLS(t, engine, key), ""); err != nil || status != 200 {
+	if status, _, oo, err := post(certs.ClientTLS(t, engine, key), ""); err != nil || status != http.StatusCreated {
 		t.Fatalf("trusted client certificate: %d %v %v", status, oo, err)
 	}
 	if len(rec.changes) != 2 {
@@ -150,7 +150,7 @@ func TestHTTPAuthentication(t *testing.T) {
 	obs.mu.Lock()
 	defer obs.mu.Unlock()
 	seen := strings.Join(obs.got, "; ")
-	for _, w := range []string{"create Unauthorized expired", "create Forbidden wrong_scope", "create Unauthorized bad_token", "create OK "} {
+	for _, w := range []string{"create Unauthorized expired", "create Forbidden wrong_scope", "create Unauthorized bad_token", "create Created "} {
 		if !strings.Contains(seen, w) {
 			t.Errorf("observer missed %q in %s", w, seen)
 		}
