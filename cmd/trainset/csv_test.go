@@ -14,6 +14,7 @@ import (
 	"testing"
 
 	"github.com/nhsx/dnarisk/events"
+	"github.com/nhsx/dnarisk/featurestore"
 	"github.com/nhsx/dnarisk/producer/csvimport"
 	"github.com/nhsx/dnarisk/scoring"
 )
@@ -147,7 +148,8 @@ func TestCSVColumnErrors(t *testing.T) {
 // TestPropertyFutureOutcomesInvisible is the leakage test stated directly: rewrite every
 // outcome recorded after a cut-off time (attended <-> did not attend) and replay again. Every
 // row booked at or before the cut-off has exactly the same features, including booking
-// extras, though the future it is labelled with has changed.
+// extras, though the future it is labelled with has changed. It runs the functions
+// trainset -flip-check runs on a real training set (flipcheck.go).
 func TestPropertyFutureOutcomesInvisible(t *testing.T) {
 	for seed := range uint64(20) {
 		t.Run(fmt.Sprint(seed), func(t *testing.T) {
@@ -157,49 +159,90 @@ func TestPropertyFutureOutcomesInvisible(t *testing.T) {
 					b.Extra = events.Extra{"distance_km": float64(i % 17)}
 				}
 			}
-			cut := s.evs[len(s.evs)/2].EventTime
-			flipped := &stream{evs: slices.Clone(s.evs)}
+			a := replayWith(t, s, "distance_km")
+			cut := flipCutOff(a)
 			changed := 0
-			for i, ev := range flipped.evs {
-				if !ev.EventTime.After(cut) {
-					continue
-				}
-				switch ev.Type {
-				case events.Attended:
-					flipped.evs[i].Type = events.DidNotAttend
-					changed++
-				case events.DidNotAttend:
-					flipped.evs[i].Type = events.Attended
-					changed++
-				}
+			b := newReplay()
+			b.extras = []string{"distance_km"}
+			b.transform = flipOutcomesAfter(cut, &changed)
+			if err := b.read(context.Background(), s.jsonl(t)); err != nil {
+				t.Fatal(err)
 			}
-			a, b := replayWith(t, s, "distance_km"), replayWith(t, flipped, "distance_km")
-			if len(a.rows) != len(b.rows) || changed == 0 {
-				t.Fatalf("%d and %d rows, %d outcomes flipped", len(a.rows), len(b.rows), changed)
+			rep, err := compareReplays(a, b, cut, changed)
+			if err != nil {
+				t.Fatal(err)
 			}
-			compared := 0
-			for i := range a.rows {
-				ra, rb := &a.rows[i], &b.rows[i]
-				if ra.at.After(cut) {
-					continue
-				}
-				compared++
-				if ra.key != rb.key || !sameVector(ra.v, rb.v) || !slices.EqualFunc(ra.extra, rb.extra, func(x, y float64) bool { return x == y || math.IsNaN(x) && math.IsNaN(y) }) {
-					t.Fatalf("row %s v%d booked %s (cut-off %s) changed when later outcomes changed: %v %v -> %v %v",
-						ra.appointment, ra.version, ra.at, cut, ra.v, ra.extra, rb.v, rb.extra)
+			for _, c := range rep.Columns {
+				if rep.ChangedBefore[c] != 0 {
+					t.Fatalf("%s changed in %d rows booked at or before the cut-off %s when later outcomes changed: %+v", c, rep.ChangedBefore[c], cut, rep)
 				}
 			}
 			// The later rows do see the flipped outcomes, or the test would prove nothing.
-			differ := 0
-			for i := range a.rows {
-				if a.rows[i].at.After(cut) && !sameVector(a.rows[i].v, b.rows[i].v) {
-					differ++
-				}
-			}
-			if compared < 20 || differ == 0 {
-				t.Fatalf("%d rows before the cut-off compared, %d later rows differ: the stream is too weak", compared, differ)
+			if !rep.OK || rep.RowsBefore < 20 || rep.ChangedAfter["prior_dna"] == 0 || changed == 0 {
+				t.Fatalf("%d outcomes flipped, %d rows before the cut-off compared, later rows changed %v: the stream is too weak", changed, rep.RowsBefore, rep.ChangedAfter)
 			}
 		})
+	}
+}
+
+// TestFlipCheckCatchesLeak: the comparison is not vacuous. A row before the cut-off whose
+// feature or extra differs between the two replays is counted under its column and fails
+// the check.
+func TestFlipCheckCatchesLeak(t *testing.T) {
+	s := randomStream(3, 10, 400)
+	for i := range s.evs {
+		if b := s.evs[i].Booking; b != nil {
+			b.Extra = events.Extra{"distance_km": 1}
+		}
+	}
+	a, b := replayWith(t, s, "distance_km"), replayWith(t, s, "distance_km")
+	cut := flipCutOff(a)
+	b.rows[0].v[slices.Index(featurestore.Names, "prior_dna")] += 1
+	b.rows[1].extra[0] = math.NaN()
+	rep, err := compareReplays(a, b, cut, 1)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if rep.OK || rep.ChangedBefore["prior_dna"] != 1 || rep.ChangedBefore["extra.distance_km"] != 1 || rep.ChangedBefore["lead_time_days"] != 0 {
+		t.Fatalf("report %+v: want the two changed values counted and the check failed", rep)
+	}
+	b.rows = b.rows[1:]
+	if _, err := compareReplays(a, b, cut, 1); err == nil {
+		t.Fatal("different row counts compared without an error")
+	}
+}
+
+// TestFlipCheckFlag: -flip-check on a CSV and on JSONL writes a passing report naming every
+// column, including the extras.
+func TestFlipCheckFlag(t *testing.T) {
+	dir := t.TempDir()
+	in := filepath.Join(dir, "e.jsonl")
+	s := randomStream(4, 10, 400)
+	os.WriteFile(in, s.jsonl(t).Bytes(), 0o644)
+	for name, o := range map[string]options{
+		"jsonl": {in: in, out: filepath.Join(dir, "t1.csv"), flipCheck: filepath.Join(dir, "f1.json")},
+		"csv":   {csv: csvFile(t), out: filepath.Join(dir, "t2.csv"), flipCheck: filepath.Join(dir, "f2.json"), extras: []string{"distance_km"}},
+	} {
+		if err := run(o); err != nil {
+			t.Fatalf("%s: %v", name, err)
+		}
+		var rep flipReport
+		b, _ := os.ReadFile(o.flipCheck)
+		if err := json.Unmarshal(b, &rep); err != nil {
+			t.Fatalf("%s: %v", name, err)
+		}
+		wantCols := len(featurestore.Names) + len(o.extras)
+		if len(rep.Columns) != wantCols || len(rep.ChangedBefore) != wantCols || rep.RowsBefore == 0 || rep.OutcomesFlipped == 0 {
+			t.Fatalf("%s: report %s", name, b)
+		}
+		for c, n := range rep.ChangedBefore {
+			if n != 0 {
+				t.Fatalf("%s: %s changed in %d rows before the cut-off: %s", name, c, n, b)
+			}
+		}
+		if name == "jsonl" && !rep.OK {
+			t.Fatalf("jsonl: report %s", b)
+		}
 	}
 }
 

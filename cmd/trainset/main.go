@@ -4,9 +4,9 @@
 // is applied), so every row holds exactly what was known when the booking was scored, and
 // labels each row with the appointment's eventual outcome.
 //
-//	trainset -in events.jsonl [-truth truth.csv] [-out trainset.csv] [-extras a,b:categorical] [-summary s.json]
+//	trainset -in events.jsonl [-truth truth.csv] [-out trainset.csv] [-extras a,b:categorical] [-summary s.json] [-flip-check f.json]
 //	trainset -csv appointments.csv [-bad-rows bad_rows.csv] [-csv-timezone Europe/London] [-csv-date-only-time 23:59]
-//	         [-out trainset.csv] [-extras a,b:categorical] [-summary s.json]
+//	         [-out trainset.csv] [-extras a,b:categorical] [-summary s.json] [-flip-check f.json]
 //
 // Input is either JSONL, one appointment.v1 event per line (cmd/producer --out writes it),
 // sorted by event_time (an unsorted or invalid line is refused with its line number), or a
@@ -20,8 +20,8 @@
 // and only fills the p_dna column, so a model card can compare the model with the simulator's
 // ground truth.
 //
-// Output is CSV: appointment_id, booking_version, event_time (RFC 3339), every
-// featurestore.Names column, then an "extra.<key>" column for each -extras key (the booking's
+// Output is CSV: appointment_id, booking_version, event_time and appointment_start (RFC 3339),
+// every featurestore.Names column, then an "extra.<key>" column for each -extras key (the booking's
 // booking.extra value, read by scoring.ExtraInput as the scorer's scoring.Model.Vector reads
 // it), label (1 did not attend, 0 attended) and p_dna; an empty field is missing.
 //
@@ -34,6 +34,10 @@
 // in the model folder, which trusts share. Only the final version of an
 // appointment that ended in attended or did-not-attend is a row; superseded, cancelled and
 // unfinished bookings are counted on stderr and in the -summary JSON.
+//
+// -flip-check replays the input a second time with every outcome recorded after the middle
+// booking flipped and writes, per column, how many rows booked before it changed (must be
+// none; see flipcheck.go). train.py refuses to train on a training set that fails it.
 package main
 
 import (
@@ -70,6 +74,7 @@ import (
 type options struct {
 	in, csv, truth, out string
 	badRows, summary    string
+	flipCheck           string
 	extras              []string // -extras entries: key or key:type
 	csvOpts             csvimport.Options
 	minCategoryRows     int
@@ -90,6 +95,7 @@ func main() {
 	flag.StringVar(&o.out, "out", "-", "training set CSV to write (- for stdout)")
 	flag.StringVar(&o.badRows, "bad-rows", "", "with -csv: write every bad row's line number and reason to this CSV")
 	flag.StringVar(&o.summary, "summary", "", "write counts (rows, bad rows by reason, rows left out, extras) as JSON to this file")
+	flag.StringVar(&o.flipCheck, "flip-check", "", "replay again with the outcomes after the middle booking flipped and write what changed, per column, as JSON to this file")
 	extras := flag.String("extras", "", "comma-separated booking extras to add as extra.<key> columns (CSV: extra column names), each key or key:numeric or key:categorical")
 	flag.StringVar(&o.csvOpts.TimeZone, "csv-timezone", csvimport.DefaultTimeZone, "with -csv: time zone of the CSV's times without an offset (IANA name)")
 	flag.StringVar(&o.csvOpts.DateOnlyTime, "csv-date-only-time", csvimport.DefaultDateOnlyTime, "with -csv: local time of day (HH:MM) given to a date-only appointment_start or cancelled_at")
@@ -99,9 +105,9 @@ func main() {
 	o.extras = envflag.List(*extras)
 	o.policy = featurestore.Policy{Retention: *retention}
 	bad := (o.in == "") == (o.csv == "") || flag.NArg() > 0 || *retention < 24*time.Hour
-	bad = bad || o.badRows != "" && o.csv == "" || o.truth != "" && o.csv != ""
+	bad = bad || o.badRows != "" && o.csv == "" || o.truth != "" && o.csv != "" || o.flipCheck != "" && o.in == "-"
 	if bad {
-		fmt.Fprintln(os.Stderr, "trainset: give exactly one of -in (JSONL events) or -csv (appointments CSV); -bad-rows needs -csv; -truth needs -in (a CSV has no ground truth)")
+		fmt.Fprintln(os.Stderr, "trainset: give exactly one of -in (JSONL events) or -csv (appointments CSV); -bad-rows needs -csv; -truth needs -in (a CSV has no ground truth); -flip-check reads the input twice, so not from stdin")
 		flag.Usage()
 		os.Exit(2)
 	}
@@ -190,7 +196,7 @@ func run(o options) error {
 	r.policy = o.policy
 	r.extras = o.extras
 	r.codes = make([]*scoring.CodeList, len(o.extras))
-	sum := summary{Extras: o.extras}
+	sum := summary{Extras: o.extras, AgeBands: events.AgeBands}
 	if o.csv != "" {
 		sum.Source = "csv"
 		if err := r.readCSV(context.Background(), o, categorical, &sum); err != nil {
@@ -231,6 +237,11 @@ func run(o options) error {
 	}
 	if len(sum.Categories) > 0 && o.summary == "" {
 		return fmt.Errorf("%w: the extras %s hold text categories; their code lists go to the -summary file, which train.py copies into the contract: give -summary", errUsage, strings.Join(slices.Sorted(maps.Keys(sum.Categories)), ", "))
+	}
+	if o.flipCheck != "" {
+		if _, err := flipCheck(r, again(o, r), o.flipCheck); err != nil {
+			return err
+		}
 	}
 	out := io.Writer(os.Stdout)
 	var f *os.File
@@ -320,6 +331,8 @@ type summary struct {
 	// TimeZone and DateOnlyTime are the CSV reading settings (-csv only).
 	TimeZone     string `json:"time_zone,omitempty"`
 	DateOnlyTime string `json:"date_only_time,omitempty"`
+	// AgeBands names the age_band feature's codes (0, 1, ...), for the card's subgroups.
+	AgeBands []string `json:"age_bands"`
 }
 
 type csvSummary struct {
@@ -461,6 +474,7 @@ func (r *replay) readCSV(ctx context.Context, o options, categorical map[string]
 		}
 		sum.Categories[k] = list
 	}
+	r.csvEvents = res.Events // for the flip check's second replay
 	for i := range res.Events {
 		if err := r.apply(ctx, &res.Events[i]); err != nil {
 			return err
@@ -560,7 +574,8 @@ type key struct {
 type row struct {
 	key
 	at    time.Time
-	seq   int // position in the stream
+	start time.Time // the appointment's start (this version's)
+	seq   int       // position in the stream
 	v     featurestore.Vector
 	extra []float64 // the -extras values, NaN when the booking does not carry one
 }
@@ -588,6 +603,9 @@ type replay struct {
 	codes     []*scoring.CodeList
 	extraSeen map[string]bool // extras some booking carried
 	textCells map[string]int  // extras' scored bookings carrying text (scoring.TextCode)
+	// transform, if set, rewrites a copy of each event before it is replayed (the flip check).
+	transform func(*events.Appointment)
+	csvEvents []events.Appointment // a CSV's events, as imported
 	rows      []row
 	seen      map[key]bool
 	fates     map[string]*fate
@@ -636,6 +654,11 @@ func (r *replay) read(ctx context.Context, in io.Reader) error {
 // apply scores ev if it is a booking (features from the history before ev), then records ev
 // in the patient's history, as the live consumer does.
 func (r *replay) apply(ctx context.Context, ev *events.Appointment) error {
+	if r.transform != nil {
+		c := *ev
+		r.transform(&c)
+		ev = &c
+	}
 	seq := r.stats.events
 	r.stats.events++
 	hs, err := r.store.Load(ctx, []string{ev.Patient})
@@ -657,7 +680,7 @@ func (r *replay) apply(ctx context.Context, ev *events.Appointment) error {
 		}
 		r.seen[k] = true
 		r.stats.scored++
-		rw := row{key: k, at: ev.EventTime, seq: seq, v: featurestore.Compute(ev, h)}
+		rw := row{key: k, at: ev.EventTime, start: ev.Booking.Start, seq: seq, v: featurestore.Compute(ev, h)}
 		if len(r.extras) > 0 {
 			// The scorer's own reading of booking extras (scoring.ExtraInput, as
 			// scoring.Model.Vector reads them), so training and serving cannot differ.
@@ -713,7 +736,7 @@ func (r *replay) label(rw *row) (label int, ok bool) {
 // writeCSV writes the labelled rows in stream order and returns how many it wrote.
 func (r *replay) writeCSV(w io.Writer, pdna map[key]float64) (int, error) {
 	cw := csv.NewWriter(w)
-	header := append([]string{"appointment_id", "booking_version", "event_time"}, featurestore.Names...)
+	header := append([]string{"appointment_id", "booking_version", "event_time", "appointment_start"}, featurestore.Names...)
 	for _, k := range r.extras {
 		header = append(header, scoring.ExtraPrefix+k)
 	}
@@ -728,7 +751,7 @@ func (r *replay) writeCSV(w io.Writer, pdna map[key]float64) (int, error) {
 		if !ok {
 			continue
 		}
-		rec = append(rec[:0], rw.appointment, strconv.Itoa(rw.version), rw.at.UTC().Format(time.RFC3339Nano))
+		rec = append(rec[:0], rw.appointment, strconv.Itoa(rw.version), rw.at.UTC().Format(time.RFC3339Nano), rw.start.UTC().Format(time.RFC3339Nano))
 		for _, x := range rw.v {
 			rec = append(rec, formatFloat(x))
 		}

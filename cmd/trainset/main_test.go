@@ -179,13 +179,13 @@ func TestCSVFormat(t *testing.T) {
 		t.Fatal(err)
 	}
 	lines := strings.Split(strings.TrimSpace(string(b)), "\n")
-	wantHeader := "appointment_id,booking_version,event_time," + strings.Join(featurestore.Names, ",") + ",label,p_dna"
+	wantHeader := "appointment_id,booking_version,event_time,appointment_start," + strings.Join(featurestore.Names, ",") + ",label,p_dna"
 	if len(lines) != 2 || lines[0] != wantHeader {
 		t.Fatalf("output:\n%s\nwant header %s", b, wantHeader)
 	}
 	// lead 2 days, first visit, specialty 110, age band 3, deprivation unknown, Wednesday 09:00
 	// London, version 1, no history: NaN rate and recencies are empty fields.
-	want := "A1,1,2025-01-06T09:00:00Z,2,1,110,3,,2,9,1,0,0,0,,0,,,0,0,0,0,0,0.0625"
+	want := "A1,1,2025-01-06T09:00:00Z,2025-01-08T09:00:00Z,2,1,110,3,,2,9,1,0,0,0,,0,,,0,0,0,0,0,0.0625"
 	if lines[1] != want {
 		t.Fatalf("row\n%s\nwant\n%s", lines[1], want)
 	}
