@@ -1,6 +1,8 @@
 #!/usr/bin/env bash
 # Builds a model directory end to end: training set (the Go feature code, replayed
-# point-in-time), LightGBM training, calibration decision, bands, Go parity check, model card.
+# point-in-time) and its flip check, LightGBM training on windows by appointment date with the
+# leakage guard, calibration decision, bands, Go parity check on synthetic rows, model card
+# (card.json, card.md, card.html).
 #
 #   make model                                   # = training/build_model.sh: models/default from the simulator
 #   make model DATA=appointments.csv [CONFIG=training/config.example.json] [OUT=models/mine]
@@ -70,11 +72,19 @@ try:
     cfg = json.load(open(sys.argv[1]))
 except ValueError as e:
     sys.exit(f"build_model: ERROR: CONFIG={sys.argv[1]} is not JSON: {e}")
-print(",".join(f"{k}:{t}" for k, t in cfg.get("extras", {}).items()) if isinstance(cfg, dict) else "")
+if not isinstance(cfg, dict):
+    sys.exit(0)
+# Extras used as features (key:type), then sensitive columns shown in the subgroup table of
+# the card, read as categories (key:categorical) so text values get a code list.
+keys = [f"{k}:{t}" for k, t in cfg.get("extras", {}).items()]
+for k in cfg.get("sensitive", []) if isinstance(cfg.get("sensitive"), list) else []:
+    if isinstance(k, str) and k not in cfg.get("extras", {}):
+        keys.append(f"{k}:categorical")
+print(",".join(keys))
 ' "$CONFIG")"
 fi
 
-TRAIN_ARGS=(--trainset "$WORK/trainset.csv" --out "$STAGE" --data-summary "$WORK/summary.json")
+TRAIN_ARGS=(--trainset "$WORK/trainset.csv" --out "$STAGE" --data-summary "$WORK/summary.json" --flip-check "$WORK/flip.json")
 [[ -z "$CONFIG" ]] || TRAIN_ARGS+=(--config "$CONFIG")
 if [[ -z "$DATA" ]]; then
 	# Simulated patients only: this key pseudonymises made-up NHS numbers and protects nothing.
@@ -84,12 +94,12 @@ if [[ -z "$DATA" ]]; then
 		--out "$WORK/events.jsonl" --truth "$WORK/truth.csv"
 	log "replaying $(wc -l <"$WORK/events.jsonl") events into a training set"
 	"$WORK/bin/trainset" -in "$WORK/events.jsonl" -truth "$WORK/truth.csv" -out "$WORK/trainset.csv" \
-		-extras "$EXTRAS" -summary "$WORK/summary.json" -history-retention "$HISTORY_RETENTION"
+		-extras "$EXTRAS" -summary "$WORK/summary.json" -history-retention "$HISTORY_RETENTION" -flip-check "$WORK/flip.json"
 	TRAIN_ARGS+=(--provenance source=simulator --provenance "seed=$SEED" --provenance "patients=$PATIENTS" --provenance "days=$DAYS")
 else
 	log "reading $DATA"
 	"$WORK/bin/trainset" -csv "$DATA" -bad-rows "$STAGE/bad_rows.csv" -out "$WORK/trainset.csv" \
-		-extras "$EXTRAS" -summary "$WORK/summary.json" -history-retention "$HISTORY_RETENTION" \
+		-extras "$EXTRAS" -summary "$WORK/summary.json" -history-retention "$HISTORY_RETENTION" -flip-check "$WORK/flip.json" \
 		-csv-timezone "${CSV_TIMEZONE:-Europe/London}" -csv-date-only-time "${CSV_DATE_ONLY_TIME:-23:59}"
 	TRAIN_ARGS+=(--provenance source=csv --provenance "file=$(basename "$DATA")"
 		--provenance "file_sha256=$(sha256sum "$DATA" | cut -d' ' -f1)")
@@ -124,11 +134,14 @@ fi
 import json, sys
 c = json.load(open(sys.argv[1] + "/card.json"))
 bayes = f", bayes_auc {c['bayes_auc']:.4f}" if "bayes_auc" in c else " (no bayes_auc: not simulator data)"
-print(f"build_model: {c['model_id']}: auc {c['auc']:.4f}{bayes}, ece {c['ece']:.4f}, parity_max_abs_diff {c['parity_max_abs_diff']:.3g}, "
-      f"calibrated {c['calibration']['applied']}; rows train/validation/test {c['rows']['train']}/{c['rows']['validation']}/{c['rows']['test']}",
-      file=sys.stderr)
+print(f"build_model: {c['model_id']}: auc {c['auc']:.4f} (95% CI {c['auc_ci95'][0]:.4f}-{c['auc_ci95'][1]:.4f}){bayes}, ece {c['ece']:.4f}, "
+      f"parity_max_abs_diff {c['parity_max_abs_diff']:.3g}, calibrated {c['calibration']['applied']}; "
+      f"rows train/validation/test {c['rows']['train']}/{c['rows']['validation']}/{c['rows']['test']} by appointment date; "
+      f"{len(c['warnings'])} warning(s) on the card", file=sys.stderr)
+for w in c["warnings"]:
+    print(f"build_model: WARNING: {w}", file=sys.stderr)
 EOF
 if [[ -f "$OUT/bad_rows.csv" ]]; then
 	log "$(($(wc -l <"$OUT/bad_rows.csv") - 1)) bad rows of $DATA were not used; each is listed with its line number and reason in $OUT/bad_rows.csv"
 fi
-log "done in $((SECONDS - start)) s: $OUT (card: $OUT/card.md)"
+log "done in $((SECONDS - start)) s: $OUT (card: $OUT/card.html, $OUT/card.md)"

@@ -1,8 +1,9 @@
-"""Model card for people: PNG plots and card.md, from the card.json data train.py builds.
+"""Model card for people: PNG plots and card.md, from the card.json data train.py builds
+(cardhtml.py writes the same as one self-contained card.html).
 
 Every number here comes from the served model (trees, then the calibration table if one is
-applied) on the test window, the last rows by booking time, which neither training nor the
-validation decisions (early stopping, calibration, bands) saw.
+applied) on the test window, the latest appointments, which neither training nor the
+validation decisions (early stopping, calibration, bands) saw. No figure is in-sample.
 """
 
 import math
@@ -147,8 +148,71 @@ def _pct(x):
     return "–" if x is None else f"{100 * x:.1f}%"
 
 
+def _f(x, d=3):
+    return "–" if x is None else f"{x:.{d}f}"
+
+
+def window_rows(card):
+    """The windows table: (name, from, to, rows, DNA rate, what it was used for)."""
+    w = card["windows"]
+    used = {"train": "fitting the trees", "validation": "number of trees, calibration map, risk band thresholds",
+            "test": "this card only"}
+    return [(name, w[name]["from"], w[name]["to"], w[name]["rows"], w[name]["dna_rate"], used[name]) for name in ("train", "validation", "test")]
+
+
+def leakage_lines(card):
+    """What the leakage guard checked, as sentences."""
+    lk = card["leakage"]
+    s = lk["single_feature_auc"]
+    top = sorted(((k, v) for k, v in s["auc"].items() if v is not None), key=lambda kv: -kv[1])[:3]
+    out = [f"Each feature alone ({s['method']}): the highest are " + ", ".join(f"`{k}` {v:.3f}" for k, v in top)
+           + f"; training stops at {s['limit']}."]
+    fc = lk["flip_check"]
+    if fc["run"]:
+        changed = ", ".join(f"`{c}` in {n:,} rows" for c, n in fc["changed_before"].items()) or "no value of any feature changed"
+        out.append(f"Flip check (`cmd/trainset -flip-check`): the {fc['outcomes_flipped']:,} outcomes recorded after {fc['cut_off']} "
+                   f"were flipped and the data replayed; in the {fc['rows_compared']:,} bookings made before then {changed} "
+                   f"(while {fc['values_changed_after']:,} values changed in the {fc['later_rows']:,} later ones, as they should). "
+                   "Extra columns are copied from the file as given, so the flip cannot show whether they were computed from later "
+                   "outcomes: for them the single-feature check is the guard.")
+        if fc.get("note"):
+            out.append("Note: " + fc["note"] + ".")
+    else:
+        out.append("Flip check: not run (" + fc["note"] + ").")
+    if lk["findings_allowed"]:
+        out.append("Allowed by the config (`allow_leakage`): " + "; ".join(lk["findings_allowed"]) + ".")
+    return out
+
+
+def truncation_lines(card):
+    t = card["windows"]["truncated_end"]
+    if t.get("truncated"):
+        wk = t["weeks"]
+        return [f"**The end of the extract is truncated**: {len(wk)} week(s) of appointments from {t['from']} ({t['rows']:,} rows) "
+                f"are unlike the reference ({'; '.join(wk[0]['reasons'])} in the first of them); they were {t['action']}."]
+    if t.get("note"):
+        return [f"Truncated end: not checked ({t['note']})."]
+    r = t["reference"]
+    return [f"The end of the extract is not truncated: the last week's appointments look like the reference "
+            f"({_pct(r['short_notice_share'])} booked at short notice, median lead time {r['median_lead_days']:.0f} days, "
+            f"{r['rows_per_day']:.0f} rows per day)."]
+
+
+def subgroup_header():
+    return ["attribute", "group", "bookings", "DNA rate", "AUC (95% CI)", "observed / expected", "flagged high",
+            "share of all flagged", "share of all DNAs"]
+
+
+def subgroup_cells(r):
+    if r.get("suppressed"):
+        return [r["attribute"], r["group"], f"{r['rows']:,}", r["suppressed"], "", "", "", "", ""]
+    auc = "too few DNAs or attendances" if r["auc"] is None else f"{r['auc']:.3f} ({r['auc_ci95'][0]:.3f}–{r['auc_ci95'][1]:.3f})"
+    return [r["attribute"], r["group"], f"{r['rows']:,}", _pct(r["dna_rate"]), auc, _f(r["observed_expected"], 2),
+            _pct(r["share_flagged"]), _pct(r["share_of_all_flagged"]), _pct(r["share_of_all_dnas"])]
+
+
 def markdown(out, card):
-    t, v = card["test"], card["validation"]
+    t = card["test"]
     cal = card["calibration"]
     prov = card["data"]["provenance"] or {}
     ts = card["data"]["trainset"] or {}
@@ -156,7 +220,8 @@ def markdown(out, card):
     lines += [
         "A LightGBM gradient-boosted model of the probability that an outpatient booking ends in "
         "*did not attend* (DNA), scored on every booking and reschedule by the Go consumer. "
-        "Features are computed by the same Go code in training (replayed, point-in-time) and in serving.",
+        "Features are computed by the same Go code in training (replayed, point-in-time) and in serving. "
+        "`card.html` beside this file is the same card for people who do not read Markdown.",
         "",
         f"* Trained {card['trained_at']} with LightGBM {card['lightgbm_version']}, {card['best_iteration']} trees "
         f"(early stopping on validation log loss), {len(card['features'])} features.",
@@ -168,9 +233,11 @@ def markdown(out, card):
     elif prov:
         lines.append("* Data: " + ", ".join(f"{k} `{v}`" for k, v in prov.items()) + ".")
     lines.append("")
+    if card["warnings"]:
+        lines += ["## Warnings", ""] + [f"* {w}" for w in card["warnings"]] + [""]
     lines += ["## Headline (test window)", "",
               "| | value |", "| --- | --- |",
-              f"| AUC | **{card['auc']:.4f}** |"]
+              f"| AUC (95% CI, DeLong) | **{card['auc']:.4f}** ({card['auc_ci95'][0]:.4f}–{card['auc_ci95'][1]:.4f}) |"]
     if "bayes_auc" in card:
         lines.append(f"| Bayes AUC (the simulator's true probability, same rows) | **{card['bayes_auc']:.4f}** "
                      f"(model is {card['bayes_auc'] - card['auc']:.4f} below) |")
@@ -180,28 +247,29 @@ def markdown(out, card):
         f"| ECE ({card['ece_bins']} equal-width bins) | **{card['ece']:.4f}** |",
         f"| Brier score / log loss | {t['brier']:.4f} / {t['log_loss']:.4f} |",
         f"| mean prediction / DNA rate | {_pct(t['mean_prediction'])} / {_pct(t['dna_rate'])} |",
-        f"| Go scorer vs LightGBM, max abs difference over {card['parity']['rows']:,} rows | **{card['parity_max_abs_diff']:.3g}** |",
+        f"| Go scorer vs LightGBM, max abs difference over {card['parity']['rows']:,} synthetic rows | **{card['parity_max_abs_diff']:.3g}** |",
         "",
-        "| window | from | to | rows | DNA rate | AUC | ECE |",
-        "| --- | --- | --- | --- | --- | --- | --- |",
-        f"| train | {card['windows']['train']['from']} | {card['windows']['train']['to']} | {card['rows']['train']:,} | {_pct(card['base_rate_train'])} | | |",
-        f"| validation | {card['windows']['validation']['from']} | {card['windows']['validation']['to']} | {card['rows']['validation']:,} | {_pct(v['dna_rate'])} | {v['auc']:.4f} | {v['ece']:.4f} |",
-        f"| test | {card['windows']['test']['from']} | {card['windows']['test']['to']} | {card['rows']['test']:,} | {_pct(t['dna_rate'])} | {t['auc']:.4f} | {t['ece']:.4f} |",
+        "## Windows",
         "",
-        "The split is by booking time. Validation chose the number of trees, the calibration and the risk bands; "
-        "the test window was used for nothing but this card. Labels are the eventual outcome, so some training "
-        "labels were observed after the validation window began, as they would be for a model retrained on live history.",
+        "Split by **appointment date** (UK), whole days: a model is used on appointments still to come, so it is tested on the "
+        "latest ones. Validation made every choice; the test window was used for nothing but this card, and no figure on "
+        "the card is in-sample.",
         "",
-        f"![ROC]({card['plots']['roc']})",
-        "",
-        "## Calibration",
-        "",
-        ("**Applied**: " if cal["applied"] else "**Not applied**: ") + cal["decision"] + ".",
-        "",
+        "| window | appointments from | to | rows | DNA rate | used for |",
+        "| --- | --- | --- | --- | --- | --- |",
     ]
+    for name, a, b, n, rate, used in window_rows(card):
+        lines.append(f"| {name} | {a} | {b} | {n:,} | {_pct(rate)} | {used} |")
+    lines.append("")
+    for k, v in card["windows"]["excluded"].items():
+        lines.append(f"* Not used: {v['rows']:,} rows with appointments from {v['from']} ({k.replace('_', ' ')}).")
+    lines += [""] + truncation_lines(card) + ["", f"Rule: {card['windows']['truncated_end']['rule']}", ""]
+    lines += [f"![ROC]({card['plots']['roc']})", "", "## Calibration", "",
+              ("**Applied**: " if cal["applied"] else "**Not applied**: ") + cal["decision"] + ".", ""]
     if cal["applied"]:
         lines.append(f"The map ({cal['method']}) is stored in `contract.json` as a piecewise-linear table and applied by the Go "
-                     "scorer after the trees; the parity check covers it.")
+                     "scorer after the trees; the parity check covers it. On the test window the ECE is "
+                     f"{card['ece']:.4f} as served ({cal['test_ece_uncalibrated']:.4f} for the trees alone).")
     else:
         extra = {k: v for k, v in cal.items() if k.startswith("test_ece_if_")}
         if extra:
@@ -209,13 +277,18 @@ def markdown(out, card):
             lines.append(f"(For the record, on the test window: ECE {card['ece']:.4f} as served; {val:.4f} had "
                          f"{k[len('test_ece_if_'):-len('_applied')]} been applied.)")
     lines += ["", f"![calibration]({card['plots']['calibration']})", ""]
+    b = card["config"]["bands"]
     lines += ["## Risk bands", "",
-              "Chosen on validation scores: medium from the training DNA rate, high and very high at the top "
-              f"{card['config']['bands']['high_fraction']:.0%} and {card['config']['bands']['very_high_fraction']:.0%}.",
+              "Thresholds from the served scores of the validation window, the latest appointments before the test window: "
+              f"medium from the training DNA rate, high and very high at the top {b['high_fraction']:.0%} and "
+              f"{b['very_high_fraction']:.0%}. Shares below are on the test window.",
               "", "| band | from probability | test bookings | test DNA rate |", "| --- | --- | --- | --- |"]
-    for b in card["risk_bands"]:
-        r = card["band_rates_test"][b["name"]]
-        lines.append(f"| {b['name']} | {b['min_probability']:.4f} | {_pct(r['share'])} | {_pct(r['dna_rate'])} |")
+    for band in card["risk_bands"]:
+        r = card["band_rates_test"][band["name"]]
+        lines.append(f"| {band['name']} | {band['min_probability']:.4f} | {_pct(r['share'])} | {_pct(r['dna_rate'])} |")
+    lines += ["", "| band or above | target | test share | |", "| --- | --- | --- | --- |"]
+    for tg in card["band_targets_test"]:
+        lines.append(f"| {tg['band']} | {_pct(tg['target'])} | {_pct(tg['share'])} | {'**off target** (by more than half)' if tg['off_target'] else 'on target'} |")
     eff = card["reminder_efficacy"]
     lines += ["", "## Contacts per prevented DNA", "",
               f"Framed as in Nelson et al. (npj Digital Medicine, 2019): contact the highest-risk bookings first with an extra "
@@ -228,13 +301,24 @@ def markdown(out, card):
                      f"| {r['prevented_dnas']:.0f} | {r['contacts_per_prevented_dna']:.1f} |")
     lines += ["", f"Contacting at random needs {1 / (eff * t['dna_rate']):.1f} contacts per prevented DNA.", "",
               f"![contacts per prevented DNA]({card['plots']['contacts']})", ""]
+    lines += ["## Subgroups (test window)", "",
+              "Flagged high = in the high or very high band. A warning marks a group whose AUC is more than 0.05 below the "
+              "overall AUC, or whose share of the flagged bookings is more than twice its share of the DNAs. Groups with "
+              "fewer than 10 bookings are not shown.", "",
+              "| " + " | ".join(subgroup_header()) + " | warning |", "|" + " --- |" * (len(subgroup_header()) + 1)]
+    for r in card["subgroups_test"]:
+        lines.append("| " + " | ".join(subgroup_cells(r)) + " | " + "; ".join(r.get("warnings", [])) + " |")
+    for a in card["subgroups_absent"]:
+        lines.append(f"\nNot in the table: {a}.")
+    lines += ["", "## Leakage checks", ""] + [f"* {x}" for x in leakage_lines(card)] + [""]
     lines += ["## Features", "",
               "Model order; `specialty` and categorical extras are integer codes (missing = -1 in serving). "
               "An `extra.<key>` feature comes from `booking.extra` on the booking event (a CSV extra column).", "",
-              "| feature | type | share of gain |", "| --- | --- | --- |"]
+              "| feature | type | share of gain | |", "| --- | --- | --- | --- |"]
     total = sum(card["feature_importance_gain"].values()) or 1
     for f in sorted(card["features"], key=lambda f: -card["feature_importance_gain"].get(f["name"], 0)):
-        lines.append(f"| `{f['name']}` | {f['type']} | {100 * card['feature_importance_gain'].get(f['name'], 0) / total:.1f}% |")
+        state = "absent (always missing)" if f["name"] in card["features_absent"] else "constant" if f["name"] in card["features_constant"] else ""
+        lines.append(f"| `{f['name']}` | {f['type']} | {100 * card['feature_importance_gain'].get(f['name'], 0) / total:.1f}% | {state} |")
     lines += ["", f"![feature importance]({card['plots']['importance']})", ""]
     if ts:
         lines += ["## Data", ""]
@@ -256,9 +340,16 @@ def markdown(out, card):
         lines.append(f"* History retention {ts.get('history_retention_hours', 0) // 24} days (must equal the consumer's "
                      "`--history-retention`).")
         lines.append("")
+    ps = card["parity_set"]
+    lines += ["## What this folder holds", "",
+              "No patient-level data: `parity.csv` holds made-up rows "
+              f"({ps['synthetic']:,} drawn feature by feature from the training marginals, {ps['edge']:,} edge cases, "
+              f"{ps['perturbed']:,} with values knocked out; {ps['dropped_equal_to_a_real_row']} drawn rows equal to a real one were "
+              "dropped), and this card holds only aggregates over at least 10 bookings. See docs/model.md.", ""]
     lines += ["## Use and limits", "",
               "* Intended use: prioritising extra reminders or other support for bookings at higher risk of DNA. "
-              "A score is not a judgement about a patient; do not use it to refuse or deprioritise care.",
+              "A score is not a judgement about a patient; do not use it to decide who is offered care, or to refuse, "
+              "delay or deprioritise care.",
               "* Retrain when the booking population, reminder practice or PAS coding changes; check the calibration "
               "and band DNA rates on recent data before swapping a model in.",
               "* The model sees only what was known at booking time (the feature code is replayed point-in-time; "

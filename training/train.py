@@ -2,23 +2,28 @@
 """Train the DNA (did not attend) model from a training set written by cmd/trainset.
 
 Reads the trainset CSV (features computed by the Go feature code, one row per scored booking,
-labelled with its eventual outcome), splits it by event_time into train / validation / test,
-trains a LightGBM binary model with early stopping on validation, decides on validation
-whether a calibration map improves calibration, and writes a model directory the Go scorer
-loads (scoring.Load):
+labelled with its eventual outcome), splits it by APPOINTMENT date into train / validation /
+test (windows.py; a truncated end of the extract is found and left out), refuses features that
+look like they know the outcome (leakage.py), trains a LightGBM binary model with early
+stopping on validation, decides on validation whether a calibration map improves calibration
+(calibrate.py, cross-fitted), sets the risk bands on the validation window, the latest before
+the test window, and writes a model directory the Go scorer loads (scoring.Load):
 
   model.txt      the LightGBM text model (Booster.save_model)
   contract.json  model_id, features in model order with types, risk bands, model_sha256,
                  the calibration map when one is applied
-  parity.csv     held-out rows and the served probability Python computes for them
-  card.json      the model card as data: test AUC, ECE, Bayes AUC (simulator only), Go/LightGBM
-                 parity (measured by cmd/modelcheck), windows, row counts, calibration decision
+  parity.csv     synthetic rows (parity.py; no row of the data) and the served probability
+                 Python computes for them
+  card.json      the model card as data: test AUC with its 95% interval, ECE, Bayes AUC
+                 (simulator only), Go/LightGBM parity (measured by cmd/modelcheck), windows,
+                 leakage checks, band shares against their targets, subgroups, warnings
   card.md        the model card for people, with roc.png, calibration.png, importance.png and
-                 contacts.png
+                 contacts.png; card.html the same, one self-contained file for a service manager
 
 Usage:
   train.py --trainset trainset.csv --out DIR [--config config.json]
-           [--data-summary summary.json] [--provenance key=value ...] [--modelcheck CMD]
+           [--data-summary summary.json] [--flip-check flip.json] [--provenance key=value ...]
+           [--modelcheck CMD]
 
 The config file (JSON, all keys optional) overrides DEFAULTS below; see docs/model.md.
 Training is deterministic for a given trainset, config and LightGBM version.
@@ -38,20 +43,40 @@ import sys
 import lightgbm as lgb
 import numpy as np
 import pandas as pd
-from sklearn.isotonic import IsotonicRegression
-from sklearn.linear_model import LogisticRegression
-from sklearn.metrics import brier_score_loss, log_loss, roc_auc_score
+from sklearn.metrics import roc_auc_score
 
+import calibrate
 import card as cardlib
+import cardhtml
+import leakage
+import parity as paritylib
+import windows
+from metrics import BINS, band_rates, band_targets, contacts_table, ece, metrics, subgroup_table
 
-ID_COLUMNS = ["appointment_id", "booking_version", "event_time"]
+ID_COLUMNS = ["appointment_id", "booking_version", "event_time", "appointment_start"]
 LABEL = "label"
 TRUTH = "p_dna"
 EXTRA_PREFIX = "extra."
 
 DEFAULTS = {
-    # Fractions of rows, in event_time order, for train / validation / test.
+    # Fractions of rows, in appointment-date order, for train / validation / test; each window
+    # is whole days (UK dates). See windows.py.
     "split": [0.70, 0.15, 0.15],
+    # "YYYY-MM-DD": the test window is the appointments on and after this UK date (validation
+    # is then the last split[1] / (split[0] + split[1]) of the rows before it).
+    "test_from": None,
+    # "YYYY-MM-DD": appointments after this date are not used at all (the extract's reliable end).
+    "test_to": None,
+    # A truncated end of the extract (windows.TRUNCATION_RULE) is left out of every window
+    # ("exclude") or kept in the test window ("keep"); the card says which.
+    "truncated_end": "exclude",
+    # The leakage guard (leakage.py): training stops when a feature alone reaches this AUC or
+    # changes when later outcomes are flipped, unless allow_leakage is true or lists it.
+    "leakage": {"max_single_feature_auc": 0.9},
+    "allow_leakage": False,
+    # Booking extras (CSV columns) to show in the card's subgroup table beside age band, sex and
+    # deprivation decile; they need not be features. A column named "sex" is shown when present.
+    "sensitive": [],
     # Features the model treats as categories (integer codes, never pandas categories: the Go
     # scorer feeds the raw codes).
     "categorical": ["specialty"],
@@ -64,7 +89,10 @@ DEFAULTS = {
     "params": {
         "objective": "binary",
         "learning_rate": 0.05,
-        "num_leaves": 31,
+        # Shallow trees: DNA risk is close to additive on the log-odds scale (lead time, prior
+        # DNAs, age, deprivation, ...). Measured on the simulator (seed 42, windows by
+        # appointment date): 31 leaves left the test AUC 0.0126 below the Bayes AUC, 7 leaves 0.0074.
+        "num_leaves": 7,
         "min_data_in_leaf": 200,
         "lambda_l2": 1.0,
         "cat_smooth": 10,
@@ -87,23 +115,23 @@ DEFAULTS = {
     # steps and, fitted on a few rows at the top, can serve probabilities near 0 or 1.
     # force: "isotonic", "platt" or "none" overrides the decision (the card says so).
     "calibration": {"methods": ["platt", "isotonic"], "min_ece_gain": 0.001, "force": None},
-    # Risk bands from validation scores: medium = at or above the training base rate,
-    # high = top high_fraction of validation scores, very_high = top very_high_fraction.
+    # Risk bands from the served scores of the validation window, the latest appointments
+    # before the test window: medium = at or above the training base rate, high = top
+    # high_fraction, very_high = top very_high_fraction. The card compares the test window's
+    # shares with these targets and warns when one is off by more than half of it.
     "bands": {"high_fraction": 0.10, "very_high_fraction": 0.03},
     # Share of DNAs among those contacted that an extra reminder prevents (for the
     # contacts-per-prevented-DNA curve; Nelson et al. 2019 framing).
     "reminder_efficacy": 0.30,
-    # Parity rows: held-out test rows plus perturbed copies that exercise missing values and
-    # unseen / missing categories.
+    # Parity rows (parity.py): synthetic rows drawn feature by feature from the training
+    # marginals, plus edge cases and perturbed rows that exercise missing values, infinities and
+    # unseen / missing categories. No row of the data.
     "parity_rows": 12000,
     "parity_perturbed_rows": 2000,
     # Fewest rows, and fewest of each outcome, in each part of the split: fewer cannot early
     # stop, choose bands or measure AUC and calibration meaningfully.
     "minimums": {"train_rows": 1000, "validation_rows": 200, "test_rows": 200, "each_outcome": 20},
 }
-
-BINS = 10
-
 
 def log(msg):
     print(f"train.py: {msg}", file=sys.stderr, flush=True)
@@ -142,25 +170,45 @@ def load_config(path):
         die(f"calibration.force {force!r}: want null, \"none\", \"isotonic\" or \"platt\"")
     if not 0 < cfg["reminder_efficacy"] <= 1:
         die(f"reminder_efficacy {cfg['reminder_efficacy']}: want a share in (0, 1]")
+    for k in ("test_from", "test_to"):
+        if cfg[k] is not None:
+            try:
+                windows.parse_date(k, cfg[k])
+            except ValueError as e:
+                die(str(e))
+    if cfg["test_from"] and cfg["test_to"] and cfg["test_to"] < cfg["test_from"]:
+        die(f"test_to {cfg['test_to']} is before test_from {cfg['test_from']}")
+    if cfg["truncated_end"] not in ("exclude", "keep"):
+        die(f"truncated_end {cfg['truncated_end']!r}: want \"exclude\" or \"keep\"")
+    a = cfg["allow_leakage"]
+    if not (isinstance(a, bool) or isinstance(a, list) and all(isinstance(x, str) for x in a)):
+        die(f"allow_leakage {a!r}: want true, false or a list of feature names")
+    if not 0.5 < cfg["leakage"]["max_single_feature_auc"] <= 1:
+        die(f"leakage.max_single_feature_auc {cfg['leakage']['max_single_feature_auc']}: want a number in (0.5, 1]")
+    sens = cfg["sensitive"]
+    if not isinstance(sens, list) or not all(isinstance(x, str) and re.fullmatch(r"[a-z0-9_]{1,64}", x) for x in sens):
+        die(f"sensitive {sens!r}: want a list of extra column names (lower-case a-z 0-9 _)")
     return cfg
 
 
 def read_trainset(path):
-    """Reads the trainset by position: cmd/trainset writes the three ID columns, the
+    """Reads the trainset by position: cmd/trainset writes the four ID columns, the
     feature columns, then label and p_dna. booking_version is both an ID column and a
     feature, so the header names it twice; the ID columns are renamed with a leading "_"."""
     with open(path) as f:
         header = f.readline().rstrip("\r\n").split(",")
-    if header[:3] != ID_COLUMNS or header[-2:] != [LABEL, TRUTH]:
-        die(f"{path}: header {header[:3]}...{header[-2:]}, want {ID_COLUMNS}...{[LABEL, TRUTH]}; is it cmd/trainset output?")
-    names = ["_" + c for c in ID_COLUMNS] + header[3:]
+    if header[:4] != ID_COLUMNS or header[-2:] != [LABEL, TRUTH]:
+        die(f"{path}: header {header[:4]}...{header[-2:]}, want {ID_COLUMNS}...{[LABEL, TRUTH]}; is it cmd/trainset output?")
+    names = ["_" + c for c in ID_COLUMNS] + header[4:]
     if len(set(names)) != len(names):
-        die(f"{path}: duplicate feature columns in {header[3:-2]}")
+        die(f"{path}: duplicate feature columns in {header[4:-2]}")
     df = pd.read_csv(path, header=0, names=names, dtype={"_appointment_id": str}, keep_default_na=False, na_values=[""])
     df["_event_time"] = pd.to_datetime(df["_event_time"], utc=True, format="ISO8601")
+    df["_appointment_start"] = pd.to_datetime(df["_appointment_start"], utc=True, format="ISO8601")
     if not df["_event_time"].is_monotonic_increasing:
         die(f"{path}: rows are not in event_time order")
-    return df, header[3:-2]
+    windows.add_dates(df)
+    return df, header[4:-2]
 
 
 def choose_features(cfg, df, columns):
@@ -175,6 +223,10 @@ def choose_features(cfg, df, columns):
     unknown_excl = [c for c in cfg["exclude"] if c not in columns]
     if unknown_excl:
         die(f"exclude names {unknown_excl}, which are not training-set columns {columns}")
+    no_sens = [k for k in cfg["sensitive"] if EXTRA_PREFIX + k not in columns]
+    if no_sens:
+        die(f"sensitive {no_sens} are not in the training set (it has {[c[len(EXTRA_PREFIX):] for c in extra_cols] or 'no extras'}): "
+            "run cmd/trainset with -extras listing them (make model does)")
     features = [c for c in columns if c not in cfg["exclude"] and (not c.startswith(EXTRA_PREFIX) or c in wanted)]
     categorical = [c for c in cfg["categorical"] if c in features]
     categorical += [EXTRA_PREFIX + k for k, t in cfg["extras"].items() if t == "categorical"]
@@ -199,133 +251,13 @@ def check_minimums(cfg, parts):
             problems.append(f"{name} has {len(part)} rows ({dna} did not attend, {len(part) - dna} attended), need {need} rows and {m['each_outcome']} of each outcome")
     if problems:
         total = sum(len(p) for p in parts.values())
-        die(f"too little data to train and evaluate a model: {total} labelled rows split by time {cfg['split']}: " + "; ".join(problems)
+        die(f"too little data to train and evaluate a model: {total} labelled rows split by appointment date: " + "; ".join(problems)
             + ". Use a longer history (a year or more of appointments is typical), or lower \"minimums\" in the config knowing the card will be noisy.")
-
-
-def ece(y, p, bins=BINS):
-    """Expected calibration error over equal-width probability bins."""
-    idx = np.minimum((p * bins).astype(int), bins - 1)
-    total = 0.0
-    for b in range(bins):
-        m = idx == b
-        if m.any():
-            total += m.sum() / len(p) * abs(p[m].mean() - y[m].mean())
-    return float(total)
-
-
-def metrics(y, p):
-    return {
-        "auc": float(roc_auc_score(y, p)),
-        "ece": ece(y, p),
-        "brier": float(brier_score_loss(y, p)),
-        "log_loss": float(log_loss(y, p, labels=[0, 1])),
-        "mean_prediction": float(p.mean()),
-        "dna_rate": float(y.mean()),
-    }
-
-
-def window(part):
-    return {"from": iso(part["_event_time"].iloc[0]), "to": iso(part["_event_time"].iloc[-1])}
-
-
-def iso(ts):
-    return ts.strftime("%Y-%m-%dT%H:%M:%SZ")
 
 
 def fmt(x):
     """Full-precision float for CSV: repr round-trips exactly; empty means missing."""
     return "" if math.isnan(x) else repr(float(x))
-
-
-# --- calibration ---------------------------------------------------------------------------
-# Whatever is fitted is served as a piecewise-linear table (scoring.Calibration: numpy.interp
-# of x, y knots), and every number below is computed through that table, so the card
-# describes exactly what the Go scorer serves.
-
-EPS = 1e-6
-
-
-def fit_table(method, p, y):
-    """Fits a calibration map on (p, y) and returns it as (x, y) knots, or None if the fit
-    is not a usable increasing map."""
-    if method == "isotonic":
-        ir = IsotonicRegression(y_min=EPS, y_max=1 - EPS, increasing=True, out_of_bounds="clip").fit(p, y)
-        xs, ys = np.asarray(ir.X_thresholds_, float), np.asarray(ir.y_thresholds_, float)
-        if len(xs) < 2:
-            return None
-        return xs, np.clip(ys, EPS, 1 - EPS)
-    if method == "platt":
-        z = logit(p).reshape(-1, 1)
-        lr = LogisticRegression(C=1e6, max_iter=1000).fit(z, y)
-        a, b = float(lr.coef_[0][0]), float(lr.intercept_[0])
-        if not a > 0:
-            return None
-        xs = expit(np.linspace(-12, 12, 481))
-        return xs, np.clip(expit(a * logit(xs) + b), EPS, 1 - EPS)
-    die(f"unknown calibration method {method!r}")
-
-
-def apply_table(table, p):
-    return p if table is None else np.interp(p, table[0], table[1])
-
-
-def logit(p):
-    p = np.clip(p, 1e-12, 1 - 1e-12)
-    return np.log(p / (1 - p))
-
-
-def expit(z):
-    return 1 / (1 + np.exp(-z))
-
-
-def decide_calibration(cfg, p_valid, y_valid):
-    """Cross-fits each method on the two time-ordered halves of the validation window and
-    applies the best if it lowers ECE by at least min_ece_gain (or as forced)."""
-    c = cfg["calibration"]
-    half = len(p_valid) // 2
-    a, b = slice(0, half), slice(half, None)
-    raw = ece(y_valid, p_valid)
-    out = {"validation_ece_uncalibrated": raw, "min_ece_gain": c["min_ece_gain"], "candidates": {}}
-    best = None
-    for method in c["methods"]:
-        ta, tb = fit_table(method, p_valid[a], y_valid[a]), fit_table(method, p_valid[b], y_valid[b])
-        if ta is None or tb is None:
-            out["candidates"][method] = {"usable": False}
-            continue
-        oof = np.concatenate([apply_table(tb, p_valid[a]), apply_table(ta, p_valid[b])])
-        e = ece(y_valid, oof)
-        out["candidates"][method] = {"validation_ece_crossfit": e, "validation_auc_crossfit": float(roc_auc_score(y_valid, oof))}
-        if best is None or e <= out["candidates"][best]["validation_ece_crossfit"] - c["min_ece_gain"]:
-            best = method
-    force = c.get("force")
-    if force in ("isotonic", "platt"):
-        method, why = force, f"forced by the config (calibration.force = {force!r})"
-    elif force == "none":
-        method, why = None, "turned off by the config (calibration.force = \"none\")"
-    elif best is not None and raw - out["candidates"][best]["validation_ece_crossfit"] >= c["min_ece_gain"]:
-        method = best
-        why = (f"{best} lowers the validation ECE from {raw:.4f} to {out['candidates'][best]['validation_ece_crossfit']:.4f} "
-               f"(cross-fitted on the two halves of the validation window), at least the required {c['min_ece_gain']}")
-        others = [f"{m} {v['validation_ece_crossfit']:.4f}" for m, v in out["candidates"].items() if m != best and "validation_ece_crossfit" in v]
-        if others:
-            why += f"; other candidates: {', '.join(others)} (methods in order of preference {c['methods']}; a later one must win by {c['min_ece_gain']})"
-    else:
-        method = None
-        if best is None:
-            why = "no calibration method gave a usable map"
-        else:
-            why = (f"the uncalibrated model's validation ECE is {raw:.4f}; the best map ({best}, cross-fitted on the "
-                   f"two halves of the validation window) gives {out['candidates'][best]['validation_ece_crossfit']:.4f}, "
-                   f"not at least {c['min_ece_gain']} lower")
-    out["best_candidate"] = best
-    out["applied"] = method is not None
-    out["method"] = method
-    out["decision"] = why
-    table = fit_table(method, p_valid, y_valid) if method else None
-    if method and table is None:
-        die(f"calibration method {method} does not give a usable increasing map on the validation window")
-    return table, out
 
 
 def bands(cfg, base_rate, valid_scores):
@@ -342,60 +274,6 @@ def bands(cfg, base_rate, valid_scores):
         if not hi["min_probability"] > lo["min_probability"]:
             die(f"risk bands not ascending ({out}); adjust bands in the config")
     return out
-
-
-def band_rates(bands_, y, p):
-    """Share of test bookings and their DNA rate per band."""
-    out = {}
-    edges = [b["min_probability"] for b in bands_] + [math.inf]
-    for b, lo, hi in zip(bands_, edges, edges[1:]):
-        m = (p >= lo) & (p < hi)
-        out[b["name"]] = {"share": float(m.mean()), "dna_rate": float(y[m].mean()) if m.any() else None}
-    return out
-
-
-def contacts_curve(y, score, efficacy):
-    """For each number k of bookings contacted, highest score first: (share contacted,
-    contacts per prevented DNA, share of all DNAs among those contacted)."""
-    order = np.argsort(-score, kind="stable")
-    dna = np.cumsum(y[order])
-    k = np.arange(1, len(y) + 1)
-    with np.errstate(divide="ignore"):
-        per = np.where(dna > 0, k / (efficacy * dna), np.inf)
-    return k / len(y), per, dna / max(1, y.sum())
-
-
-def contacts_table(y, p, efficacy, shares=(0.03, 0.05, 0.10, 0.20, 0.30, 0.50, 1.0)):
-    share, per, reached = contacts_curve(y, p, efficacy)
-    rows = []
-    for s in shares:
-        i = max(0, int(math.ceil(s * len(y))) - 1)
-        dnas = float(reached[i] * y.sum())
-        rows.append({
-            "share_contacted": s,
-            "contacts": int(i + 1),
-            "dnas_among_contacted": int(round(dnas)),
-            "share_of_dnas_reached": float(reached[i]),
-            "prevented_dnas": efficacy * dnas,
-            "contacts_per_prevented_dna": float(per[i]),
-        })
-    return rows
-
-
-def parity_rows(cfg, test, features, categorical, rng):
-    n = min(cfg["parity_rows"], len(test))
-    base = test[features].iloc[np.sort(rng.choice(len(test), n, replace=False))].copy()
-    base.insert(0, "kind", "test")
-    k = min(cfg["parity_perturbed_rows"], len(test))
-    pert = test[features].iloc[rng.choice(len(test), k, replace=False)].copy()
-    # Knock out a random third of the values, then give the categoricals missing, negative
-    # and never-seen codes, so every missing-value branch in the trees is exercised.
-    mask = rng.random(pert.shape) < 1 / 3
-    pert = pert.mask(mask)
-    for c in categorical:
-        pert[c] = rng.choice([np.nan, -1.0, 999.0, 0.0, 123456.0], size=k)
-    pert.insert(0, "kind", "perturbed")
-    return pd.concat([base, pert], ignore_index=True)
 
 
 def feature_entry(c, categorical, text_codes):
@@ -440,12 +318,69 @@ def run_modelcheck(cmd, out):
     return rep
 
 
+def feature_status(df, features):
+    """Features that carry no information in the rows used: absent (always missing) or
+    constant (one value)."""
+    absent = [f for f in features if df[f].isna().all()]
+    constant = [f for f in features if f not in absent and df[f].nunique(dropna=False) == 1]
+    return constant, absent
+
+
+MAX_GROUPS = 20
+
+
+def _values(col, labels=None):
+    """{label: mask} for each value of col (at most MAX_GROUPS, then "other"), "unknown" for
+    missing."""
+    x = col.to_numpy(float)
+    out = {}
+    vals, counts = np.unique(x[~np.isnan(x)], return_counts=True)
+    order = sorted(zip(vals, counts), key=lambda vc: vc[0])
+    if len(order) > MAX_GROUPS:
+        top = {v for v, _ in sorted(order, key=lambda vc: -vc[1])[:MAX_GROUPS - 1]}
+        order = [(v, c) for v, c in order if v in top]
+    shown = np.zeros(len(x), bool)
+    for v, _ in order:
+        m = x == v
+        shown |= m
+        label = labels[int(v)] if labels is not None and 0 <= v < len(labels) and v == int(v) else f"{v:g}"
+        out[label] = m
+    if (~shown & ~np.isnan(x)).any():
+        out["other"] = ~shown & ~np.isnan(x)
+    if np.isnan(x).any():
+        out["unknown"] = np.isnan(x)
+    return out
+
+
+def subgroups(cfg, part, age_bands):
+    """The subgroup attributes of a window's rows: [(attribute, {group: mask})], and the
+    attributes the data does not have."""
+    groups, absent = [], []
+    if "age_band" in part.columns:
+        ab = part["age_band"].where(part["age_band"] >= 0)
+        groups.append(("age band", _values(ab, age_bands)))
+    sex = EXTRA_PREFIX + "sex"
+    if sex in part.columns:
+        groups.append(("sex", _values(part[sex])))
+    else:
+        absent.append("sex (add a sex column to the CSV and list it under \"sensitive\" in the training config)")
+    if "deprivation_decile" in part.columns and part["deprivation_decile"].notna().any():
+        groups.append(("deprivation decile", _values(part["deprivation_decile"])))
+    else:
+        absent.append("deprivation decile (not in the data)")
+    for k in cfg["sensitive"]:
+        if k != "sex":
+            groups.append((k, _values(part[EXTRA_PREFIX + k])))
+    return groups, absent
+
+
 def main():
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--trainset", required=True, help="CSV written by cmd/trainset")
     ap.add_argument("--out", required=True, help="model directory to write")
     ap.add_argument("--config", help="JSON overriding the defaults (see docs/model.md)")
     ap.add_argument("--data-summary", help="cmd/trainset -summary JSON, copied into the card")
+    ap.add_argument("--flip-check", help="cmd/trainset -flip-check JSON: training stops if a feature changed when later outcomes were flipped")
     ap.add_argument("--provenance", action="append", default=[], metavar="KEY=VALUE", help="facts about the data for the card (repeatable)")
     ap.add_argument("--modelcheck", default=os.environ.get("MODELCHECK", "go run ./cmd/modelcheck"),
                     help="command that checks a model directory in Go and prints its parity report (default: %(default)s; env MODELCHECK)")
@@ -457,20 +392,34 @@ def main():
         if not sep:
             die(f"--provenance {kv!r}: want KEY=VALUE")
         provenance[k] = v
-    data_summary = None
+    data_summary = flip = None
     if args.data_summary:
         with open(args.data_summary) as f:
             data_summary = json.load(f)
+    if args.flip_check:
+        with open(args.flip_check) as f:
+            flip = json.load(f)
 
     df, columns = read_trainset(args.trainset)
     features, categorical = choose_features(cfg, df, columns)
     for c in features:
         df[c] = df[c].astype("float64")
-    n = len(df)
-    a, b = int(n * cfg["split"][0]), int(n * (cfg["split"][0] + cfg["split"][1]))
-    train, valid, test = df.iloc[:a], df.iloc[a:b], df.iloc[b:]
+    try:
+        train, valid, test, win = windows.split(cfg, df)
+    except ValueError as e:
+        die(str(e))
     check_minimums(cfg, {"train": train, "validation": valid, "test": test})
-    log(f"{n} rows: train {len(train)}, validation {len(valid)}, test {len(test)}; features {features}; categorical {categorical}")
+    for w in win["warnings"]:
+        log("WARNING: " + w)
+    log(f"{len(df)} rows; by appointment date: train {len(train)} ({win['train']['from']} to {win['train']['to']}), "
+        f"validation {len(valid)} ({win['validation']['from']} to {win['validation']['to']}), test {len(test)} "
+        f"({win['test']['from']} to {win['test']['to']}); features {features}; categorical {categorical}")
+
+    leak, problems = leakage.check(cfg, train, valid, features, categorical, LABEL, flip)
+    if problems:
+        die("the training set looks like it leaks the outcome, so no model was trained:\n  * " + "\n  * ".join(problems)
+            + "\nFix the column (a feature must hold only what was known when the booking was made), leave it out (\"exclude\" "
+            "or \"extras\" in the config), or, if you are sure, list it under \"allow_leakage\" in the config; the card will say so.")
 
     params = dict(cfg["params"])
     dtrain = lgb.Dataset(train[features], train[LABEL], categorical_feature=categorical, free_raw_data=False)
@@ -498,22 +447,21 @@ def main():
     y_valid, y_test = valid[LABEL].to_numpy(), test[LABEL].to_numpy()
     raw_valid = model.predict(valid[features])
     raw_test = model.predict(test[features])
-    table, calibration = decide_calibration(cfg, raw_valid, y_valid)
-    # The served probabilities: the trees, then the calibration table if applied.
-    p_valid, p_test = apply_table(table, raw_valid), apply_table(table, raw_test)
+    try:
+        table, calibration, valid_oof = calibrate.decide(cfg, raw_valid, y_valid)
+    except ValueError as e:
+        die(str(e))
     if table is None:
         # For the record: what the best candidate would have done on the test window.
         best = calibration["best_candidate"]
         if best:
-            t = fit_table(best, raw_valid, y_valid)
+            t = calibrate.fit_table(best, raw_valid, y_valid)
             if t is not None:
-                calibration["test_ece_if_" + best + "_applied"] = ece(y_test, apply_table(t, raw_test))
+                calibration["test_ece_if_" + best + "_applied"] = ece(y_test, calibrate.apply_table(t, raw_test))
     else:
         calibration["test_ece_uncalibrated"] = ece(y_test, raw_test)
-    if table is not None:
-        log(f"calibration: {calibration['decision']}")
-    else:
-        log(f"calibration {calibration['decision']}")
+    log(("calibration: " if table is not None else "calibration ") + calibration["decision"])
+    p_valid = calibrate.apply_table(table, raw_valid)
     base_rate = float(train[LABEL].mean())
 
     contract = {
@@ -522,7 +470,7 @@ def main():
         "risk_bands": bands(cfg, base_rate, p_valid),
         "trained_at": now.strftime("%Y-%m-%dT%H:%M:%SZ"),
         "training_rows": len(train),
-        "training_window": window(train),
+        "training_window": {"appointments_from": win["train"]["from"], "appointments_to": win["train"]["to"]},
         "label": "did_not_attend",
         "lightgbm_version": lgb.__version__,
         "model_sha256": model_hash,
@@ -542,11 +490,11 @@ def main():
         with open(os.path.join(args.out, "contract.json")) as f:
             cal = json.load(f)["calibration"]
         table = (np.array(cal["x"]), np.array(cal["y"]))
-        p_valid, p_test = apply_table(table, raw_valid), apply_table(table, raw_test)
+    p_test = calibrate.apply_table(table, raw_test)
 
     rng = np.random.default_rng(params.get("seed", 0))
-    parity = parity_rows(cfg, test, features, categorical, rng)
-    parity["probability"] = apply_table(table, model.predict(parity[features]))
+    parity, parity_report = paritylib.rows(df, features, categorical, cfg["parity_rows"], cfg["parity_perturbed_rows"], rng)
+    parity["probability"] = calibrate.apply_table(table, model.predict(parity[features]))
     with open(os.path.join(args.out, "parity.csv"), "w") as f:
         f.write(",".join(["kind"] + features + ["probability"]) + "\n")
         for row in parity.itertuples(index=False):
@@ -558,12 +506,31 @@ def main():
     test_metrics = metrics(y_test, p_test)
     has_truth = TRUTH in test.columns and test[TRUTH].notna().all()
     importance = sorted(zip(features, model.feature_importance("gain")), key=lambda kv: -kv[1])
+    rates = band_rates(contract["risk_bands"], y_test, p_test)
+    targets = band_targets(contract["risk_bands"], rates, {"high": cfg["bands"]["high_fraction"], "very_high": cfg["bands"]["very_high_fraction"]})
+    high = next(b["min_probability"] for b in contract["risk_bands"] if b["name"] == "high")
+    groups, groups_absent = subgroups(cfg, test, (data_summary or {}).get("age_bands"))
+    sub_rows, sub_warnings = subgroup_table(groups, y_test, p_test, p_test >= high)
+    constant, absent = feature_status(pd.concat([train, valid, test]), features)
+
+    warnings = list(win["warnings"])
+    for t in targets:
+        if t["off_target"]:
+            warnings.append(f"{t['share']:.1%} of the test window's bookings are in the {t['band']} band or above, against a target of "
+                            f"{t['target']:.0%} (off by more than half): the thresholds, set on the validation window, do not carry "
+                            "over to later appointments; retrain on more recent data or review the band fractions.")
+    warnings += [f"{f} (allowed by the config's allow_leakage)" for f in leak["findings_allowed"]]
+    warnings += ["Subgroup " + w for w in sub_warnings]
+    if absent:
+        warnings.append(f"Features with no value in the data (the model cannot use them): {', '.join(absent)}.")
+
     card = {
         "model_id": model_id,
         "trained_at": contract["trained_at"],
         "lightgbm_version": lgb.__version__,
         # Headline figures: the served model on the test window.
         "auc": test_metrics["auc"],
+        "auc_ci95": test_metrics["auc_ci95"],
         "ece": test_metrics["ece"],
         "ece_bins": BINS,
     }
@@ -573,20 +540,27 @@ def main():
         card["bayes_auc_note"] = ("the data did not come from the simulator, so the true probability of each DNA, and with "
                                   "it the best AUC any model could reach on these rows, is unknown")
     card.update({
+        "warnings": warnings,
         "parity_max_abs_diff": check["max_abs_diff"],
         "parity": {k: check[k] for k in ("rows", "rows_with_missing", "missing_categories", "distinct_categories",
                                          "max_abs_diff_raw", "max_abs_diff_encoded", "max_abs_diff", "max_diff_allowed", "calibrated")},
+        "parity_set": parity_report,
         "training_window": contract["training_window"],
-        "windows": {"train": window(train), "validation": window(valid), "test": window(test)},
+        "windows": win,
         "rows": {"train": len(train), "validation": len(valid), "test": len(test), "parity": len(parity)},
         "best_iteration": booster.best_iteration,
         "features": contract["features"],
+        "features_constant": constant,
+        "features_absent": absent,
         "base_rate_train": base_rate,
         "test": test_metrics,
-        "validation": metrics(y_valid, p_valid),
         "calibration": calibration,
+        "leakage": leak,
         "risk_bands": contract["risk_bands"],
-        "band_rates_test": band_rates(contract["risk_bands"], y_test, p_test),
+        "band_rates_test": rates,
+        "band_targets_test": targets,
+        "subgroups_test": sub_rows,
+        "subgroups_absent": groups_absent,
         "reminder_efficacy": efficacy,
         "contacts_per_prevented_dna_test": contacts_table(y_test, p_test, efficacy),
         "feature_importance_gain": {k: round(float(v), 3) for k, v in importance},
@@ -594,6 +568,10 @@ def main():
         "model_sha256": model_hash,
         "config": cfg,
     })
+    if valid_oof is not None:
+        # Out of fold only: the map that scored each half was fitted on the other half.
+        card["validation_crossfit"] = dict(metrics(y_valid, valid_oof), note="served probabilities cross-fitted on the two halves "
+                                           "of the validation window; validation also chose the number of trees")
     if has_truth:
         card["test"]["bayes_auc"] = card["bayes_auc"]
         card["contacts_per_prevented_dna_test_bayes"] = contacts_table(y_test, test[TRUTH].to_numpy(), efficacy)
@@ -602,9 +580,12 @@ def main():
         json.dump(card, f, indent=2)
         f.write("\n")
     cardlib.markdown(args.out, card)
+    cardhtml.write(args.out, card)
+    for w in warnings[len(win["warnings"]):]:
+        log("WARNING: " + w)
     bayes = f"{card['bayes_auc']:.4f}" if "bayes_auc" in card else "n/a (not simulator data)"
-    log(f"{model_id}: test AUC {card['auc']:.4f}, ECE {card['ece']:.4f}, Bayes AUC {bayes}, "
-        f"parity {card['parity_max_abs_diff']:.3g}, calibrated {calibration['applied']}")
+    log(f"{model_id}: test AUC {card['auc']:.4f} (95% CI {card['auc_ci95'][0]:.4f}-{card['auc_ci95'][1]:.4f}), ECE {card['ece']:.4f}, "
+        f"Bayes AUC {bayes}, parity {card['parity_max_abs_diff']:.3g}, calibrated {calibration['applied']}, {len(warnings)} warning(s)")
 
 
 if __name__ == "__main__":
