@@ -167,6 +167,13 @@ def leakage_lines(card):
     top = sorted(((k, v) for k, v in s["auc"].items() if v is not None), key=lambda kv: -kv[1])[:3]
     out = [f"Each feature alone ({s['method']}): the highest are " + ", ".join(f"`{k}` {v:.3f}" for k, v in top)
            + f"; training stops at {s['limit']}."]
+    g = lk.get("extra_auc_gain", {})
+    if g.get("gain"):
+        out.append("What each extra adds (" + g["method"] + f"; AUC with every feature {g['auc_with_every_feature']:.3f}): "
+                   + ", ".join(f"`{k}` {v:+.3f}" for k, v in sorted(g["gain"].items(), key=lambda kv: -kv[1]))
+                   + f"; training stops at {g['limit']}.")
+    else:
+        out.append("What each extra adds: no extras, nothing to check.")
     fc = lk["flip_check"]
     if fc["run"]:
         changed = ", ".join(f"`{c}` in {n:,} rows" for c, n in fc["changed_before"].items()) or "no value of any feature changed"
@@ -304,7 +311,8 @@ def markdown(out, card):
     lines += ["## Subgroups (test window)", "",
               "Flagged high = in the high or very high band. A warning marks a group whose AUC is more than 0.05 below the "
               "overall AUC, or whose share of the flagged bookings is more than twice its share of the DNAs. Groups with "
-              "fewer than 10 bookings are not shown.", "",
+              "fewer than 10 bookings are not shown. An attribute that itself predicts DNA (age, deprivation) cannot help "
+              "rank bookings within one of its groups, so group AUCs are usually somewhat below the overall AUC.", "",
               "| " + " | ".join(subgroup_header()) + " | warning |", "|" + " --- |" * (len(subgroup_header()) + 1)]
     for r in card["subgroups_test"]:
         lines.append("| " + " | ".join(subgroup_cells(r)) + " | " + "; ".join(r.get("warnings", [])) + " |")

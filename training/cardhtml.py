@@ -122,7 +122,8 @@ def write(out, card):
               "<p>Flagged high means in the high or very high band. A row is highlighted when the group's AUC is more than 0.05 "
               "below the overall AUC, or its share of the flagged bookings is more than twice its share of the DNAs. Groups "
               "with fewer than 10 bookings are not shown. Observed / expected is DNAs over the sum of predicted risks: above 1 "
-              "the model under-predicts for the group.</p>",
+              "the model under-predicts for the group. An attribute that itself predicts DNA (age, deprivation) cannot help "
+              "rank bookings within one of its groups, so group AUCs are usually somewhat below the overall AUC.</p>",
               table(subgroup_header() + ["warning"], [subgroup_cells(r) + ["; ".join(r.get("warnings", []))] for r in sub],
                     'id="subgroups"', row_class=["warn" if r.get("warnings") else "" for r in sub], numeric=(2, 3, 5, 6, 7, 8))]
     if card["subgroups_absent"]:

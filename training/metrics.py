@@ -142,8 +142,9 @@ def subgroup_table(groups, y, p, flagged):
                 r["auc"], r["auc_ci95"] = ci["auc"], ci["ci95"]
             r["warnings"] = []
             if r["auc"] is not None and r["auc"] < overall - AUC_GAP:
+                chance = "; its 95% CI reaches the overall AUC, so this may be chance" if r["auc_ci95"][1] >= overall else ""
                 r["warnings"].append(f"AUC {r['auc']:.3f} (95% CI {r['auc_ci95'][0]:.3f}–{r['auc_ci95'][1]:.3f}) is more than "
-                                     f"{AUC_GAP} below the overall {overall:.3f}")
+                                     f"{AUC_GAP} below the overall {overall:.3f}{chance}")
             if r["share_of_all_flagged"] > FLAG_RATIO * r["share_of_all_dnas"] and ff.sum() > 0:
                 r["warnings"].append(f"{r['share_of_all_flagged']:.1%} of the bookings flagged high are in this group, more than "
                                      f"{FLAG_RATIO:g}× its {r['share_of_all_dnas']:.1%} share of the DNAs")

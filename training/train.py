@@ -70,9 +70,11 @@ DEFAULTS = {
     # A truncated end of the extract (windows.TRUNCATION_RULE) is left out of every window
     # ("exclude") or kept in the test window ("keep"); the card says which.
     "truncated_end": "exclude",
-    # The leakage guard (leakage.py): training stops when a feature alone reaches this AUC or
-    # changes when later outcomes are flipped, unless allow_leakage is true or lists it.
-    "leakage": {"max_single_feature_auc": 0.9},
+    # The leakage guard (leakage.py): training stops when a feature alone reaches
+    # max_single_feature_auc, an extra adds max_extra_auc_gain to the AUC of every other
+    # feature, or a feature changes when later outcomes are flipped, unless allow_leakage is
+    # true or lists the feature.
+    "leakage": {"max_single_feature_auc": 0.9, "max_extra_auc_gain": 0.1},
     "allow_leakage": False,
     # Booking extras (CSV columns) to show in the card's subgroup table beside age band, sex and
     # deprivation decile; they need not be features. A column named "sex" is shown when present.
@@ -185,6 +187,8 @@ def load_config(path):
         die(f"allow_leakage {a!r}: want true, false or a list of feature names")
     if not 0.5 < cfg["leakage"]["max_single_feature_auc"] <= 1:
         die(f"leakage.max_single_feature_auc {cfg['leakage']['max_single_feature_auc']}: want a number in (0.5, 1]")
+    if not 0 < cfg["leakage"]["max_extra_auc_gain"] <= 0.5:
+        die(f"leakage.max_extra_auc_gain {cfg['leakage']['max_extra_auc_gain']}: want a number in (0, 0.5]")
     sens = cfg["sensitive"]
     if not isinstance(sens, list) or not all(isinstance(x, str) and re.fullmatch(r"[a-z0-9_]{1,64}", x) for x in sens):
         die(f"sensitive {sens!r}: want a list of extra column names (lower-case a-z 0-9 _)")

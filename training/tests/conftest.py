@@ -1,0 +1,38 @@
+"""Shared set-up for the training tests (make test runs them with the project .venv).
+
+The end-to-end tests drive training/build_model.sh, which builds the Go tools (cmd/producer,
+cmd/trainset, cmd/modelcheck) itself; Go must be on PATH. Outside CI a missing tool skips
+loudly; under CI=true it fails.
+"""
+
+import os
+import shutil
+import subprocess
+import sys
+
+import pytest
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+ROOT = os.path.dirname(os.path.dirname(HERE))
+sys.path.insert(0, os.path.join(ROOT, "training"))
+sys.path.insert(0, HERE)
+
+
+def need(tool):
+    if shutil.which(tool) is None:
+        msg = f"{tool} is not on PATH"
+        if os.environ.get("CI") == "true":
+            pytest.fail(msg + " (required under CI=true)")
+        pytest.skip("SKIPPING: " + msg)
+
+
+def build_model(tmp_path, name, **env):
+    """Runs training/build_model.sh with env (DATA, CONFIG, PATIENTS, ...), OUT and KEEP under
+    tmp_path. Returns (completed process, out dir, work dir)."""
+    need("go")
+    out, work = tmp_path / name, tmp_path / (name + "-work")
+    full = dict(os.environ, PYTHON=sys.executable, OUT=str(out), KEEP=str(work), **{k: str(v) for k, v in env.items()})
+    for k in ("DATA", "CONFIG"):
+        full.setdefault(k, "")
+    res = subprocess.run([os.path.join(ROOT, "training", "build_model.sh")], cwd=ROOT, env=full, capture_output=True, text=True)
+    return res, out, work
