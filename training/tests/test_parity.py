@@ -42,4 +42,8 @@ def test_no_real_row_and_edges():
     assert set(syn["spec"].dropna()) <= {100.0, 110.0, 130.0}
     assert syn["lead"].max() <= df["lead"].quantile(0.995) and syn["lead"].min() >= df["lead"].quantile(0.005)
     assert (syn["count"].dropna() == syn["count"].dropna().round()).all()
-    assert abs(syn["lead"].isna().mean() - 0.1) < 0.03
+    # Missing at the training rate (here with no row equal to a real one to drop).
+    out, rep = parity.rows(df[["lead"]].assign(x=np.random.default_rng(3).normal(size=len(df))), ["lead", "x"], [], 3000, 0,
+                           np.random.default_rng(2))
+    assert rep["dropped_equal_to_a_real_row"] == 0
+    assert abs(out.loc[out["kind"] == "synthetic", "lead"].isna().mean() - 0.1) < 0.02
