@@ -55,6 +55,9 @@ test:
 	go test $(GO_TEST_FLAGS) $(PKGS)
 	# The benchmark's Python peer must compute what the Go scorer computes (bench/peer).
 	.venv-peer/bin/python -m pytest -q -p no:cacheprovider bench/peer
+	# The training side (training/tests): windows, leakage guard, parity set, card; make model on
+	# the simulator (test AUC within 0.01 of the Bayes AUC) and on a hand-made CSV.
+	.venv/bin/python -m pytest -q -p no:cacheprovider training/tests
 
 # Starts the services and leaves them running; stop them with `make services-down`.
 services-up:

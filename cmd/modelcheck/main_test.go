@@ -96,7 +96,8 @@ func python(t *testing.T) string {
 // (made from the simulator, with bad rows and two extra columns): the model directory loads
 // in the scorer with the extras as numeric and categorical features, the forced isotonic
 // calibration is applied and covered by parity, bad rows are counted and listed, and the
-// card has no bayes_auc (and says why) but has its plots.
+// card has no bayes_auc (and says why) but has its plots; card.html renders in Chromium with
+// the declared sensitive column in its subgroup table.
 func TestMakeModelFromCSV(t *testing.T) {
 	if testing.Short() {
 		t.Skip("trains a model")
@@ -124,7 +125,7 @@ func TestMakeModelFromCSV(t *testing.T) {
 	}
 	config := filepath.Join(work, "config.json")
 	os.WriteFile(config, []byte(`{"extras": {"distance_km": "numeric", "interpreter_needed": "categorical"},
-		"calibration": {"force": "isotonic"}}`), 0o644)
+		"sensitive": ["interpreter_needed"], "calibration": {"force": "isotonic"}}`), 0o644)
 
 	out := filepath.Join(work, "model")
 	cmd := exec.Command("make", "--no-print-directory", "model", "DATA="+csvPath, "CONFIG="+config, "OUT="+out)
@@ -198,6 +199,7 @@ func TestMakeModelFromCSV(t *testing.T) {
 		t.Fatalf("card.md / plots %v:\n%s", card.Plots, md)
 	}
 	t.Logf("CSV %d rows (%d bad): %s, auc %.4f, ece %.4f, parity %.3g", csvStats.Rows, csvStats.Bad, m.ID(), card.AUC, card.ECE, card.ParityMax)
+	checkCard(t, renderCard(t, filepath.Join(out, "card.html")), "age band", "deprivation decile", "interpreter_needed")
 
 	// Wrong columns: one error naming them, before any training.
 	os.WriteFile(csvPath, []byte("patient_id,appointment_id,booked_at,outcome,age\n1,a,2025-01-01 10:00,attended,40\n"), 0o644)
