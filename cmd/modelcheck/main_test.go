@@ -153,6 +153,7 @@ func TestMakeModelFromCSV(t *testing.T) {
 
 	var card struct {
 		AUC, ECE    float64
+		AUCCI95     []float64 `json:"auc_ci95"`
 		BayesAUC    *float64 `json:"bayes_auc"`
 		BayesNote   string   `json:"bayes_auc_note"`
 		ParityMax   float64  `json:"parity_max_abs_diff"`
@@ -181,7 +182,9 @@ func TestMakeModelFromCSV(t *testing.T) {
 	csvStats := card.Data.Trainset.CSV
 	if card.BayesAUC != nil || !strings.Contains(card.BayesNote, "simulator") || card.ParityMax > 1e-9 ||
 		!card.Calibration.Applied || card.Calibration.Method != "isotonic" || !strings.Contains(card.Calibration.Decision, "forced") ||
-		card.AUC < 0.65 || csvStats.Bad == 0 || csvStats.Imported+csvStats.Bad != csvStats.Rows || len(csvStats.BadReasons) < 3 {
+		// The test window is the last ~1,300 appointments by date (the simulator's end, where
+		// bookings stop, is left out): the model must beat chance clearly, not reach a level.
+		card.AUC < 0.6 || len(card.AUCCI95) != 2 || card.AUCCI95[0] < 0.55 || csvStats.Bad == 0 || csvStats.Imported+csvStats.Bad != csvStats.Rows || len(csvStats.BadReasons) < 3 {
 		t.Fatalf("card.json: %s", b)
 	}
 	bad, _ := os.ReadFile(filepath.Join(out, "bad_rows.csv"))
