@@ -6,7 +6,6 @@ applied) on the test window, the latest appointments, which neither training nor
 validation decisions (early stopping, calibration, bands) saw. No figure is in-sample.
 """
 
-import math
 import os
 
 import matplotlib
