@@ -154,9 +154,9 @@ func TestMakeModelFromCSV(t *testing.T) {
 	var card struct {
 		AUC, ECE    float64
 		AUCCI95     []float64 `json:"auc_ci95"`
-		BayesAUC    *float64 `json:"bayes_auc"`
-		BayesNote   string   `json:"bayes_auc_note"`
-		ParityMax   float64  `json:"parity_max_abs_diff"`
+		BayesAUC    *float64  `json:"bayes_auc"`
+		BayesNote   string    `json:"bayes_auc_note"`
+		ParityMax   float64   `json:"parity_max_abs_diff"`
 		Calibration struct {
 			Applied  bool
 			Method   string
