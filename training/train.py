@@ -356,16 +356,17 @@ def _values(col, labels=None):
     return out
 
 
-def subgroups(cfg, part, age_bands):
+def subgroups(cfg, part, age_bands, categories):
     """The subgroup attributes of a window's rows: [(attribute, {group: mask})], and the
-    attributes the data does not have."""
+    attributes the data does not have. categories: the code lists of text columns (trainset
+    -summary), so a group is named by its text (F, M) rather than its code."""
     groups, absent = [], []
     if "age_band" in part.columns:
         ab = part["age_band"].where(part["age_band"] >= 0)
         groups.append(("age band", _values(ab, age_bands)))
     sex = EXTRA_PREFIX + "sex"
     if sex in part.columns:
-        groups.append(("sex", _values(part[sex])))
+        groups.append(("sex", _values(part[sex], categories.get("sex"))))
     else:
         absent.append("sex (add a sex column to the CSV and list it under \"sensitive\" in the training config)")
     if "deprivation_decile" in part.columns and part["deprivation_decile"].notna().any():
@@ -374,7 +375,7 @@ def subgroups(cfg, part, age_bands):
         absent.append("deprivation decile (not in the data)")
     for k in cfg["sensitive"]:
         if k != "sex":
-            groups.append((k, _values(part[EXTRA_PREFIX + k])))
+            groups.append((k, _values(part[EXTRA_PREFIX + k], categories.get(k))))
     return groups, absent
 
 
@@ -513,7 +514,7 @@ def main():
     rates = band_rates(contract["risk_bands"], y_test, p_test)
     targets = band_targets(contract["risk_bands"], rates, {"high": cfg["bands"]["high_fraction"], "very_high": cfg["bands"]["very_high_fraction"]})
     high = next(b["min_probability"] for b in contract["risk_bands"] if b["name"] == "high")
-    groups, groups_absent = subgroups(cfg, test, (data_summary or {}).get("age_bands"))
+    groups, groups_absent = subgroups(cfg, test, (data_summary or {}).get("age_bands"), (data_summary or {}).get("categories") or {})
     sub_rows, sub_warnings = subgroup_table(groups, y_test, p_test, p_test >= high)
     constant, absent = feature_status(pd.concat([train, valid, test]), features)
 

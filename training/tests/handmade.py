@@ -1,6 +1,6 @@
 """A hand-made appointments CSV in the layout of docs/csv.md, not from the simulator: its own
 patients, its own risk model (lead time, age, deprivation, earlier DNAs) and extra columns
-(sex as a code, distance_km, and optionally a leaky whole-extract DNA count per patient)."""
+(sex as text F/M, distance_km, and optionally a leaky whole-extract DNA count per patient)."""
 
 import csv
 import datetime as dt
@@ -21,7 +21,7 @@ def write(path, patients=900, seed=1, leaky=False, first=dt.date(2024, 1, 1), da
         pid = f"99900{p:05d}"
         age = rng.choices(range(9), weights=[8, 6, 10, 11, 13, 15, 15, 14, 8])[0]
         decile = rng.randint(1, 10) if rng.random() > 0.05 else None
-        sex = rng.choice([1, 2])
+        sex = rng.choice(["F", "M"])  # text: trainset learns its code list
         dist = round(rng.lognormvariate(2.2, 0.6), 1)
         n = max(1, int(rng.expovariate(1 / 5)))
         starts = sorted(first + dt.timedelta(days=rng.randrange(days)) for _ in range(n))
