@@ -12,8 +12,8 @@ import (
 	"strconv"
 )
 
-// ParityFile is the file in a model directory with LightGBM's own probabilities for held-out
-// rows, written by training/train.py.
+// ParityFile is the file in a model directory with LightGBM's own probabilities for synthetic
+// feature rows (no row of the training data; training/parity.py), written by training/train.py.
 const ParityFile = "parity.csv"
 
 // ParityReport is what CheckParity measured.

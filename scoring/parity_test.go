@@ -26,8 +26,8 @@ func readDefaultParity(t testing.TB, m *Model) []parityRow {
 
 // TestParity proves that the Go scorer (leaves, after the v4 header shim, then the
 // calibration map if the model has one) gives the probabilities Python computed with
-// LightGBM's own predict() for the committed model, over held-out rows and perturbed rows
-// with missing values and missing, negative and unseen categories.
+// LightGBM's own predict() for the committed model, over synthetic rows, edge cases and
+// perturbed rows with missing values, infinities and missing, negative and unseen categories.
 func TestParity(t *testing.T) {
 	m, rep, err := CheckParityDir(defaultModel)
 	if err != nil {
