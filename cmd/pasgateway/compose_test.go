@@ -160,7 +160,7 @@ func TestComposeGatewayWithGeneratedSecrets(t *testing.T) {
 	}
 	b, _ := io.ReadAll(res.Body)
 	res.Body.Close()
-	if res.StatusCode != 200 {
+	if res.StatusCode != http.StatusCreated {
 		t.Fatalf("FHIR with the generated access token: %d %s", res.StatusCode, b)
 	}
 }

@@ -277,8 +277,11 @@ func TestSecuredGateway(t *testing.T) {
 	for _, ev := range w.appointments() {
 		published = append(published, ev.AppointmentID)
 	}
-	if strings.Join(published, ",") != apptA+","+apptC {
-		t.Fatalf("published %v, want only %s and %s", published, apptA, apptC)
+	// HL7 appointment ids are namespaced by MSH-4 (the sending facility); FHIR ones by
+	// the identifier's assigner, which this resource does not give.
+	wantA := "RXX01:" + apptA
+	if strings.Join(published, ",") != wantA+","+apptC {
+		t.Fatalf("published %v, want only %s and %s", published, wantA, apptC)
 	}
 
 	plain := &http.Client{Timeout: 10 * time.Second}
@@ -302,7 +305,7 @@ func TestSecuredGateway(t *testing.T) {
 		{[]string{"protocol", "mllp", "trigger", "S12", "code", "AR"}, "dnarisk_gateway_messages_total", 1},
 		{[]string{"protocol", "mllp", "reason", "sender_not_allowed"}, "dnarisk_gateway_refusals_total", 1},
 		{[]string{"protocol", "mllp", "reason", "tls_handshake"}, "dnarisk_gateway_refusals_total", 2},
-		{[]string{"protocol", "fhir", "trigger", "create", "code", "200"}, "dnarisk_gateway_messages_total", 1},
+		{[]string{"protocol", "fhir", "trigger", "create", "code", "201"}, "dnarisk_gateway_messages_total", 1},
 		{[]string{"protocol", "fhir", "trigger", "create", "code", "401"}, "dnarisk_gateway_messages_total", 4},
 		{[]string{"protocol", "fhir", "reason", "expired"}, "dnarisk_gateway_refusals_total", 1},
 		{[]string{"protocol", "fhir", "reason", "wrong_scope"}, "dnarisk_gateway_refusals_total", 1},
