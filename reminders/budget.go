@@ -8,6 +8,8 @@ import (
 	"time"
 
 	"github.com/redis/go-redis/v9"
+
+	"github.com/nhsx/dnarisk/reminders/policy"
 )
 
 // Budget caps how many text messages are sent: per clock hour, per day and per patient per
@@ -27,7 +29,7 @@ type Budget struct {
 	PerPatientPerDay int `json:"per_patient_per_day"`
 	// Recheck is how long a held reminder waits before it is tried again, or less if the
 	// window that holds it ends sooner [1m].
-	Recheck Duration `json:"recheck"`
+	Recheck policy.Duration `json:"recheck"`
 }
 
 // Budget caps, the label of dnarisk_sms_budget_held_total.
@@ -48,7 +50,7 @@ func (b *Budget) Validate() error {
 		return fmt.Errorf("budget.per_hour %d is above budget.per_day %d", b.PerHour, b.PerDay)
 	}
 	if b.Recheck == 0 {
-		b.Recheck = Duration(time.Minute)
+		b.Recheck = policy.Duration(time.Minute)
 	}
 	return nil
 }
@@ -99,14 +101,14 @@ type windows struct {
 
 func (d *Dispatcher) windows(now time.Time) windows {
 	u := now.UTC()
-	l := now.In(d.o.Policy.loc)
+	l := now.In(d.o.Policy.Location())
 	base := d.o.Prefix + "{budget}:sent:"
 	return windows{
 		hourKey:    base + "h:" + u.Format("2006010215"),
 		dayKey:     base + "d:" + l.Format("20060102"),
 		patientKey: base + "p:" + l.Format("20060102"),
 		hourEnd:    u.Truncate(time.Hour).Add(time.Hour),
-		dayEnd:     time.Date(l.Year(), l.Month(), l.Day()+1, 0, 0, 0, 0, d.o.Policy.loc),
+		dayEnd:     time.Date(l.Year(), l.Month(), l.Day()+1, 0, 0, 0, 0, d.o.Policy.Location()),
 	}
 }
 

@@ -20,6 +20,7 @@ import (
 	"github.com/nhsx/dnarisk/events"
 	"github.com/nhsx/dnarisk/reminders/contacts"
 	"github.com/nhsx/dnarisk/reminders/notify"
+	"github.com/nhsx/dnarisk/reminders/policy"
 )
 
 // Notifier sends text messages and finds them by reference; *notify.Client is the
@@ -66,7 +67,7 @@ type Config struct {
 	Notifier  Notifier
 	Contacts  Contacts
 	Failed    Publisher
-	Policy    Policy
+	Policy    policy.Policy
 	Templates Templates
 	Topics    Topics
 	// Secret keys the reminder ids (HMAC-SHA256); at least 32 bytes. It must stay the same

@@ -21,6 +21,7 @@ import (
 	"github.com/nhsx/dnarisk/reminders/contacts"
 	"github.com/nhsx/dnarisk/reminders/notify"
 	"github.com/nhsx/dnarisk/reminders/notify/notifystub"
+	"github.com/nhsx/dnarisk/reminders/policy"
 )
 
 const (
@@ -76,7 +77,7 @@ func newHarness(t *testing.T, addrs ...string) *harness {
 		t.Fatal(err)
 	}
 	h.opts = reminders.Config{
-		Policy:       reminders.DefaultPolicy(),
+		Policy:       policy.DefaultPolicy(),
 		Templates:    reminders.Templates{Standard: stdTemplate, Extra: xtraTemplate},
 		Secret:       []byte("reminder-test-secret-0123456789abcdef"),
 		Prefix:       h.prefix,

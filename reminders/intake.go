@@ -14,6 +14,7 @@ import (
 	"github.com/segmentio/kafka-go"
 
 	"github.com/nhsx/dnarisk/events"
+	"github.com/nhsx/dnarisk/reminders/policy"
 )
 
 // change is one event that may alter an appointment's reminders.
@@ -27,7 +28,7 @@ type apptRef struct{ patient, id string }
 // record is an appointment as stored: what is known, the revision it was read at, and the
 // ids of every reminder ever created for it.
 type record struct {
-	Appointment
+	policy.Appointment
 	rev  string
 	rems []string
 }
@@ -219,7 +220,7 @@ func (d *Dispatcher) load(ctx context.Context, refs []apptRef) ([]*record, error
 	out := make([]*record, len(refs))
 	for i, ref := range refs {
 		h := cmds[i].Val()
-		r := &record{Appointment: Appointment{ID: ref.id, Patient: ref.patient}, rev: "0"}
+		r := &record{Appointment: policy.Appointment{ID: ref.id, Patient: ref.patient}, rev: "0"}
 		if len(h) > 0 {
 			r.rev = h["rev"]
 			r.Version, _ = strconv.Atoi(h["ver"])

@@ -17,6 +17,7 @@ import (
 
 	"github.com/nhsx/dnarisk/reminders/contacts"
 	"github.com/nhsx/dnarisk/reminders/notify"
+	"github.com/nhsx/dnarisk/reminders/policy"
 )
 
 // FailedSchema names the failed-reminder event contract.
@@ -141,7 +142,7 @@ func (d *Dispatcher) RunSender(ctx context.Context) error {
 // claimed is a reminder this process holds.
 type claimed struct {
 	patient, rid, appt, slot string
-	kind                     Kind
+	kind                     policy.Kind
 	version, attempts        int
 	held                     int // times the SMS budget held it
 	due, start               time.Time
@@ -173,7 +174,7 @@ func (d *Dispatcher) fire(ctx context.Context, m string, now time.Time) (bool, e
 	default: // gone or already final
 		return true, d.rdb.ZRem(ctx, d.DueKey(), m).Err()
 	}
-	c := claimed{patient: patient, rid: rid, appt: appt, member: m, slot: toString(res[1]), kind: Kind(toString(res[2])),
+	c := claimed{patient: patient, rid: rid, appt: appt, member: m, slot: toString(res[1]), kind: policy.Kind(toString(res[2])),
 		due: fromMS(toString(res[4])), start: fromMS(toString(res[5]))}
 	c.version, _ = strconv.Atoi(toString(res[3]))
 	c.attempts = int(toInt(res[6]))
@@ -192,8 +193,8 @@ func (d *Dispatcher) deliver(ctx context.Context, c *claimed, now time.Time) err
 		return d.cancel(ctx, c, "late")
 	case c.start.Sub(now) < time.Duration(p.MinLead):
 		return d.cancelTooClose(ctx, c)
-	case p.inQuiet(now):
-		due := p.outOfQuiet(now)
+	case p.InQuiet(now):
+		due := p.OutOfQuiet(now)
 		if c.start.Sub(due) < time.Duration(p.MinLead) {
 			return d.cancelTooClose(ctx, c)
 		}
@@ -299,8 +300,8 @@ func (d *Dispatcher) cancelTooClose(ctx context.Context, c *claimed) error {
 	return d.cancel(ctx, c, "too_close")
 }
 
-func (d *Dispatcher) template(k Kind) string {
-	if k == Extra {
+func (d *Dispatcher) template(k policy.Kind) string {
+	if k == policy.Extra {
 		return d.o.Templates.Extra
 	}
 	return d.o.Templates.Standard
@@ -309,7 +310,7 @@ func (d *Dispatcher) template(k Kind) string {
 // personalisation is the only patient-facing content: when the appointment is. No
 // specialty, clinic or risk: the message may be read by someone else.
 func (d *Dispatcher) personalisation(start time.Time) map[string]string {
-	l := start.In(d.o.Policy.loc)
+	l := start.In(d.o.Policy.Location())
 	return map[string]string{
 		"appointment_date": l.Format("Monday 2 January 2006"),
 		"appointment_time": l.Format("15:04"),

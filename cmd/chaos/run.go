@@ -18,6 +18,7 @@ import (
 	"github.com/nhsx/dnarisk/reminders"
 	"github.com/nhsx/dnarisk/reminders/contacts"
 	"github.com/nhsx/dnarisk/reminders/notify"
+	"github.com/nhsx/dnarisk/reminders/policy"
 	"github.com/nhsx/dnarisk/scoring"
 	"github.com/nhsx/dnarisk/stream"
 )
@@ -357,7 +358,7 @@ func uuid() string {
 // lease, so a reminder held by a killed dispatcher is taken over within seconds.
 func reminderOptions(secret []byte) reminders.Config {
 	return reminders.Config{
-		Policy:       reminders.DefaultPolicy(),
+		Policy:       policy.DefaultPolicy(),
 		Templates:    reminders.Templates{Standard: stdTemplate, Extra: extraTemplate},
 		Secret:       secret,
 		Prefix:       redisPrefix,
@@ -377,9 +378,9 @@ func (r *runner) writeDispatcherConfig() error {
 		"notify":          map[string]any{"timeout": "400ms", "max_retries": 3, "retry_wait_min": "20ms", "retry_wait_max": "1s"},
 		"templates":       map[string]string{"standard": stdTemplate, "extra": extraTemplate},
 		"policy":          o.Policy,
-		"sending": map[string]any{"workers": o.Workers, "lease": reminders.Duration(o.Lease), "poll_interval": reminders.Duration(o.PollInterval),
-			"max_attempts": o.MaxAttempts, "retry_backoff": reminders.Duration(o.RetryBackoff)},
-		"keep_after": reminders.Duration(o.KeepAfter),
+		"sending": map[string]any{"workers": o.Workers, "lease": policy.Duration(o.Lease), "poll_interval": policy.Duration(o.PollInterval),
+			"max_attempts": o.MaxAttempts, "retry_backoff": policy.Duration(o.RetryBackoff)},
+		"keep_after": policy.Duration(o.KeepAfter),
 	}
 	b, err := json.MarshalIndent(cfg, "", "  ")
 	if err != nil {

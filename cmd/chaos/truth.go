@@ -16,6 +16,7 @@ import (
 	"github.com/nhsx/dnarisk/internal/pseudo"
 	"github.com/nhsx/dnarisk/producer/sim"
 	"github.com/nhsx/dnarisk/reminders"
+	"github.com/nhsx/dnarisk/reminders/policy"
 	"github.com/nhsx/dnarisk/scoring"
 )
 
@@ -158,7 +159,7 @@ type expectedRisk struct {
 // reminderWant is one reminder the policy wants sent.
 type reminderWant struct {
 	appt, slot string
-	kind       reminders.Kind
+	kind       policy.Kind
 }
 
 // truth is what the outputs must show, computed from the input alone.
@@ -181,7 +182,7 @@ type truth struct {
 // groundTruth replays the input through the feature code and the model exactly as one
 // consumer that never failed would, then plans every appointment's reminders from its final
 // state as the dispatcher's policy does.
-func groundTruth(evs []events.Appointment, model *scoring.Model, retention time.Duration, reminderSecret []byte, policy *reminders.Policy, planAt time.Time) *truth {
+func groundTruth(evs []events.Appointment, model *scoring.Model, retention time.Duration, reminderSecret []byte, remPolicy *policy.Policy, planAt time.Time) *truth {
 	t := &truth{risk: map[riskKey]expectedRisk{}, latest: map[string]riskKey{}, histories: map[string]*featurestore.History{}, reminders: map[string]reminderWant{}, byType: map[string]int{}}
 	pol := featurestore.Policy{Retention: retention}
 	type state struct {
@@ -235,7 +236,7 @@ func groundTruth(evs []events.Appointment, model *scoring.Model, retention time.
 	}
 	for _, id := range order {
 		a := appts[id]
-		planned := policy.Plan(reminders.Appointment{ID: id, Patient: a.patient, Version: a.version, Start: a.start,
+		planned := remPolicy.Plan(policy.Appointment{ID: id, Patient: a.patient, Version: a.version, Start: a.start,
 			BookedAt: a.bookedAt, Known: a.version > 0, SMS: a.sms, Band: a.band, BandVersion: a.bandVersion,
 			Cancelled: a.cancelled}, planAt)
 		for _, p := range planned {

@@ -20,6 +20,7 @@ import (
 	"github.com/nhsx/dnarisk/reminders/contacts"
 	"github.com/nhsx/dnarisk/reminders/notify"
 	"github.com/nhsx/dnarisk/reminders/notify/notifystub"
+	"github.com/nhsx/dnarisk/reminders/policy"
 	"github.com/nhsx/dnarisk/stream"
 )
 
@@ -170,7 +171,7 @@ func newReminding(ctx context.Context, brokers []string, rdb redis.UniversalClie
 	rd.clock = reminders.NewManual(in.first)
 	rd.d, err = reminders.New(reminders.Config{
 		Redis: rdb, Notifier: client, Contacts: store, Failed: failed,
-		Policy:    reminders.DefaultPolicy(),
+		Policy:    policy.DefaultPolicy(),
 		Templates: reminders.Templates{Standard: stdTemplate, Extra: extraTemplate},
 		Topics:    reminders.Topics{Appointments: apptTopic, Risk: riskTopic, Failed: failedTopic},
 		Secret:    secret, Clock: rd.clock, Workers: 8, Log: log,
@@ -244,7 +245,7 @@ func (rd *reminding) check(ctx context.Context, rdb redis.UniversalClient, in *o
 		if in.cancelled[h["appt"]] {
 			toCancelled++
 		}
-		if h["kind"] == string(reminders.Extra) {
+		if h["kind"] == string(policy.Extra) {
 			extra++
 			if b := in.bands[key(h["appt"], v)]; b != "high" && b != "very_high" {
 				extraWrong++

@@ -35,6 +35,7 @@ import (
 	"github.com/nhsx/dnarisk/reminders"
 	"github.com/nhsx/dnarisk/reminders/contacts"
 	"github.com/nhsx/dnarisk/reminders/notify"
+	"github.com/nhsx/dnarisk/reminders/policy"
 	"github.com/nhsx/dnarisk/stream"
 )
 
@@ -42,23 +43,23 @@ import (
 type fileConfig struct {
 	NotifyBaseURL string `json:"notify_base_url"`
 	Notify        struct {
-		Timeout      reminders.Duration `json:"timeout"`
-		MaxRetries   int                `json:"max_retries"`
-		RetryWaitMin reminders.Duration `json:"retry_wait_min"`
-		RetryWaitMax reminders.Duration `json:"retry_wait_max"`
+		Timeout      policy.Duration `json:"timeout"`
+		MaxRetries   int             `json:"max_retries"`
+		RetryWaitMin policy.Duration `json:"retry_wait_min"`
+		RetryWaitMax policy.Duration `json:"retry_wait_max"`
 	} `json:"notify"`
 	Templates reminders.Templates `json:"templates"`
-	Policy    *reminders.Policy   `json:"policy"`
+	Policy    *policy.Policy      `json:"policy"`
 	Sending   struct {
-		Workers      int                `json:"workers"`
-		Lease        reminders.Duration `json:"lease"`
-		PollInterval reminders.Duration `json:"poll_interval"`
-		MaxAttempts  int                `json:"max_attempts"`
-		RetryBackoff reminders.Duration `json:"retry_backoff"`
-		LookupFirst  bool               `json:"lookup_first"`
+		Workers      int             `json:"workers"`
+		Lease        policy.Duration `json:"lease"`
+		PollInterval policy.Duration `json:"poll_interval"`
+		MaxAttempts  int             `json:"max_attempts"`
+		RetryBackoff policy.Duration `json:"retry_backoff"`
+		LookupFirst  bool            `json:"lookup_first"`
 	} `json:"sending"`
-	Budget    reminders.Budget   `json:"budget"`
-	KeepAfter reminders.Duration `json:"keep_after"`
+	Budget    reminders.Budget `json:"budget"`
+	KeepAfter policy.Duration  `json:"keep_after"`
 }
 
 type config struct {
@@ -212,7 +213,7 @@ func parseConfig(args []string, getenv func(string) string) (config, error) {
 	}
 	c.opts.Secret = []byte(rs)
 	c.opts.Templates = fc.Templates
-	c.opts.Policy = reminders.DefaultPolicy()
+	c.opts.Policy = policy.DefaultPolicy()
 	if fc.Policy != nil {
 		c.opts.Policy = *fc.Policy
 	}

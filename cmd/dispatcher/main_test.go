@@ -26,6 +26,7 @@ import (
 	"github.com/nhsx/dnarisk/reminders/contacts"
 	"github.com/nhsx/dnarisk/reminders/notify"
 	"github.com/nhsx/dnarisk/reminders/notify/notifystub"
+	"github.com/nhsx/dnarisk/reminders/policy"
 	"github.com/nhsx/dnarisk/stream"
 )
 
@@ -62,7 +63,7 @@ func TestExampleConfigIsAccepted(t *testing.T) {
 		t.Fatal(err)
 	}
 	if c.opts.Templates.Extra != extraTpl || len(c.opts.Policy.Standard) != 2 || c.notify.Key.ServiceID != "26785a09-ab16-4eb0-8407-a37497a57506" ||
-		c.opts.Budget != (reminders.Budget{PerHour: 1000, PerDay: 5000, PerPatientPerDay: 2, Recheck: reminders.Duration(time.Minute)}) {
+		c.opts.Budget != (reminders.Budget{PerHour: 1000, PerDay: 5000, PerPatientPerDay: 2, Recheck: policy.Duration(time.Minute)}) {
 		t.Fatalf("parsed %+v", c.opts)
 	}
 }

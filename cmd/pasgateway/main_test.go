@@ -25,6 +25,7 @@ import (
 	"github.com/nhsx/dnarisk/pas/hl7"
 	"github.com/nhsx/dnarisk/pas/mllp"
 	"github.com/nhsx/dnarisk/reminders"
+	"github.com/nhsx/dnarisk/reminders/policy"
 	"github.com/nhsx/dnarisk/scorer"
 	"github.com/nhsx/dnarisk/scoring"
 	"github.com/nhsx/dnarisk/stream"
@@ -404,7 +405,7 @@ func newDispatcher(t *testing.T, w *world) *reminders.Dispatcher {
 	t.Helper()
 	d, err := reminders.New(reminders.Config{
 		Redis:     w.rdb,
-		Policy:    reminders.DefaultPolicy(),
+		Policy:    policy.DefaultPolicy(),
 		Templates: reminders.Templates{Standard: "f33517ff-2a88-4f6e-b855-c550268ce08a", Extra: "aa46d7b7-0c3b-4f5c-9b2a-0c2f8d5f7b11"},
 		Topics:    reminders.Topics{Appointments: w.in, Risk: w.risk},
 		Secret:    []byte(secret),

@@ -1,4 +1,7 @@
-package reminders
+// Package policy decides which SMS reminders an appointment gets and when: offsets before
+// the start, extra reminders for high-risk bands, quiet hours, the last-moment and
+// too-late limits.
+package policy
 
 import (
 	"errors"
@@ -175,7 +178,7 @@ func (p *Policy) Plan(a Appointment, now time.Time) []Planned {
 	}
 	var out []Planned
 	for _, s := range slots {
-		due := p.outOfQuiet(p.before(a.Start, s.Before))
+		due := p.OutOfQuiet(p.before(a.Start, s.Before))
 		switch {
 		case a.Start.Sub(due) < time.Duration(p.MinLead):
 		case due.Before(a.BookedAt):
@@ -194,8 +197,8 @@ func (p *Policy) before(start time.Time, d time.Duration) time.Time {
 	return start.In(p.loc).AddDate(0, 0, -int(d/day)).Add(-(d % day)).UTC()
 }
 
-// inQuiet reports whether t falls in quiet hours.
-func (p *Policy) inQuiet(t time.Time) bool {
+// InQuiet reports whether t falls in quiet hours.
+func (p *Policy) InQuiet(t time.Time) bool {
 	if p.QuietHours == nil {
 		return false
 	}
@@ -207,9 +210,9 @@ func (p *Policy) inQuiet(t time.Time) bool {
 	return since >= p.quietFrom || since < p.quietTo
 }
 
-// outOfQuiet moves t to the end of the quiet hours it falls in, or returns it unchanged.
-func (p *Policy) outOfQuiet(t time.Time) time.Time {
-	if !p.inQuiet(t) {
+// OutOfQuiet moves t to the end of the quiet hours it falls in, or returns it unchanged.
+func (p *Policy) OutOfQuiet(t time.Time) time.Time {
+	if !p.InQuiet(t) {
 		return t
 	}
 	l := t.In(p.loc)

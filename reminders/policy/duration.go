@@ -1,4 +1,4 @@
-package reminders
+package policy
 
 import (
 	"encoding/json"
