@@ -41,6 +41,10 @@ type BatchReport struct {
 	DeadLettered map[string]int
 	// Scores holds one entry per risk event published, in input order.
 	Scores []Score
+	// Missing counts, for every model feature by contract name, the scored bookings whose
+	// input was missing (not known at booking time, or a booking extra the feed did not
+	// carry). Nil when nothing was scored.
+	Missing map[string]int
 }
 
 // Score is one risk event as the processor published it.

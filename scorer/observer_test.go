@@ -85,3 +85,31 @@ func TestRedactDigits(t *testing.T) {
 		}
 	}
 }
+
+// The report counts, per model feature, the scored bookings whose input was missing: a
+// first booking has no prior DNA rate, a second one (after a no-show) has.
+func TestReportCountsMissingInputsPerFeature(t *testing.T) {
+	rec := &recorder{}
+	p := mustNew(t, Config{Store: &featurestore.MemoryStore{}, Output: &memOutput{}, Model: fakeModel{"m1"}, Observer: Observers(rec)})
+	batch := []kafka.Message{
+		msg(t, book("A", 1, t0), 0),
+		msg(t, done("A", events.DidNotAttend, t0.Add(96*time.Hour)), 1),
+		msg(t, book("B", 1, t0.Add(100*time.Hour)), 2),
+	}
+	if err := p.Process(context.Background(), batch); err != nil {
+		t.Fatal(err)
+	}
+	r := rec.done[0]
+	if len(r.Missing) != len(featurestore.Names) {
+		t.Fatalf("missing counts for %d features, want every one of %d: %v", len(r.Missing), len(featurestore.Names), r.Missing)
+	}
+	if r.Missing["prior_dna_rate"] != 1 || r.Missing["lead_time_days"] != 0 {
+		t.Fatalf("missing prior_dna_rate %d (want 1: the first booking), lead_time_days %d (want 0)", r.Missing["prior_dna_rate"], r.Missing["lead_time_days"])
+	}
+	if err := p.Process(context.Background(), []kafka.Message{msg(t, done("A", events.Attended, t0.Add(96*time.Hour)), 3)}); err != nil {
+		t.Fatal(err)
+	}
+	if r := rec.done[1]; r.Missing != nil {
+		t.Fatalf("a batch scoring nothing reports missing counts %v", r.Missing)
+	}
+}

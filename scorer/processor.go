@@ -29,6 +29,11 @@ type Scorer interface {
 	Band(p float64) string
 	// FeatureMap names the values of a model input, leaving out missing (NaN) ones.
 	FeatureMap(x []float64) map[string]float64
+	// FeatureNames names the model inputs, in order.
+	FeatureNames() []string
+	// CountMissing adds one to counts[i] for each missing input i of x (what FeatureMap
+	// leaves out).
+	CountMissing(x []float64, counts []int)
 }
 
 // Output is where a processed batch goes. WriteMessages must return only once every message
@@ -232,6 +237,7 @@ func (p *Processor) process(ctx context.Context, msgs []kafka.Message, rep *Batc
 	dirty := map[string]*featurestore.History{}
 	bands := map[string]int64{}
 	var x []float64
+	missing := make([]int, len(model.FeatureNames()))
 	var applied, skipped int64
 	for i := range evs {
 		ev := &evs[i]
@@ -241,6 +247,7 @@ func (p *Processor) process(ctx context.Context, msgs []kafka.Message, rep *Batc
 				skipped++
 			} else {
 				x = model.Vector(ev, featurestore.Compute(ev, h), x)
+				model.CountMissing(x, missing)
 				m, band, prob := p.risk(model, ev, x)
 				out = append(out, m)
 				bands[band]++
@@ -254,6 +261,12 @@ func (p *Processor) process(ctx context.Context, msgs []kafka.Message, rep *Batc
 		}
 	}
 
+	if len(rep.Scores) > 0 {
+		rep.Missing = make(map[string]int, len(missing))
+		for i, name := range model.FeatureNames() {
+			rep.Missing[name] = missing[i]
+		}
+	}
 	if len(out) > 0 {
 		t = time.Now()
 		if err := p.cfg.Output.WriteMessages(ctx, out...); err != nil {

@@ -34,6 +34,14 @@ func (f fakeModel) Band(p float64) string {
 func (f fakeModel) FeatureMap(x []float64) map[string]float64 {
 	return map[string]float64{"prior_dna": x[9]}
 }
+func (f fakeModel) FeatureNames() []string { return featurestore.Names[:] }
+func (f fakeModel) CountMissing(x []float64, counts []int) {
+	for i := range counts {
+		if math.IsNaN(x[i]) {
+			counts[i]++
+		}
+	}
+}
 
 type memOutput struct {
 	msgs []kafka.Message

@@ -181,3 +181,12 @@ func (c Contract) Names() []string {
 	}
 	return out
 }
+
+// featureNames lists the feature names in input order.
+func (c *Contract) featureNames() []string {
+	out := make([]string, len(c.Features))
+	for i, f := range c.Features {
+		out[i] = f.Name
+	}
+	return out
+}

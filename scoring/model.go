@@ -45,6 +45,7 @@ type Model struct {
 	inputs   []input
 	cal      *Calibration // nil: serve the trees' probability
 	digest   string       // see Digest
+	names    []string     // contract feature names, in input order
 }
 
 // input says where one contract feature comes from.
@@ -140,6 +141,7 @@ func build(cb []byte, c Contract, mb []byte) (*Model, error) {
 	}
 	m := &Model{contract: c.clone(), ens: ens, inputs: newInputs(c), digest: digest(cb, mb)}
 	m.cal = m.contract.Calibration
+	m.names = c.featureNames()
 	// A model that cannot score "nothing known" is broken in a way the checks above missed.
 	x := make([]float64, len(m.inputs))
 	for i := range x {
@@ -421,6 +423,20 @@ func (m *Model) Band(p float64) string {
 		}
 	}
 	return b[0].Name
+}
+
+// FeatureNames returns the contract's feature names in input order; callers must not
+// modify the slice.
+func (m *Model) FeatureNames() []string { return m.names }
+
+// CountMissing adds one to counts[i] for each input i of x that is missing (NaN, or -1 for a
+// categorical: what FeatureMap leaves out). counts has one entry per feature.
+func (m *Model) CountMissing(x []float64, counts []int) {
+	for i, in := range m.inputs {
+		if i < len(x) && i < len(counts) && (math.IsNaN(x[i]) || in.categorical && x[i] < 0) {
+			counts[i]++
+		}
+	}
 }
 
 // FeatureMap returns the model inputs of x by contract name, for the risk event's record of

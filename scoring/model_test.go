@@ -251,7 +251,7 @@ func replace(old, new string) func(string) string {
 // testModel is a Model with the given contract features and no trees, for the input tests.
 func testModel(fs ...Feature) *Model {
 	c := Contract{ModelID: "t", Features: fs, RiskBands: []Band{{"low", 0}, {"medium", 0.1}, {"high", 0.2}, {"very_high", 0.4}}}
-	return &Model{contract: c, inputs: newInputs(c)}
+	return &Model{contract: c, inputs: newInputs(c), names: c.featureNames()}
 }
 
 func booking(extra events.Extra) *events.Appointment {
@@ -301,6 +301,16 @@ func TestVector(t *testing.T) {
 	}
 	if _, err := json.Marshal(fm); err != nil {
 		t.Fatalf("FeatureMap is not JSON-safe: %v", err)
+	}
+	// CountMissing counts exactly what FeatureMap leaves out.
+	counts := make([]int, len(m.FeatureNames()))
+	m.CountMissing(x, counts)
+	m.CountMissing(x, counts)
+	for i, name := range m.FeatureNames() {
+		_, known := fm[name]
+		if want := map[bool]int{true: 0, false: 2}[known]; counts[i] != want {
+			t.Errorf("CountMissing %s = %d after two calls, want %d (FeatureMap has it: %v)", name, counts[i], want, known)
+		}
 	}
 
 	// No allocation when dst has the capacity: Vector sits on the hot path.
@@ -377,5 +387,33 @@ func BenchmarkScore(b *testing.B) {
 	for b.Loop() {
 		x = m.Vector(ev, v, x)
 		_ = m.Score(x)
+	}
+}
+
+func TestLiveFeedRefusesAModelNeedingAnUnmappedExtra(t *testing.T) {
+	m := testModel(
+		Feature{Name: "lead_time_days", Type: Numeric},
+		Feature{Name: "extra.imd_score", Type: Numeric},
+		Feature{Name: "extra.clinic_code", Type: Categorical},
+	)
+	err := LiveFeed{Filled: map[string]bool{"imd_score": true}, Source: "--mapping gw.json"}.Check(m)
+	if err == nil || !strings.Contains(err.Error(), `"clinic_code"`) || strings.Contains(err.Error(), `"imd_score"`) ||
+		!strings.Contains(err.Error(), "--allow-unmapped-extras clinic_code") || !strings.Contains(err.Error(), "--mapping gw.json") {
+		t.Fatalf("a model needing an unmapped extra: %v", err)
+	}
+	if err := (LiveFeed{}).Check(m); err == nil || !strings.Contains(err.Error(), `"clinic_code", "imd_score"`) {
+		t.Fatalf("no mapping at all: %v", err)
+	}
+	for _, f := range []LiveFeed{
+		{Filled: map[string]bool{"imd_score": true, "clinic_code": true}},
+		{Filled: map[string]bool{"imd_score": true}, Allowed: map[string]bool{"clinic_code": true}},
+		{Allowed: map[string]bool{"*": true}},
+	} {
+		if err := f.Check(m); err != nil {
+			t.Errorf("%+v: %v", f, err)
+		}
+	}
+	if err := (LiveFeed{}).Check(testModel(Feature{Name: "lead_time_days", Type: Numeric})); err != nil {
+		t.Errorf("a model without extras needs no mapping: %v", err)
 	}
 }

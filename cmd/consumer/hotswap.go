@@ -17,14 +17,25 @@ import (
 // refused with one log line per distinct content, and the current model keeps serving; a
 // later fix is picked up. current is the model loaded at start-up, so a change made while the
 // consumer was starting is not missed. notify, if not nil, hears of every swap (err nil) and
-// every refusal, after it is logged.
-func watchModelDir(ctx context.Context, dir string, interval time.Duration, current *scoring.Model, proc *scorer.Processor, log *slog.Logger, notify func(next *scoring.Model, err error)) {
+// every refusal, after it is logged. A model that loads but needs a booking extra feed does
+// not fill is refused the same way.
+func watchModelDir(ctx context.Context, dir string, interval time.Duration, feed scoring.LiveFeed, current *scoring.Model, proc *scorer.Processor, log *slog.Logger, notify func(next *scoring.Model, err error)) {
 	if interval <= 0 {
 		return
 	}
 	log.Info("watching the model directory for new models", "dir", dir, "interval", interval.String())
+	refuse := func(err error) {
+		log.Error("new model refused; keeping the current model", "dir", dir, "current_model_id", proc.Model().ID(), "err", err)
+		if notify != nil {
+			notify(nil, err)
+		}
+	}
 	scoring.Watch(ctx, dir, interval, current,
 		func(next *scoring.Model) {
+			if err := feed.Check(next); err != nil {
+				refuse(err)
+				return
+			}
 			prev, _ := proc.Model().(*scoring.Model)
 			if prev != nil && prev.Digest() == next.Digest() {
 				return // already serving it (a SIGHUP reload got there first)
@@ -39,10 +50,5 @@ func watchModelDir(ctx context.Context, dir string, interval time.Duration, curr
 				notify(next, nil)
 			}
 		},
-		func(err error) {
-			log.Error("new model refused; keeping the current model", "dir", dir, "current_model_id", proc.Model().ID(), "err", err)
-			if notify != nil {
-				notify(nil, err)
-			}
-		})
+		refuse)
 }

@@ -150,7 +150,7 @@ func TestHotSwapOnRealKafka(t *testing.T) {
 		err error
 	}
 	swaps := make(chan swap, 10)
-	go watchModelDir(ctx, dir, 50*time.Millisecond, modelA, proc, log, func(next *scoring.Model, err error) {
+	go watchModelDir(ctx, dir, 50*time.Millisecond, scoring.LiveFeed{}, modelA, proc, log, func(next *scoring.Model, err error) {
 		s := swap{err: err}
 		if next != nil {
 			s.id = next.ID()

@@ -36,6 +36,7 @@ import (
 	"github.com/nhsx/dnarisk/internal/metrics"
 	"github.com/nhsx/dnarisk/internal/ops"
 	"github.com/nhsx/dnarisk/internal/secconfig"
+	"github.com/nhsx/dnarisk/pas"
 	"github.com/nhsx/dnarisk/scorer"
 	"github.com/nhsx/dnarisk/scoring"
 	"github.com/nhsx/dnarisk/stream"
@@ -54,6 +55,9 @@ type config struct {
 	maxAhead    time.Duration
 	historyTTL  time.Duration
 	redisPrefix string
+	// feed says which booking extras live events carry (--mapping, --allow-unmapped-extras):
+	// a model needing another is refused at load.
+	feed scoring.LiveFeed
 
 	metricsAddr string // "" or "off": no operations endpoint
 	access      ops.Access
@@ -97,6 +101,7 @@ func parseConfigEnv(args []string, lookup func(string) (string, bool), stderr io
 		"lag-interval": "LAG_INTERVAL", "log-level": "LOG_LEVEL", "reminders-metrics-url": "REMINDERS_METRICS_URL",
 		"create-topics": "CREATE_TOPICS", "topic-partitions": "TOPIC_PARTITIONS", "topic-replication": "TOPIC_REPLICATION",
 		"reminders-metrics-token-file": "REMINDERS_METRICS_TOKEN_FILE", "insecure-listeners": "INSECURE_LISTENERS",
+		"mapping": "PAS_MAPPING", "allow-unmapped-extras": "ALLOW_UNMAPPED_EXTRAS",
 	}
 	brokers := fs.String("brokers", "127.0.0.1:9092", "Kafka bootstrap brokers, comma-separated")
 	redisAddrs := fs.String("redis", "127.0.0.1:6379", "Redis address; several comma-separated addresses mean a Redis Cluster")
@@ -124,6 +129,8 @@ func parseConfigEnv(args []string, lookup func(string) (string, bool), stderr io
 	fs.DurationVar(&c.lagEvery, "lag-interval", 15*time.Second, "how often to measure consumer lag")
 	fs.StringVar(&c.cpuProfile, "cpu-profile", "", "write a CPU profile of the whole run to this file (for go tool pprof)")
 	logLevel := fs.String("log-level", "info", "debug, info, warn or error")
+	mappingFile := fs.String("mapping", "", "the gateway's JSON mapping file (cmd/pasgateway --mapping): a model needing a booking extra it does not fill is refused at load")
+	allowUnmapped := fs.String("allow-unmapped-extras", "", "booking extras a model may need that --mapping does not fill (comma-separated, or * for any): another producer fills them, or they may be missing")
 	var ksec secconfig.Kafka
 	ksec.Register(fs, env)
 	var rsec secconfig.Redis
@@ -133,6 +140,10 @@ func parseConfigEnv(args []string, lookup func(string) (string, bool), stderr io
 	}
 	c.brokers = envflag.List(*brokers)
 	c.redisAddrs = envflag.List(*redisAddrs)
+	var err error
+	if c.feed, err = liveFeed(*mappingFile, envflag.List(*allowUnmapped)); err != nil {
+		return c, err
+	}
 	c.historyTTL = c.retention + 30*24*time.Hour
 	if err := c.logLevel.UnmarshalText([]byte(*logLevel)); err != nil {
 		return c, fmt.Errorf("--log-level %q: want debug, info, warn or error", *logLevel)
@@ -148,7 +159,6 @@ func parseConfigEnv(args []string, lookup func(string) (string, bool), stderr io
 	if err := c.access.Check(c.metricsAddr, c.insecure); err != nil {
 		return c, err
 	}
-	var err error
 	if c.kafkaOpts, err = ksec.Options(lookup); err != nil {
 		return c, err
 	}
@@ -193,7 +203,7 @@ func main() {
 		os.Exit(2)
 	}
 	log := slog.New(slog.NewJSONHandler(os.Stderr, &slog.HandlerOptions{Level: cfg.logLevel}))
-	model, err := scoring.Load(cfg.modelDir)
+	model, err := cfg.loadModel(cfg.modelDir)
 	if err != nil {
 		fmt.Fprintln(os.Stderr, "consumer: cannot load model:", err)
 		os.Exit(2)
@@ -296,8 +306,8 @@ func run(cfg config, model *scoring.Model, log *slog.Logger) error {
 			log.Warn("--insecure-listeners: the operations endpoint is open to every machine that can reach it; for demos only", "addr", cfg.metricsAddr)
 		}
 	}
-	go reloadOnHUP(ctx, cfg.modelDir, proc, m, log)
-	go watchModelDir(ctx, cfg.modelDir, cfg.modelPoll, model, proc, log, func(next *scoring.Model, err error) {
+	go reloadOnHUP(ctx, cfg, proc, m, log)
+	go watchModelDir(ctx, cfg.modelDir, cfg.modelPoll, cfg.feed, model, proc, log, func(next *scoring.Model, err error) {
 		if err != nil {
 			m.ModelReload(false)
 			return
@@ -323,9 +333,46 @@ func run(cfg config, model *scoring.Model, log *slog.Logger) error {
 	return nil
 }
 
+// loadModel loads the model directory dir and checks that the live feed fills every booking
+// extra it needs.
+func (c config) loadModel(dir string) (*scoring.Model, error) {
+	m, err := scoring.Load(dir)
+	if err != nil {
+		return nil, err
+	}
+	if err := c.feed.Check(m); err != nil {
+		return nil, err
+	}
+	return m, nil
+}
+
+// liveFeed is what the gateway's mapping file fills, plus the extras the operator allows
+// unmapped.
+func liveFeed(mappingFile string, allow []string) (scoring.LiveFeed, error) {
+	f := scoring.LiveFeed{Filled: map[string]bool{}, Allowed: map[string]bool{}, Source: "no --mapping given"}
+	for name := range pas.ReservedExtras {
+		f.Filled[name] = true
+	}
+	if mappingFile != "" {
+		mp, err := pas.LoadMapping(mappingFile)
+		if err != nil {
+			return f, err
+		}
+		for _, e := range mp.Extras {
+			f.Filled[e.Name] = true
+		}
+		f.Source = "--mapping " + mappingFile
+	}
+	for _, name := range allow {
+		f.Allowed[name] = true
+	}
+	return f, nil
+}
+
 // reloadOnHUP swaps in the model directory's current contents on SIGHUP, keeping the old
 // model when the new one does not load.
-func reloadOnHUP(ctx context.Context, dir string, proc *scorer.Processor, m *metrics.Metrics, log *slog.Logger) {
+func reloadOnHUP(ctx context.Context, cfg config, proc *scorer.Processor, m *metrics.Metrics, log *slog.Logger) {
+	dir := cfg.modelDir
 	hup := make(chan os.Signal, 1)
 	signal.Notify(hup, syscall.SIGHUP)
 	defer signal.Stop(hup)
@@ -334,7 +381,7 @@ func reloadOnHUP(ctx context.Context, dir string, proc *scorer.Processor, m *met
 		case <-ctx.Done():
 			return
 		case <-hup:
-			next, err := scoring.Load(dir)
+			next, err := cfg.loadModel(dir)
 			if err != nil {
 				log.Error("model reload refused; keeping the current model", "dir", dir, "current_model_id", proc.Model().ID(), "err", err)
 				m.ModelReload(false)

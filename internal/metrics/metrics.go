@@ -36,6 +36,7 @@ type Metrics struct {
 	delay         prometheus.Histogram
 	probability   prometheus.Histogram
 	riskEvents    *prometheus.CounterVec
+	missing       *prometheus.CounterVec
 	modelInfo     *prometheus.GaugeVec
 	modelReloads  *prometheus.CounterVec
 	lag           *prometheus.GaugeVec
@@ -55,6 +56,7 @@ const (
 	EventDelay         = Namespace + "_event_delay_seconds"
 	RiskProbability    = Namespace + "_risk_probability"
 	RiskEvents         = Namespace + "_risk_events_total"
+	FeatureMissing     = Namespace + "_feature_missing_total"
 	ModelInfo          = Namespace + "_model_info"
 	ModelReloads       = Namespace + "_model_reloads_total"
 	ConsumerLag        = Namespace + "_consumer_lag_messages"
@@ -92,6 +94,8 @@ func New() *Metrics {
 			Buckets: []float64{0.02, 0.04, 0.06, 0.08, 0.1, 0.125, 0.15, 0.2, 0.25, 0.3, 0.4, 0.5, 0.6, 0.8, 1}}),
 		riskEvents: prometheus.NewCounterVec(prometheus.CounterOpts{Name: RiskEvents,
 			Help: "Risk events published, by risk band."}, []string{"band"}),
+		missing: prometheus.NewCounterVec(prometheus.CounterOpts{Name: FeatureMissing,
+			Help: "Scored bookings whose model input was missing, by feature (contract name); divide by the sum of " + RiskEvents + " for the live missing rate."}, []string{"feature"}),
 		modelInfo: prometheus.NewGaugeVec(prometheus.GaugeOpts{Name: ModelInfo,
 			Help: "1 for the model currently scoring, labelled with its id."}, []string{"model_id"}),
 		modelReloads: prometheus.NewCounterVec(prometheus.CounterOpts{Name: ModelReloads,
@@ -110,7 +114,7 @@ func New() *Metrics {
 		collectors.NewGoCollector(),
 		collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}),
 		m.consumed, m.published, m.deadLettered, m.batchFailures, m.batchDuration, m.batchSize,
-		m.delay, m.probability, m.riskEvents, m.modelInfo, m.modelReloads, m.lag, m.lagErrors,
+		m.delay, m.probability, m.riskEvents, m.missing, m.modelInfo, m.modelReloads, m.lag, m.lagErrors,
 		m.redisDuration, m.redisErrors,
 	)
 	return m
@@ -139,6 +143,10 @@ func (m *Metrics) BatchDone(r *scorer.BatchReport) {
 		if s.Delay > 0 {
 			m.delay.Observe(s.Delay.Seconds())
 		}
+	}
+	// Every feature gets a series, zeros too, so a rate can be taken from the first batch.
+	for feature, n := range r.Missing {
+		m.missing.WithLabelValues(feature).Add(float64(n))
 	}
 }
 

@@ -28,6 +28,7 @@ func TestBatchDoneCountsByTopicReasonAndBand(t *testing.T) {
 			{Event: ev, Probability: 0.05, Band: "low", Delay: time.Second},
 			{Event: ev, Probability: 0.4, Band: "very_high", Delay: 2 * time.Second},
 		},
+		Missing: map[string]int{"prior_dna_rate": 1, "extra.imd_decile": 2, "lead_time_days": 0},
 	})
 	m.BatchFailed(3, time.Millisecond, errors.New("redis down"))
 	m.SetModel("m1")
@@ -49,6 +50,11 @@ dnarisk_events_published_total{topic="risk"} 2
 # TYPE dnarisk_risk_events_total counter
 dnarisk_risk_events_total{band="low"} 1
 dnarisk_risk_events_total{band="very_high"} 1
+# HELP dnarisk_feature_missing_total Scored bookings whose model input was missing, by feature (contract name); divide by the sum of dnarisk_risk_events_total for the live missing rate.
+# TYPE dnarisk_feature_missing_total counter
+dnarisk_feature_missing_total{feature="extra.imd_decile"} 2
+dnarisk_feature_missing_total{feature="lead_time_days"} 0
+dnarisk_feature_missing_total{feature="prior_dna_rate"} 1
 # HELP dnarisk_batch_failures_total Batches that failed and were retried (Redis or Kafka unavailable); nothing of them was committed.
 # TYPE dnarisk_batch_failures_total counter
 dnarisk_batch_failures_total 1
@@ -65,7 +71,7 @@ dnarisk_reminders_total{outcome="sent"} 1
 `
 	if err := testutil.GatherAndCompare(m.Registry, strings.NewReader(want),
 		metrics.EventsConsumed, metrics.EventsDeadLettered, metrics.EventsPublished, metrics.RiskEvents,
-		metrics.BatchFailures, metrics.ModelInfo, metrics.Reminders); err != nil {
+		metrics.FeatureMissing, metrics.BatchFailures, metrics.ModelInfo, metrics.Reminders); err != nil {
 		t.Fatal(err)
 	}
 	if n := testutil.CollectAndCount(m.Registry, metrics.RiskProbability, metrics.EventDelay, metrics.BatchDuration); n != 1+1+4 {
