@@ -14,7 +14,7 @@ WORKDIR /src
 COPY go.mod go.sum ./
 RUN go mod download
 COPY . .
-RUN CGO_ENABLED=0 go build -trimpath -ldflags="-s -w" -o /out/ ./cmd/consumer ./cmd/producer ./cmd/dispatcher ./cmd/notifystub ./cmd/pasgateway
+RUN CGO_ENABLED=0 go build -trimpath -ldflags="-s -w" -o /out/ ./cmd/consumer ./cmd/producer ./cmd/dispatcher ./cmd/notifystub ./cmd/pasgateway ./cmd/contactkey
 
 # Static binaries: no shell, no package manager, not root. The base carries CA certificates
 # (Kafka/Redis TLS, GOV.UK Notify) and time zones (quiet hours, "reminders today").

@@ -71,7 +71,7 @@ type config struct {
 	clockFile   string // "": the system clock
 	configFile  string // re-read for the budget on SIGHUP
 	notify      notify.Config
-	contactKey  []byte
+	contactKeys contacts.Keys
 	opts        reminders.Config
 
 	// createTopics makes missing topics with topicSpec; otherwise the dispatcher waits for them.
@@ -129,7 +129,8 @@ func parseConfig(args []string, getenv func(string) string) (config, error) {
 		fmt.Fprintf(fs.Output(), "Usage: dispatcher --config FILE [flags]\n\nSecrets (file variable preferred):\n"+
 			"  NOTIFY_API_KEY_FILE / NOTIFY_API_KEY              GOV.UK Notify API key\n"+
 			"  DNA_REMINDER_SECRET_FILE / DNA_REMINDER_SECRET    HMAC key of reminder ids, >= 32 bytes\n"+
-			"  DNA_CONTACT_KEY_FILE / DNA_CONTACT_KEY            AES-256 key of the contact store (64 hex digits)\n\nFlags:\n")
+			"  DNA_CONTACT_KEY_FILE / DNA_CONTACT_KEY            AES-256 key of the contact store (64 hex digits)\n"+
+			"  DNA_CONTACT_KEY_PREVIOUS_FILE / …_PREVIOUS        previous contact keys, read-only, while the store is re-keyed (docs/security.md)\n\nFlags:\n")
 		fs.PrintDefaults()
 	}
 	if err := fs.Parse(args); err != nil {
@@ -204,12 +205,8 @@ func parseConfig(args []string, getenv func(string) string) (config, error) {
 	if err != nil {
 		return c, fmt.Errorf("no reminder id secret: %w", err)
 	}
-	ck, err := secret(getenv, "DNA_CONTACT_KEY_FILE", "DNA_CONTACT_KEY")
-	if err != nil {
+	if c.contactKeys, err = contacts.KeysFromEnv(func(k string) (string, bool) { v := getenv(k); return v, v != "" }); err != nil {
 		return c, fmt.Errorf("no contact encryption key: %w", err)
-	}
-	if c.contactKey, err = contacts.ParseKey(ck); err != nil {
-		return c, err
 	}
 	c.opts.Secret = []byte(rs)
 	c.opts.Templates = fc.Templates
@@ -274,7 +271,7 @@ func run(cfg config, log *slog.Logger) error {
 	if err != nil {
 		return err
 	}
-	store, err := contacts.NewStore(rdb, cfg.opts.Prefix, cfg.contactKey)
+	store, err := cfg.contactKeys.Open(rdb, cfg.opts.Prefix)
 	if err != nil {
 		return err
 	}

@@ -27,7 +27,6 @@ import (
 	"os"
 	"os/signal"
 	"strconv"
-	"strings"
 	"sync"
 	"syscall"
 	"time"
@@ -69,7 +68,7 @@ type config struct {
 	maxConnsPerHost              int
 	maxAhead                     time.Duration
 	mapping                      *pas.Mapping
-	contactKey                   []byte // nil: --contacts off
+	contactKeys                  *contacts.Keys // nil: --contacts off
 	logLevel                     slog.Level
 	kafkaOpts                    []stream.Option
 	topics                       topicConfig
@@ -164,9 +163,11 @@ func parseConfig(args []string, lookup func(string) (string, bool), stderr io.Wr
 	}
 	switch *contactsMode {
 	case "on":
-		if c.contactKey, err = contactKey(lookup); err != nil {
+		k, err := contactKeys(lookup)
+		if err != nil {
 			return c, err
 		}
+		c.contactKeys = &k
 	case "off":
 	default:
 		return c, fmt.Errorf("--contacts %q: want on or off", *contactsMode)
@@ -206,27 +207,14 @@ func parseConfig(args []string, lookup func(string) (string, bool), stderr io.Wr
 	return c, nil
 }
 
-// contactKey reads the contact store's AES-256 key from the file DNA_CONTACT_KEY_FILE names,
-// else from DNA_CONTACT_KEY: the dispatcher's key, which decrypts what the gateway writes.
-func contactKey(lookup func(string) (string, bool)) ([]byte, error) {
-	text, ok := "", false
-	if path, set := lookup("DNA_CONTACT_KEY_FILE"); set && path != "" {
-		b, err := os.ReadFile(path)
-		if err != nil {
-			return nil, fmt.Errorf("DNA_CONTACT_KEY_FILE: %w", err)
-		}
-		text, ok = string(b), true
-	} else {
-		text, ok = lookup("DNA_CONTACT_KEY")
+// contactKeys reads the contact store's keys (contacts.KeysFromEnv): the dispatcher's, which
+// decrypt what the gateway writes.
+func contactKeys(lookup func(string) (string, bool)) (contacts.Keys, error) {
+	k, err := contacts.KeysFromEnv(lookup)
+	if errors.Is(err, contacts.ErrNoKey) {
+		return k, errors.New("no contact store key: set DNA_CONTACT_KEY_FILE (or DNA_CONTACT_KEY) to the dispatcher's key, or --contacts off if another feed fills the contact store")
 	}
-	if !ok || strings.TrimSpace(text) == "" {
-		return nil, errors.New("no contact store key: set DNA_CONTACT_KEY_FILE (or DNA_CONTACT_KEY) to the dispatcher's key, or --contacts off if another feed fills the contact store")
-	}
-	key, err := contacts.ParseKey(text)
-	if err != nil {
-		return nil, fmt.Errorf("DNA_CONTACT_KEY: %w", err)
-	}
-	return key, nil
+	return k, err
 }
 
 // contactStore writes what the gateway reads about reaching a patient into the reminder
@@ -292,8 +280,8 @@ func run(ctx context.Context, cfg config, ps *pseudo.Pseudonymiser, log *slog.Lo
 	w := stream.NewWriter(cfg.brokers, cfg.topic, cfg.kafkaOpts...)
 	defer w.Close()
 	gw := pas.NewGateway(pas.NewRedisTracker(rdb, cfg.redisPrefix, cfg.stateTTL), timedWriter{w, m}, log)
-	if cfg.contactKey != nil {
-		store, err := contacts.NewStore(rdb, cfg.redisPrefix, cfg.contactKey)
+	if cfg.contactKeys != nil {
+		store, err := cfg.contactKeys.Open(rdb, cfg.redisPrefix)
 		if err != nil {
 			return err
 		}

@@ -12,6 +12,7 @@ import (
 	"crypto/aes"
 	"crypto/cipher"
 	"crypto/rand"
+	"crypto/sha256"
 	"encoding/base64"
 	"encoding/hex"
 	"errors"
@@ -83,37 +84,82 @@ func ParseKey(text string) ([]byte, error) {
 }
 
 // Store reads and writes contact records: one hash per patient,
-// "<prefix>{<pseudonym>}:contact", fields phone ("v1:" + base64(nonce ‖ ciphertext)) and
-// opt_out. The hash tag keeps it in the slot of the patient's other keys.
+// "<prefix>{<pseudonym>}:contact", fields phone ("v2:<key id>:" + base64(nonce ‖
+// ciphertext); "v1:" records, written before key ids, have no id) and opt_out. The hash tag
+// keeps it in the slot of the patient's other keys.
+//
+// A Store writes under one key and reads under it or any previous key, so the key can be
+// rotated without downtime: readers get the new key as current and the old as previous
+// first, then writers, then Rekey re-encrypts what is stored (docs/security.md).
 type Store struct {
-	rdb    redis.UniversalClient
-	prefix string
-	aead   cipher.AEAD
+	rdb     redis.UniversalClient
+	prefix  string
+	current sealKey
+	byID    map[string]sealKey // current and previous keys by id
+	all     []sealKey          // current first, for v1 records
 }
 
-// NewStore returns a Store encrypting with key (32 bytes). prefix defaults to "dna:".
-func NewStore(rdb redis.UniversalClient, prefix string, key []byte) (*Store, error) {
+type sealKey struct {
+	id   string
+	aead cipher.AEAD
+}
+
+// KeyID names a key in the records it seals: the first 8 hex digits of a SHA-256 of it (it
+// tells keys apart and reveals nothing usable about them).
+func KeyID(key []byte) string {
+	sum := sha256.Sum256(append([]byte("dnarisk contact key id\x00"), key...))
+	return hex.EncodeToString(sum[:4])
+}
+
+func newSealKey(key []byte) (sealKey, error) {
 	if len(key) != KeyBytes {
-		return nil, fmt.Errorf("contact key is %d bytes, want %d", len(key), KeyBytes)
+		return sealKey{}, fmt.Errorf("contact key is %d bytes, want %d", len(key), KeyBytes)
 	}
 	block, err := aes.NewCipher(key)
 	if err != nil {
-		return nil, fmt.Errorf("contact cipher: %w", err)
+		return sealKey{}, fmt.Errorf("contact cipher: %w", err)
 	}
 	aead, err := cipher.NewGCM(block)
 	if err != nil {
-		return nil, fmt.Errorf("contact cipher: %w", err)
+		return sealKey{}, fmt.Errorf("contact cipher: %w", err)
 	}
+	return sealKey{id: KeyID(key), aead: aead}, nil
+}
+
+// NewStore returns a Store encrypting with key (32 bytes) and also decrypting records sealed
+// under any previous key. prefix defaults to "dna:".
+func NewStore(rdb redis.UniversalClient, prefix string, key []byte, previous ...[]byte) (*Store, error) {
 	if prefix == "" {
 		prefix = "dna:"
 	}
-	return &Store{rdb: rdb, prefix: prefix, aead: aead}, nil
+	s := &Store{rdb: rdb, prefix: prefix, byID: map[string]sealKey{}}
+	for i, k := range append([][]byte{key}, previous...) {
+		sk, err := newSealKey(k)
+		if err != nil {
+			if i > 0 {
+				return nil, fmt.Errorf("previous %w", err)
+			}
+			return nil, err
+		}
+		if _, dup := s.byID[sk.id]; dup {
+			continue // the same key given twice (previous = current mid-rotation)
+		}
+		if i == 0 {
+			s.current = sk
+		}
+		s.byID[sk.id] = sk
+		s.all = append(s.all, sk)
+	}
+	return s, nil
 }
 
 // Key returns the Redis key of a patient's contact record.
 func (s *Store) Key(patient string) string { return s.prefix + "{" + patient + "}:contact" }
 
-const sealVersion = "v1:"
+const (
+	sealV1 = "v1:" // base64(nonce ‖ ciphertext), before key ids
+	sealV2 = "v2:" // key id ":" base64(nonce ‖ ciphertext)
+)
 
 // Put writes a patient's contact record.
 func (s *Store) Put(ctx context.Context, patient string, c Contact) error {
@@ -204,23 +250,48 @@ func (s *Store) seal(patient string, p Phone) string {
 	if p.IsZero() {
 		return ""
 	}
-	nonce := make([]byte, s.aead.NonceSize(), s.aead.NonceSize()+len(p.n)+s.aead.Overhead())
+	a := s.current.aead
+	nonce := make([]byte, a.NonceSize(), a.NonceSize()+len(p.n)+a.Overhead())
 	_, _ = rand.Read(nonce)
-	return sealVersion + base64.StdEncoding.EncodeToString(s.aead.Seal(nonce, nonce, []byte(p.n), []byte(patient)))
+	return sealV2 + s.current.id + ":" + base64.StdEncoding.EncodeToString(a.Seal(nonce, nonce, []byte(p.n), []byte(patient)))
 }
 
+// open decrypts a sealed phone: a v2 record under the key it names, a v1 record under each
+// key in turn.
 func (s *Store) open(patient, sealed string) (Phone, error) {
-	body, ok := strings.CutPrefix(sealed, sealVersion)
-	if !ok {
+	keys, body := s.all, ""
+	if rest, ok := strings.CutPrefix(sealed, sealV2); ok {
+		id, b, ok := strings.Cut(rest, ":")
+		k, known := s.byID[id]
+		if !ok {
+			return Phone{}, errors.New("phone ciphertext is corrupt")
+		}
+		if !known {
+			return Phone{}, fmt.Errorf("phone is sealed under contact key %s, which this process does not have (current %s): give it as DNA_CONTACT_KEY_PREVIOUS until the store is re-keyed", id, s.current.id)
+		}
+		keys, body = []sealKey{k}, b
+	} else if b, ok := strings.CutPrefix(sealed, sealV1); ok {
+		body = b
+	} else {
 		return Phone{}, errors.New("phone ciphertext has an unknown format")
 	}
 	b, err := base64.StdEncoding.DecodeString(body)
-	if err != nil || len(b) < s.aead.NonceSize() {
+	if err != nil {
 		return Phone{}, errors.New("phone ciphertext is corrupt")
 	}
-	plain, err := s.aead.Open(nil, b[:s.aead.NonceSize()], b[s.aead.NonceSize():], []byte(patient))
-	if err != nil {
-		return Phone{}, errors.New("phone does not decrypt (wrong key, or record moved between patients)")
+	for _, k := range keys {
+		n := k.aead.NonceSize()
+		if len(b) < n {
+			return Phone{}, errors.New("phone ciphertext is corrupt")
+		}
+		if plain, err := k.aead.Open(nil, b[:n], b[n:], []byte(patient)); err == nil {
+			return Phone{string(plain)}, nil
+		}
 	}
-	return Phone{string(plain)}, nil
+	return Phone{}, errors.New("phone does not decrypt (wrong key, or record moved between patients)")
+}
+
+// sealedUnderCurrent reports whether sealed needs no re-keying.
+func (s *Store) sealedUnderCurrent(sealed string) bool {
+	return strings.HasPrefix(sealed, sealV2+s.current.id+":")
 }

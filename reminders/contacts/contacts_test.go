@@ -71,7 +71,7 @@ func TestStoreEncryptsAtRest(t *testing.T) {
 		t.Fatalf("%v %v", got.Phone.Reveal(), err)
 	}
 	raw, _ := rdb.HGetAll(ctx, s.Key(alice)).Result()
-	if strings.Contains(fmt.Sprint(raw), "900042") || !strings.HasPrefix(raw["phone"], "v1:") {
+	if strings.Contains(fmt.Sprint(raw), "900042") || !strings.HasPrefix(raw["phone"], "v2:"+contacts.KeyID(key)+":") {
 		t.Fatalf("stored in the clear: %v", raw)
 	}
 	if !strings.Contains(s.Key(alice), "{"+alice+"}") {
