@@ -142,8 +142,8 @@ func ptr[T any](v T) *T { return &v }
 
 // writeBefore runs do once, before the first command named cmd (or eval, its fallback).
 type writeBefore struct {
-	cmd  string
-	do   func()
+	cmd string
+	do  func()
 }
 
 func (w writeBefore) DialHook(next redis.DialHook) redis.DialHook { return next }
