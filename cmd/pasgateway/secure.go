@@ -47,7 +47,7 @@ func (s *listenSecurity) register(fs *flag.FlagSet, env envflag.Env) {
 // protections are the loaded settings.
 type protections struct {
 	mllpTLS  *tls.Config
-	senders  *senders.List
+	senders  func() *senders.List // the allow-list in force (reloaded on change); nil: none
 	fhirTLS  *tls.Config
 	fhirAuth *authn.HTTP
 }
@@ -78,11 +78,17 @@ func (s *listenSecurity) load(log *slog.Logger) (protections, error) {
 		}
 	}
 	if s.sendersFile != "" {
-		if p.senders, err = senders.Load(s.sendersFile); err != nil {
-			return p, err
+		// Read again within a second of changing, as certificates are: a new engine's rule
+		// needs no restart. A change that does not load keeps the list in force.
+		load := func() (*senders.List, error) {
+			l, err := senders.Load(s.sendersFile)
+			if err == nil && l.NeedsTLS() && s.mllpTLS.ClientCAFile == "" {
+				err = errors.New("--mllp-senders-file names client certificates, but MLLP asks for none: set --mllp-client-ca-file (with the TLS certificate and key)")
+			}
+			return l, err
 		}
-		if p.senders.NeedsTLS() && s.mllpTLS.ClientCAFile == "" {
-			return p, errors.New("--mllp-senders-file names client certificates, but MLLP asks for none: set --mllp-client-ca-file (with the TLS certificate and key)")
+		if p.senders, err = authn.WatchFiles("MLLP senders file "+s.sendersFile, log, load, s.sendersFile); err != nil {
+			return p, err
 		}
 	}
 	if s.fhirTLS.Enabled() || s.fhirTLS.ClientCAFile != "" {
@@ -115,7 +121,7 @@ func (p protections) describe() (mllpSec, fhirSec string) {
 		}
 	}
 	if p.senders != nil {
-		m = append(m, fmt.Sprintf("sender allow-list (%d rules)", len(p.senders.Rules)))
+		m = append(m, fmt.Sprintf("sender allow-list (%d rules)", len(p.senders().Rules)))
 	}
 	if p.fhirTLS != nil {
 		f = append(f, "TLS")

@@ -406,3 +406,41 @@ func TestGatewayPageInBrowser(t *testing.T) {
 	}
 	t.Logf("gateway page screenshot: out/gateway.png (%d bytes)", len(png))
 }
+
+// A new sender added to the allow-list file is let in within seconds, without a restart; a
+// change that does not load keeps the list in force.
+func TestSendersFileReloads(t *testing.T) {
+	path := writeTemp(t, "senders.json", `{"senders": [{"source": "127.0.0.0/8", "sending_facility": "RXX01"}]}`)
+	w := newWorld(t, "--mllp-senders-file", path)
+	now := time.Now().UTC().Truncate(time.Second)
+	appt := fmt.Sprintf("TR%d", now.UnixNano())
+	rxx02 := func(ctrl string) string {
+		return strings.Replace(siuMsg("S12", ctrl, appt, now, now.Add(72*time.Hour), ""), "|PAS|RXX01|", "|PAS|RXX02|", 1)
+	}
+	if code, _ := w.send(rxx02("R1")); code != "AR" {
+		t.Fatalf("RXX02 before it is listed: %s, want AR", code)
+	}
+	replace := func(body string) {
+		tmp := path + ".new"
+		if err := os.WriteFile(tmp, []byte(body), 0o600); err != nil {
+			t.Fatal(err)
+		}
+		if err := os.Rename(tmp, path); err != nil { // as deploy tools replace files
+			t.Fatal(err)
+		}
+	}
+	replace(`{"senders": [{"source": "127.0.0.0/8", "sending_facility": "RXX01"}, {"source": "127.0.0.0/8", "sending_facility": "RXX02"}]}`)
+	code := ""
+	for i := 0; i < 50 && code != "AA"; i++ {
+		time.Sleep(200 * time.Millisecond)
+		code, _ = w.send(rxx02(fmt.Sprintf("R2-%d", i)))
+	}
+	if code != "AA" {
+		t.Fatalf("RXX02 after it was added to the file: %s, want AA within 10s", code)
+	}
+	replace(`{"senders": [{"source": "not an address"`)
+	time.Sleep(1500 * time.Millisecond)
+	if code, _ := w.send(rxx02("R3")); code != "AA" {
+		t.Fatalf("after a broken edit: %s, want the list in force (AA)", code)
+	}
+}

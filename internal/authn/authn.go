@@ -86,6 +86,17 @@ func newReloader[T any](what string, log *slog.Logger, parse func() (T, error), 
 	return r, nil
 }
 
+// WatchFiles returns a getter of the value parse makes of the files at paths, parsed again
+// when one of them changes (looked at no more than once a second, on a call). A change that
+// does not parse is logged and the previous value kept; the first parse's error is returned.
+func WatchFiles[T any](what string, log *slog.Logger, parse func() (T, error), paths ...string) (func() T, error) {
+	r, err := newReloader(what, log, parse, paths...)
+	if err != nil {
+		return nil, err
+	}
+	return r.get, nil
+}
+
 // stampNow is each file's size and modification time: a rename over the file (how
 // Kubernetes and most deploy tools replace secrets) changes it as an edit does.
 func (r *reloader[T]) stampNow() (string, error) {

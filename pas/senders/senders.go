@@ -138,7 +138,9 @@ func match(want, got string) bool { return want == "*" || strings.EqualFold(want
 // Handler answers AR to a message whose MSH-3/MSH-4 the peer may not send for, and passes
 // every other message to Next. It implements mllp.Handler.
 type Handler struct {
-	List *List
+	// List returns the allow-list in force, asked on each message (so a file reloaded on
+	// change takes effect without a restart: authn.WatchFiles).
+	List func() *List
 	Next mllp.Handler
 	Log  *slog.Logger
 	// Refused, when set, is told the trigger event (MSH-9.2) of each message refused here.
@@ -151,14 +153,15 @@ type Handler struct {
 func (h *Handler) Message(ctx context.Context, frame []byte) [][]byte {
 	peer, _ := mllp.PeerFrom(ctx)
 	hdr := header(frame)
+	list := h.List()
 	var app, fac, trigger, ctrl string
 	if hdr != nil {
 		msh := hdr.Header()
 		app, fac, trigger, ctrl = hd(msh.Field(3)), hd(msh.Field(4)), msh.Get(9, 2), msh.Get(10, 1)
-		if h.List.Allows(peer, app, fac) {
+		if list.Allows(peer, app, fac) {
 			return h.Next.Message(ctx, frame)
 		}
-	} else if h.List.allows(peer, nil) {
+	} else if list.allows(peer, nil) {
 		// An unreadable header from a known peer: the next handler says what is wrong.
 		return h.Next.Message(ctx, frame)
 	}

@@ -110,7 +110,7 @@ func TestAllowListOverTLS(t *testing.T) {
 	refused := map[string]int{}
 	note := func(r string) { mu.Lock(); refused[r]++; mu.Unlock() }
 	srv := &mllp.Server{TLS: tc, Log: log, Refused: note, HandshakeTimeout: 5 * time.Second,
-		Handler: &senders.Handler{List: list, Next: next, Log: log, Refused: func(trigger string) { note("sender:" + trigger) }}}
+		Handler: &senders.Handler{List: func() *senders.List { return list }, Next: next, Log: log, Refused: func(trigger string) { note("sender:" + trigger) }}}
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
 		t.Fatal(err)
