@@ -104,7 +104,9 @@ func run(in, modelDir string, batch int, policy featurestore.Policy, outPath, hi
 	defer rdb.Close()
 	store := featurestore.NewRedisStore(rdb, featurestore.RedisOptions{Prefix: "dna:"})
 	out := &capture{}
-	proc, err := scorer.New(scorer.Config{Store: store, Output: out, Model: rec, Topics: scorer.Topics{Risk: "risk", DeadLetter: "dlq"}, Policy: policy})
+	// MaxAhead < 0: the simulated events lie in the future of the wall clock, and the peer
+	// (like the consumer's --max-ahead 0 for replays) applies no event-time limit.
+	proc, err := scorer.New(scorer.Config{Store: store, Output: out, Model: rec, Topics: scorer.Topics{Risk: "risk", DeadLetter: "dlq"}, Policy: policy, MaxAhead: -1})
 	if err != nil {
 		return err
 	}
