@@ -14,10 +14,13 @@
 //	go run ./cmd/chaos                    # the full run (make chaos)
 //	go run ./cmd/chaos --profile ci       # about 12,000 events, every fault kind once
 //	go run ./cmd/chaos --scenario backpressure --outage 60s
+//	go run ./cmd/chaos --scenario budget
 //
 // --scenario backpressure instead measures one scorer under load through a Redis outage and
 // an output-topic outage: no commits and no intake while either lasts, bounded memory, and
-// everything scored once it ends.
+// everything scored once it ends. --scenario budget checks the SMS budget under the same
+// Notify faults, a killed dispatcher and a Redis restart: never more messages in an hour
+// than the cap, the rest held and sent, each once, when the cap is raised.
 package main
 
 import (
@@ -47,6 +50,7 @@ type config struct {
 	work      string
 	timeout   time.Duration
 	outage    time.Duration
+	reminders int // budget: reminders due, all in one clock hour
 	keep      bool
 	root      string
 }
@@ -64,7 +68,7 @@ var profiles = map[string]struct {
 func parseConfig(args []string) (config, error) {
 	fs := flag.NewFlagSet("chaos", flag.ContinueOnError)
 	var c config
-	fs.StringVar(&c.scenario, "scenario", "pipeline", "pipeline (the chaos run) or backpressure (one scorer through Redis and output outages)")
+	fs.StringVar(&c.scenario, "scenario", "pipeline", "pipeline (the chaos run), backpressure (one scorer through Redis and output outages) or budget (the SMS cap under faults)")
 	fs.StringVar(&c.profile, "profile", "full", "full (over 100,000 events) or ci (about 12,000)")
 	fs.Int64Var(&c.seed, "seed", 11, "simulator seed")
 	fs.IntVar(&c.patients, "patients", 0, "simulated patients (default: the profile's)")
@@ -76,6 +80,7 @@ func parseConfig(args []string) (config, error) {
 	fs.StringVar(&c.out, "out", "", "report file (default out/chaos.json, out/backpressure.json)")
 	fs.StringVar(&c.work, "work", "out/chaos", "directory for binaries, logs, the dispatcher's config and clock")
 	fs.DurationVar(&c.timeout, "timeout", 10*time.Minute, "the whole run must finish within this")
+	fs.IntVar(&c.reminders, "reminders", 0, "budget: reminders due in one hour, under an hourly cap of 2/5 of them (default: full 1000, ci 200)")
 	fs.DurationVar(&c.outage, "outage", 60*time.Second, "backpressure: length of the Redis outage (the output-topic outage is half of it)")
 	fs.BoolVar(&c.keep, "keep-services", false, "leave Kafka and Redis running afterwards (stop them with scripts/kafka.sh stop and scripts/redis.sh stop and the same ports)")
 	fs.StringVar(&c.root, "root", ".", "repository root (scripts/, models/default)")
@@ -88,8 +93,8 @@ func parseConfig(args []string) (config, error) {
 		return c, fmt.Errorf("unexpected arguments %q", fs.Args())
 	case !ok:
 		return c, fmt.Errorf("--profile %q: want full or ci", c.profile)
-	case c.scenario != "pipeline" && c.scenario != "backpressure":
-		return c, fmt.Errorf("--scenario %q: want pipeline or backpressure", c.scenario)
+	case c.scenario != "pipeline" && c.scenario != "backpressure" && c.scenario != "budget":
+		return c, fmt.Errorf("--scenario %q: want pipeline, backpressure or budget", c.scenario)
 	case c.consumers < 2:
 		return c, fmt.Errorf("--consumers %d: the suite needs a group of at least 2", c.consumers)
 	}
@@ -102,10 +107,13 @@ func parseConfig(args []string) (config, error) {
 			c.rate = 700 // the input lasts through both outages and the recoveries
 		}
 	}
+	if c.reminders == 0 {
+		c.reminders = map[string]int{"full": 1000, "ci": 200}[c.profile]
+	}
 	if c.out == "" {
 		c.out = "out/chaos.json"
-		if c.scenario == "backpressure" {
-			c.out = "out/backpressure.json"
+		if c.scenario != "pipeline" {
+			c.out = "out/" + c.scenario + ".json"
 		}
 	}
 	var err error
@@ -136,9 +144,12 @@ func main() {
 	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGINT, syscall.SIGTERM)
 	defer stop()
 	var ok bool
-	if cfg.scenario == "backpressure" {
+	switch cfg.scenario {
+	case "backpressure":
 		ok, err = runBackpressure(ctx, cfg, log)
-	} else {
+	case "budget":
+		ok, err = runBudget(ctx, cfg, log)
+	default:
 		var rep *report
 		rep, err = runPipeline(ctx, cfg, log)
 		ok = rep != nil && rep.OK
