@@ -183,8 +183,9 @@ def main():
         c = cmp["model_card_test"]
         if ev["auc_ci95"][1] < c["auc_ci95"][0]:
             warnings.append(f"AUC {ev['auc']:.3f} (95% CI {ev['auc_ci95'][0]:.3f}–{ev['auc_ci95'][1]:.3f}) is below the model card's "
-                            f"{c['auc']:.3f} ({c['auc_ci95'][0]:.3f}–{c['auc_ci95'][1]:.3f}) beyond chance: the model ranks this trust's "
-                            "appointments less well than those it was tested on.")
+                            f"{c['auc']:.3f} ({c['auc_ci95'][0]:.3f}–{c['auc_ci95'][1]:.3f}) beyond chance: the model ranks these appointments "
+                            "less well than its own test window; find out why before relying on the card's figures (a harder mix "
+                            "of bookings can do it too; docs/model.md).")
         elif cmp["auc_difference"] < -AUC_GAP:
             warnings.append(f"AUC {ev['auc']:.3f} is more than {AUC_GAP} below the model card's {c['auc']:.3f}.")
     oe = ev["observed_expected"]

@@ -6,8 +6,8 @@
   card's test figures (same rows, the Go scorer's probabilities); on another hand-made CSV
   whose sex column has text the model never saw: the contract's code list is used (M keeps its
   code, unseen text is missing), not one learned from the data.
-* refusals, with the reason: a column the model needs, an empty window, MODEL or DATA not
-  given, a model the scorer refuses.
+* refusals, with the reason: a column the model needs, an empty window, a window with one
+  outcome, MODEL or DATA not given, TO not after FROM, a model the scorer refuses.
 """
 
 import csv
@@ -168,6 +168,20 @@ def test_refusals(tmp_path, sim_csv, hand_model):
     res, out = evaluate(tmp_path, "empty", MODEL=DEFAULT, DATA=sim, FROM="2030-01-01")
     assert res.returncode != 0 and not out.exists()
     assert "no labelled appointments in the window 2030-01-01 to the end" in res.stderr, res.stderr
+    # A window with one outcome only: no AUC can be measured.
+    one = tmp_path / "one-class.csv"
+    with open(hand_model[2]) as f:
+        rd = list(csv.DictReader(f))
+    for r in rd:
+        if r["appointment_start"] >= "2024-12-01" and r["outcome"] == "did_not_attend":
+            r["outcome"] = "attended"
+    with open(one, "w", newline="") as f:
+        wr = csv.DictWriter(f, fieldnames=list(rd[0]))
+        wr.writeheader()
+        wr.writerows(rd)
+    res, out = evaluate(tmp_path, "one", MODEL=model, DATA=one, FROM="2024-12-01")
+    assert res.returncode != 0 and not out.exists()
+    assert "0 did not attend" in res.stderr and "an AUC needs both outcomes" in res.stderr, res.stderr
     res, _ = evaluate(tmp_path, "nomodel", DATA=sim)
     assert res.returncode != 0 and "MODEL is not set" in res.stderr
     res, _ = evaluate(tmp_path, "nodata", MODEL=DEFAULT)
