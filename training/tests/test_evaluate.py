@@ -33,6 +33,13 @@ def result(out):
         return json.load(f)
 
 
+def write_csv(path, rows):
+    with open(path, "w", newline="") as f:
+        wr = csv.DictWriter(f, fieldnames=list(rows[0]))
+        wr.writeheader()
+        wr.writerows(rows)
+
+
 def assert_aggregates_only(out, rows):
     """Only the two files, and no identifier or time of any CSV row in them."""
     assert sorted(os.listdir(out)) == ["evaluation.html", "evaluation.json"]
@@ -139,15 +146,10 @@ def test_uses_the_contracts_code_list(tmp_path, hand_model):
         sex = next(f for f in json.load(f)["features"] if f["name"] == "extra.sex")
     assert sex["categories"] == ["f", "m"]
     path = tmp_path / "other.csv"
-    rows = handmade.write(path, patients=600, seed=12)
-    with open(path) as f:
-        rd = list(csv.DictReader(f))
+    rd = handmade.write(path, patients=600, seed=12)
     for i, r in enumerate(rd):
         r["sex"] = "M" if i % 3 else "X"
-    with open(path, "w", newline="") as f:
-        wr = csv.DictWriter(f, fieldnames=list(rd[0]))
-        wr.writeheader()
-        wr.writerows(rd)
+    write_csv(path, rd)
     res, out = evaluate(tmp_path, "other", MODEL=model, DATA=path, CONFIG=cfg)
     assert res.returncode == 0, res.stderr
     ev = result(out)
@@ -156,7 +158,7 @@ def test_uses_the_contracts_code_list(tmp_path, hand_model):
     assert groups == {"m": sum(r["sex"] == "M" for r in labelled), "unknown": sum(r["sex"] == "X" for r in labelled)}
     assert ev["rows"] == len(labelled) and ev["window"]["from"] is None
     assert 0.5 < ev["auc"] < 0.8
-    assert_aggregates_only(out, rows[:200])
+    assert_aggregates_only(out, rd[:200])
 
 
 def test_refusals(tmp_path, sim_csv, hand_model):
@@ -170,15 +172,11 @@ def test_refusals(tmp_path, sim_csv, hand_model):
     assert "no labelled appointments in the window 2030-01-01 to the end" in res.stderr, res.stderr
     # A window with one outcome only: no AUC can be measured.
     one = tmp_path / "one-class.csv"
-    with open(hand_model[2]) as f:
-        rd = list(csv.DictReader(f))
+    rd = [dict(r) for r in hand_model[3]]
     for r in rd:
         if r["appointment_start"] >= "2024-12-01" and r["outcome"] == "did_not_attend":
             r["outcome"] = "attended"
-    with open(one, "w", newline="") as f:
-        wr = csv.DictWriter(f, fieldnames=list(rd[0]))
-        wr.writeheader()
-        wr.writerows(rd)
+    write_csv(one, rd)
     res, out = evaluate(tmp_path, "one", MODEL=model, DATA=one, FROM="2024-12-01")
     assert res.returncode != 0 and not out.exists()
     assert "0 did not attend" in res.stderr and "an AUC needs both outcomes" in res.stderr, res.stderr
