@@ -5,7 +5,8 @@
 * a model trained on a hand-made CSV, on its own test window: the evaluation reproduces the
   card's test figures (same rows, the Go scorer's probabilities); on another hand-made CSV
   whose sex column has text the model never saw: the contract's code list is used (M keeps its
-  code, unseen text is missing), not one learned from the data.
+  code, unseen text is missing), not one learned from the data, and a folder without a model
+  card is evaluated without the comparison.
 * refusals, with the reason: a column the model needs, an empty window, a window with one
   outcome, MODEL or DATA not given, TO not after FROM, a model the scorer refuses.
 """
@@ -141,9 +142,14 @@ def test_uses_the_contracts_code_list(tmp_path, hand_model):
     """Another trust's file: sex is M or a text the model never saw (X). Learned from this file
     the list would be [m, x] (M = code 0); the contract's is [f, m], so M keeps code 1 and X
     is missing ("unknown" in the subgroup table)."""
-    model, card, _, _, cfg = hand_model
+    # Only the two serving files, as a model from elsewhere may come: no card to compare with.
+    model = tmp_path / "bare-model"
+    model.mkdir()
+    for f in ("model.txt", "contract.json"):
+        (model / f).write_bytes((hand_model[0] / f).read_bytes())
+    cfg = hand_model[4]
     with open(model / "contract.json") as f:
-        sex = next(f for f in json.load(f)["features"] if f["name"] == "extra.sex")
+        sex = next(x for x in json.load(f)["features"] if x["name"] == "extra.sex")
     assert sex["categories"] == ["f", "m"]
     path = tmp_path / "other.csv"
     rd = handmade.write(path, patients=600, seed=12)
@@ -158,6 +164,8 @@ def test_uses_the_contracts_code_list(tmp_path, hand_model):
     assert groups == {"m": sum(r["sex"] == "M" for r in labelled), "unknown": sum(r["sex"] == "X" for r in labelled)}
     assert ev["rows"] == len(labelled) and ev["window"]["from"] is None
     assert 0.5 < ev["auc"] < 0.8
+    assert ev["model_card"] is None and ev["band_targets"] == []
+    assert "no figure of its own: the model folder has no model card" in (out / "evaluation.html").read_text()
     assert_aggregates_only(out, rd[:200])
 
 
