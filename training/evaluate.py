@@ -16,7 +16,8 @@ appointment (UK date) is in [--from, --to), measures them with metrics.py, and w
   evaluation.html  the same for people, one self-contained file (plots inline)
 
 Only aggregates are written: no row, identifier or date of a single appointment, and every
-subgroup or band figure covers at least metrics.MIN_ROWS bookings.
+subgroup or band DNA rate covers at least metrics.MIN_ROWS bookings (the calibration plot's
+sparse high-risk tail is shown as it is, as on the model card).
 
 Usage:
   evaluate.py --trainset scored.csv --summary summary.json --model DIR --out DIR
@@ -333,10 +334,13 @@ def write_html(out, plots, ev):
              ("bad rows (not used)", d["bad_rows"]), ("labelled appointments in the file", d["labelled_rows"]),
              ("appointments in the file", f"{d['appointments_from']} to {d['appointments_to']}"),
              ("window (appointment dates, UK)", f"{w['from'] or 'start of file'} to {w['to_exclusive'] or 'end of file'} (to exclusive)"),
-             ("features", w["features"]), ("scored by", ev["scored_by"])]
+             ("features", w["features"]), ("scored by", ev["scored_by"]),
+             ("features always missing in the window", ", ".join(ev["features_absent"]) or "none"),
+             ("features with one value in the window", ", ".join(ev["features_constant"]) or "none")]
     parts += ['<h2 id="data">The data</h2>', table(["", ""], facts, 'id="data-table"'),
-              "<p>This folder holds only aggregates: no row, identifier or date of a single appointment, and no figure over fewer "
-              f"than {MIN_ROWS} bookings. The same evaluation as data: evaluation.json.</p>"]
+              "<p>This folder holds only aggregates: no row, identifier or date of a single appointment; the tables suppress subgroup "
+              f"and band figures over fewer than {MIN_ROWS} bookings (the plots show the sparse high-risk tail as it is). "
+              "The same evaluation as data: evaluation.json.</p>"]
     page = ("<!DOCTYPE html>\n<html lang=\"en\"><head><meta charset=\"utf-8\">"
             f"<title>Evaluation of {esc(ev['model_id'])}</title><style>{cardhtml.CSS}</style></head><body>\n"
             + "\n".join(parts) + "\n</body></html>\n")
