@@ -33,7 +33,7 @@ TEST_ENV := KAFKA_BROKERS=127.0.0.1:$(KAFKA_PORT) \
 GO_TEST_FLAGS ?= -race -count=1 -timeout 20m
 PKGS ?= ./...
 
-.PHONY: lint test services-up services-down services-status python peer-venv compose-check browser alerts kcat build demo fmt vet model bench
+.PHONY: lint test services-up services-down services-status python peer-venv compose-check browser alerts kcat build demo fmt vet model evaluate bench
 
 # One recipe, so the trap can stop the services whatever happens in between;
 # the EXIT trap keeps the status of the command that failed. Stale services
@@ -165,6 +165,13 @@ demo:
 # historical CSV (docs/csv.md) into models/<model_id> (or OUT). See docs/model.md.
 model:
 	DATA="$(DATA)" CONFIG="$(CONFIG)" OUT="$(OUT)" training/build_model.sh
+
+# `make evaluate MODEL=models/<id> DATA=appointments.csv [CONFIG=config.json] [FROM=YYYY-MM-DD]
+# [TO=YYYY-MM-DD] [OUT=dir]` scores a trust's historical CSV (docs/csv.md) with any model
+# directory, as the Go scorer serves it, and writes evaluation.json and evaluation.html into
+# out/evaluation-<model_id> (or OUT). See docs/model.md.
+evaluate:
+	MODEL="$(MODEL)" DATA="$(DATA)" CONFIG="$(CONFIG)" FROM="$(FROM)" TO="$(TO)" OUT="$(OUT)" training/evaluate.sh
 
 fmt:
 	gofmt -l -w .

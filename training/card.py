@@ -42,7 +42,7 @@ def plots(out, card, y, p, truth, importance, efficacy):
     }
 
 
-def roc(out, card, y, p, truth):
+def roc(out, card, y, p, truth, window="test window"):
     fig, ax = plt.subplots(figsize=(5.2, 5))
     fpr, tpr, _ = roc_curve(y, p)
     ax.plot(fpr, tpr, lw=2, label=f"model, AUC {card['auc']:.3f}")
@@ -51,13 +51,13 @@ def roc(out, card, y, p, truth):
         ax.plot(fpr, tpr, lw=1.2, ls="--", color="black", label=f"true probability (simulator), AUC {card['bayes_auc']:.3f}")
     ax.plot([0, 1], [0, 1], color="grey", lw=0.8, ls=":", label="chance, AUC 0.5")
     ax.set(xlabel="false positive rate (attenders flagged)", ylabel="true positive rate (DNAs flagged)",
-           title=f"ROC, test window ({len(y):,} bookings)", xlim=(0, 1), ylim=(0, 1))
+           title=f"ROC, {window} ({len(y):,} bookings)", xlim=(0, 1), ylim=(0, 1))
     ax.legend(loc="lower right", fontsize=8)
     ax.grid(alpha=0.3)
     return _save(fig, out, "roc")
 
 
-def calibration(out, card, y, p, bins=10):
+def calibration(out, card, y, p, bins=10, window="test window"):
     fig, (ax, hx) = plt.subplots(2, 1, figsize=(5.5, 7), gridspec_kw={"height_ratios": [3, 1]}, sharex=True)
     # The ECE bins: equal width.
     idx = np.minimum((p * bins).astype(int), bins - 1)
@@ -81,7 +81,7 @@ def calibration(out, card, y, p, bins=10):
     ax.plot([0, top], [0, top], color="grey", lw=0.8, ls=":", label="perfect calibration")
     cal = card["calibration"]
     state = f"calibrated ({cal['method']})" if cal["applied"] else "not calibrated (see card)"
-    ax.set(ylabel="observed DNA rate", title=f"Calibration, test window: {state}", xlim=(0, top), ylim=(0, top))
+    ax.set(ylabel="observed DNA rate", title=f"Calibration, {window}: {state}", xlim=(0, top), ylim=(0, top))
     ax.legend(fontsize=7.5, loc="upper left")
     ax.grid(alpha=0.3)
     hx.hist(p, bins=np.linspace(0, top, 60), color="tab:blue", alpha=0.6)

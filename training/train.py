@@ -56,6 +56,8 @@ from metrics import BINS, band_rates, band_targets, contacts_table, ece, metrics
 ID_COLUMNS = ["appointment_id", "booking_version", "event_time", "appointment_start"]
 LABEL = "label"
 TRUTH = "p_dna"
+# cmd/trainset -model (make evaluate) adds what the Go scorer serves for each row.
+SERVED = ["served_probability", "served_band"]
 EXTRA_PREFIX = "extra."
 
 DEFAULTS = {
@@ -197,22 +199,24 @@ def load_config(path):
 
 def read_trainset(path):
     """Reads the trainset by position: cmd/trainset writes the four ID columns, the
-    feature columns, then label and p_dna. booking_version is both an ID column and a
-    feature, so the header names it twice; the ID columns are renamed with a leading "_"."""
+    feature columns, then label and p_dna (and, with -model, SERVED). booking_version is both
+    an ID column and a feature, so the header names it twice; the ID columns are renamed with
+    a leading "_". Returns the rows and the feature columns."""
     with open(path) as f:
         header = f.readline().rstrip("\r\n").split(",")
-    if header[:4] != ID_COLUMNS or header[-2:] != [LABEL, TRUTH]:
+    core = header[:-len(SERVED)] if header[-len(SERVED):] == SERVED else header
+    if core[:4] != ID_COLUMNS or core[-2:] != [LABEL, TRUTH]:
         die(f"{path}: header {header[:4]}...{header[-2:]}, want {ID_COLUMNS}...{[LABEL, TRUTH]}; is it cmd/trainset output?")
     names = ["_" + c for c in ID_COLUMNS] + header[4:]
     if len(set(names)) != len(names):
-        die(f"{path}: duplicate feature columns in {header[4:-2]}")
-    df = pd.read_csv(path, header=0, names=names, dtype={"_appointment_id": str}, keep_default_na=False, na_values=[""])
+        die(f"{path}: duplicate feature columns in {core[4:-2]}")
+    df = pd.read_csv(path, header=0, names=names, dtype={"_appointment_id": str, "served_band": str}, keep_default_na=False, na_values=[""])
     df["_event_time"] = pd.to_datetime(df["_event_time"], utc=True, format="ISO8601")
     df["_appointment_start"] = pd.to_datetime(df["_appointment_start"], utc=True, format="ISO8601")
     if not df["_event_time"].is_monotonic_increasing:
         die(f"{path}: rows are not in event_time order")
     windows.add_dates(df)
-    return df, header[4:-2]
+    return df, core[4:-2]
 
 
 def choose_features(cfg, df, columns):

@@ -10,6 +10,7 @@ import (
 	"os"
 	"path/filepath"
 	"slices"
+	"strconv"
 	"strings"
 	"testing"
 
@@ -341,5 +342,85 @@ func TestCSVTextCategories(t *testing.T) {
 	os.WriteFile(jl, s.jsonl(t).Bytes(), 0o644)
 	if err := run(options{in: jl, out: filepath.Join(dir, "o.csv"), extras: []string{"sex:categorical"}}); err == nil || !strings.Contains(err.Error(), "build the training set from the CSV") {
 		t.Errorf("JSONL with text: %v", err)
+	}
+}
+
+// TestModelEvaluation: with -model (make evaluate), the extras, their types and code lists
+// come from the model's contract, not the data: the same text gets the code the scorer gives
+// it (testdata/textmodel lists sex as m, f: learned from the data it would be f, m), text
+// the list lacks is missing, and every row carries what the scorer serves (Vector, Score,
+// Band on the replayed event). A column the model needs and the file lacks, and a model
+// the scorer refuses, are refused by name.
+func TestModelEvaluation(t *testing.T) {
+	const modelDir = "testdata/textmodel"
+	body := "patient_id,appointment_id,booked_at,appointment_start,outcome,age_band,sex,area\n" +
+		"9990000001,A1,2025-01-06 09:00,2025-01-20 10:00,did_not_attend,25-34,F,north\n" +
+		"9990000001,A2,2025-01-10 09:00,2025-03-03 10:00,attended,25-34,f,north\n" +
+		"9990000002,B1,2025-01-07 09:00,2025-01-27 10:00,attended,45-54,M,south\n" +
+		"9990000003,C1,2025-01-08 09:00,2025-02-28 10:00,attended,45-54,x,south\n" +
+		"9990000004,D1,2025-01-09 09:00,2025-01-29 10:00,did_not_attend,45-54,,north\n"
+	dir := t.TempDir()
+	in := filepath.Join(dir, "a.csv")
+	os.WriteFile(in, []byte(body), 0o644)
+	o := options{csv: in, out: filepath.Join(dir, "scored.csv"), summary: filepath.Join(dir, "summary.json"), model: modelDir,
+		extras: []string{"sex:numeric", "area:categorical"}, minCategoryRows: 1}
+	if err := run(o); err != nil {
+		t.Fatal(err)
+	}
+	var sum summary
+	sb, _ := os.ReadFile(o.summary)
+	if err := json.Unmarshal(sb, &sum); err != nil {
+		t.Fatal(err)
+	}
+	if sum.ModelID != "test-text-sex" || !slices.Equal(sum.Extras, []string{"sex", "area"}) ||
+		!slices.Equal(sum.Categories["sex"], []string{"m", "f"}) || !slices.Equal(sum.Categories["area"], []string{"north", "south"}) {
+		t.Fatalf("summary %s", sb)
+	}
+	m, err := scoring.Load(modelDir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	rows := readCSVFile(t, o.out)
+	if len(rows) != 5 {
+		t.Fatalf("%d rows, want 5", len(rows))
+	}
+	wantSex := map[string]string{"A1": "1", "A2": "1", "B1": "0", "C1": "", "D1": ""}
+	bands := map[string]int{}
+	for _, r := range rows {
+		id := r["appointment_id"]
+		if r["extra.sex"] != wantSex[id] {
+			t.Errorf("%s: extra.sex %q, want %q (the contract's code list)", id, r["extra.sex"], wantSex[id])
+		}
+		// What the scorer serves for the same inputs.
+		lead, _ := strconv.ParseFloat(r["lead_time_days"], 64)
+		sex := -1.0
+		if r["extra.sex"] != "" {
+			sex, _ = strconv.ParseFloat(r["extra.sex"], 64)
+		}
+		p := m.Score([]float64{lead, sex})
+		if r["served_probability"] != strconv.FormatFloat(p, 'g', -1, 64) || r["served_band"] != m.Band(p) {
+			t.Errorf("%s: served %s %s, the scorer %v %s", id, r["served_probability"], r["served_band"], p, m.Band(p))
+		}
+		bands[r["served_band"]]++
+	}
+	if bands["high"] != 2 || bands["low"] != 3 {
+		t.Errorf("bands %v: want the two F bookings high, the rest low", bands)
+	}
+
+	// A file without a column the model needs.
+	noSex := filepath.Join(dir, "nosex.csv")
+	os.WriteFile(noSex, []byte(strings.ReplaceAll(strings.ReplaceAll(body, ",sex,", ","), ",F,", ",")), 0o644)
+	o2 := o
+	o2.csv, o2.extras = noSex, nil
+	if err := run(o2); err == nil || !strings.Contains(err.Error(), "the model test-text-sex needs the column(s) sex") {
+		t.Errorf("no sex column: %v", err)
+	}
+	// A model the scorer refuses.
+	bad := t.TempDir()
+	os.WriteFile(filepath.Join(bad, "contract.json"), []byte(`{"model_id": "x"}`), 0o644)
+	o3 := o
+	o3.model = bad
+	if err := run(o3); !errors.Is(err, errUsage) || !strings.Contains(err.Error(), "the scorer refuses this model") || !strings.Contains(err.Error(), "no features") {
+		t.Errorf("bad model: %v", err)
 	}
 }

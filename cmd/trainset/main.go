@@ -7,6 +7,7 @@
 //	trainset -in events.jsonl [-truth truth.csv] [-out trainset.csv] [-extras a,b:categorical] [-summary s.json] [-flip-check f.json]
 //	trainset -csv appointments.csv [-bad-rows bad_rows.csv] [-csv-timezone Europe/London] [-csv-date-only-time 23:59]
 //	         [-out trainset.csv] [-extras a,b:categorical] [-summary s.json] [-flip-check f.json]
+//	trainset -csv appointments.csv -model models/<id> [-extras sensitive:categorical] [-summary s.json] [-out scored.csv]
 //
 // Input is either JSONL, one appointment.v1 event per line (cmd/producer --out writes it),
 // sorted by event_time (an unsorted or invalid line is refused with its line number), or a
@@ -34,6 +35,17 @@
 // in the model folder, which trusts share. Only the final version of an
 // appointment that ended in attended or did-not-attend is a row; superseded, cancelled and
 // unfinished bookings are counted on stderr and in the -summary JSON.
+//
+// -model DIR (training/evaluate.sh, `make evaluate`) evaluates a model trained anywhere on
+// this data: the directory is loaded as the scorer loads it (scoring.Load; a model it refuses
+// is refused here with the same reason), the model's booking extras, their types and their
+// code lists come from its contract (not learned from the data, so the same text has the same
+// code as in serving, and text the list lacks is missing), a CSV without a column the model
+// needs is refused naming it, and every row gets two more columns after p_dna:
+// served_probability and served_band, from scoring.Model.Vector, Score and Band on the
+// replayed event and its point-in-time features, exactly as the consumer scores a booking.
+// -extras then only adds columns for the subgroup table (a sensitive column the model does not
+// use); an -extras key the contract has is taken from the contract.
 //
 // -flip-check replays the input a second time with every outcome recorded after the middle
 // booking flipped and writes, per column, how many rows booked before it changed (must be
@@ -79,6 +91,7 @@ type options struct {
 	csvOpts             csvimport.Options
 	minCategoryRows     int
 	policy              featurestore.Policy
+	model               string // -model: a model directory to score every row with
 }
 
 // defaultMinCategoryRows is -min-category-rows' default.
@@ -100,6 +113,7 @@ func main() {
 	flag.StringVar(&o.csvOpts.TimeZone, "csv-timezone", csvimport.DefaultTimeZone, "with -csv: time zone of the CSV's times without an offset (IANA name)")
 	flag.StringVar(&o.csvOpts.DateOnlyTime, "csv-date-only-time", csvimport.DefaultDateOnlyTime, "with -csv: local time of day (HH:MM) given to a date-only appointment_start or cancelled_at")
 	flag.IntVar(&o.minCategoryRows, "min-category-rows", defaultMinCategoryRows, "with -csv: a text category's value must be in at least this many rows to enter the code list (rarer values are missing)")
+	flag.StringVar(&o.model, "model", "", "a model directory (scoring.Load): take the extras, their types and code lists from its contract, and add served_probability and served_band columns (make evaluate)")
 	retention := flag.Duration("history-retention", 3*365*24*time.Hour, "how long facts stay in a patient's history; must equal the consumer's --history-retention or training and serving features differ")
 	flag.Parse()
 	o.extras = envflag.List(*extras)
@@ -174,6 +188,14 @@ func run(o options) error {
 	case o.minCategoryRows < 0:
 		return fmt.Errorf("%w: -min-category-rows %d: want at least 1", errUsage, o.minCategoryRows)
 	}
+	var model *scoring.Model
+	var fixed map[string]*scoring.CodeList // extras whose code list (maybe none) the model's contract fixes
+	if o.model != "" {
+		if model, err = scoring.Load(o.model); err != nil {
+			return fmt.Errorf("%w: -model: the scorer refuses this model, so it cannot be evaluated: %v", errUsage, err)
+		}
+		keys, fixed = modelExtras(model.Contract(), keys, categorical)
+	}
 	o.extras = keys
 	inPath, truthPath, outPath := o.in, o.truth, o.out
 	var pdna map[key]float64
@@ -197,9 +219,22 @@ func run(o options) error {
 	r.extras = o.extras
 	r.codes = make([]*scoring.CodeList, len(o.extras))
 	sum := summary{Extras: o.extras, AgeBands: events.AgeBands}
+	if model != nil {
+		r.model = model
+		sum.ModelID = model.ID()
+		for i, k := range o.extras {
+			if codes, ok := fixed[k]; ok && codes != nil {
+				r.codes[i] = codes
+				if sum.Categories == nil {
+					sum.Categories = map[string][]string{}
+				}
+				sum.Categories[k] = contractCategories(model.Contract(), k)
+			}
+		}
+	}
 	if o.csv != "" {
 		sum.Source = "csv"
-		if err := r.readCSV(context.Background(), o, categorical, &sum); err != nil {
+		if err := r.readCSV(context.Background(), o, categorical, fixed, &sum); err != nil {
 			return err
 		}
 	} else {
@@ -227,7 +262,7 @@ func run(o options) error {
 		}
 		var text []string
 		for _, k := range o.extras {
-			if categorical[k] && r.textCells[k] > 0 {
+			if _, ok := fixed[k]; categorical[k] && r.textCells[k] > 0 && !ok {
 				text = append(text, k)
 			}
 		}
@@ -235,8 +270,14 @@ func run(o options) error {
 			return fmt.Errorf("%w: %s: the categorical extras %s carry text (scoring.TextCode), whose words are not in the events: build the training set from the CSV (-csv) so the code list can be learned", errUsage, inPath, strings.Join(text, ", "))
 		}
 	}
-	if len(sum.Categories) > 0 && o.summary == "" {
-		return fmt.Errorf("%w: the extras %s hold text categories; their code lists go to the -summary file, which train.py copies into the contract: give -summary", errUsage, strings.Join(slices.Sorted(maps.Keys(sum.Categories)), ", "))
+	var learned []string
+	for k := range sum.Categories {
+		if _, ok := fixed[k]; !ok {
+			learned = append(learned, k)
+		}
+	}
+	if len(learned) > 0 && o.summary == "" {
+		return fmt.Errorf("%w: the extras %s hold text categories; their code lists go to the -summary file, which train.py copies into the contract: give -summary", errUsage, strings.Join(slices.Sorted(slices.Values(learned)), ", "))
 	}
 	if o.flipCheck != "" {
 		if _, err := flipCheck(r, again(o, r), o.flipCheck); err != nil {
@@ -333,6 +374,45 @@ type summary struct {
 	DateOnlyTime string `json:"date_only_time,omitempty"`
 	// AgeBands names the age_band feature's codes (0, 1, ...), for the card's subgroups.
 	AgeBands []string `json:"age_bands"`
+	// ModelID is the -model directory's model (its extras and code lists were used).
+	ModelID string `json:"model_id,omitempty"`
+}
+
+// modelExtras puts the booking extras of a model's contract first, with their types, then the
+// -extras keys the contract does not have; fixed holds, per contract extra, its code list
+// (nil for a categorical carried as whole-number codes, or a numeric one): never learned from
+// the data, so the data is read as the scorer reads it.
+func modelExtras(c scoring.Contract, keys []string, categorical map[string]bool) ([]string, map[string]*scoring.CodeList) {
+	fixed := map[string]*scoring.CodeList{}
+	var out []string
+	for _, f := range c.Features {
+		k, ok := strings.CutPrefix(f.Name, scoring.ExtraPrefix)
+		if !ok {
+			continue
+		}
+		out = append(out, k)
+		categorical[k] = f.Type == scoring.Categorical
+		fixed[k] = nil
+		if f.Categories != nil {
+			fixed[k], _ = scoring.NewCodeList(f.Categories) // scoring.Load checked it
+		}
+	}
+	for _, k := range keys {
+		if _, ok := fixed[k]; !ok {
+			out = append(out, k)
+		}
+	}
+	return out, fixed
+}
+
+// contractCategories is the code list of extra k in contract c.
+func contractCategories(c scoring.Contract, k string) []string {
+	for _, f := range c.Features {
+		if f.Name == scoring.ExtraPrefix+k {
+			return f.Categories
+		}
+	}
+	return nil
 }
 
 type csvSummary struct {
@@ -386,16 +466,19 @@ func csvExtraColumns(path string) ([]string, error) {
 
 // readCSV imports a historical appointments CSV and replays its events. Header problems,
 // and extras the header does not have, are one error naming all of them.
-func (r *replay) readCSV(ctx context.Context, o options, categorical map[string]bool, sum *summary) error {
+func (r *replay) readCSV(ctx context.Context, o options, categorical map[string]bool, fixed map[string]*scoring.CodeList, sum *summary) error {
 	available, err := csvExtraColumns(o.csv)
 	if err != nil {
 		return err
 	}
-	var missing, standard []string
+	var missing, needed, standard []string
 	for _, k := range o.extras {
+		_, modelNeeds := fixed[k]
 		switch {
 		case slices.Contains(standardColumns, k):
 			standard = append(standard, k)
+		case !slices.Contains(available, k) && modelNeeds:
+			needed = append(needed, k)
 		case !slices.Contains(available, k):
 			missing = append(missing, k)
 		}
@@ -414,10 +497,13 @@ func (r *replay) readCSV(ctx context.Context, o options, categorical map[string]
 		return err
 	}
 	res, err := csvimport.Import(bufio.NewReaderSize(f, 1<<20), ps, o.csvOpts)
-	if err != nil || len(missing) > 0 || len(standard) > 0 {
+	if err != nil || len(missing) > 0 || len(standard) > 0 || len(needed) > 0 {
 		var problems []string
 		if err != nil {
 			problems = append(problems, strings.TrimPrefix(err.Error(), csvimport.ErrHeader.Error()+": "))
+		}
+		if len(needed) > 0 {
+			problems = append(problems, fmt.Sprintf("the model %s needs the column(s) %s, which the file does not have (its extra columns: %s)", r.model.ID(), strings.Join(needed, ", "), listOrNone(available)))
 		}
 		if len(missing) > 0 {
 			problems = append(problems, fmt.Sprintf("extras %s are not columns of the file (its extra columns: %s)", strings.Join(missing, ", "), listOrNone(available)))
@@ -450,7 +536,7 @@ func (r *replay) readCSV(ctx context.Context, o options, categorical map[string]
 		return fmt.Errorf("%s: none of its %d rows could be imported", o.csv, res.Rows)
 	}
 	for i, k := range o.extras {
-		if !categorical[k] || len(res.Texts[k]) == 0 {
+		if _, ok := fixed[k]; ok || !categorical[k] || len(res.Texts[k]) == 0 {
 			continue
 		}
 		list, rare := codeTexts(res, k, o.minCategoryRows)
@@ -578,6 +664,8 @@ type row struct {
 	seq   int       // position in the stream
 	v     featurestore.Vector
 	extra []float64 // the -extras values, NaN when the booking does not carry one
+	p     float64   // -model: the served probability
+	band  string    // -model: the served band
 }
 
 // fate is what became of an appointment by the end of the stream.
@@ -601,6 +689,8 @@ type replay struct {
 	policy    featurestore.Policy
 	extras    []string // booking extras written as extra.<key> columns
 	codes     []*scoring.CodeList
+	model     *scoring.Model  // -model: scores every row as the consumer would
+	x         []float64       // the model input, reused
 	extraSeen map[string]bool // extras some booking carried
 	textCells map[string]int  // extras' scored bookings carrying text (scoring.TextCode)
 	// transform, if set, rewrites a copy of each event before it is replayed (the flip check).
@@ -700,6 +790,13 @@ func (r *replay) apply(ctx context.Context, ev *events.Appointment) error {
 				}
 			}
 		}
+		if r.model != nil {
+			// The consumer's own path (scorer/processor.go): Vector on the event and its
+			// point-in-time features, then Score (trees and calibration) and Band.
+			r.x = r.model.Vector(ev, rw.v, r.x)
+			rw.p = r.model.Score(r.x)
+			rw.band = r.model.Band(rw.p)
+		}
 		r.rows = append(r.rows, rw)
 		f.latest = max(f.latest, ev.Version)
 	case events.Cancelled:
@@ -740,7 +837,11 @@ func (r *replay) writeCSV(w io.Writer, pdna map[key]float64) (int, error) {
 	for _, k := range r.extras {
 		header = append(header, scoring.ExtraPrefix+k)
 	}
-	if err := cw.Write(append(header, "label", "p_dna")); err != nil {
+	header = append(header, "label", "p_dna")
+	if r.model != nil {
+		header = append(header, "served_probability", "served_band")
+	}
+	if err := cw.Write(header); err != nil {
 		return 0, err
 	}
 	rec := make([]string, 0, len(header)+2)
@@ -764,6 +865,9 @@ func (r *replay) writeCSV(w io.Writer, pdna map[key]float64) (int, error) {
 		} else {
 			rec = append(rec, "")
 			r.stats.noTruth++
+		}
+		if r.model != nil {
+			rec = append(rec, strconv.FormatFloat(rw.p, 'g', -1, 64), rw.band)
 		}
 		if err := cw.Write(rec); err != nil {
 			return n, err

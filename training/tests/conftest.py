@@ -26,13 +26,26 @@ def need(tool):
         pytest.skip("SKIPPING: " + msg)
 
 
+def run_script(script, blank, **env):
+    """Runs training/<script> from the repository root with this Python and env; the
+    variables in blank are set empty unless env gives them."""
+    need("go")
+    full = dict(os.environ, PYTHON=sys.executable, **{k: str(v) for k, v in env.items()})
+    for k in blank:
+        full.setdefault(k, "")
+    return subprocess.run([os.path.join(ROOT, "training", script)], cwd=ROOT, env=full, capture_output=True, text=True)
+
+
 def build_model(tmp_path, name, **env):
     """Runs training/build_model.sh with env (DATA, CONFIG, PATIENTS, ...), OUT and KEEP under
     tmp_path. Returns (completed process, out dir, work dir)."""
-    need("go")
     out, work = tmp_path / name, tmp_path / (name + "-work")
-    full = dict(os.environ, PYTHON=sys.executable, OUT=str(out), KEEP=str(work), **{k: str(v) for k, v in env.items()})
-    for k in ("DATA", "CONFIG"):
-        full.setdefault(k, "")
-    res = subprocess.run([os.path.join(ROOT, "training", "build_model.sh")], cwd=ROOT, env=full, capture_output=True, text=True)
+    res = run_script("build_model.sh", ("DATA", "CONFIG"), OUT=out, KEEP=work, **env)
     return res, out, work
+
+
+def evaluate(tmp_path, name, **env):
+    """Runs training/evaluate.sh (make evaluate) with env (MODEL, DATA, CONFIG, FROM, TO) and
+    OUT under tmp_path. Returns (completed process, out dir)."""
+    out = tmp_path / name
+    return run_script("evaluate.sh", ("MODEL", "DATA", "CONFIG", "FROM", "TO"), OUT=out, **env), out
