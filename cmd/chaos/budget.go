@@ -64,7 +64,7 @@ func runBudget(parent context.Context, cfg config, log *slog.Logger) (bool, erro
 	ctx, cancel := context.WithTimeout(parent, cfg.timeout)
 	defer cancel()
 	b := &budgetRun{runner: newRunner(cfg, log), n: cfg.reminders, cap: cfg.reminders * 2 / 5}
-	b.rep = budgetReport{Reminders: b.n, PerHourCap: b.cap}
+	b.rep = budgetReport{Reminders: b.n, PerHourCap: b.cap, Violations: []string{}}
 	teardown, err := b.setUp(ctx, "dispatcher")
 	defer teardown()
 	if err != nil {
@@ -76,11 +76,11 @@ func runBudget(parent context.Context, cfg config, log *slog.Logger) (bool, erro
 		return false, err
 	}
 	err = b.sendThroughFaults(ctx)
-	b.rep.Faults, b.rep.Notify, b.rep.Violations = b.faults, b.nf.faults(), b.violations
 	if err != nil {
 		b.violate("run: %v", err)
-		b.rep.Violations = b.violations
 	}
+	b.rep.Faults, b.rep.Notify = b.faults, b.nf.faults()
+	b.rep.Violations = append(b.rep.Violations, b.violations...)
 	b.rep.OK = len(b.rep.Violations) == 0
 	b.rep.Seconds = round(b.since(), 1)
 	out, _ := json.MarshalIndent(b.rep, "", "  ")

@@ -96,6 +96,42 @@ func TestChaosShort(t *testing.T) {
 	}
 }
 
+// The SMS budget under faults (--scenario budget, ci size): 200 reminders due in one hour
+// under a cap of 80 an hour, two dispatchers, one killed mid-send, Redis restarted, Notify
+// failing; at most 80 a clock hour and every reminder once in the end.
+func TestChaosBudget(t *testing.T) {
+	if testing.Short() {
+		t.Skip("the budget run takes a minute; skipped with -short")
+	}
+	for _, tool := range []string{"java", "redis-server", "redis-cli"} {
+		if _, err := exec.LookPath(tool); err != nil {
+			if testenv.CI() {
+				t.Fatalf("%s is required under CI=true: %v", tool, err)
+			}
+			t.Skipf("SKIPPING THE BUDGET RUN: %s not installed (%v)", tool, err)
+		}
+	}
+	root, err := filepath.Abs(filepath.Join("..", ".."))
+	if err != nil {
+		t.Fatal(err)
+	}
+	work := t.TempDir()
+	cfg, err := parseConfig([]string{"--scenario", "budget", "--profile", "ci", "--root", root, "--work", work, "--out", filepath.Join(work, "budget.json"),
+		"--kafka-port", portFromEnv("CHAOS_BUDGET_KAFKA_PORT", 49692), "--redis-port", portFromEnv("CHAOS_BUDGET_REDIS_PORT", 46879), "--timeout", "5m"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	ok, err := runBudget(t.Context(), cfg, slog.New(slog.NewTextHandler(testWriter{t}, nil)))
+	b, _ := os.ReadFile(cfg.out)
+	t.Logf("budget run:\n%s", b)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !ok {
+		t.Fatal("violations: see the report above")
+	}
+}
+
 func portFromEnv(name string, def int) string {
 	if v := os.Getenv(name); v != "" {
 		return v
