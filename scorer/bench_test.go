@@ -3,6 +3,7 @@ package scorer_test
 import (
 	"context"
 	"encoding/json"
+	"fmt"
 	"testing"
 	"time"
 
@@ -181,4 +182,45 @@ func patientsOf(evs []events.Appointment) []string {
 		}
 	}
 	return out
+}
+
+// BenchmarkStageRedisSave is the write-back round trip: one pipelined compare-and-set save
+// of a 500-patient batch's histories to the real Redis. Run it against servers with
+// appendfsync everysec and always to price durability (docs/chaos.md, Redis crashes).
+func BenchmarkStageRedisSave(b *testing.B) {
+	addr := testenv.Redis(b)
+	w := newBenchWorld(b)
+	rdb := redis.NewClient(&redis.Options{Addr: addr})
+	defer rdb.Close()
+	prefix := fmt.Sprintf("benchsave%d:", time.Now().UnixNano())
+	store := featurestore.NewRedisStore(rdb, featurestore.RedisOptions{Prefix: prefix, TTL: time.Hour})
+	ctx := context.Background()
+	patients := patientsOf(w.bookings)
+	hs, _ := w.store.Load(ctx, patients)
+	for _, h := range hs {
+		h.Rev = 0
+	}
+	const batch = 500
+	groups := make([]map[string]*featurestore.History, 0, len(patients)/batch)
+	for start := 0; start+batch <= len(patients); start += batch {
+		g := make(map[string]*featurestore.History, batch)
+		for _, p := range patients[start : start+batch] {
+			g[p] = hs[p]
+		}
+		groups = append(groups, g)
+	}
+	b.ReportAllocs()
+	b.ResetTimer()
+	for i := 0; i < b.N; i++ {
+		if err := store.Save(ctx, groups[i%len(groups)]); err != nil {
+			b.Fatal(err)
+		}
+	}
+	b.StopTimer()
+	b.ReportMetric(float64(b.N*batch)/b.Elapsed().Seconds(), "patients/s")
+	if it := rdb.Scan(ctx, 0, prefix+"*", 1000).Iterator(); it != nil {
+		for it.Next(ctx) {
+			rdb.Del(ctx, it.Val())
+		}
+	}
 }

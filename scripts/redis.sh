@@ -5,19 +5,22 @@
 #   - a standalone redis-server on 127.0.0.1:16379
 #   - a three-master Redis Cluster on 127.0.0.1:17000,17001,17002
 #
-#   scripts/redis.sh start|stop|status|restart
+#   scripts/redis.sh start|stop|status|restart|crash
 #
 # Environment: REDIS_PORT (16379), REDIS_CLUSTER_PORTS ("17000 17001 17002",
 # or "none" for the standalone server only), REDIS_START_TIMEOUT (seconds,
 # 30), REDIS_APPENDONLY (no; yes makes the standalone server keep an
-# append-only file, fsynced every second, so that `restart` brings its data
-# back). State lives in .cache/redis and is removed on stop, so every start is
-# a clean cluster.
+# append-only file, so that `restart` and `crash` bring its data back),
+# REDIS_APPENDFSYNC (everysec, or always: how often that file is fsynced).
+# State lives in .cache/redis and is removed on stop, so every start is a clean
+# cluster.
 #
 # restart shuts the standalone server down (SHUTDOWN: with REDIS_APPENDONLY=yes
 # the append-only file is synced first) and starts it again on the same
 # directory, after REDIS_DOWN_SECONDS (0) of outage: a Redis restart for
-# fault-injection tests (cmd/chaos). Pass the same environment as to start.
+# fault-injection tests (cmd/chaos). crash is the same with kill -9 instead of
+# SHUTDOWN: nothing is synced on the way down. Pass the same environment as to
+# start.
 set -euo pipefail
 
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
@@ -25,6 +28,8 @@ PORT="${REDIS_PORT:-16379}"
 read -r -a CLUSTER_PORTS <<<"${REDIS_CLUSTER_PORTS:-17000 17001 17002}"
 [[ "${CLUSTER_PORTS[*]}" == none ]] && CLUSTER_PORTS=()
 APPENDONLY="${REDIS_APPENDONLY:-no}"
+APPENDFSYNC="${REDIS_APPENDFSYNC:-everysec}"
+[[ "$APPENDFSYNC" == everysec || "$APPENDFSYNC" == always ]] || { echo "redis.sh: REDIS_APPENDFSYNC=$APPENDFSYNC: want everysec or always" >&2; exit 2; }
 [[ "$APPENDONLY" == yes || "$APPENDONLY" == no ]] || { echo "redis.sh: REDIS_APPENDONLY=$APPENDONLY: want yes or no" >&2; exit 2; }
 TIMEOUT="${REDIS_START_TIMEOUT:-30}"
 DIR="$ROOT/.cache/redis"
@@ -97,15 +102,21 @@ wait_ping() {
 }
 
 start_standalone() {
-	start_server "$PORT" --appendonly "$APPENDONLY" --appendfsync everysec
+	start_server "$PORT" --appendonly "$APPENDONLY" --appendfsync "$APPENDFSYNC"
 }
 
 # restart_standalone keeps the data directory; only an append-only file brings data back.
+# With "crash" it kills the server (kill -9) instead of shutting it down.
 restart_standalone() {
 	alive "$PORT" || die "no redis-server of ours is running on 127.0.0.1:$PORT (start it first)"
-	local start=$SECONDS deadline=$((SECONDS + TIMEOUT)) pid i
+	local start=$SECONDS deadline=$((SECONDS + TIMEOUT)) pid i how=restarted
 	pid="$(cat "$DIR/$PORT/redis.pid")"
-	cli "$PORT" shutdown >/dev/null 2>&1 || kill -TERM "$pid" 2>/dev/null || true
+	if [[ "${1:-}" == crash ]]; then
+		kill -KILL "$pid"
+		how="crashed (kill -9) and restarted"
+	else
+		cli "$PORT" shutdown >/dev/null 2>&1 || kill -TERM "$pid" 2>/dev/null || true
+	fi
 	for ((i = 0; i < 100; i++)); do
 		pid_alive "$pid" || break
 		sleep 0.1
@@ -115,7 +126,7 @@ restart_standalone() {
 	deadline=$((SECONDS + TIMEOUT))
 	start_standalone
 	wait_ping "$PORT" "$deadline"
-	log "restarted standalone on 127.0.0.1:$PORT in $((SECONDS - start))s (appendonly $APPENDONLY, keys: $(cli "$PORT" dbsize))"
+	log "$how standalone on 127.0.0.1:$PORT in $((SECONDS - start))s (appendonly $APPENDONLY, appendfsync $APPENDFSYNC, keys: $(cli "$PORT" dbsize))"
 }
 
 start_all() {
@@ -204,8 +215,9 @@ status)
 	exit "$rc"
 	;;
 restart) restart_standalone ;;
+crash) restart_standalone crash ;;
 *)
-	echo "usage: $0 start|stop|status|restart" >&2
+	echo "usage: $0 start|stop|status|restart|crash" >&2
 	exit 2
 	;;
 esac

@@ -20,7 +20,7 @@ import (
 
 // The budget scenario (--scenario budget) proves the SMS budget holds under the suite's
 // faults: two dispatchers share an hourly cap while Notify fails the ways the pipeline run
-// makes it fail, one dispatcher is killed mid-send and Redis restarts. Every booking has one
+// makes it fail, one dispatcher is killed mid-send and Redis crashes (kill -9). Every booking has one
 // reminder, all due in the same clock hour. The suite checks that Notify never holds more
 // messages in an hour than the cap, that the held reminders go out in the next hour and,
 // once an operator raises the cap (SIGHUP), the rest; each reminder exactly once.
@@ -243,7 +243,8 @@ func (b *budgetRun) waitPlanned(ctx context.Context) error {
 }
 
 // faultsWhileSending kills dispatcher-1 once a fifth of the cap has gone out (restarting it
-// 2 s later), then restarts Redis once half of it has.
+// 2 s later), then crashes Redis (kill -9, restarted on its append-only file) once half of
+// it has: the budget counts must survive it.
 func (b *budgetRun) faultsWhileSending(ctx context.Context) {
 	waitFor := func(n int) bool {
 		for len(b.nf.stub.Messages()) < n {
@@ -270,10 +271,10 @@ func (b *budgetRun) faultsWhileSending(ctx context.Context) {
 	if !waitFor(b.cap / 2) {
 		return
 	}
-	if detail, err := b.svc.restartRedis(ctx, 2*time.Second); err != nil {
-		b.violate("redis restart: %v", err)
+	if detail, err := b.svc.crashRedis(ctx, 2*time.Second); err != nil {
+		b.violate("redis crash: %v", err)
 	} else {
-		b.record("redis_restart", "sending", "redis", detail)
+		b.record("redis_crash", "sending", "redis", detail)
 	}
 }
 

@@ -51,7 +51,7 @@ type fault struct {
 
 // requiredFaults must each be injected at least once for a run to pass.
 var requiredFaults = []string{
-	"consumer_kill9", "group_join", "group_leave", "redis_restart", "kafka_restart", "redis_slow",
+	"consumer_kill9", "group_join", "group_leave", "redis_restart", "redis_crash", "kafka_restart", "redis_slow",
 	"malformed_events", "dispatcher_kill9", "notify_500", "notify_500_after_accept", "notify_429",
 	"notify_timeout", "notify_timeout_after_accept",
 }
@@ -529,6 +529,18 @@ func (r *runner) restartRedis(ctx context.Context, phase string) error {
 	return nil
 }
 
+// crashRedis kills Redis mid-stream (kill -9) and restarts it on its append-only file: every
+// write Redis acknowledged must still be there (the checks would find a lost history fact,
+// schedule entry or budget count).
+func (r *runner) crashRedis(ctx context.Context, phase string) error {
+	line, err := r.svc.crashRedis(ctx, 2*time.Second)
+	if err != nil {
+		return err
+	}
+	r.record("redis_crash", phase, r.svc.redisAddr(), line)
+	return nil
+}
+
 // step is one injected fault: it fires once a run has got through share at of its input
 // (intake) or of its timeline (sweep).
 type step struct {
@@ -606,6 +618,7 @@ func (r *runner) intakeSteps(ctx context.Context) []step {
 			r.forget("consumer-4")
 			return nil
 		}},
+		{0.84, func() error { return r.crashRedis(ctx, "intake") }},
 		{0.92, func() error { return r.publishMalformed(ctx, 3) }},
 	}
 }
@@ -784,7 +797,7 @@ func (r *runner) sweepSteps(ctx context.Context) []step {
 			time.Sleep(time.Second)
 			return r.startDispatcher()
 		}},
-		{0.55, func() error { return r.restartRedis(ctx, "sweep") }},
+		{0.55, func() error { return r.crashRedis(ctx, "sweep") }},
 		{0.75, func() error {
 			r.slowRedis(ctx, 3*time.Second, 300*time.Millisecond, 500*time.Millisecond, "sweep")
 			return nil

@@ -98,6 +98,12 @@ func (s *services) restartRedis(ctx context.Context, down time.Duration) (string
 	return s.script(ctx, "redis", []string{"REDIS_DOWN_SECONDS=" + strconv.FormatFloat(down.Seconds(), 'f', 1, 64)}, "restart")
 }
 
+// crashRedis kills Redis with kill -9 (nothing synced on the way down) and starts it again
+// on its append-only file after down.
+func (s *services) crashRedis(ctx context.Context, down time.Duration) (string, error) {
+	return s.script(ctx, "redis", []string{"REDIS_DOWN_SECONDS=" + strconv.FormatFloat(down.Seconds(), 'f', 1, 64)}, "crash")
+}
+
 // createTopics creates the pipeline's topics with enough partitions for rebalances to move
 // work between members.
 func createTopics(ctx context.Context, brokers []string, topics map[string]int) error {
