@@ -51,6 +51,9 @@ func testUnreadable(t *testing.T, rdb redis.UniversalClient) {
 	must(rdb.HSet(ctx, s.Key(badRev), "rev", "three", "facts", "").Err())
 	must(rdb.Set(ctx, s.Key(wrongType), "a string, not a hash", 0).Err())
 	must(rdb.HSet(ctx, s.Key(newer), newerFormat).Err())
+	for _, p := range []string{badRev, newer} { // the others get one from the store
+		must(rdb.Expire(ctx, s.Key(p), time.Hour).Err())
+	}
 
 	before := time.Now().Unix()
 	all := []string{good, garbage, badRev, wrongType, newer, unknown}

@@ -108,6 +108,12 @@ func newQuarantineRig(t *testing.T, store func(*featurestore.RedisStore) feature
 	t.Cleanup(func() { rdb.Close() })
 	r := &quarantineRig{rdb: rdb, model: model, out: &memOut{}, met: metrics.New(), logs: &syncBuffer{},
 		store: featurestore.NewRedisStore(rdb, featurestore.RedisOptions{Prefix: fmt.Sprintf("q%d:", time.Now().UnixNano()), TTL: time.Hour})}
+	t.Cleanup(func() { // the keys this test wrote by hand have no expiry
+		ctx := context.Background()
+		for it := rdb.Scan(ctx, 0, r.store.Key("*")+"*", 100).Iterator(); it.Next(ctx); {
+			rdb.Del(ctx, it.Val())
+		}
+	})
 	var s featurestore.Store = r.store
 	if store != nil {
 		s = store(r.store)
