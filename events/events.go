@@ -143,11 +143,14 @@ const (
 	ReasonContract      = "contract_violation" // appointment.v1 that breaks the contract
 	ReasonKeyMismatch   = "key_mismatch"       // Kafka key is not the event's patient
 	ReasonFuture        = "future_event_time"  // event_time too far past the consumer's clock
+	// The patient's stored history is in a newer format than this consumer reads: the event
+	// is valid and waits here for a redrive once every consumer reads that format.
+	ReasonHistoryNewer = "history_newer_format"
 )
 
 // DeadLetterReasons lists every reason code, as schemas/deadletter.v1.schema.json does.
 var DeadLetterReasons = []string{ReasonTooLarge, ReasonNotUTF8, ReasonMalformedJSON, ReasonUnknownSchema,
-	ReasonContract, ReasonKeyMismatch, ReasonFuture}
+	ReasonContract, ReasonKeyMismatch, ReasonFuture, ReasonHistoryNewer}
 
 // ErrInvalid wraps every contract violation found by DecodeAppointment.
 var ErrInvalid = errors.New("invalid appointment event")

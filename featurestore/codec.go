@@ -4,10 +4,17 @@ import (
 	"encoding/binary"
 	"errors"
 	"fmt"
+	"strconv"
 )
 
 // History is stored in Redis in a compact binary form, read on every booking: JSON cost
-// about ten times as much to decode (BenchmarkCodec). Layout, version 1:
+// about ten times as much to decode (BenchmarkCodec). The format version is written twice:
+// as the first byte of the encoding and in the hash field "codec" beside it, which binaries
+// read from the release that introduced it on (absent: version 1, the only version written
+// before, and still written without the field so that reading it costs nothing). The field is what
+// tells a history written by a newer binary (during a rolling upgrade, or after a rollback)
+// from corrupt bytes: a corrupt value is quarantined, a newer one is never touched (redis.go).
+// A new version must therefore bump codecVersion and keep writing the field. Layout, version 1:
 //
 //	byte    1 (format version)
 //	uvarint number of facts
@@ -35,6 +42,28 @@ func appendFacts(dst []byte, facts []Fact) []byte {
 }
 
 var errCorrupt = errors.New("corrupt history encoding")
+
+// ErrNewerFormat marks a history written in a format version newer than this binary reads.
+// Such a history is left exactly as it is: this binary neither decodes nor overwrites it.
+var ErrNewerFormat = errors.New("history written in a newer format than this binary reads")
+
+// formatVersion reads the "codec" field of a stored history (nil: absent, version 1). It
+// returns ErrNewerFormat (wrapped) for a version above codecVersion and errCorrupt for a
+// value that is not a version at all. The error never quotes the stored value.
+func formatVersion(field any) (int, error) {
+	if field == nil {
+		return 1, nil
+	}
+	s, _ := field.(string)
+	v, err := strconv.Atoi(s)
+	switch {
+	case err != nil || v < 1:
+		return 0, fmt.Errorf("%w: codec field is not a format version", errCorrupt)
+	case v > codecVersion:
+		return v, fmt.Errorf("%w: format version %d, this binary reads up to %d", ErrNewerFormat, v, codecVersion)
+	}
+	return v, nil
+}
 
 func decodeFacts(b []byte) ([]Fact, error) {
 	if len(b) == 0 {

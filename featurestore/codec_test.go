@@ -2,6 +2,7 @@ package featurestore
 
 import (
 	"encoding/json"
+	"errors"
 	"fmt"
 	"reflect"
 	"testing"
@@ -88,4 +89,31 @@ func BenchmarkCodec(b *testing.B) {
 		}
 	})
 	b.Logf("12 facts: binary %d bytes, JSON %d bytes", len(bin), len(js))
+}
+
+// The codec field tells a newer format from corrupt bytes: absent is version 1, above
+// codecVersion is newer (never touched), anything that is not a version is corrupt.
+func TestFormatVersion(t *testing.T) {
+	for _, c := range []struct {
+		field any
+		want  int
+		err   error
+	}{
+		{nil, 1, nil},
+		{"1", 1, nil},
+		{"2", 2, ErrNewerFormat},
+		{"250", 250, ErrNewerFormat},
+		{"0", 0, errCorrupt},
+		{"-1", 0, errCorrupt},
+		{"x", 0, errCorrupt},
+		{"", 0, errCorrupt},
+	} {
+		v, err := formatVersion(c.field)
+		if v != c.want || !errors.Is(err, c.err) || (c.err == nil) != (err == nil) {
+			t.Errorf("formatVersion(%v) = %d, %v; want %d, %v", c.field, v, err, c.want, c.err)
+		}
+		if errors.Is(err, ErrNewerFormat) && errors.Is(err, errCorrupt) {
+			t.Errorf("formatVersion(%v): both newer and corrupt", c.field)
+		}
+	}
 }

@@ -2,6 +2,7 @@ package featurestore
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"strconv"
 	"sync/atomic"
@@ -12,7 +13,7 @@ import (
 
 // RedisStore keeps histories in Redis (standalone, Sentinel or Cluster through
 // redis.UniversalClient). Each patient is one hash, "<prefix>{<pseudonym>}:history", with
-// fields rev and facts (compact binary, codec.go); the braces are a Redis Cluster hash tag, so every key of one patient
+// fields rev, facts (compact binary, codec.go) and codec (its format version); the braces are a Redis Cluster hash tag, so every key of one patient
 // lands in one slot. Loads and saves are pipelined: one round trip per batch.
 type RedisStore struct {
 	rdb    redis.UniversalClient
@@ -49,45 +50,227 @@ func (s *RedisStore) Key(patient string) string {
 }
 
 // casScript writes the history only if rev is unchanged: KEYS[1] history key; ARGV expected
-// rev, new rev, facts JSON, TTL in ms. Returns 1 on success, 0 on conflict.
+// rev, new rev, facts (binary), TTL in ms, format version of facts. Returns 1 on success, 0 on
+// conflict, -1 if the stored history is in a newer format than ARGV[5]: an older binary never
+// overwrites what a newer one wrote, even if it somehow saw the same rev. The codec field is
+// kept only for versions above 1 (absent means 1), so reading version 1 costs no more.
 var casScript = redis.NewScript(`
-local cur = redis.call('HGET', KEYS[1], 'rev')
-if (cur or '0') ~= ARGV[1] then return 0 end
+local cur = redis.call('HMGET', KEYS[1], 'rev', 'codec')
+if (cur[1] or '0') ~= ARGV[1] then return 0 end
+local v = tonumber(cur[2] or '1')
+if v ~= nil and v > tonumber(ARGV[5]) then return -1 end
 redis.call('HSET', KEYS[1], 'rev', ARGV[2], 'facts', ARGV[3])
+if ARGV[5] == '1' then redis.call('HDEL', KEYS[1], 'codec') else redis.call('HSET', KEYS[1], 'codec', ARGV[5]) end
 redis.call('PEXPIRE', KEYS[1], ARGV[4])
 return 1
 `)
 
-// Load implements Store with one pipelined HMGET per patient.
+// quarantineScript moves an unreadable history aside, if it is still what was read: KEYS[1]
+// history key, KEYS[2] quarantine key (same hash tag, so the same Cluster slot); ARGV[1] "hash"
+// if a hash was read (else the key held another type), ARGV[2..4] rev, facts and codec as read
+// ("" for none), ARGV[5] TTL in ms for a value that had none. Returns 1 when moved, 0 if the
+// history changed since it was read (or is gone), -1 if KEYS[2] exists. RENAME keeps the
+// value's bytes and its expiry, so a quarantined history is kept no longer than it would
+// have been.
+var quarantineScript = redis.NewScript(`
+local t = redis.call('TYPE', KEYS[1])['ok']
+if t == 'none' then return 0 end
+if ARGV[1] == 'hash' then
+  if t ~= 'hash' then return 0 end
+  local cur = redis.call('HMGET', KEYS[1], 'rev', 'facts', 'codec')
+  if (cur[1] or '') ~= ARGV[2] or (cur[2] or '') ~= ARGV[3] or (cur[3] or '') ~= ARGV[4] then return 0 end
+elseif t == 'hash' then
+  return 0
+end
+if redis.call('EXISTS', KEYS[2]) == 1 then return -1 end
+redis.call('RENAME', KEYS[1], KEYS[2])
+if redis.call('PTTL', KEYS[2]) < 0 then redis.call('PEXPIRE', KEYS[2], ARGV[5]) end
+return 1
+`)
+
+// Quarantine is a stored history that could not be read and was moved aside, bytes intact,
+// so that its patient's history starts again empty and the scorer carries on.
+type Quarantine struct {
+	// Patient is the pseudonym.
+	Patient string
+	// Key is where the unreadable value now is:
+	// "<prefix>{<pseudonym>}:history:quarantine:<unix seconds>" (".N" appended if taken).
+	Key string
+	// Reason says what was wrong with it; it never quotes the stored bytes.
+	Reason error
+}
+
+// UnreadableError is what Load returns, together with a usable map, when some patients'
+// stored histories could not be read. Quarantined histories were corrupt: they were moved
+// aside (Quarantine) and the map holds a fresh, empty history for each. Newer histories were
+// written in a format version this binary does not read (ErrNewerFormat): they are left
+// untouched and are absent from the map; their patients' events must wait for a binary that
+// reads them. Every other patient asked for is in the map as usual.
+type UnreadableError struct {
+	Quarantined []Quarantine
+	Newer       []string
+}
+
+func (e *UnreadableError) Error() string {
+	return fmt.Sprintf("unreadable histories: %d quarantined, %d in a newer format", len(e.Quarantined), len(e.Newer))
+}
+
+// Unwrap makes errors.Is(err, ErrNewerFormat) true when some history is in a newer format.
+func (e *UnreadableError) Unwrap() error {
+	if len(e.Newer) > 0 {
+		return ErrNewerFormat
+	}
+	return nil
+}
+
+// QuarantineKey returns the key an unreadable history of patient moves to at time at.
+func (s *RedisStore) QuarantineKey(patient string, at time.Time) string {
+	return s.Key(patient) + ":quarantine:" + strconv.FormatInt(at.Unix(), 10)
+}
+
+// The fields of a history hash, as HMGET arguments.
+var fieldRev, fieldFacts, fieldCodec any = "rev", "facts", "codec"
+
+// maxQuarantineRereads bounds how often Load reads a patient again because its unreadable
+// history changed between the read and the move aside.
+const maxQuarantineRereads = 3
+
+// Load implements Store with one pipelined HMGET per patient. A history that cannot be read
+// does not fail the load: see UnreadableError.
 func (s *RedisStore) Load(ctx context.Context, patients []string) (map[string]*History, error) {
+	out := make(map[string]*History, len(patients))
+	var unreadable UnreadableError
+	todo := patients
+	for attempt := 0; len(todo) > 0; attempt++ {
+		if attempt > maxQuarantineRereads {
+			return nil, fmt.Errorf("history %s: unreadable and changing while being quarantined", s.Key(todo[0]))
+		}
+		bad, err := s.load(ctx, todo, out, &unreadable)
+		if err != nil {
+			return nil, err
+		}
+		todo = nil
+		for _, b := range bad {
+			key, moved, err := s.quarantine(ctx, b)
+			if err != nil {
+				return nil, err
+			}
+			if !moved { // changed since read: read it again
+				todo = append(todo, b.patient)
+				continue
+			}
+			out[b.patient] = &History{}
+			unreadable.Quarantined = append(unreadable.Quarantined, Quarantine{Patient: b.patient, Key: key, Reason: b.reason})
+		}
+	}
+	if unreadable.Quarantined != nil || unreadable.Newer != nil {
+		return out, &unreadable
+	}
+	return out, nil
+}
+
+// unreadable is a history that could not be read, as it was read.
+type unreadable struct {
+	patient          string
+	hash             bool // false: the key holds another Redis type
+	rev, facts, code string
+	reason           error
+}
+
+// load reads patients into out, adding those in a newer format to u.Newer and returning the
+// corrupt ones.
+func (s *RedisStore) load(ctx context.Context, patients []string, out map[string]*History, u *UnreadableError) ([]unreadable, error) {
 	pipe := s.rdb.Pipeline()
 	cmds := make([]*redis.SliceCmd, len(patients))
 	for i, p := range patients {
-		cmds[i] = pipe.HMGet(ctx, s.Key(p), "rev", "facts")
+		// HMGET built by hand with the field names boxed once: reading the codec field adds
+		// no allocation per patient (BenchmarkStageRedisLoad).
+		cmds[i] = redis.NewSliceCmd(ctx, "hmget", s.Key(p), fieldRev, fieldFacts, fieldCodec)
+		_ = pipe.Process(ctx, cmds[i]) // queued; errors come from Exec and the command
 	}
 	if _, err := pipe.Exec(ctx); err != nil {
-		return nil, fmt.Errorf("load %d histories: %w", len(patients), err)
+		// A key of another type fails only its own command; anything else fails the load.
+		wrongType := false
+		for _, c := range cmds {
+			switch e := c.Err(); {
+			case e == nil:
+			case redis.HasErrorPrefix(e, "WRONGTYPE"):
+				wrongType = true
+			default:
+				return nil, fmt.Errorf("load %d histories: %w", len(patients), e)
+			}
+		}
+		if !wrongType {
+			return nil, fmt.Errorf("load %d histories: %w", len(patients), err)
+		}
 	}
-	out := make(map[string]*History, len(patients))
+	var bad []unreadable
 	for i, p := range patients {
+		if err := cmds[i].Err(); err != nil {
+			bad = append(bad, unreadable{patient: p, reason: fmt.Errorf("%w: key is not a hash", errCorrupt)})
+			continue
+		}
 		vals := cmds[i].Val()
-		h := &History{}
-		if rev, ok := vals[0].(string); ok {
-			n, err := strconv.ParseInt(rev, 10, 64)
-			if err != nil {
-				return nil, fmt.Errorf("history %s: bad rev %q", s.Key(p), rev)
-			}
-			h.Rev = n
+		h, err := decodeHistory(vals)
+		switch {
+		case errors.Is(err, ErrNewerFormat):
+			u.Newer = append(u.Newer, p)
+		case err != nil:
+			rev, _ := vals[0].(string)
+			facts, _ := vals[1].(string)
+			code, _ := vals[2].(string)
+			bad = append(bad, unreadable{patient: p, hash: true, rev: rev, facts: facts, code: code, reason: err})
+		default:
+			out[p] = h
 		}
-		if facts, ok := vals[1].(string); ok {
-			var err error
-			if h.Facts, err = decodeFacts([]byte(facts)); err != nil {
-				return nil, fmt.Errorf("history %s: %w", s.Key(p), err)
-			}
-		}
-		out[p] = h
 	}
-	return out, nil
+	return bad, nil
+}
+
+// decodeHistory decodes the rev, facts and codec fields of a stored history.
+func decodeHistory(vals []any) (*History, error) {
+	h := &History{}
+	v, err := formatVersion(vals[2])
+	if err != nil {
+		return nil, err
+	}
+	if rev, ok := vals[0].(string); ok {
+		n, err := strconv.ParseInt(rev, 10, 64)
+		if err != nil || n < 0 {
+			return nil, fmt.Errorf("%w: rev is not a count", errCorrupt)
+		}
+		h.Rev = n
+	}
+	if facts, ok := vals[1].(string); ok {
+		if len(facts) > 0 && int(facts[0]) != v {
+			return nil, fmt.Errorf("%w: facts in format %d, codec field says %d", errCorrupt, facts[0], v)
+		}
+		if h.Facts, err = decodeFacts([]byte(facts)); err != nil {
+			return nil, err
+		}
+	}
+	return h, nil
+}
+
+// quarantine moves b's history aside, reporting where, or moved false if it changed since it
+// was read.
+func (s *RedisStore) quarantine(ctx context.Context, b unreadable) (key string, moved bool, err error) {
+	kind := "other"
+	if b.hash {
+		kind = "hash"
+	}
+	base := s.QuarantineKey(b.patient, time.Now())
+	key = base
+	for n := 1; ; n++ {
+		r, err := quarantineScript.Run(ctx, s.rdb, []string{s.Key(b.patient), key}, kind, b.rev, b.facts, b.code, s.ttl.Milliseconds()).Int()
+		if err != nil {
+			return "", false, fmt.Errorf("quarantine history %s: %w", s.Key(b.patient), err)
+		}
+		if r != -1 {
+			return key, r == 1, nil
+		}
+		key = base + "." + strconv.Itoa(n)
+	}
 }
 
 // Save implements Store with one pipelined compare-and-set script call per patient.
@@ -112,7 +295,7 @@ func (s *RedisStore) Save(ctx context.Context, hs map[string]*History) error {
 	for p, h := range hs {
 		facts := appendFacts(nil, h.Facts)
 		cmd := casScript.EvalSha(ctx, pipe, []string{s.Key(p)},
-			strconv.FormatInt(h.Rev, 10), strconv.FormatInt(h.Rev+1, 10), facts, ttl)
+			strconv.FormatInt(h.Rev, 10), strconv.FormatInt(h.Rev+1, 10), facts, ttl, codecVersion)
 		ps = append(ps, pending{p, h, cmd})
 	}
 	_, _ = pipe.Exec(ctx) // errors are per command, read below
@@ -125,9 +308,12 @@ func (s *RedisStore) Save(ctx context.Context, hs map[string]*History) error {
 			}
 			return fmt.Errorf("save history %s: %w", s.Key(x.patient), err)
 		}
-		if ok == 1 {
+		switch ok {
+		case 1:
 			x.h.Rev++
-		} else {
+		case -1:
+			return fmt.Errorf("save history %s: %w: not overwritten", s.Key(x.patient), ErrNewerFormat)
+		default:
 			conflicts = append(conflicts, x.patient)
 		}
 	}

@@ -22,7 +22,9 @@ func (e *ConflictError) Error() string {
 func (e *ConflictError) Unwrap() error { return ErrConflict }
 
 // Store loads and saves patient histories. Implementations must be safe for concurrent use.
-// Load returns a history for every patient asked for (empty for unknown patients). Save
+// Load returns a history for every patient asked for (empty for unknown patients); a store
+// that can hold unreadable histories (RedisStore) may instead return an *UnreadableError with
+// the map, which then lacks only the patients the error lists as Newer. Save
 // writes each history only if its Rev still matches the stored one, then increments Rev; the
 // patients that lost that race are reported in a *ConflictError and left unsaved.
 type Store interface {

@@ -10,6 +10,7 @@ import (
 	"github.com/segmentio/kafka-go"
 
 	"github.com/nhsx/dnarisk/events"
+	"github.com/nhsx/dnarisk/featurestore"
 )
 
 // Observer is told what a Processor did, so metrics and the status page can follow it
@@ -41,6 +42,11 @@ type BatchReport struct {
 	DeadLettered map[string]int
 	// Scores holds one entry per risk event published, in input order.
 	Scores []Score
+	// Quarantined counts patient histories that could not be read (corrupt) and were moved
+	// aside to a quarantine key, each patient's history starting again empty: by this batch,
+	// and by batches of the same Processor that failed since the last completed one (a
+	// quarantine is not undone when its batch fails).
+	Quarantined int
 	// Missing counts, for every model feature by contract name, the scored bookings whose
 	// input was missing (not known at booking time, or a booking extra the feed did not
 	// carry). Nil when nothing was scored.
@@ -70,6 +76,7 @@ const (
 	ReasonContract      = events.ReasonContract
 	ReasonKeyMismatch   = events.ReasonKeyMismatch
 	ReasonFuture        = events.ReasonFuture
+	ReasonHistoryNewer  = events.ReasonHistoryNewer
 )
 
 // errKeyMismatch marks a valid event whose Kafka key is not its patient pseudonym.
@@ -82,6 +89,8 @@ var errFuture = events.ErrFuture
 // at the error text, which may change wording.
 func DeadLetterReason(value []byte, err error) string {
 	switch {
+	case errors.Is(err, featurestore.ErrNewerFormat):
+		return ReasonHistoryNewer
 	case errors.Is(err, errKeyMismatch):
 		return ReasonKeyMismatch
 	case errors.Is(err, errFuture):

@@ -65,6 +65,7 @@ type Stats struct {
 	Applied      atomic.Int64 // history facts that changed a history
 	Skipped      atomic.Int64 // bookings not scored: cancelled or superseded
 	Conflicts    atomic.Int64 // history saves retried after a concurrent write
+	Quarantined  atomic.Int64 // unreadable histories moved aside and started again (even if the batch then failed)
 	mu           sync.Mutex
 	bands        map[string]int64
 }
@@ -143,6 +144,9 @@ type Processor struct {
 	model atomic.Pointer[scorerBox]
 	// Stats counts batches that completed; a batch that failed and is retried counts once.
 	Stats Stats
+	// unreported counts histories quarantined by batches that then failed: the quarantine
+	// stands (the retry finds fresh histories), so the next completed batch reports it.
+	unreported atomic.Int64
 }
 
 type scorerBox struct{ Scorer }
@@ -187,9 +191,11 @@ func (p *Processor) Process(ctx context.Context, msgs []kafka.Message) error {
 	err := p.process(ctx, msgs, rep)
 	rep.Took = time.Since(start)
 	if err != nil {
+		p.unreported.Add(int64(rep.Quarantined))
 		p.cfg.Observer.BatchFailed(len(msgs), rep.Took, err)
 		return err
 	}
+	rep.Quarantined += int(p.unreported.Swap(0))
 	p.cfg.Observer.BatchDone(rep)
 	return nil
 }
@@ -198,6 +204,7 @@ func (p *Processor) process(ctx context.Context, msgs []kafka.Message, rep *Batc
 	model := p.Model()
 	evs := make([]events.Appointment, 0, len(msgs))
 	sent := make([]time.Time, 0, len(msgs)) // Kafka timestamp of each valid event
+	src := make([]int, 0, len(msgs))        // index in msgs of each valid event
 	var out []kafka.Message
 	var patients []string
 	seen := make(map[string]bool, len(msgs))
@@ -220,19 +227,26 @@ func (p *Processor) process(ctx context.Context, msgs []kafka.Message, rep *Batc
 		}
 		evs = append(evs, ev)
 		sent = append(sent, m.Time)
+		src = append(src, i)
 		if !seen[ev.Patient] {
 			seen[ev.Patient] = true
 			patients = append(patients, ev.Patient)
 		}
 	}
-	deadLettered := len(out)
 
 	t := time.Now()
 	hist, err := p.cfg.Store.Load(ctx, patients)
-	if err != nil {
+	var unreadable *featurestore.UnreadableError
+	if errors.As(err, &unreadable) {
+		p.quarantined(unreadable, rep)
+		if len(unreadable.Newer) > 0 {
+			evs, sent, out = p.holdNewer(msgs, unreadable.Newer, evs, sent, src, out, rep)
+		}
+	} else if err != nil {
 		return fmt.Errorf("load %d histories: %w", len(patients), err)
 	}
 	rep.Load = time.Since(t)
+	deadLettered := len(out)
 	var scoredAt []time.Time // Kafka timestamp of each scored booking, as rep.Scores
 	dirty := map[string]*featurestore.History{}
 	bands := map[string]int64{}
@@ -285,7 +299,7 @@ func (p *Processor) process(ctx context.Context, msgs []kafka.Message, rep *Batc
 		}
 	}
 	t = time.Now()
-	if err := p.save(ctx, dirty, evs); err != nil {
+	if err := p.save(ctx, dirty, evs, rep); err != nil {
 		return err
 	}
 	rep.Save = time.Since(t)
@@ -331,7 +345,10 @@ func (p *Processor) risk(model Scorer, ev *events.Appointment, x []float64) (kaf
 // save writes the changed histories. A patient whose history another writer changed since it
 // was loaded (possible for a moment during a rebalance) is reloaded and this batch's events
 // re-applied; Apply is idempotent, so facts the other writer already recorded count once.
-func (p *Processor) save(ctx context.Context, dirty map[string]*featurestore.History, evs []events.Appointment) error {
+//
+// A history that became unreadable meanwhile is quarantined as Load does; one now in a newer
+// format fails the batch, whose retry then holds that patient's events back (holdNewer).
+func (p *Processor) save(ctx context.Context, dirty map[string]*featurestore.History, evs []events.Appointment, rep *BatchReport) error {
 	for attempt := 0; len(dirty) > 0; attempt++ {
 		err := p.cfg.Store.Save(ctx, dirty)
 		var conflict *featurestore.ConflictError
@@ -346,7 +363,10 @@ func (p *Processor) save(ctx context.Context, dirty map[string]*featurestore.His
 		}
 		p.Stats.Conflicts.Add(int64(len(conflict.Patients)))
 		fresh, err := p.cfg.Store.Load(ctx, conflict.Patients)
-		if err != nil {
+		var unreadable *featurestore.UnreadableError
+		if errors.As(err, &unreadable) && len(unreadable.Newer) == 0 {
+			p.quarantined(unreadable, rep)
+		} else if err != nil {
 			return fmt.Errorf("reload %d histories after conflict: %w", len(conflict.Patients), err)
 		}
 		dirty = map[string]*featurestore.History{}
@@ -357,6 +377,43 @@ func (p *Processor) save(ctx context.Context, dirty map[string]*featurestore.His
 		}
 	}
 	return nil
+}
+
+// quarantined reports the histories Load moved aside: logged by pseudonym and key (never the
+// bytes) and counted at once in Stats and in the batch report (in the next completed batch's
+// if this one fails: the quarantine stands either way).
+func (p *Processor) quarantined(u *featurestore.UnreadableError, rep *BatchReport) {
+	for _, q := range u.Quarantined {
+		rep.Quarantined++
+		p.Stats.Quarantined.Add(1)
+		p.cfg.Log.Error("unreadable patient history quarantined; the patient's history starts again empty until rebuilt from the topic",
+			"patient", q.Patient, "quarantine_key", q.Key, "reason", q.Reason.Error())
+	}
+}
+
+// holdNewer takes the events of patients whose history is in a newer format than this binary
+// reads (a newer binary wrote it: a rolling upgrade, or a rollback) out of the batch and
+// dead-letters them with reason history_newer_format, so that the other patients proceed and
+// the newer history is neither read nor overwritten. The dead letters keep the original bytes
+// for a redrive once every consumer reads that format (README, Operations).
+func (p *Processor) holdNewer(msgs []kafka.Message, newer []string, evs []events.Appointment, sent []time.Time, src []int,
+	out []kafka.Message, rep *BatchReport) ([]events.Appointment, []time.Time, []kafka.Message) {
+	held := make(map[string]bool, len(newer))
+	for _, pt := range newer {
+		held[pt] = true
+		p.cfg.Log.Warn("patient history is in a newer format than this binary reads; its events are dead-lettered for redrive",
+			"patient", pt, "reason", ReasonHistoryNewer)
+	}
+	keepEvs, keepSent := evs[:0], sent[:0]
+	for i := range evs {
+		if held[evs[i].Patient] {
+			out = append(out, p.deadLetter(&msgs[src[i]], fmt.Errorf("%w; redrive once every consumer reads it", featurestore.ErrNewerFormat), rep))
+			continue
+		}
+		keepEvs = append(keepEvs, evs[i])
+		keepSent = append(keepSent, sent[i])
+	}
+	return keepEvs, keepSent, out
 }
 
 // deadLetter wraps a refused message with the reason (its code and the full text) and where

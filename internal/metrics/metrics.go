@@ -31,6 +31,7 @@ type Metrics struct {
 	published     *prometheus.CounterVec
 	deadLettered  *prometheus.CounterVec
 	batchFailures prometheus.Counter
+	quarantined   prometheus.Counter
 	batchDuration *prometheus.HistogramVec
 	batchSize     prometheus.Histogram
 	delay         prometheus.Histogram
@@ -51,6 +52,7 @@ const (
 	EventsPublished    = Namespace + "_events_published_total"
 	EventsDeadLettered = Namespace + "_events_dead_lettered_total"
 	BatchFailures      = Namespace + "_batch_failures_total"
+	HistoryQuarantined = Namespace + "_history_quarantined_total"
 	BatchDuration      = Namespace + "_batch_duration_seconds"
 	BatchMessages      = Namespace + "_batch_messages"
 	EventDelay         = Namespace + "_event_delay_seconds"
@@ -81,6 +83,8 @@ func New() *Metrics {
 			Help: "Input messages refused and sent to the dead-letter topic, by source topic and reason."}, []string{"topic", "reason"}),
 		batchFailures: prometheus.NewCounter(prometheus.CounterOpts{Name: BatchFailures,
 			Help: "Batches that failed and were retried (Redis or Kafka unavailable); nothing of them was committed."}),
+		quarantined: prometheus.NewCounter(prometheus.CounterOpts{Name: HistoryQuarantined,
+			Help: "Patient histories that could not be read (corrupt) and were moved to a quarantine key; each patient's history started again empty and should be rebuilt from the topic."}),
 		batchDuration: prometheus.NewHistogramVec(prometheus.HistogramOpts{Name: BatchDuration,
 			Help:    "Time to process one batch (stage total) and its round trips: history load, publish to Kafka, history save.",
 			Buckets: short}, []string{"stage"}),
@@ -113,7 +117,7 @@ func New() *Metrics {
 	m.Registry.MustRegister(
 		collectors.NewGoCollector(),
 		collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}),
-		m.consumed, m.published, m.deadLettered, m.batchFailures, m.batchDuration, m.batchSize,
+		m.consumed, m.published, m.deadLettered, m.batchFailures, m.quarantined, m.batchDuration, m.batchSize,
 		m.delay, m.probability, m.riskEvents, m.missing, m.modelInfo, m.modelReloads, m.lag, m.lagErrors,
 		m.redisDuration, m.redisErrors,
 	)
@@ -129,6 +133,7 @@ func (m *Metrics) BatchDone(r *scorer.BatchReport) {
 	for reason, n := range r.DeadLettered {
 		m.deadLettered.WithLabelValues(r.Source, reason).Add(float64(n))
 	}
+	m.quarantined.Add(float64(r.Quarantined))
 	m.batchSize.Observe(float64(r.Messages))
 	m.batchDuration.WithLabelValues("total").Observe(r.Took.Seconds())
 	m.batchDuration.WithLabelValues("load").Observe(r.Load.Seconds())

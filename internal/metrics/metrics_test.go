@@ -28,7 +28,8 @@ func TestBatchDoneCountsByTopicReasonAndBand(t *testing.T) {
 			{Event: ev, Probability: 0.05, Band: "low", Delay: time.Second},
 			{Event: ev, Probability: 0.4, Band: "very_high", Delay: 2 * time.Second},
 		},
-		Missing: map[string]int{"prior_dna_rate": 1, "extra.imd_decile": 2, "lead_time_days": 0},
+		Missing:     map[string]int{"prior_dna_rate": 1, "extra.imd_decile": 2, "lead_time_days": 0},
+		Quarantined: 1,
 	})
 	m.BatchFailed(3, time.Millisecond, errors.New("redis down"))
 	m.SetModel("m1")
@@ -58,6 +59,9 @@ dnarisk_feature_missing_total{feature="prior_dna_rate"} 1
 # HELP dnarisk_batch_failures_total Batches that failed and were retried (Redis or Kafka unavailable); nothing of them was committed.
 # TYPE dnarisk_batch_failures_total counter
 dnarisk_batch_failures_total 1
+# HELP dnarisk_history_quarantined_total Patient histories that could not be read (corrupt) and were moved to a quarantine key; each patient's history started again empty and should be rebuilt from the topic.
+# TYPE dnarisk_history_quarantined_total counter
+dnarisk_history_quarantined_total 1
 # HELP dnarisk_model_info 1 for the model currently scoring, labelled with its id.
 # TYPE dnarisk_model_info gauge
 dnarisk_model_info{model_id="m2"} 1
@@ -71,7 +75,7 @@ dnarisk_reminders_total{outcome="sent"} 1
 `
 	if err := testutil.GatherAndCompare(m.Registry, strings.NewReader(want),
 		metrics.EventsConsumed, metrics.EventsDeadLettered, metrics.EventsPublished, metrics.RiskEvents,
-		metrics.FeatureMissing, metrics.BatchFailures, metrics.ModelInfo, metrics.Reminders); err != nil {
+		metrics.FeatureMissing, metrics.BatchFailures, metrics.HistoryQuarantined, metrics.ModelInfo, metrics.Reminders); err != nil {
 		t.Fatal(err)
 	}
 	if n := testutil.CollectAndCount(m.Registry, metrics.RiskProbability, metrics.EventDelay, metrics.BatchDuration); n != 1+1+4 {
