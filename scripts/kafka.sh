@@ -1,39 +1,66 @@
 #!/usr/bin/env bash
-# Runs a real single-node Apache Kafka (KRaft, combined broker+controller) for
-# integration tests, from the Kafka server jars on Maven Central and the
-# machine's Java 17. No tarball, no container.
+# Runs a real Apache Kafka (KRaft, combined broker+controller nodes; one by
+# default, or a cluster of KAFKA_NODES) for integration tests, from the Kafka
+# server jars on Maven Central and the machine's Java 17. No tarball, no
+# container.
 #
-#   scripts/kafka.sh start|stop|status|fetch|restart
+#   scripts/kafka.sh start|stop|status|fetch|restart|crash [N]|kill9 N|start-node N|controller
 #
-# fetch downloads the jars only. restart stops the running broker (SIGTERM,
-# controlled shutdown) and starts it again on the same data and cluster id, so
-# every topic, message and committed offset survives: a broker restart for
-# fault-injection tests (cmd/chaos). start and stop always begin afresh.
+# fetch downloads the jars only. restart stops node 1 (SIGTERM, controlled
+# shutdown) and starts it again on the same data and cluster id, so every
+# topic, message and committed offset survives: a broker restart for
+# fault-injection tests (cmd/chaos). crash N does the same for node N (default
+# 1) with kill -9 and KAFKA_DOWN_SECONDS (0) of outage; kill9 N and start-node N
+# are its two halves. controller prints the node id of the active KRaft
+# controller. start and stop always begin afresh.
 #
 # Environment:
 #   KAFKA_PORT             client listener on 127.0.0.1 (default 19092)
 #   KAFKA_CONTROLLER_PORT  KRaft controller listener (default KAFKA_PORT+1)
 #   KAFKA_VERSION          org.apache.kafka:kafka_2.13 version (default: pom.xml)
 #   KAFKA_START_TIMEOUT    seconds to wait for the broker to be ready (default 90)
-#   KAFKA_HEAP             JVM heap (default 768m)
+#   KAFKA_HEAP             JVM heap per node (default 768m)
+#   KAFKA_NODES            nodes in the cluster (default 1). Node N listens on
+#                          KAFKA_PORT + 2(N-1), its controller on that + 1;
+#                          with 3 or more, topics default to replication factor
+#                          3 and min.insync.replicas 2
 #
 # Everything lives under .cache/kafka: libs/ (jars, downloaded once per
 # version), data-<port>/ (log dirs, wiped on stop and on a fresh start) and
-# run-<port>/ (config, logs, pid file).
+# run-<port>/ (config, logs, pid file); node N > 1 of a cluster in
+# data-<port>-n<N>/ and run-<port>-n<N>/.
 set -euo pipefail
 
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
-PORT="${KAFKA_PORT:-19092}"
-CPORT="${KAFKA_CONTROLLER_PORT:-$((PORT + 1))}"
+BASE_PORT="${KAFKA_PORT:-19092}"
+BASE_CPORT="${KAFKA_CONTROLLER_PORT:-$((BASE_PORT + 1))}"
+NODES="${KAFKA_NODES:-1}"
+[[ "$NODES" =~ ^[1-9]$ ]] || { echo "kafka.sh: KAFKA_NODES=$NODES: want 1 to 9" >&2; exit 2; }
 TIMEOUT="${KAFKA_START_TIMEOUT:-90}"
 HEAP="${KAFKA_HEAP:-768m}"
 POM="$ROOT/scripts/kafka/pom.xml"
 CACHE="$ROOT/.cache/kafka"
 LIBS="$CACHE/libs"
-DATA="$CACHE/data-$PORT"
-RUN="$CACHE/run-$PORT"
-PIDFILE="$RUN/kafka.pid"
-LOG="$RUN/server.log"
+VOTERS=""
+for ((n = 1; n <= NODES; n++)); do
+	VOTERS+="${VOTERS:+,}$n@127.0.0.1:$((BASE_CPORT + 2 * (n - 1)))"
+done
+RF=$((NODES < 3 ? NODES : 3))
+MIN_ISR=$((NODES < 3 ? 1 : 2))
+
+# node N points PORT, CPORT, DATA, RUN, PIDFILE and LOG at cluster node N.
+node() {
+	NODE=$1
+	PORT=$((BASE_PORT + 2 * (NODE - 1)))
+	CPORT=$((BASE_CPORT + 2 * (NODE - 1)))
+	local suffix=""
+	((NODE == 1)) || suffix="-n$NODE"
+	DATA="$CACHE/data-$BASE_PORT$suffix"
+	RUN="$CACHE/run-$BASE_PORT$suffix"
+	PIDFILE="$RUN/kafka.pid"
+	LOG="$RUN/server.log"
+}
+node 1
 
 log() { echo "kafka.sh: $*" >&2; }
 die() { log "ERROR: $*"; exit 1; }
@@ -105,8 +132,8 @@ write_config() {
 	mkdir -p "$RUN" "$DATA"
 	cat >"$RUN/server.properties" <<EOF
 process.roles=broker,controller
-node.id=1
-controller.quorum.voters=1@127.0.0.1:$CPORT
+node.id=$NODE
+controller.quorum.voters=$VOTERS
 listeners=PLAINTEXT://127.0.0.1:$PORT,CONTROLLER://127.0.0.1:$CPORT
 advertised.listeners=PLAINTEXT://127.0.0.1:$PORT
 controller.listener.names=CONTROLLER
@@ -116,13 +143,15 @@ log.dirs=$DATA
 auto.create.topics.enable=true
 delete.topic.enable=true
 num.partitions=4
-offsets.topic.replication.factor=1
+default.replication.factor=$RF
+min.insync.replicas=$MIN_ISR
+offsets.topic.replication.factor=$RF
 # Fewer than the default 50: the first consumer group of a run creates them all.
 offsets.topic.num.partitions=8
-transaction.state.log.replication.factor=1
-transaction.state.log.min.isr=1
-share.coordinator.state.topic.replication.factor=1
-share.coordinator.state.topic.min.isr=1
+transaction.state.log.replication.factor=$RF
+transaction.state.log.min.isr=$MIN_ISR
+share.coordinator.state.topic.replication.factor=$RF
+share.coordinator.state.topic.min.isr=$MIN_ISR
 group.initial.rebalance.delay.ms=0
 EOF
 	cat >"$RUN/log4j2.xml" <<EOF
@@ -184,7 +213,7 @@ public class ReadyCheck {
                         System.err.println("another Kafka (cluster " + clusterId + ") answers on " + args[0]);
                         System.exit(2);
                     }
-                    if (!nodes.isEmpty() && controller != null && !controller.isEmpty()) {
+                    if (nodes.size() >= Integer.parseInt(args[3]) && controller != null && !controller.isEmpty()) {
                         admin.listTopics().names().get();
                         // Finding a group coordinator creates __consumer_offsets. Doing it
                         // here spares the first consumer group of a test run kafka-go's
@@ -207,7 +236,33 @@ public class ReadyCheck {
 EOF
 	local left=$((deadline - SECONDS))
 	((left > 0)) || left=1
-	kjava "$RUN/readycheck.log" "$checker" "127.0.0.1:$PORT" "$left" "$cluster_id"
+	kjava "$RUN/readycheck.log" "$checker" "127.0.0.1:$PORT" "$left" "$cluster_id" "$NODES"
+}
+
+# print_controller prints the node id of the active KRaft controller (the quorum leader).
+print_controller() {
+	local checker="$CACHE/ControllerOf.java" n servers=""
+	cat >"$checker" <<'EOF'
+import java.util.Properties;
+import org.apache.kafka.clients.admin.Admin;
+
+public class ControllerOf {
+    public static void main(String[] args) throws Exception {
+        Properties p = new Properties();
+        p.put("bootstrap.servers", args[0]);
+        p.put("request.timeout.ms", "5000");
+        p.put("default.api.timeout.ms", "10000");
+        try (Admin admin = Admin.create(p)) {
+            System.out.println(admin.describeMetadataQuorum().quorumInfo().get().leaderId());
+        }
+    }
+}
+EOF
+	for ((n = 1; n <= NODES; n++)); do
+		servers+="${servers:+,}127.0.0.1:$((BASE_PORT + 2 * (n - 1)))"
+	done
+	node 1
+	java -Djava.awt.headless=true -cp "$LIBS/*" "$checker" "$servers" 2>/dev/null
 }
 
 fail_start() {
@@ -222,42 +277,58 @@ fail_start() {
 }
 
 start_broker() {
+	node 1
 	if running && port_open "$PORT"; then
 		log "already running (pid $(cat "$PIDFILE")) on 127.0.0.1:$PORT"
 		return
 	fi
 	stop_broker
-	for p in "$PORT" "$CPORT"; do
-		port_open "$p" && die "127.0.0.1:$p is already in use by a process this script did not start"
+	local n
+	for ((n = 1; n <= NODES; n++)); do
+		node "$n"
+		for p in "$PORT" "$CPORT"; do
+			port_open "$p" && die "127.0.0.1:$p is already in use by a process this script did not start"
+		done
 	done
 	command -v java >/dev/null || die "java not found (Debian: apt-get install openjdk-17-jre-headless)"
 	fetch_jars
 
 	local start=$SECONDS deadline=$((SECONDS + TIMEOUT))
-	rm -rf "$DATA" "$RUN"
-	write_config
 	local id
 	id="$(random_cluster_id)"
-	if ! kjava "$RUN/format.log" kafka.tools.StorageTool format --cluster-id "$id" \
-		--config "$RUN/server.properties" >"$RUN/format.out" 2>&1; then
-		cat "$RUN/format.out" >&2
-		die "formatting storage in $DATA failed"
-	fi
-	echo "$id" >"$RUN/cluster.id"
-	launch_broker "$deadline" "$id"
+	for ((n = 1; n <= NODES; n++)); do
+		node "$n"
+		rm -rf "$DATA" "$RUN"
+		write_config
+		if ! kjava "$RUN/format.log" kafka.tools.StorageTool format --cluster-id "$id" \
+			--config "$RUN/server.properties" >"$RUN/format.out" 2>&1; then
+			cat "$RUN/format.out" >&2
+			die "formatting storage in $DATA failed"
+		fi
+		echo "$id" >"$RUN/cluster.id"
+	done
+	# Every node first, then wait: a cluster's controllers need a quorum to elect a leader.
+	for ((n = NODES; n >= 1; n--)); do
+		node "$n"
+		launch_node
+	done
+	await_node "$deadline" "$id"
 	log "Kafka $(cat "$LIBS/.kafka-version") ready on 127.0.0.1:$PORT in $((SECONDS - start))s ($READY; pid $(cat "$PIDFILE"), log $LOG)"
 }
 
-# launch_broker DEADLINE CLUSTER_ID starts the JVM on the config and data in
-# place and waits until it serves metadata; READY holds the readiness line.
-launch_broker() {
-	local deadline=$1 id=$2
+# launch_node starts the current node's JVM on the config and data in place.
+launch_node() {
 	# setsid: the broker must outlive this script and not get the terminal's signals.
 	setsid nohup java -Djava.awt.headless=true "-Dlog4j2.configurationFile=$RUN/log4j2.xml" \
 		"-Dkafka.log.file=$LOG" "-Xms$HEAP" "-Xmx$HEAP" -XX:+UseG1GC -cp "$LIBS/*" \
 		kafka.Kafka "$RUN/server.properties" </dev/null >>"$RUN/stdout.log" 2>&1 &
 	echo $! >"$PIDFILE"
+}
 
+# await_node DEADLINE CLUSTER_ID waits until the current node listens and the cluster
+# serves metadata with every node registered; READY holds the readiness line.
+await_node() {
+	local deadline=$1 id=$2
 	until port_open "$PORT"; do
 		running || fail_start "broker exited during startup"
 		((SECONDS < deadline)) || fail_start "broker did not listen on 127.0.0.1:$PORT within ${TIMEOUT}s"
@@ -269,18 +340,43 @@ launch_broker() {
 	fi
 }
 
-# restart_broker keeps DATA: the same cluster comes back with everything it held.
+# start_node N starts node N again on its data (after kill9 or a crash).
+start_node() {
+	node "$1"
+	[[ -f "$RUN/cluster.id" ]] || die "node $1 was never started (no $RUN/cluster.id)"
+	running && die "node $1 is already running (pid $(cat "$PIDFILE"))"
+	local start=$SECONDS deadline=$((SECONDS + TIMEOUT)) id
+	id="$(cat "$RUN/cluster.id")"
+	launch_node
+	await_node "$deadline" "$id"
+	log "Kafka node $1 started on 127.0.0.1:$PORT with its data in $((SECONDS - start))s ($READY; pid $(cat "$PIDFILE"))"
+}
+
+# kill9_node N kills node N the hard way: no controlled shutdown, nothing flushed on the way.
+kill9_node() {
+	node "$1"
+	running || die "node $1 is not running on 127.0.0.1:$PORT"
+	local pid
+	pid="$(cat "$PIDFILE")"
+	kill -KILL "$pid"
+	while pid_alive "$pid"; do sleep 0.1; done
+	log "killed node $1 (kill -9, pid $pid) on 127.0.0.1:$PORT"
+}
+
+# restart_broker keeps node 1's data: the same cluster comes back with everything it held.
 restart_broker() {
+	node 1
 	running || die "no broker of ours is running on 127.0.0.1:$PORT (start it first)"
 	[[ -f "$RUN/cluster.id" ]] || die "$RUN/cluster.id missing: started by an older kafka.sh; stop and start it"
 	local start=$SECONDS deadline=$((SECONDS + TIMEOUT)) id
 	id="$(cat "$RUN/cluster.id")"
 	terminate_broker
-	launch_broker "$deadline" "$id"
+	launch_node
+	await_node "$deadline" "$id"
 	log "Kafka restarted on 127.0.0.1:$PORT with its data in $((SECONDS - start))s ($READY; pid $(cat "$PIDFILE"))"
 }
 
-# terminate_broker stops our broker, if running, and leaves its data alone.
+# terminate_broker stops the current node, if running, and leaves its data alone.
 terminate_broker() {
 	running || return 0
 	local pid i
@@ -299,27 +395,53 @@ terminate_broker() {
 	log "stopped broker on 127.0.0.1:$PORT (pid $pid)"
 }
 
+# stop_broker stops every node and removes the data. The other nodes of a cluster are killed
+# first: a controlled shutdown would wait for a quorum that is going away.
 stop_broker() {
-	terminate_broker
-	rm -f "$PIDFILE"
-	rm -rf "$DATA"
+	local n
+	for ((n = NODES; n >= 2; n--)); do
+		node "$n"
+		if running; then
+			kill -KILL "$(cat "$PIDFILE")" 2>/dev/null || true
+		fi
+	done
+	for ((n = NODES; n >= 1; n--)); do
+		node "$n"
+		((n > 1)) || terminate_broker
+		rm -f "$PIDFILE"
+		rm -rf "$DATA"
+	done
+	node 1
 }
 
 case "${1:-}" in
 start) start_broker ;;
 stop) stop_broker ;;
 status)
-	if running && port_open "$PORT"; then
-		echo "kafka: running on 127.0.0.1:$PORT (pid $(cat "$PIDFILE"))"
-	else
-		echo "kafka: not running on 127.0.0.1:$PORT"
-		exit 1
-	fi
+	rc=0
+	for ((n = 1; n <= NODES; n++)); do
+		node "$n"
+		if running && port_open "$PORT"; then
+			echo "kafka: running on 127.0.0.1:$PORT (pid $(cat "$PIDFILE"))"
+		else
+			echo "kafka: not running on 127.0.0.1:$PORT"
+			rc=1
+		fi
+	done
+	exit "$rc"
 	;;
 fetch) fetch_jars ;;
 restart) restart_broker ;;
+crash)
+	kill9_node "${2:-1}"
+	sleep "${KAFKA_DOWN_SECONDS:-0}"
+	start_node "${2:-1}"
+	;;
+kill9) kill9_node "${2:?kill9 needs a node number}" ;;
+start-node) start_node "${2:?start-node needs a node number}" ;;
+controller) print_controller ;;
 *)
-	echo "usage: $0 start|stop|status|fetch|restart" >&2
+	echo "usage: $0 start|stop|status|fetch|restart|crash [N]|kill9 N|start-node N|controller" >&2
 	exit 2
 	;;
 esac

@@ -212,7 +212,7 @@ func (b *budgetRun) sendThroughFaults(ctx context.Context) error {
 
 func (b *budgetRun) startBudgetDispatcher(name string) error {
 	p, err := b.ps.start(name, "dispatcher", "dispatcher", []string{
-		"--config", b.dispatcherConfig, "--brokers", b.svc.brokers()[0], "--redis", b.svc.redisAddr(), "--group", reminderGroup,
+		"--config", b.dispatcherConfig, "--brokers", b.svc.brokerList(), "--redis", b.svc.redisAddr(), "--group", reminderGroup,
 		"--metrics-addr", "off", "--clock-file", b.clockPath,
 	}, []string{"NOTIFY_API_KEY=" + b.secrets.notifyKey, "DNA_REMINDER_SECRET=" + b.secrets.reminder, "DNA_CONTACT_KEY=" + b.secrets.contact})
 	if err != nil {

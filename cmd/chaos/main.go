@@ -37,22 +37,23 @@ import (
 )
 
 type config struct {
-	scenario  string
-	profile   string
-	seed      int64
-	patients  int
-	days      int
-	rate      float64
-	consumers int
-	kafkaPort int
-	redisPort int
-	out       string
-	work      string
-	timeout   time.Duration
-	outage    time.Duration
-	reminders int // budget: reminders due, all in one clock hour
-	keep      bool
-	root      string
+	scenario   string
+	profile    string
+	seed       int64
+	patients   int
+	days       int
+	rate       float64
+	consumers  int
+	kafkaPort  int
+	kafkaNodes int
+	redisPort  int
+	out        string
+	work       string
+	timeout    time.Duration
+	outage     time.Duration
+	reminders  int // budget: reminders due, all in one clock hour
+	keep       bool
+	root       string
 }
 
 // profiles size a run. full is `make chaos` (over 100,000 events); ci is the short variant
@@ -76,6 +77,7 @@ func parseConfig(args []string) (config, error) {
 	fs.Float64Var(&c.rate, "rate", 0, "producer events per second (default: the profile's)")
 	fs.IntVar(&c.consumers, "consumers", 2, "scorer instances at the start (at least 2)")
 	fs.IntVar(&c.kafkaPort, "kafka-port", 49192, "port of the suite's own Kafka (the controller takes the next one)")
+	fs.IntVar(&c.kafkaNodes, "kafka-nodes", 1, "Kafka nodes: 1, or 3 for a KRaft cluster (replication factor 3, min.insync.replicas 2) whose partition leader and controller are killed")
 	fs.IntVar(&c.redisPort, "redis-port", 46379, "port of the suite's own Redis")
 	fs.StringVar(&c.out, "out", "", "report file (default out/chaos.json, out/backpressure.json)")
 	fs.StringVar(&c.work, "work", "out/chaos", "directory for binaries, logs, the dispatcher's config and clock")
@@ -95,6 +97,8 @@ func parseConfig(args []string) (config, error) {
 		return c, fmt.Errorf("--profile %q: want full or ci", c.profile)
 	case c.scenario != "pipeline" && c.scenario != "backpressure" && c.scenario != "budget":
 		return c, fmt.Errorf("--scenario %q: want pipeline, backpressure or budget", c.scenario)
+	case c.kafkaNodes != 1 && c.kafkaNodes != 3:
+		return c, fmt.Errorf("--kafka-nodes %d: want 1 or 3", c.kafkaNodes)
 	case c.consumers < 2:
 		return c, fmt.Errorf("--consumers %d: the suite needs a group of at least 2", c.consumers)
 	}

@@ -65,14 +65,7 @@ func TestChaosShort(t *testing.T) {
 	if testing.Short() {
 		t.Skip("the chaos run takes minutes; skipped with -short")
 	}
-	for _, tool := range []string{"java", "redis-server", "redis-cli"} {
-		if _, err := exec.LookPath(tool); err != nil {
-			if testenv.CI() {
-				t.Fatalf("%s is required under CI=true: %v", tool, err)
-			}
-			t.Skipf("SKIPPING THE CHAOS RUN: %s not installed (%v)", tool, err)
-		}
-	}
+	requireTools(t)
 	root, err := filepath.Abs(filepath.Join("..", ".."))
 	if err != nil {
 		t.Fatal(err)
@@ -83,6 +76,45 @@ func TestChaosShort(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
+	runShort(t, cfg)
+}
+
+// The short run on a three-node KRaft cluster (replication factor 3, min.insync.replicas 2,
+// acks=all): the leader of the busiest partition and then the active controller are killed
+// with kill -9 mid-stream, each back on its data after 5 s; the same checks.
+func TestChaosCluster(t *testing.T) {
+	if testing.Short() {
+		t.Skip("the chaos run takes minutes; skipped with -short")
+	}
+	requireTools(t)
+	root, err := filepath.Abs(filepath.Join("..", ".."))
+	if err != nil {
+		t.Fatal(err)
+	}
+	work := t.TempDir()
+	cfg, err := parseConfig([]string{"--profile", "ci", "--kafka-nodes", "3", "--root", root, "--work", work, "--out", filepath.Join(work, "chaos.json"),
+		"--kafka-port", portFromEnv("CHAOS_CLUSTER_KAFKA_PORT", 49492), "--redis-port", portFromEnv("CHAOS_CLUSTER_REDIS_PORT", 46679), "--timeout", "10m"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	runShort(t, cfg)
+}
+
+func requireTools(t *testing.T) {
+	t.Helper()
+	for _, tool := range []string{"java", "redis-server", "redis-cli"} {
+		if _, err := exec.LookPath(tool); err != nil {
+			if testenv.CI() {
+				t.Fatalf("%s is required under CI=true: %v", tool, err)
+			}
+			t.Skipf("SKIPPING THE CHAOS RUN: %s not installed (%v)", tool, err)
+		}
+	}
+}
+
+// runShort runs the pipeline with cfg and fails the test on any violation.
+func runShort(t *testing.T, cfg config) {
+	t.Helper()
 	log := slog.New(slog.NewTextHandler(testWriter{t}, nil))
 	start := time.Now()
 	rep, err := runPipeline(t.Context(), cfg, log)
@@ -103,14 +135,7 @@ func TestChaosBudget(t *testing.T) {
 	if testing.Short() {
 		t.Skip("the budget run takes a minute; skipped with -short")
 	}
-	for _, tool := range []string{"java", "redis-server", "redis-cli"} {
-		if _, err := exec.LookPath(tool); err != nil {
-			if testenv.CI() {
-				t.Fatalf("%s is required under CI=true: %v", tool, err)
-			}
-			t.Skipf("SKIPPING THE BUDGET RUN: %s not installed (%v)", tool, err)
-		}
-	}
+	requireTools(t)
 	root, err := filepath.Abs(filepath.Join("..", ".."))
 	if err != nil {
 		t.Fatal(err)

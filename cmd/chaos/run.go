@@ -49,11 +49,18 @@ type fault struct {
 	Detail string  `json:"detail,omitempty"`
 }
 
-// requiredFaults must each be injected at least once for a run to pass.
+// requiredFaults must each be injected at least once for a run to pass (and kafkaFaults, by
+// the size of the cluster).
 var requiredFaults = []string{
-	"consumer_kill9", "group_join", "group_leave", "redis_restart", "redis_crash", "kafka_restart", "redis_slow",
+	"consumer_kill9", "group_join", "group_leave", "redis_restart", "redis_crash", "redis_slow",
 	"malformed_events", "dispatcher_kill9", "notify_500", "notify_500_after_accept", "notify_429",
 	"notify_timeout", "notify_timeout_after_accept",
+}
+
+// kafkaFaults are the required Kafka faults by number of nodes.
+var kafkaFaults = map[int][]string{
+	1: {"kafka_restart", "kafka_kill9"},
+	3: {"kafka_leader_kill9", "kafka_controller_kill9"},
 }
 
 // runner drives one pipeline run.
@@ -103,7 +110,7 @@ func round(x float64, places int) float64 {
 // newRunner is a runner for cfg whose services are the suite's own Kafka and Redis.
 func newRunner(cfg config, log *slog.Logger) *runner {
 	r := &runner{cfg: cfg, log: log, began: time.Now(), consumers: map[string]*proc{}, phases: map[string]float64{}}
-	r.svc = &services{root: cfg.root, kafkaPort: cfg.kafkaPort, redisPort: cfg.redisPort, log: log}
+	r.svc = &services{root: cfg.root, kafkaPort: cfg.kafkaPort, kafkaNodes: cfg.kafkaNodes, redisPort: cfg.redisPort, log: log}
 	return r
 }
 
@@ -304,7 +311,7 @@ func (r *runner) startProducer() (*proc, error) {
 	cfg := r.cfg
 	return r.ps.start("producer", "producer", "producer", []string{
 		"--seed", strconv.FormatInt(cfg.seed, 10), "--patients", strconv.Itoa(cfg.patients), "--days", strconv.Itoa(cfg.days),
-		"--start", simStart, "--rate", strconv.FormatFloat(cfg.rate, 'f', -1, 64), "--brokers", r.svc.brokers()[0], "--topic", topicAppointments,
+		"--start", simStart, "--rate", strconv.FormatFloat(cfg.rate, 'f', -1, 64), "--brokers", r.svc.brokerList(), "--topic", topicAppointments,
 	}, []string{"DNA_PSEUDONYM_SECRET=" + r.secrets.pseudonym})
 }
 
@@ -426,7 +433,7 @@ func (r *runner) storeContacts(ctx context.Context, gt *truth) error {
 
 func (r *runner) startConsumer(name string) error {
 	p, err := r.ps.start(name, "consumer", "consumer", []string{
-		"--brokers", r.svc.brokers()[0], "--redis", r.svc.redisAddr(), "--model-dir", filepath.Join(r.cfg.root, "models", "default"),
+		"--brokers", r.svc.brokerList(), "--redis", r.svc.redisAddr(), "--model-dir", filepath.Join(r.cfg.root, "models", "default"),
 		"--model-poll", "0", "--group", scorerGroup, "--metrics-addr", "off",
 	}, nil)
 	if err != nil {
@@ -440,7 +447,7 @@ func (r *runner) startConsumer(name string) error {
 
 func (r *runner) startDispatcher() error {
 	p, err := r.ps.start("dispatcher", "dispatcher", "dispatcher", []string{
-		"--config", r.dispatcherConfig, "--brokers", r.svc.brokers()[0], "--redis", r.svc.redisAddr(), "--group", reminderGroup,
+		"--config", r.dispatcherConfig, "--brokers", r.svc.brokerList(), "--redis", r.svc.redisAddr(), "--group", reminderGroup,
 		"--metrics-addr", "off", "--clock-file", r.clockPath,
 	}, []string{"NOTIFY_API_KEY=" + r.secrets.notifyKey, "DNA_REMINDER_SECRET=" + r.secrets.reminder, "DNA_CONTACT_KEY=" + r.secrets.contact})
 	if err != nil {
@@ -602,7 +609,8 @@ func (r *runner) intakeSteps(ctx context.Context) []step {
 		{0.28, func() error { return r.restartRedis(ctx, "intake") }},
 		{0.36, func() error { r.leaveGroup("consumer-3"); return nil }},
 		{0.45, func() error { return r.publishMalformed(ctx, 2) }},
-		{0.50, func() error { return r.restartKafka(ctx) }},
+		{0.50, func() error { return r.kafkaFault(ctx, 1) }},
+		{0.58, func() error { return r.kafkaFault(ctx, 2) }},
 		{0.62, func() error {
 			r.kill9(ctx, r.dispatcher, "dispatcher_kill9", "intake", "while planning reminders")
 			time.Sleep(2 * time.Second)
@@ -655,6 +663,72 @@ func (r *runner) forget(name string) {
 	r.mu.Lock()
 	delete(r.consumers, name)
 	r.mu.Unlock()
+}
+
+// kafkaFault is the intake's n-th Kafka fault. One broker: a controlled restart, then a
+// kill -9. A cluster: kill -9 of the leader of the busiest appointments partition, then of
+// the active controller; each node comes back on its data after 5 s.
+func (r *runner) kafkaFault(ctx context.Context, n int) error {
+	switch {
+	case r.cfg.kafkaNodes == 1 && n == 1:
+		return r.restartKafka(ctx)
+	case r.cfg.kafkaNodes == 1:
+		return r.crashKafkaNode(ctx, "kafka_kill9", 1, "the only broker")
+	case n == 1:
+		node, part, err := r.busiestLeader(ctx)
+		if err != nil {
+			return err
+		}
+		return r.crashKafkaNode(ctx, "kafka_leader_kill9", node, fmt.Sprintf("leader of %s partition %d, the busiest", topicAppointments, part))
+	default:
+		node, err := r.svc.kafkaController(ctx)
+		if err != nil {
+			return err
+		}
+		return r.crashKafkaNode(ctx, "kafka_controller_kill9", node, "the active KRaft controller")
+	}
+}
+
+func (r *runner) crashKafkaNode(ctx context.Context, kind string, node int, why string) error {
+	start := time.Now()
+	line, err := r.svc.crashKafkaNode(ctx, node, 5*time.Second)
+	if err != nil {
+		return err
+	}
+	r.record(kind, "intake", fmt.Sprintf("node %d", node), fmt.Sprintf("%s; %s (%.0fs)", why, line, time.Since(start).Seconds()))
+	return nil
+}
+
+// busiestLeader finds the appointments partition with the most messages and its leader's
+// node id.
+func (r *runner) busiestLeader(ctx context.Context) (node, partition int, err error) {
+	c := &kafka.Client{Addr: kafka.TCP(r.svc.brokers()...), Timeout: 10 * time.Second}
+	reqs := make([]kafka.OffsetRequest, appointmentParts)
+	for i := range reqs {
+		reqs[i] = kafka.LastOffsetOf(i)
+	}
+	offs, err := c.ListOffsets(ctx, &kafka.ListOffsetsRequest{Topics: map[string][]kafka.OffsetRequest{topicAppointments: reqs}})
+	if err != nil {
+		return 0, 0, fmt.Errorf("list offsets: %w", err)
+	}
+	var most int64 = -1
+	for _, p := range offs.Topics[topicAppointments] {
+		if p.Error == nil && p.LastOffset > most {
+			most, partition = p.LastOffset, p.Partition
+		}
+	}
+	md, err := c.Metadata(ctx, &kafka.MetadataRequest{Topics: []string{topicAppointments}})
+	if err != nil {
+		return 0, 0, fmt.Errorf("metadata: %w", err)
+	}
+	for _, t := range md.Topics {
+		for _, p := range t.Partitions {
+			if p.ID == partition {
+				return p.Leader.ID, partition, nil
+			}
+		}
+	}
+	return 0, 0, fmt.Errorf("no leader for %s partition %d", topicAppointments, partition)
 }
 
 // restartKafka restarts the broker: a controlled shutdown, then a start on the same data.

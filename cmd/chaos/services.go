@@ -23,11 +23,27 @@ import (
 type services struct {
 	root      string
 	kafkaPort int
-	redisPort int
-	log       *slog.Logger
+	// kafkaNodes is the size of the Kafka cluster: node N listens on kafkaPort + 2(N-1).
+	kafkaNodes int
+	redisPort  int
+	log        *slog.Logger
 }
 
-func (s *services) brokers() []string { return []string{"127.0.0.1:" + strconv.Itoa(s.kafkaPort)} }
+// brokers are the bootstrap addresses of every Kafka node, so clients find the cluster while
+// any one node is down.
+func (s *services) brokers() []string {
+	out := make([]string, max(s.kafkaNodes, 1))
+	for i := range out {
+		out[i] = "127.0.0.1:" + strconv.Itoa(s.kafkaPort+2*i)
+	}
+	return out
+}
+
+// brokerList is brokers() as a flag value.
+func (s *services) brokerList() string { return strings.Join(s.brokers(), ",") }
+
+// replication is the topics' replication factor: 3 on a cluster of three or more nodes.
+func (s *services) replication() int  { return min(max(s.kafkaNodes, 1), 3) }
 func (s *services) redisAddr() string { return "127.0.0.1:" + strconv.Itoa(s.redisPort) }
 
 func (s *services) env(extra ...string) []string {
@@ -35,6 +51,7 @@ func (s *services) env(extra ...string) []string {
 		"KAFKA_PORT="+strconv.Itoa(s.kafkaPort),
 		"KAFKA_CONTROLLER_PORT="+strconv.Itoa(s.kafkaPort+1),
 		"KAFKA_HEAP=512m",
+		"KAFKA_NODES="+strconv.Itoa(max(s.kafkaNodes, 1)),
 		"REDIS_PORT="+strconv.Itoa(s.redisPort),
 		"REDIS_CLUSTER_PORTS=none",
 		"REDIS_APPENDONLY=yes",
@@ -104,13 +121,28 @@ func (s *services) crashRedis(ctx context.Context, down time.Duration) (string, 
 	return s.script(ctx, "redis", []string{"REDIS_DOWN_SECONDS=" + strconv.FormatFloat(down.Seconds(), 'f', 1, 64)}, "crash")
 }
 
+// crashKafkaNode kills Kafka node n with kill -9 and starts it again on its data after down.
+func (s *services) crashKafkaNode(ctx context.Context, n int, down time.Duration) (string, error) {
+	return s.script(ctx, "kafka", []string{"KAFKA_DOWN_SECONDS=" + strconv.FormatFloat(down.Seconds(), 'f', 1, 64)}, "crash", strconv.Itoa(n))
+}
+
+// kafkaController is the node number of the active KRaft controller.
+func (s *services) kafkaController(ctx context.Context) (int, error) {
+	line, err := s.script(ctx, "kafka", nil, "controller")
+	if err != nil {
+		return 0, err
+	}
+	return strconv.Atoi(strings.TrimSpace(line))
+}
+
 // createTopics creates the pipeline's topics with enough partitions for rebalances to move
-// work between members.
+// work between members, replicated replication times (min.insync.replicas is the broker's).
 func createTopics(ctx context.Context, brokers []string, topics map[string]int) error {
 	c := &kafka.Client{Addr: kafka.TCP(brokers...), Timeout: 30 * time.Second}
 	var cfgs []kafka.TopicConfig
+	replication := min(len(brokers), 3)
 	for t, n := range topics {
-		cfgs = append(cfgs, kafka.TopicConfig{Topic: t, NumPartitions: n, ReplicationFactor: 1})
+		cfgs = append(cfgs, kafka.TopicConfig{Topic: t, NumPartitions: n, ReplicationFactor: replication})
 	}
 	res, err := c.CreateTopics(ctx, &kafka.CreateTopicsRequest{Topics: cfgs, ValidateOnly: false})
 	if err != nil {

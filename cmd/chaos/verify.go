@@ -350,7 +350,7 @@ func (r *runner) judge(rep *report, violations []string) []string {
 	check(rep.DeadLetter.WrongReason == 0, "%d dead letters without the expected reason", rep.DeadLetter.WrongReason)
 	check(rep.DeadLetter.WrongBytes == 0, "%d dead letters not carrying the original bytes", rep.DeadLetter.WrongBytes)
 	check(rep.Input.Events >= 100000 || r.cfg.profile != "full", "only %d events: the full run needs at least 100,000", rep.Input.Events)
-	for _, k := range requiredFaults {
+	for _, k := range append(slices.Clone(requiredFaults), kafkaFaults[r.cfg.kafkaNodes]...) {
 		check(rep.FaultCounts[k] > 0, "fault %s was never injected", k)
 	}
 	return violations
