@@ -20,6 +20,7 @@
 #   KAFKA_VERSION          org.apache.kafka:kafka_2.13 version (default: pom.xml)
 #   KAFKA_START_TIMEOUT    seconds to wait for the broker to be ready (default 90)
 #   KAFKA_HEAP             JVM heap per node (default 768m)
+#   KAFKA_PROXIED          BIND:ADVERTISED, a second listener for a proxy (below)
 #   KAFKA_NODES            nodes in the cluster (default 1). Node N listens on
 #                          KAFKA_PORT + 2(N-1), its controller on that + 1;
 #                          with 3 or more, topics default to replication factor
@@ -130,15 +131,23 @@ random_cluster_id() {
 
 write_config() {
 	mkdir -p "$RUN" "$DATA"
+	# KAFKA_PROXIED="BIND:ADVERTISED" (node 1 only): a second listener on BIND that tells its
+	# clients to reach the broker at ADVERTISED, where a fault-injecting proxy forwards to BIND
+	# (cmd/chaos): clients that bootstrap there send all their traffic through the proxy.
+	local PROXIED_LISTENER="" PROXIED_ADVERTISED=""
+	if [[ -n "${KAFKA_PROXIED:-}" && "$NODE" == 1 ]]; then
+		PROXIED_LISTENER=",PROXIED://127.0.0.1:${KAFKA_PROXIED%%:*}"
+		PROXIED_ADVERTISED=",PROXIED://127.0.0.1:${KAFKA_PROXIED##*:}"
+	fi
 	cat >"$RUN/server.properties" <<EOF
 process.roles=broker,controller
 node.id=$NODE
 controller.quorum.voters=$VOTERS
-listeners=PLAINTEXT://127.0.0.1:$PORT,CONTROLLER://127.0.0.1:$CPORT
-advertised.listeners=PLAINTEXT://127.0.0.1:$PORT
+listeners=PLAINTEXT://127.0.0.1:$PORT,CONTROLLER://127.0.0.1:$CPORT$PROXIED_LISTENER
+advertised.listeners=PLAINTEXT://127.0.0.1:$PORT$PROXIED_ADVERTISED
 controller.listener.names=CONTROLLER
 inter.broker.listener.name=PLAINTEXT
-listener.security.protocol.map=CONTROLLER:PLAINTEXT,PLAINTEXT:PLAINTEXT
+listener.security.protocol.map=CONTROLLER:PLAINTEXT,PLAINTEXT:PLAINTEXT,PROXIED:PLAINTEXT
 log.dirs=$DATA
 auto.create.topics.enable=true
 delete.topic.enable=true

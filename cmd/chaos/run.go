@@ -1,6 +1,7 @@
 package main
 
 import (
+	"cmp"
 	"context"
 	"encoding/json"
 	"errors"
@@ -8,6 +9,7 @@ import (
 	"log/slog"
 	"os"
 	"path/filepath"
+	"slices"
 	"strconv"
 	"sync"
 	"time"
@@ -53,6 +55,7 @@ type fault struct {
 // the size of the cluster).
 var requiredFaults = []string{
 	"consumer_kill9", "group_join", "group_leave", "redis_restart", "redis_crash", "redis_slow",
+	"net_latency", "net_stall", "net_reset",
 	"malformed_events", "dispatcher_kill9", "notify_500", "notify_500_after_accept", "notify_429",
 	"notify_timeout", "notify_timeout_after_accept",
 }
@@ -83,6 +86,7 @@ type runner struct {
 	violations []string
 	malformed  []malformed
 	phases     map[string]float64
+	net        *netFaults // the scorers' proxies to Redis and Kafka; nil: direct
 }
 
 func (r *runner) since() float64 { return time.Since(r.began).Seconds() }
@@ -163,6 +167,10 @@ func runPipeline(parent context.Context, cfg config, log *slog.Logger) (*report,
 	if err != nil {
 		return nil, err
 	}
+	if r.net, err = r.startNetFaults(); err != nil {
+		return nil, err
+	}
+	defer r.net.close()
 	sampling, stopSampling := context.WithCancel(ctx)
 	defer stopSampling()
 	go r.ps.sampleEvery(sampling, 200*time.Millisecond)
@@ -432,8 +440,12 @@ func (r *runner) storeContacts(ctx context.Context, gt *truth) error {
 }
 
 func (r *runner) startConsumer(name string) error {
+	brokers, redisAddr := r.svc.brokerList(), r.svc.redisAddr()
+	if r.net != nil {
+		brokers, redisAddr = r.net.scorerAddrs(r)
+	}
 	p, err := r.ps.start(name, "consumer", "consumer", []string{
-		"--brokers", r.svc.brokerList(), "--redis", r.svc.redisAddr(), "--model-dir", filepath.Join(r.cfg.root, "models", "default"),
+		"--brokers", brokers, "--redis", redisAddr, "--model-dir", filepath.Join(r.cfg.root, "models", "default"),
 		"--model-poll", "0", "--group", scorerGroup, "--metrics-addr", "off",
 	}, nil)
 	if err != nil {
@@ -558,7 +570,8 @@ type step struct {
 // intakeFaults injects phase 1's faults as the input flows, each when a share of the input
 // has been published, so every run (full or short) sees them all mid-stream.
 func (r *runner) intakeFaults(ctx context.Context, producer *proc, total int) error {
-	steps := r.intakeSteps(ctx)
+	steps := append(r.intakeSteps(ctx), r.netSteps(ctx)...)
+	slices.SortStableFunc(steps, func(a, b step) int { return cmp.Compare(a.at, b.at) })
 	next := 0
 	tick := time.NewTicker(250 * time.Millisecond)
 	defer tick.Stop()

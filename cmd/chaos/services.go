@@ -39,6 +39,10 @@ func (s *services) brokers() []string {
 	return out
 }
 
+// proxiedPorts are where node 1 of a one-broker Kafka listens for the scorers' proxy (bind)
+// and the port it tells them to dial (the proxy's).
+func (s *services) proxiedPorts() (bind, advertised int) { return s.kafkaPort + 8, s.kafkaPort + 9 }
+
 // brokerList is brokers() as a flag value.
 func (s *services) brokerList() string { return strings.Join(s.brokers(), ",") }
 
@@ -52,6 +56,7 @@ func (s *services) env(extra ...string) []string {
 		"KAFKA_CONTROLLER_PORT="+strconv.Itoa(s.kafkaPort+1),
 		"KAFKA_HEAP=512m",
 		"KAFKA_NODES="+strconv.Itoa(max(s.kafkaNodes, 1)),
+		"KAFKA_PROXIED="+s.proxied(),
 		"REDIS_PORT="+strconv.Itoa(s.redisPort),
 		"REDIS_CLUSTER_PORTS=none",
 		"REDIS_APPENDONLY=yes",
@@ -201,4 +206,14 @@ func endOffsets(ctx context.Context, brokers []string, topic string, partitions 
 		n += p.LastOffset
 	}
 	return n, nil
+}
+
+// proxied is KAFKA_PROXIED for scripts/kafka.sh: a listener for the scorers' proxy on one
+// broker, none on a cluster.
+func (s *services) proxied() string {
+	if s.kafkaNodes > 1 {
+		return ""
+	}
+	bind, adv := s.proxiedPorts()
+	return strconv.Itoa(bind) + ":" + strconv.Itoa(adv)
 }
