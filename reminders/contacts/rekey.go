@@ -74,8 +74,9 @@ func (r *RekeyReport) add(o RekeyReport) {
 }
 
 func (s *Store) rekeyOne(ctx context.Context, key string, dryRun bool, rep *RekeyReport) error {
-	patient, ok := strings.CutPrefix(key, s.prefix+"{")
-	if patient, ok = strings.CutSuffix(patient, "}:contact"); !ok {
+	patient, okPrefix := strings.CutPrefix(key, s.prefix+"{")
+	patient, okSuffix := strings.CutSuffix(patient, "}:contact")
+	if !okPrefix || !okSuffix {
 		return nil
 	}
 	rep.Records++
