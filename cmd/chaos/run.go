@@ -18,6 +18,7 @@ import (
 	"github.com/nhsx/dnarisk/reminders"
 	"github.com/nhsx/dnarisk/reminders/contacts"
 	"github.com/nhsx/dnarisk/reminders/notify"
+	"github.com/nhsx/dnarisk/reminders/notify/notifystub"
 	"github.com/nhsx/dnarisk/reminders/policy"
 	"github.com/nhsx/dnarisk/scoring"
 	"github.com/nhsx/dnarisk/stream"
@@ -53,7 +54,7 @@ type fault struct {
 var requiredFaults = []string{
 	"consumer_kill9", "group_join", "group_leave", "redis_restart", "kafka_restart", "redis_slow",
 	"malformed_events", "dispatcher_kill9", "notify_500", "notify_500_after_accept", "notify_429",
-	"notify_timeout", "notify_timeout_after_accept",
+	"notify_timeout", "notify_timeout_after_accept", "notify_created_late",
 }
 
 // runner drives one pipeline run.
@@ -68,6 +69,7 @@ type runner struct {
 	secrets                     struct{ pseudonym, reminder, contact, notifyKey string }
 	clockPath, dispatcherConfig string
 	notifyURL                   string
+	notifyTimers                *notifystub.Timers // moved with the clock file
 
 	mu         sync.Mutex
 	faults     []fault
@@ -277,11 +279,12 @@ func (r *runner) serveNotify(ctx context.Context, in *pipelineInput) (stop func(
 	}
 	in.nf, err = newFaultyNotify(key, map[string][]string{stdTemplate: {"appointment_date", "appointment_time"},
 		extraTemplate: {"appointment_date", "appointment_time"}}, notifyRates{
-		Error500: 0.01, Error500Accept: 0.005, Error429: 0.01, Timeout: 0.001, TimeoutAccept: 0.001, Lookup500: 0.03,
+		Error500: 0.01, Error500Accept: 0.005, Error429: 0.01, Timeout: 0.001, TimeoutAccept: 0.001, CreatedLate: 0.002, Lookup500: 0.03,
 	}, 2*time.Second, uint64(r.cfg.seed))
 	if err != nil {
 		return nil, err
 	}
+	r.notifyTimers = in.nf.timers
 	r.notifyURL, stop, err = serve(ctx, in.nf)
 	return stop, err
 }
@@ -354,20 +357,24 @@ func uuid() string {
 }
 
 // reminderOptions are the dispatcher's settings for the run: the default policy, quick
-// retries (sends are cut off after 400ms, so a stalled Notify costs little) and a short
-// lease, so a reminder held by a killed dispatcher is taken over within seconds.
+// retries (sends are cut off after 400ms, so a stalled Notify costs little), a recheck of
+// uncertain sends 40 s later (Notify's late creations here come up to 30 s after the
+// request), and the shortest lease that allows (twice the recheck), so a reminder held by a
+// killed dispatcher is taken over in 80 s.
 func reminderOptions(secret []byte) reminders.Config {
 	return reminders.Config{
 		Policy:       policy.DefaultPolicy(),
 		Templates:    reminders.Templates{Standard: stdTemplate, Extra: extraTemplate},
 		Secret:       secret,
 		Prefix:       redisPrefix,
-		Lease:        15 * time.Second,
+		Lease:        80 * time.Second,
 		Workers:      16,
 		PollInterval: time.Second,
 		MaxAttempts:  8,
 		RetryBackoff: 5 * time.Minute,
 		KeepAfter:    30 * 24 * time.Hour,
+		// Above createAfterMax, on the same clock.
+		UncertainRecheck: 40 * time.Second,
 	}
 }
 
@@ -379,7 +386,8 @@ func (r *runner) writeDispatcherConfig() error {
 		"templates":       map[string]string{"standard": stdTemplate, "extra": extraTemplate},
 		"policy":          o.Policy,
 		"sending": map[string]any{"workers": o.Workers, "lease": policy.Duration(o.Lease), "poll_interval": policy.Duration(o.PollInterval),
-			"max_attempts": o.MaxAttempts, "retry_backoff": policy.Duration(o.RetryBackoff)},
+			"max_attempts": o.MaxAttempts, "retry_backoff": policy.Duration(o.RetryBackoff),
+			"uncertain_recheck": policy.Duration(o.UncertainRecheck)},
 		"keep_after": policy.Duration(o.KeepAfter),
 	}
 	b, err := json.MarshalIndent(cfg, "", "  ")
@@ -390,8 +398,12 @@ func (r *runner) writeDispatcherConfig() error {
 	return os.WriteFile(r.dispatcherConfig, b, 0o600)
 }
 
-// setClock moves the dispatcher's planning clock (it reads the file every 10ms).
+// setClock moves the dispatcher's planning clock (it reads the file every 10ms). Notify's
+// late creations due by t happen first, so the dispatcher cannot look one up at t and miss it.
 func (r *runner) setClock(t time.Time) error {
+	if r.notifyTimers != nil {
+		r.notifyTimers.Advance(t)
+	}
 	tmp := r.clockPath + ".tmp"
 	if err := os.WriteFile(tmp, []byte(t.UTC().Format(time.RFC3339Nano)+"\n"), 0o600); err != nil {
 		return err
