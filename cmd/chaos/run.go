@@ -742,7 +742,7 @@ func (r *runner) sweep(ctx context.Context) error {
 		if len(z) == 0 {
 			break
 		}
-		clock = later(stepEnd(time.UnixMilli(int64(z[0].Score))), clock)
+		clock = r.stepTo(clock, later(stepEnd(time.UnixMilli(int64(z[0].Score))), clock))
 		if err := r.setClock(clock); err != nil {
 			return err
 		}
@@ -823,13 +823,37 @@ func (r *runner) settle(ctx context.Context, clock time.Time) (time.Time, int, e
 		// A reminder claimed by a killed sender is busy until its lease (wall clock) ends;
 		// the sender sleeps on the planning clock, so nudge it on to look again.
 		if time.Since(lastNudge) > time.Second {
-			clock = clock.Add(2 * time.Second)
+			clock = r.stepTo(clock, clock.Add(2*time.Second))
 			_ = r.setClock(clock)
 			lastNudge = time.Now()
 			nudges++
 		}
 		time.Sleep(3 * time.Millisecond)
 	}
+}
+
+// stepTo is where the clock goes on its way from clock to target: never past one of
+// Notify's late creations in one move. A move over both a creation and the recheck of its
+// reminder would create the message before the lookup, whatever the recheck, and prove
+// nothing; so the clock stops just before the next creation (the settle that follows lets
+// every recheck due by then look, and send again if it finds nothing), then on it.
+func (r *runner) stepTo(clock, target time.Time) time.Time {
+	if r.notifyTimers == nil {
+		return target
+	}
+	next, ok := r.notifyTimers.Next()
+	return stepBefore(clock, target, next, ok)
+}
+
+// stepBefore is stepTo's rule, given the next creation (ok false: none pending).
+func stepBefore(clock, target, next time.Time, ok bool) time.Time {
+	if !ok || !next.After(clock) || next.After(target) {
+		return target
+	}
+	if before := next.Add(-time.Millisecond); before.After(clock) {
+		return before
+	}
+	return next
 }
 
 // later is the later of two times.

@@ -30,8 +30,8 @@ var lateSMS = notify.SMS{PhoneNumber: "07700900001", TemplateID: template,
 // the fault under which "look up a moment later, then resend" sends two messages.
 func TestLateFaultCreatesAfterTheCallerGaveUp(t *testing.T) {
 	k, _ := notify.ParseKey(key)
-	timers := notifystub.NewTimers(time.Date(2025, 3, 3, 9, 0, 0, 0, time.UTC))
 	start := time.Date(2025, 3, 3, 9, 0, 0, 0, time.UTC)
+	timers := notifystub.NewTimers(start)
 	stub, err := notifystub.New(notifystub.Config{Key: k, Templates: map[string][]string{template: {"appointment_date"}},
 		AfterFunc: timers.AfterFunc})
 	if err != nil {
@@ -49,11 +49,17 @@ func TestLateFaultCreatesAfterTheCallerGaveUp(t *testing.T) {
 		t.Fatalf("right after giving up: found %d (%v), pending %d, %d sends; want 0, 1 and 1",
 			len(found), err, stub.Pending(), stub.Requests("POST /v2/notifications/sms"))
 	}
+	if next, ok := timers.Next(); !ok || next.Before(start.Add(time.Second)) || next.After(start.Add(30*time.Second)) {
+		t.Fatalf("next timer %s (%v), want within 1-30 s of the request", next, ok)
+	}
 	timers.Advance(start.Add(999 * time.Millisecond))
 	if n := len(stub.Messages()); n != 0 {
 		t.Fatalf("%d messages before CreateAfter", n)
 	}
 	timers.Advance(start.Add(30 * time.Second))
+	if _, ok := timers.Next(); ok {
+		t.Fatal("a timer still pending after CreateAfterMax")
+	}
 	found, err = c.FindByReference(context.Background(), lateSMS.Reference)
 	if err != nil || len(found) != 1 || stub.Pending() != 0 {
 		t.Fatalf("after CreateAfterMax: found %d (%v), pending %d; want 1 and 0", len(found), err, stub.Pending())

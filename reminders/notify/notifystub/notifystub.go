@@ -535,6 +535,19 @@ func (t *Timers) AfterFunc(d time.Duration, f func()) {
 	t.q = append(t.q, timer{t.now.Add(d), f})
 }
 
+// Next returns when the earliest timer not yet run is due.
+func (t *Timers) Next() (time.Time, bool) {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	var next time.Time
+	for _, x := range t.q {
+		if next.IsZero() || x.at.Before(next) {
+			next = x.at
+		}
+	}
+	return next, !next.IsZero()
+}
+
 // Advance moves the clock to to (never backwards) and runs the timers due by then, earliest
 // first, returning once they have run.
 func (t *Timers) Advance(to time.Time) {
