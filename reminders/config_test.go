@@ -67,3 +67,35 @@ func TestConfigValidateChecksTheLeaseAgainstTheNotifier(t *testing.T) {
 		t.Fatalf("New without Redis: %v", err)
 	}
 }
+
+// timedNotifier gives up on an attempt after 10s.
+type timedNotifier struct{ Notifier }
+
+func (timedNotifier) Timeout() time.Duration { return 10 * time.Second }
+
+func TestConfigValidateChecksTheUncertainRecheck(t *testing.T) {
+	base := Config{Policy: policy.DefaultPolicy(), Secret: make([]byte, MinSecretBytes),
+		Templates: Templates{Standard: "f33517ff-2a88-4f6e-b855-c550268ce08a", Extra: "aa46d7b7-0c3b-4f5c-9b2a-0c2f8d5f7b11"}}
+	c := base
+	if err := c.Validate(); err != nil || c.UncertainRecheck != time.Minute {
+		t.Fatalf("defaults: uncertain recheck %s, %v", c.UncertainRecheck, err)
+	}
+	c = base
+	c.Notifier, c.UncertainRecheck = timedNotifier{}, 10*time.Second
+	if err := c.Validate(); err == nil || !strings.Contains(err.Error(), "sending.uncertain_recheck 10s must be longer than notify.timeout 10s") {
+		t.Fatalf("a recheck no longer than the client's timeout: %v", err)
+	}
+	c.UncertainRecheck = 11 * time.Second
+	if err := c.Validate(); err != nil {
+		t.Fatalf("a recheck longer than the client's timeout: %v", err)
+	}
+	c = base
+	c.Lease, c.UncertainRecheck = 3*time.Minute, 2*time.Minute
+	if err := c.Validate(); err == nil || !strings.Contains(err.Error(), "sending.lease 3m0s is shorter than twice sending.uncertain_recheck") {
+		t.Fatalf("a lease shorter than two rechecks: %v", err)
+	}
+	c.Lease = 4 * time.Minute
+	if err := c.Validate(); err != nil {
+		t.Fatalf("a lease of exactly two rechecks: %v", err)
+	}
+}

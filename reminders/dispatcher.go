@@ -24,8 +24,9 @@ import (
 )
 
 // Notifier sends text messages and finds them by reference; *notify.Client is the
-// implementation. SendSMS must not retry a send whose outcome is unknown without first
-// checking by reference (notify.Client does this).
+// implementation. SendSMS must not retry a send whose outcome is unknown: it returns an
+// error for which notify.Uncertain is true, and the dispatcher looks the reference up after
+// UncertainRecheck before sending again (notify.Client does this).
 type Notifier interface {
 	SendSMS(ctx context.Context, m notify.SMS) (notify.Notification, error)
 	FindByReference(ctx context.Context, reference string) ([]notify.Notification, error)
@@ -96,6 +97,13 @@ type Config struct {
 	// RetryBackoff is the first wait before a reminder whose send failed transiently is
 	// tried again; it doubles per attempt [2m].
 	RetryBackoff time.Duration
+	// UncertainRecheck is how long after a send whose outcome is unknown (a timeout, a
+	// dropped connection, a 5xx) the reminder is looked up in Notify by reference, and sent
+	// again only if not found. It must be longer than Notify can still take to create a
+	// message the client gave up on, longer than the Notifier's timeout, and at most half
+	// the lease (so a crashed sender's claim is taken over only after it too) [60s].
+	// It is measured on Clock.
+	UncertainRecheck time.Duration
 	// Budget caps the messages sent per hour, per day and per patient [no caps]; see Budget.
 	Budget Budget
 	// KeepAfter is how long after the appointment start its records stay in Redis [30 days].
@@ -118,6 +126,15 @@ var templateIDRE = regexp.MustCompile(`^[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F
 
 // longester is a Notifier that can bound one send with all its retries (*notify.Client).
 type longester interface{ Longest() time.Duration }
+
+// timeouter is a Notifier that gives up on an attempt after Timeout (*notify.Client).
+type timeouter interface{ Timeout() time.Duration }
+
+// DefaultUncertainRecheck is UncertainRecheck's default. Notify publishes no bound on how
+// long it may go on with a request the client gave up on; this project assumes 30 seconds
+// (the late-creation fault of notifystub and cmd/chaos creates messages up to 30 s late) and
+// waits twice that.
+const DefaultUncertainRecheck = time.Minute
 
 // Validate checks the configuration and fills in defaults.
 // Dependencies are not checked here (New requires Redis), so a command can validate its
@@ -171,6 +188,9 @@ func (o *Config) Validate() error {
 	if o.RetryBackoff <= 0 {
 		o.RetryBackoff = 2 * time.Minute
 	}
+	if o.UncertainRecheck <= 0 {
+		o.UncertainRecheck = DefaultUncertainRecheck
+	}
 	if o.KeepAfter <= 0 {
 		o.KeepAfter = 30 * 24 * time.Hour
 	}
@@ -188,6 +208,16 @@ func (o *Config) Validate() error {
 	if l, ok := o.Notifier.(longester); ok && o.Lease < 2*l.Longest() {
 		return fmt.Errorf("sending.lease %s is shorter than two sends with their retries can take (%s)", o.Lease, 2*l.Longest())
 	}
+	// A message Notify creates after the client gave up is created at least a timeout after
+	// the request left; looking it up sooner could miss it.
+	if t, ok := o.Notifier.(timeouter); ok && o.UncertainRecheck <= t.Timeout() {
+		return fmt.Errorf("sending.uncertain_recheck %s must be longer than notify.timeout %s", o.UncertainRecheck, t.Timeout())
+	}
+	// A crashed sender's last request left before half its lease; its heir looks it up at
+	// the lease's end, which must be UncertainRecheck later.
+	if o.Lease < 2*o.UncertainRecheck {
+		return fmt.Errorf("sending.lease %s is shorter than twice sending.uncertain_recheck (%s)", o.Lease, 2*o.UncertainRecheck)
+	}
 	return nil
 }
 
@@ -202,6 +232,7 @@ type Stats struct {
 	Sent      atomic.Int64 // reminders recorded as sent (including ones found already sent)
 	Recovered atomic.Int64 // of Sent: found in Notify by reference, not sent again
 	Deferred  atomic.Int64 // sends that failed transiently and were put back for later
+	Uncertain atomic.Int64 // sends whose outcome was unknown, put back to be looked up after UncertainRecheck
 	Failed    atomic.Int64 // reminders given up: refused by Notify, no contact details, too many attempts
 	// Sends held by the SMS budget, by the cap that held them (a reminder held again on
 	// each recheck counts each time), and reminders cancelled because a hold lasted until

@@ -20,21 +20,40 @@ func (h *harness) oneDue(patient int) (string, time.Time) {
 	return p, start
 }
 
-// 5xx answers are retried with backoff; an "accepted, then 500" answer is found by
-// reference before the retry, so it is not sent twice.
-func TestRetriesServerErrorsWithoutDuplicates(t *testing.T) {
+// A 5xx may come after Notify created the message, so it is never resent inside the
+// request: the reminder goes back for UncertainRecheck and is looked up first. A plain 500
+// (nothing created) is then sent again; an accepted-then-500 is found, not sent again.
+func TestServerErrorsAreLookedUpNotResent(t *testing.T) {
 	h := newHarness(t)
 	h.oneDue(1)
 	h.stub.Inject(notifystub.Fault{Status: 500}, notifystub.Fault{Status: 500, Accept: true})
 	d := h.dispatcher()
-	if _, err := d.SendDue(context.Background()); err != nil {
+	ctx := context.Background()
+	if _, err := d.SendDue(ctx); err != nil {
 		t.Fatal(err)
 	}
-	if n := len(h.stub.Messages()); n != 1 || d.Stats.Sent.Load() != 1 {
-		t.Fatalf("%d messages, %d sent; want 1 and 1", n, d.Stats.Sent.Load())
+	next, _, _ := d.NextDue(ctx)
+	if posts, gets := h.stub.Requests("POST /v2/notifications/sms"), h.stub.Requests("GET /v2/notifications"); posts != 1 || gets != 0 ||
+		d.Stats.Uncertain.Load() != 1 || !next.Equal(h.clock.Now().Add(h.opts.UncertainRecheck)) {
+		t.Fatalf("after a 500: %d sends, %d lookups, %d uncertain, next due %s; want 1, 0, 1 and in %s",
+			posts, gets, d.Stats.Uncertain.Load(), next, h.opts.UncertainRecheck)
+	}
+	if _, err := d.SendDue(ctx); err != nil || h.stub.Requests("POST /v2/notifications/sms") != 1 {
+		t.Fatalf("sent again before the recheck (%v)", err)
+	}
+	h.advance(h.opts.UncertainRecheck) // looked up: not there, sent again: accepted, then 500
+	if _, err := d.SendDue(ctx); err != nil {
+		t.Fatal(err)
+	}
+	h.advance(h.opts.UncertainRecheck) // looked up: there
+	if _, err := d.SendDue(ctx); err != nil {
+		t.Fatal(err)
+	}
+	if n := len(h.stub.Messages()); n != 1 || d.Stats.Sent.Load() != 1 || d.Stats.Recovered.Load() != 1 || d.Stats.Uncertain.Load() != 2 {
+		t.Fatalf("%d messages, %d sent, %d recovered, %d uncertain; want 1, 1, 1, 2", n, d.Stats.Sent.Load(), d.Stats.Recovered.Load(), d.Stats.Uncertain.Load())
 	}
 	if posts, gets := h.stub.Requests("POST /v2/notifications/sms"), h.stub.Requests("GET /v2/notifications"); posts != 2 || gets != 2 {
-		t.Fatalf("%d sends and %d lookups; want 2 sends (500, accepted-then-500) and a lookup before each retry", posts, gets)
+		t.Fatalf("%d sends and %d lookups; want 2 sends (500, accepted-then-500) and a lookup before the second and after it", posts, gets)
 	}
 }
 
@@ -71,9 +90,9 @@ func TestRateLimitHonoursRetryAfter(t *testing.T) {
 	}
 }
 
-// A slow answer times out and is retried after a lookup; the message the slow attempt
-// created is found and not sent again.
-func TestTimeoutRetriedOnce(t *testing.T) {
+// A slow answer times out: the reminder is not resent but looked up after the recheck, and
+// the message the slow attempt created is found.
+func TestTimeoutIsLookedUpNotResent(t *testing.T) {
 	h := newHarness(t)
 	h.oneDue(4)
 	h.stub.Inject(notifystub.Fault{Delay: 5 * time.Second, Status: 201, Accept: true})
@@ -81,8 +100,15 @@ func TestTimeoutRetriedOnce(t *testing.T) {
 	if _, err := d.SendDue(context.Background()); err != nil {
 		t.Fatal(err)
 	}
-	if len(h.stub.Messages()) != 1 || d.Stats.Sent.Load() != 1 {
-		t.Fatalf("%d messages, %d sent", len(h.stub.Messages()), d.Stats.Sent.Load())
+	if d.Stats.Uncertain.Load() != 1 || d.Stats.Sent.Load() != 0 {
+		t.Fatalf("%d uncertain, %d sent after the timeout; want 1 and 0", d.Stats.Uncertain.Load(), d.Stats.Sent.Load())
+	}
+	h.advance(h.opts.UncertainRecheck)
+	if _, err := d.SendDue(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+	if len(h.stub.Messages()) != 1 || d.Stats.Sent.Load() != 1 || h.stub.Requests("POST /v2/notifications/sms") != 1 {
+		t.Fatalf("%d messages, %d sent, %d sends", len(h.stub.Messages()), d.Stats.Sent.Load(), h.stub.Requests("POST /v2/notifications/sms"))
 	}
 }
 
@@ -140,7 +166,7 @@ func TestCrashBetweenSentAndRecorded(t *testing.T) {
 	h.stub.Inject(notifystub.Fault{Status: 201, Accept: true, Delay: 6 * time.Second})
 	doomedRedis := h.client()
 	o := h.opts
-	o.Lease = 4 * time.Second
+	o.Lease, o.UncertainRecheck = 4*time.Second, 2*time.Second
 	k, err := notify.ParseKey(testKey)
 	if err != nil {
 		t.Fatal(err)

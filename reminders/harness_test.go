@@ -37,12 +37,14 @@ var (
 )
 
 // harness is one test's world: real Redis under a fresh key prefix, the Notify stub on an
-// httptest server, a manual clock and an in-memory failed-reminders topic.
+// httptest server, a manual clock (the stub's late-creation timers run on it too) and an
+// in-memory failed-reminders topic.
 type harness struct {
 	t        *testing.T
 	addrs    []string
 	prefix   string
 	clock    *reminders.Manual
+	timers   *notifystub.Timers
 	stub     *notifystub.Stub
 	url      string
 	contacts *contacts.Store
@@ -60,16 +62,17 @@ func newHarness(t *testing.T, addrs ...string) *harness {
 	if err != nil {
 		t.Fatal(err)
 	}
+	timers := notifystub.NewTimers(t0)
 	stub, err := notifystub.New(notifystub.Config{Key: key, Templates: map[string][]string{
 		stdTemplate:  {"appointment_date", "appointment_time"},
 		xtraTemplate: {"appointment_date", "appointment_time"},
-	}})
+	}, AfterFunc: timers.AfterFunc})
 	if err != nil {
 		t.Fatal(err)
 	}
 	srv := httptest.NewServer(stub)
 	t.Cleanup(srv.Close)
-	h := &harness{t: t, addrs: addrs, stub: stub, url: srv.URL, failed: &memTopic{},
+	h := &harness{t: t, addrs: addrs, stub: stub, timers: timers, url: srv.URL, failed: &memTopic{},
 		prefix: fmt.Sprintf("t%d:", time.Now().UnixNano()), clock: reminders.NewManual(t0)}
 	h.rdb = h.client()
 	h.contacts, err = contacts.NewStore(h.rdb, h.prefix, contactK)
@@ -84,7 +87,9 @@ func newHarness(t *testing.T, addrs ...string) *harness {
 		Clock:        h.clock,
 		Lease:        time.Minute,
 		RetryBackoff: time.Minute,
-		Log:          slog.New(slog.NewTextHandler(io.Discard, nil)),
+		// Half the lease, and well above the stub's late creations in these tests.
+		UncertainRecheck: 30 * time.Second,
+		Log:              slog.New(slog.NewTextHandler(io.Discard, nil)),
 	}
 	t.Cleanup(func() { h.cleanup() })
 	return h
@@ -208,6 +213,16 @@ func (h *harness) process(d *reminders.Dispatcher, evs ...any) {
 	}
 }
 
+// setClock moves the clock to t: the stub's timers due by then run (late messages are
+// created) before any sender can see the new time.
+func (h *harness) setClock(t time.Time) {
+	h.timers.Advance(t)
+	h.clock.Set(t)
+}
+
+// advance moves the clock on by d, as setClock.
+func (h *harness) advance(d time.Duration) { h.setClock(h.clock.Now().Add(d)) }
+
 // runUntil moves the clock from due time to due time up to end, sending what falls due.
 func (h *harness) runUntil(d *reminders.Dispatcher, end time.Time) {
 	h.t.Helper()
@@ -221,11 +236,11 @@ func (h *harness) runUntil(d *reminders.Dispatcher, end time.Time) {
 			h.t.Fatal(err)
 		}
 		if !ok || next.After(end) {
-			h.clock.Set(end)
+			h.setClock(end)
 			return
 		}
 		if next.After(h.clock.Now()) {
-			h.clock.Set(next)
+			h.setClock(next)
 		}
 	}
 	h.t.Fatal("queue did not drain")

@@ -5,7 +5,6 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
-	"net/http"
 	"regexp"
 	"strconv"
 	"sync"
@@ -144,7 +143,8 @@ type claimed struct {
 	patient, rid, appt, slot string
 	kind                     policy.Kind
 	version, attempts        int
-	held                     int // times the SMS budget held it
+	held                     int  // times the SMS budget held it
+	uncertain                bool // an earlier send's outcome is unknown: look it up before anything else
 	due, start               time.Time
 	member                   string
 }
@@ -179,14 +179,34 @@ func (d *Dispatcher) fire(ctx context.Context, m string, now time.Time) (bool, e
 	c.version, _ = strconv.Atoi(toString(res[3]))
 	c.attempts = int(toInt(res[6]))
 	c.held, _ = strconv.Atoi(toString(res[7]))
-	// A send that has begun is seen through: stopping half-way would leave it unknown.
-	work, cancel := context.WithTimeout(context.WithoutCancel(ctx), d.o.Lease/2)
+	c.uncertain = toString(res[8]) == "1"
+	// A send that has begun is seen through: stopping half-way would leave it unknown. No
+	// request starts after half the lease (on the wall clock the lease is measured on), so
+	// an heir taking the claim over at the lease's end looks up at least UncertainRecheck
+	// after the last request.
+	work, cancel := context.WithDeadline(context.WithoutCancel(ctx), wall.Add(d.o.Lease/2))
 	defer cancel()
 	return true, d.deliver(work, &c, now)
 }
 
 // deliver decides and sends one claimed reminder, and records the outcome.
 func (d *Dispatcher) deliver(ctx context.Context, c *claimed, now time.Time) error {
+	looked := false
+	if c.uncertain {
+		// An earlier send may have gone: Notify's record decides before any policy does.
+		found, err := d.notifier.FindByReference(ctx, c.rid)
+		if err != nil {
+			return d.retryLater(ctx, c, now, err)
+		}
+		if len(found) > 0 {
+			d.Stats.Recovered.Add(1)
+			return d.sent(ctx, c, found[0].ID)
+		}
+		if c.attempts > d.o.MaxAttempts {
+			return d.fail(ctx, c, 0, fmt.Sprintf("gave up after %d attempts: the last send's outcome was unknown and Notify has no message with its reference", c.attempts-1))
+		}
+		looked = true
+	}
 	p := &d.o.Policy
 	switch {
 	case now.Sub(c.due) > time.Duration(p.MaxLate):
@@ -223,7 +243,7 @@ func (d *Dispatcher) deliver(ctx context.Context, c *claimed, now time.Time) err
 	case capName != "":
 		return d.hold(ctx, c, capName, until)
 	}
-	if c.attempts > 1 || d.o.LookupFirst {
+	if !looked && (c.attempts > 1 || d.o.LookupFirst) {
 		// An earlier claim may have sent it and died before recording that (and counted it).
 		found, err := d.notifier.FindByReference(ctx, c.rid)
 		if err != nil {
@@ -245,19 +265,20 @@ func (d *Dispatcher) deliver(ctx context.Context, c *claimed, now time.Time) err
 	switch {
 	case err == nil:
 		return d.sent(ctx, c, n.ID)
+	case notify.Uncertain(err):
+		// Notify may have created it, or may still: never resent now. It stays counted in
+		// the budget and is looked up after UncertainRecheck.
+		return d.uncertain(ctx, c, err)
 	case notify.Permanent(err):
-		// Refused outright (the client looked the reference up before any retry): nothing
-		// was sent, so nothing is spent.
+		// Refused outright (the client never repeats a send that may have been created):
+		// nothing was sent, so nothing is spent.
 		d.refund(ctx, spent)
 		var ae *notify.APIError
 		errors.As(err, &ae)
 		return d.fail(ctx, c, ae.StatusCode, ae.Error())
 	default:
-		// A 429 created nothing; any other failure may have sent the message, so it stays
-		// counted (the budget errs towards holding).
-		if statusOf(err) == http.StatusTooManyRequests {
-			d.refund(ctx, spent)
-		}
+		// A 429, or a connection never made: nothing was created, so nothing is spent.
+		d.refund(ctx, spent)
 		return d.retryLater(ctx, c, now, err)
 	}
 }
@@ -332,6 +353,18 @@ func (d *Dispatcher) retryLater(ctx context.Context, c *claimed, now time.Time, 
 	d.o.Log.Warn("reminder send failed; will retry", "reminder_id", c.rid, "attempt", c.attempts, "retry_in", wait,
 		"err", phoneLike.ReplaceAllString(cause.Error(), "[redacted]"))
 	return d.release(ctx, c, now.Add(wait), false)
+}
+
+// uncertain puts a reminder whose send may or may not have created a message back in the
+// queue for UncertainRecheck from now, marked so that whoever claims it next looks it up in
+// Notify before anything else. It is never given up here: only the lookup can say whether
+// it went.
+func (d *Dispatcher) uncertain(ctx context.Context, c *claimed, cause error) error {
+	wait := d.o.UncertainRecheck
+	d.Stats.Uncertain.Add(1)
+	d.o.Log.Warn("reminder send outcome unknown; will look it up before sending again", "reminder_id", c.rid, "attempt", c.attempts,
+		"recheck_in", wait, "err", phoneLike.ReplaceAllString(cause.Error(), "[redacted]"))
+	return d.release(ctx, c, d.o.Clock.Now().Add(wait), false, "uncertain", "1")
 }
 
 func statusOf(err error) int {
@@ -424,11 +457,13 @@ func (d *Dispatcher) finish(ctx context.Context, c *claimed, state string, field
 // now (ms), ARGV[3] lease end on the wall clock (ms), ARGV[4] claimant token.
 // Returns {"gone"}, {"final", state}, {"early", due}, {"busy"} (claimed by a live lease),
 // {"cancelled", reason} (the appointment was cancelled, rescheduled or opted out since), or
-// {"claimed", slot, kind, ver, due, start, attempts, held}. A claim whose lease has run out
-// is taken over; attempts counts claims, so the caller knows an earlier one may have sent;
-// held counts the times the SMS budget held it.
+// {"claimed", slot, kind, ver, due, start, attempts, held, uncertain}. A claim whose lease
+// has run out is taken over; attempts counts claims, so the caller knows an earlier one may
+// have sent; held counts the times the SMS budget held it; uncertain is "1" once a send's
+// outcome was unknown (it stays set: every later claim looks the reference up first) and
+// when the claim is taken over from a sender whose lease ran out.
 var claimScript = redis.NewScript(`
-local r = redis.call('HMGET', KEYS[1], 'state', 'due', 'ver', 'attempts', 'lease', 'slot', 'kind', 'start', 'held')
+local r = redis.call('HMGET', KEYS[1], 'state', 'due', 'ver', 'attempts', 'lease', 'slot', 'kind', 'start', 'held', 'uncertain')
 local state = r[1]
 if not state then return {'gone'} end
 if state == 'scheduled' then
@@ -449,8 +484,10 @@ if reason then
   return {'cancelled', reason}
 end
 local n = tonumber(r[4] or '0') + 1
+local uncertain = r[10] or '0'
+if state == 'claimed' then uncertain = '1' end -- taken over from a sender that died mid-claim
 redis.call('HSET', KEYS[1], 'state', 'claimed', 'attempts', tostring(n), 'lease', ARGV[3], 'token', ARGV[4])
-return {'claimed', r[6], r[7], r[3], r[2], r[8], n, r[9] or '0'}
+return {'claimed', r[6], r[7], r[3], r[2], r[8], n, r[9] or '0', uncertain}
 `)
 
 // finishScript records the outcome of a claim, if the caller still holds it.

@@ -56,6 +56,30 @@ func TestStepEndStaysOutOfQuietHours(t *testing.T) {
 	}
 }
 
+// The sweep never moves the clock over a late creation in one step: it stops just before
+// it, then on it, so rechecks due before the creation look before it happens.
+func TestStepStopsBeforeEachLateCreation(t *testing.T) {
+	c := time.Date(2025, 3, 3, 9, 0, 0, 0, time.UTC)
+	target := c.Add(4 * time.Hour)
+	for _, tc := range []struct {
+		name string
+		next time.Time
+		ok   bool
+		want time.Time
+	}{
+		{"none pending", time.Time{}, false, target},
+		{"after the target", target.Add(time.Second), true, target},
+		{"on the target", target, true, target.Add(-time.Millisecond)},
+		{"inside the step", c.Add(30 * time.Second), true, c.Add(30*time.Second - time.Millisecond)},
+		{"a millisecond on", c.Add(time.Millisecond), true, c.Add(time.Millisecond)},
+		{"already past (run by the last move)", c, true, target},
+	} {
+		if got := stepBefore(c, target, tc.next, tc.ok); !got.Equal(tc.want) {
+			t.Errorf("%s: stepBefore = %s, want %s", tc.name, got, tc.want)
+		}
+	}
+}
+
 // The short chaos run: the whole pipeline against its own real Kafka and Redis, about
 // 12,000 events, every fault kind at least once; the same program and checks as `make
 // chaos`. It needs Java and the Kafka jars (or Maven to fetch them) and redis-server; without

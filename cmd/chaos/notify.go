@@ -21,19 +21,34 @@ type notifyRates struct {
 	Error429       float64 // rate limited (one in ten with Retry-After: 1)
 	Timeout        float64 // no answer before the client gives up
 	TimeoutAccept  float64 // created, but the answer never arrives
+	CreatedLate    float64 // no answer; created createAfter to createAfterMax after it arrived, once the client gave up
 	Lookup500      float64 // a lookup by reference fails
 }
+
+// Notify's late creations in the run: 1 to 30 s after the request arrived (the client gives
+// up after 400 ms), on the dispatcher's clock (see faultyNotify).
+const (
+	createAfter    = time.Second
+	createAfterMax = 30 * time.Second
+)
 
 // faultyNotify is the Notify stub behind a fault injector. The stub checks tokens and
 // bodies as Notify does and records every message it accepts; the injector, in front of
 // it, fails a share of requests the ways the real service can: an error before the message
 // is created, or after (the message exists but the caller cannot know), a 429, or a reply
-// so slow the client times out, again before or after the message is created.
+// so slow the client times out, again before or after the message is created, or no answer
+// at all and the message created seconds after the client gave up.
+//
+// The late creations run on timers moved with the dispatcher's clock file (setClock advances
+// them first), not the wall clock: the dispatcher waits uncertain_recheck on its clock, which
+// the sweep moves hours in a second, and Notify's delay must be measured on the same clock
+// for the run to test the recheck against it.
 type faultyNotify struct {
-	stub  *notifystub.Stub
-	hold  time.Duration // how long a "timeout" holds the reply: longer than the client waits
-	on    atomic.Bool
-	rates notifyRates
+	stub   *notifystub.Stub
+	timers *notifystub.Timers
+	hold   time.Duration // how long a "timeout" holds the reply: longer than the client waits
+	on     atomic.Bool
+	rates  notifyRates
 
 	mu     sync.Mutex
 	rng    *rand.Rand
@@ -41,11 +56,12 @@ type faultyNotify struct {
 }
 
 func newFaultyNotify(key notify.Key, templates map[string][]string, rates notifyRates, hold time.Duration, seed uint64) (*faultyNotify, error) {
-	stub, err := notifystub.New(notifystub.Config{Key: key, Templates: templates})
+	timers := notifystub.NewTimers(time.Time{})
+	stub, err := notifystub.New(notifystub.Config{Key: key, Templates: templates, AfterFunc: timers.AfterFunc})
 	if err != nil {
 		return nil, err
 	}
-	return &faultyNotify{stub: stub, hold: hold, rates: rates, rng: rand.New(rand.NewPCG(seed, 7)), counts: map[string]int{}}, nil
+	return &faultyNotify{stub: stub, timers: timers, hold: hold, rates: rates, rng: rand.New(rand.NewPCG(seed, 7)), counts: map[string]int{}}, nil
 }
 
 const (
@@ -82,6 +98,8 @@ func (f *faultyNotify) pick(r *http.Request) string {
 			kind = "notify_timeout"
 		case x < rt.Error500+rt.Error500Accept+rt.Error429+rt.Timeout+rt.TimeoutAccept:
 			kind = "notify_timeout_after_accept"
+		case x < rt.Error500+rt.Error500Accept+rt.Error429+rt.Timeout+rt.TimeoutAccept+rt.CreatedLate:
+			kind = "notify_created_late"
 		}
 	}
 	if kind != "" {
@@ -106,6 +124,8 @@ func (f *faultyNotify) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	case "notify_timeout_after_accept":
 		f.stub.ServeHTTP(discard{}, r)
 		f.stall(r)
+	case "notify_created_late":
+		f.stub.ServeFault(w, r, notifystub.Fault{Late: true, Delay: f.hold, CreateAfter: createAfter, CreateAfterMax: createAfterMax})
 	default:
 		f.stub.ServeHTTP(w, r)
 	}

@@ -20,6 +20,7 @@ import (
 	"github.com/nhsx/dnarisk/reminders"
 	"github.com/nhsx/dnarisk/reminders/contacts"
 	"github.com/nhsx/dnarisk/reminders/notify"
+	"github.com/nhsx/dnarisk/reminders/notify/notifystub"
 	"github.com/nhsx/dnarisk/reminders/policy"
 	"github.com/nhsx/dnarisk/scoring"
 	"github.com/nhsx/dnarisk/stream"
@@ -57,7 +58,7 @@ var requiredFaults = []string{
 	"consumer_kill9", "group_join", "group_leave", "redis_restart", "redis_crash", "redis_slow",
 	"net_latency", "net_stall", "net_reset",
 	"malformed_events", "dispatcher_kill9", "notify_500", "notify_500_after_accept", "notify_429",
-	"notify_timeout", "notify_timeout_after_accept",
+	"notify_timeout", "notify_timeout_after_accept", "notify_created_late",
 }
 
 // kafkaFaults are the required Kafka faults by number of nodes.
@@ -78,6 +79,7 @@ type runner struct {
 	secrets                     struct{ pseudonym, reminder, contact, notifyKey string }
 	clockPath, dispatcherConfig string
 	notifyURL                   string
+	notifyTimers                *notifystub.Timers // moved with the clock file
 
 	mu         sync.Mutex
 	faults     []fault
@@ -292,11 +294,12 @@ func (r *runner) serveNotify(ctx context.Context, in *pipelineInput) (stop func(
 	}
 	in.nf, err = newFaultyNotify(key, map[string][]string{stdTemplate: {"appointment_date", "appointment_time"},
 		extraTemplate: {"appointment_date", "appointment_time"}}, notifyRates{
-		Error500: 0.01, Error500Accept: 0.005, Error429: 0.01, Timeout: 0.001, TimeoutAccept: 0.001, Lookup500: 0.03,
+		Error500: 0.01, Error500Accept: 0.005, Error429: 0.01, Timeout: 0.001, TimeoutAccept: 0.001, CreatedLate: 0.002, Lookup500: 0.03,
 	}, 2*time.Second, uint64(r.cfg.seed))
 	if err != nil {
 		return nil, err
 	}
+	r.notifyTimers = in.nf.timers
 	r.notifyURL, stop, err = serve(ctx, in.nf)
 	return stop, err
 }
@@ -369,20 +372,24 @@ func uuid() string {
 }
 
 // reminderOptions are the dispatcher's settings for the run: the default policy, quick
-// retries (sends are cut off after 400ms, so a stalled Notify costs little) and a short
-// lease, so a reminder held by a killed dispatcher is taken over within seconds.
+// retries (sends are cut off after 400ms, so a stalled Notify costs little), a recheck of
+// uncertain sends 40 s later (Notify's late creations here come up to 30 s after the
+// request), and the shortest lease that allows (twice the recheck), so a reminder held by a
+// killed dispatcher is taken over in 80 s.
 func reminderOptions(secret []byte) reminders.Config {
 	return reminders.Config{
 		Policy:       policy.DefaultPolicy(),
 		Templates:    reminders.Templates{Standard: stdTemplate, Extra: extraTemplate},
 		Secret:       secret,
 		Prefix:       redisPrefix,
-		Lease:        15 * time.Second,
+		Lease:        80 * time.Second,
 		Workers:      16,
 		PollInterval: time.Second,
 		MaxAttempts:  8,
 		RetryBackoff: 5 * time.Minute,
 		KeepAfter:    30 * 24 * time.Hour,
+		// Above createAfterMax, on the same clock.
+		UncertainRecheck: 40 * time.Second,
 	}
 }
 
@@ -394,7 +401,8 @@ func (r *runner) writeDispatcherConfig() error {
 		"templates":       map[string]string{"standard": stdTemplate, "extra": extraTemplate},
 		"policy":          o.Policy,
 		"sending": map[string]any{"workers": o.Workers, "lease": policy.Duration(o.Lease), "poll_interval": policy.Duration(o.PollInterval),
-			"max_attempts": o.MaxAttempts, "retry_backoff": policy.Duration(o.RetryBackoff)},
+			"max_attempts": o.MaxAttempts, "retry_backoff": policy.Duration(o.RetryBackoff),
+			"uncertain_recheck": policy.Duration(o.UncertainRecheck)},
 		"keep_after": policy.Duration(o.KeepAfter),
 	}
 	b, err := json.MarshalIndent(cfg, "", "  ")
@@ -405,8 +413,12 @@ func (r *runner) writeDispatcherConfig() error {
 	return os.WriteFile(r.dispatcherConfig, b, 0o600)
 }
 
-// setClock moves the dispatcher's planning clock (it reads the file every 10ms).
+// setClock moves the dispatcher's planning clock (it reads the file every 10ms). Notify's
+// late creations due by t happen first, so the dispatcher cannot look one up at t and miss it.
 func (r *runner) setClock(t time.Time) error {
+	if r.notifyTimers != nil {
+		r.notifyTimers.Advance(t)
+	}
 	tmp := r.clockPath + ".tmp"
 	if err := os.WriteFile(tmp, []byte(t.UTC().Format(time.RFC3339Nano)+"\n"), 0o600); err != nil {
 		return err
@@ -830,7 +842,7 @@ func (r *runner) sweep(ctx context.Context) error {
 		if len(z) == 0 {
 			break
 		}
-		clock = later(stepEnd(time.UnixMilli(int64(z[0].Score))), clock)
+		clock = r.stepTo(clock, later(stepEnd(time.UnixMilli(int64(z[0].Score))), clock))
 		if err := r.setClock(clock); err != nil {
 			return err
 		}
@@ -911,13 +923,37 @@ func (r *runner) settle(ctx context.Context, clock time.Time) (time.Time, int, e
 		// A reminder claimed by a killed sender is busy until its lease (wall clock) ends;
 		// the sender sleeps on the planning clock, so nudge it on to look again.
 		if time.Since(lastNudge) > time.Second {
-			clock = clock.Add(2 * time.Second)
+			clock = r.stepTo(clock, clock.Add(2*time.Second))
 			_ = r.setClock(clock)
 			lastNudge = time.Now()
 			nudges++
 		}
 		time.Sleep(3 * time.Millisecond)
 	}
+}
+
+// stepTo is where the clock goes on its way from clock to target: never past one of
+// Notify's late creations in one move. A move over both a creation and the recheck of its
+// reminder would create the message before the lookup, whatever the recheck, and prove
+// nothing; so the clock stops just before the next creation (the settle that follows lets
+// every recheck due by then look, and send again if it finds nothing), then on it.
+func (r *runner) stepTo(clock, target time.Time) time.Time {
+	if r.notifyTimers == nil {
+		return target
+	}
+	next, ok := r.notifyTimers.Next()
+	return stepBefore(clock, target, next, ok)
+}
+
+// stepBefore is stepTo's rule, given the next creation (ok false: none pending).
+func stepBefore(clock, target, next time.Time, ok bool) time.Time {
+	if !ok || !next.After(clock) || next.After(target) {
+		return target
+	}
+	if before := next.Add(-time.Millisecond); before.After(clock) {
+		return before
+	}
+	return next
 }
 
 // later is the later of two times.

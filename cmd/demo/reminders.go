@@ -56,7 +56,7 @@ func remind(ctx context.Context, brokers []string, rdb redis.UniversalClient, ri
 	d := rd.d
 	m.Reminders(func() metrics.ReminderCounts {
 		s := &d.Stats
-		return metrics.ReminderCounts{Scheduled: s.Scheduled.Load(), Sent: s.Sent.Load(), Deferred: s.Deferred.Load(),
+		return metrics.ReminderCounts{Scheduled: s.Scheduled.Load(), Sent: s.Sent.Load(), Deferred: s.Deferred.Load(), Uncertain: s.Uncertain.Load(),
 			Failed: s.Failed.Load(), Cancelled: s.Cancelled.Load()}
 	}, time.Local)
 	if err := rd.plan(ctx, brokers, in); err != nil {

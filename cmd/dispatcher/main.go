@@ -57,6 +57,8 @@ type fileConfig struct {
 		MaxAttempts  int             `json:"max_attempts"`
 		RetryBackoff policy.Duration `json:"retry_backoff"`
 		LookupFirst  bool            `json:"lookup_first"`
+		// UncertainRecheck: reminders.Config.UncertainRecheck.
+		UncertainRecheck policy.Duration `json:"uncertain_recheck"`
 	} `json:"sending"`
 	Budget    reminders.Budget `json:"budget"`
 	KeepAfter policy.Duration  `json:"keep_after"`
@@ -217,6 +219,7 @@ func parseConfig(args []string, getenv func(string) string) (config, error) {
 	c.opts.Workers, c.opts.MaxAttempts, c.opts.LookupFirst = fc.Sending.Workers, fc.Sending.MaxAttempts, fc.Sending.LookupFirst
 	c.opts.Lease, c.opts.PollInterval = time.Duration(fc.Sending.Lease), time.Duration(fc.Sending.PollInterval)
 	c.opts.RetryBackoff, c.opts.KeepAfter = time.Duration(fc.Sending.RetryBackoff), time.Duration(fc.KeepAfter)
+	c.opts.UncertainRecheck = time.Duration(fc.Sending.UncertainRecheck)
 	c.opts.Budget = fc.Budget
 	if err := c.opts.Validate(); err != nil {
 		return c, fmt.Errorf("%s: %w", *cfgPath, err)
@@ -291,7 +294,7 @@ func run(cfg config, log *slog.Logger) error {
 	registerBudget(m.Registry, d)
 	m.Reminders(func() metrics.ReminderCounts {
 		s := &d.Stats
-		return metrics.ReminderCounts{Scheduled: s.Scheduled.Load(), Sent: s.Sent.Load(), Deferred: s.Deferred.Load(),
+		return metrics.ReminderCounts{Scheduled: s.Scheduled.Load(), Sent: s.Sent.Load(), Deferred: s.Deferred.Load(), Uncertain: s.Uncertain.Load(),
 			Failed: s.Failed.Load(), Cancelled: s.Cancelled.Load()}
 	}, london)
 	admin := stream.NewAdmin(cfg.brokers)
@@ -372,7 +375,7 @@ func stats(d *reminders.Dispatcher) []any {
 	s := &d.Stats
 	return []any{"consumed", s.Consumed.Load(), "scheduled", s.Scheduled.Load(), "sent", s.Sent.Load(),
 		"recovered", s.Recovered.Load(), "cancelled", s.Cancelled.Load(), "retimed", s.Retimed.Load(),
-		"deferred", s.Deferred.Load(), "failed", s.Failed.Load(),
+		"deferred", s.Deferred.Load(), "uncertain", s.Uncertain.Load(), "failed", s.Failed.Load(),
 		"held", s.HeldHour.Load() + s.HeldDay.Load() + s.HeldPatient.Load(), "budget_cancelled", s.BudgetCancelled.Load()}
 }
 

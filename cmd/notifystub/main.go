@@ -50,6 +50,9 @@ func parseConfig(args []string, getenv func(string) string) (config, error) {
 	fs.Float64Var(&c.stub.Chaos.Error500, "fail-500", 0, "share of sends answered 500")
 	fs.Float64Var(&c.stub.Chaos.Error429, "fail-429", 0, "share of sends answered 429 with Retry-After: 1")
 	fs.DurationVar(&c.stub.Chaos.Delay, "delay", 0, "added to every send")
+	fs.Float64Var(&c.stub.Chaos.CreatedLate, "fail-created-late", 0, "share of sends not answered until the caller gives up, the message created --created-late-min to -max after the request")
+	fs.DurationVar(&c.stub.Chaos.CreateAfter, "created-late-min", time.Second, "earliest late creation")
+	fs.DurationVar(&c.stub.Chaos.CreateAfterMax, "created-late-max", 30*time.Second, "latest late creation")
 	if err := fs.Parse(args); err != nil {
 		return c, err
 	}
@@ -69,8 +72,11 @@ func parseConfig(args []string, getenv func(string) string) (config, error) {
 	switch {
 	case len(c.stub.Templates) == 0:
 		return c, errors.New("no templates: give at least one --template ID=placeholder,…")
-	case c.stub.Chaos.Error500 < 0 || c.stub.Chaos.Error429 < 0 || c.stub.Chaos.Error500+c.stub.Chaos.Error429 > 1:
-		return c, errors.New("--fail-500 and --fail-429 must be shares between 0 and 1")
+	case c.stub.Chaos.Error500 < 0 || c.stub.Chaos.Error429 < 0 || c.stub.Chaos.CreatedLate < 0 ||
+		c.stub.Chaos.Error500+c.stub.Chaos.Error429+c.stub.Chaos.CreatedLate > 1:
+		return c, errors.New("--fail-500, --fail-429 and --fail-created-late must be shares between 0 and 1")
+	case c.stub.Chaos.CreateAfter <= 0 || c.stub.Chaos.CreateAfterMax < c.stub.Chaos.CreateAfter:
+		return c, errors.New("--created-late-min must be positive and at most --created-late-max")
 	}
 	return c, nil
 }

@@ -24,6 +24,8 @@ func TestParseConfig(t *testing.T) {
 		{[]string{"--template", "f33517ff-2a88-4f6e-b855-c550268ce08a"}, "nope", "invalid GOV.UK Notify API key"},
 		{nil, key, "no templates"},
 		{[]string{"--template", "f33517ff-2a88-4f6e-b855-c550268ce08a", "--fail-500", "0.8", "--fail-429", "0.5"}, key, "shares"},
+		{[]string{"--template", "f33517ff-2a88-4f6e-b855-c550268ce08a", "--fail-500", "0.5", "--fail-created-late", "0.6"}, key, "shares"},
+		{[]string{"--template", "f33517ff-2a88-4f6e-b855-c550268ce08a", "--created-late-min", "5s", "--created-late-max", "2s"}, key, "--created-late-min"},
 	} {
 		if _, err := parseConfig(tc.args, env(map[string]string{"NOTIFY_API_KEY": tc.key})); err == nil || !strings.Contains(err.Error(), tc.want) {
 			t.Errorf("%v: error %v, want %q", tc.args, err, tc.want)

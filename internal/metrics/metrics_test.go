@@ -65,13 +65,14 @@ dnarisk_history_quarantined_total 1
 # HELP dnarisk_model_info 1 for the model currently scoring, labelled with its id.
 # TYPE dnarisk_model_info gauge
 dnarisk_model_info{model_id="m2"} 1
-# HELP dnarisk_reminders_total SMS reminders by outcome since the dispatcher started: scheduled, sent (accepted by Notify), deferred (retry later), failed (given up), cancelled (dropped before sending).
+# HELP dnarisk_reminders_total SMS reminders by outcome since the dispatcher started: scheduled, sent (accepted by Notify), deferred (retry later), uncertain (outcome unknown: looked up in Notify before any resend), failed (given up), cancelled (dropped before sending).
 # TYPE dnarisk_reminders_total counter
 dnarisk_reminders_total{outcome="cancelled"} 0
 dnarisk_reminders_total{outcome="deferred"} 0
 dnarisk_reminders_total{outcome="failed"} 0
 dnarisk_reminders_total{outcome="scheduled"} 0
 dnarisk_reminders_total{outcome="sent"} 1
+dnarisk_reminders_total{outcome="uncertain"} 0
 `
 	if err := testutil.GatherAndCompare(m.Registry, strings.NewReader(want),
 		metrics.EventsConsumed, metrics.EventsDeadLettered, metrics.EventsPublished, metrics.RiskEvents,

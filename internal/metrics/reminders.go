@@ -12,12 +12,13 @@ type ReminderCounts struct {
 	Scheduled int64 // reminders planned
 	Sent      int64 // accepted by Notify
 	Deferred  int64 // sends that failed for now and were put back
+	Uncertain int64 // sends whose outcome was unknown, put back to be looked up before any resend
 	Failed    int64 // given up: refused by Notify, no contact details, too many attempts
 	Cancelled int64 // dropped before sending: cancelled, rescheduled, opted out, too late
 }
 
 func (c ReminderCounts) by() map[string]int64 {
-	return map[string]int64{"scheduled": c.Scheduled, "sent": c.Sent, "deferred": c.Deferred, "failed": c.Failed, "cancelled": c.Cancelled}
+	return map[string]int64{"scheduled": c.Scheduled, "sent": c.Sent, "deferred": c.Deferred, "uncertain": c.Uncertain, "failed": c.Failed, "cancelled": c.Cancelled}
 }
 
 // Reminders exposes a dispatcher's counts, read from counts at every scrape, as
@@ -31,7 +32,7 @@ func (m *Metrics) Reminders(counts func() ReminderCounts, loc *time.Location) {
 
 var (
 	remindersTotalDesc = prometheus.NewDesc(Reminders,
-		"SMS reminders by outcome since the dispatcher started: scheduled, sent (accepted by Notify), deferred (retry later), failed (given up), cancelled (dropped before sending).",
+		"SMS reminders by outcome since the dispatcher started: scheduled, sent (accepted by Notify), deferred (retry later), uncertain (outcome unknown: looked up in Notify before any resend), failed (given up), cancelled (dropped before sending).",
 		[]string{"outcome"}, nil)
 	remindersTodayDesc = prometheus.NewDesc(RemindersToday,
 		"SMS reminders by outcome since local midnight (or since the dispatcher started, if later).",
@@ -78,5 +79,5 @@ func (c *reminderCollector) today(now ReminderCounts) ReminderCounts {
 	}
 	b := c.baseline
 	return ReminderCounts{Scheduled: now.Scheduled - b.Scheduled, Sent: now.Sent - b.Sent, Deferred: now.Deferred - b.Deferred,
-		Failed: now.Failed - b.Failed, Cancelled: now.Cancelled - b.Cancelled}
+		Uncertain: now.Uncertain - b.Uncertain, Failed: now.Failed - b.Failed, Cancelled: now.Cancelled - b.Cancelled}
 }

@@ -7,11 +7,15 @@
 // github.com/golang-jwt/jwt/v5: the maintained successor of the dgrijalva library, with no
 // dependencies of its own, and the one Notify's own documentation points Go users to; a
 // hand-written signer would be small but is exactly the kind of code that goes subtly wrong.
-// Retries go through github.com/hashicorp/go-retryablehttp: 5xx, timeouts and connection
-// errors back off exponentially with jitter, 429 waits for Retry-After, and other 4xx
-// (400 bad request, 403 bad key) are never retried. Before retrying a send whose fate is
-// unknown (a 5xx or a timeout after the request went out), the client asks Notify whether
-// a message with the same reference exists, so a retry cannot send a second SMS.
+// Retries go through github.com/hashicorp/go-retryablehttp, but a send is retried only when
+// Notify cannot have created the message: a 429 (waiting for Retry-After) or a connection
+// that was never made. A send whose outcome is unknown — a timeout or a dropped connection
+// after the request went out, a 5xx, an unreadable 201 — is never retried inside the call:
+// Notify may still be creating that message, and a lookup by reference a moment later can
+// miss it. SendSMS returns it as an error for which Uncertain is true, and the caller
+// (reminders) looks the reference up after Notify's processing bound before sending again.
+// Lookups are idempotent and retried on 5xx, timeouts and connection errors; other 4xx
+// (400 bad request, 403 bad key) are never retried.
 package notify
 
 import (
@@ -64,6 +68,7 @@ type Client struct {
 	http    *retryablehttp.Client
 	waitMax time.Duration
 	longest time.Duration
+	timeout time.Duration
 }
 
 // New checks cfg and returns a Client.
@@ -101,15 +106,14 @@ func New(cfg Config) (*Client, error) {
 		t.MaxIdleConnsPerHost = 16
 		cfg.Transport = t
 	}
-	c := &Client{base: strings.TrimRight(cfg.BaseURL, "/"), waitMax: cfg.RetryWaitMax,
-		longest: time.Duration(cfg.MaxRetries+1) * (2*cfg.Timeout + cfg.RetryWaitMax)}
+	c := &Client{base: strings.TrimRight(cfg.BaseURL, "/"), waitMax: cfg.RetryWaitMax, timeout: cfg.Timeout,
+		longest: time.Duration(cfg.MaxRetries+1) * (cfg.Timeout + cfg.RetryWaitMax)}
 	rc := retryablehttp.NewClient()
 	rc.HTTPClient = &http.Client{Timeout: cfg.Timeout, Transport: &bearer{base: cfg.Transport, key: cfg.Key}}
 	rc.RetryMax = cfg.MaxRetries
 	rc.RetryWaitMin, rc.RetryWaitMax = cfg.RetryWaitMin, cfg.RetryWaitMax
 	rc.CheckRetry = c.checkRetry
 	rc.Backoff = backoff
-	rc.PrepareRetry = c.prepareRetry
 	rc.ErrorHandler = retryablehttp.PassthroughErrorHandler
 	rc.Logger = nil
 	if cfg.Log != nil {
@@ -119,9 +123,13 @@ func New(cfg Config) (*Client, error) {
 	return c, nil
 }
 
-// Longest bounds how long one SendSMS can take: every attempt and the lookup before it
-// timing out, and every wait at its maximum.
+// Longest bounds how long one SendSMS can take: every attempt timing out and every wait at
+// its maximum.
 func (c *Client) Longest() time.Duration { return c.longest }
+
+// Timeout is how long one attempt may take before the client gives up on it; a send it gave
+// up on may still be created by Notify afterwards.
+func (c *Client) Timeout() time.Duration { return c.timeout }
 
 // bearer signs every attempt with a new token, so a retry after a long backoff is not
 // refused for a stale iat.
@@ -206,29 +214,54 @@ func RetryAfter(err error) time.Duration {
 	return 0
 }
 
-// SendSMS sends one text message. If a retry finds that an earlier attempt already created
-// a message with the same reference, that message is returned instead of sending another.
+// ErrUncertain is wrapped by a SendSMS error whose outcome is unknown: the request may have
+// reached Notify, which may have created the message or may still create it.
+var ErrUncertain = errors.New("outcome unknown: Notify may have created the message")
+
+// Uncertain reports whether err is a send whose outcome is unknown (it wraps ErrUncertain).
+// Such a send must not be repeated until the reference has been looked up, after long
+// enough for Notify to have finished with the first request.
+func Uncertain(err error) bool { return errors.Is(err, ErrUncertain) }
+
+type uncertainError struct{ err error }
+
+func (e *uncertainError) Error() string   { return ErrUncertain.Error() + ": " + e.err.Error() }
+func (e *uncertainError) Unwrap() []error { return []error{ErrUncertain, e.err} }
+
+// SendSMS sends one text message. It retries only what cannot have created a message (429s,
+// connections never made); any other failure is returned at once, and if the request may
+// have reached Notify the error is Uncertain.
 func (c *Client) SendSMS(ctx context.Context, m SMS) (Notification, error) {
 	body, err := json.Marshal(m)
 	if err != nil {
 		return Notification{}, fmt.Errorf("encode sms request: %w", err)
 	}
-	st := &sendState{reference: m.Reference}
-	req, err := retryablehttp.NewRequestWithContext(context.WithValue(ctx, sendStateKey{}, st), http.MethodPost, c.base+"/v2/notifications/sms", body)
+	if err := ctx.Err(); err != nil {
+		return Notification{}, fmt.Errorf("send sms: %w", err)
+	}
+	req, err := retryablehttp.NewRequestWithContext(context.WithValue(ctx, sendKey{}, true), http.MethodPost, c.base+"/v2/notifications/sms", body)
 	if err != nil {
 		return Notification{}, fmt.Errorf("build sms request: %w", err)
 	}
 	req.Header.Set("Content-Type", "application/json")
 	var n Notification
-	err = c.do(req, http.StatusCreated, &n)
-	var sent *alreadySent
-	if errors.As(err, &sent) {
-		return sent.n, nil
-	}
-	if err != nil {
+	if err = c.do(req, http.StatusCreated, &n); err != nil {
+		if !refused(err) {
+			err = &uncertainError{err}
+		}
 		return Notification{}, fmt.Errorf("send sms: %w", err)
 	}
 	return n, nil
+}
+
+// refused reports a send failure that proves no message was created: Notify answered with a
+// 4xx (a 429 included), or the connection was never made.
+func refused(err error) bool {
+	var e *APIError
+	if errors.As(err, &e) {
+		return e.StatusCode >= 400 && e.StatusCode < 500
+	}
+	return neverSent(err)
 }
 
 // FindByReference lists the text messages sent with reference (within Notify's data
@@ -277,30 +310,20 @@ func (c *Client) do(req *retryablehttp.Request, want int, into any) error {
 	return nil
 }
 
-// sendState follows one SendSMS call across its attempts: whether the last failure left it
-// unknown if Notify created the message.
-type sendState struct {
-	reference string
-	uncertain bool
-}
-
-type sendStateKey struct{}
-
-// alreadySent stops the retry loop when the message turns out to exist.
-type alreadySent struct{ n Notification }
-
-func (*alreadySent) Error() string { return "message with this reference already sent" }
+// sendKey marks a send's context: its retry policy is the strict one.
+type sendKey struct{}
 
 func (c *Client) checkRetry(ctx context.Context, resp *http.Response, err error) (bool, error) {
 	if ctx.Err() != nil {
 		return false, ctx.Err()
 	}
-	st, _ := ctx.Value(sendStateKey{}).(*sendState)
+	send, _ := ctx.Value(sendKey{}).(bool)
 	if err != nil {
-		retry, _ := retryablehttp.DefaultRetryPolicy(ctx, resp, err)
-		if st != nil && !neverSent(err) {
-			st.uncertain = true
+		if send {
+			// A send is repeated only if it never left: anything else may have created it.
+			return neverSent(err), nil
 		}
+		retry, _ := retryablehttp.DefaultRetryPolicy(ctx, resp, err)
 		return retry, nil
 	}
 	switch {
@@ -311,10 +334,8 @@ func (c *Client) checkRetry(ctx context.Context, resp *http.Response, err error)
 		}
 		return true, nil
 	case resp.StatusCode >= 500:
-		if st != nil {
-			st.uncertain = true
-		}
-		return true, nil
+		// A lookup is safe to repeat; a send may have been created before the error.
+		return !send, nil
 	}
 	return false, nil
 }
@@ -323,24 +344,6 @@ func (c *Client) checkRetry(ctx context.Context, resp *http.Response, err error)
 func neverSent(err error) bool {
 	var op *net.OpError
 	return errors.As(err, &op) && op.Op == "dial"
-}
-
-// prepareRetry runs before every retry. For a send whose last attempt may have reached
-// Notify, it looks the reference up and ends the loop if the message exists.
-func (c *Client) prepareRetry(req *http.Request) error {
-	st, _ := req.Context().Value(sendStateKey{}).(*sendState)
-	if st == nil || !st.uncertain || st.reference == "" {
-		return nil
-	}
-	st.uncertain = false
-	found, err := c.FindByReference(context.WithValue(req.Context(), sendStateKey{}, nil), st.reference)
-	if err != nil {
-		return fmt.Errorf("before retrying, check whether the message was sent: %w", err)
-	}
-	if len(found) > 0 {
-		return &alreadySent{found[0]}
-	}
-	return nil
 }
 
 // backoff honours Retry-After on 429 and 503; otherwise it doubles from min up to max with

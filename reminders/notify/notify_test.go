@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"net"
 	"net/http"
 	"net/http/httptest"
 	"strings"
@@ -118,20 +119,24 @@ func TestSendAndFind(t *testing.T) {
 
 func TestRetryPolicy(t *testing.T) {
 	for _, tc := range []struct {
-		name      string
-		faults    []notifystub.Fault
-		sms       notify.SMS
-		wantPosts int
-		wantErr   int // HTTP status of the error, 0 for success
-		minTook   time.Duration
+		name          string
+		faults        []notifystub.Fault
+		sms           notify.SMS
+		wantPosts     int
+		wantErr       int  // HTTP status of the error, 0 for success or none
+		wantUncertain bool // the error says Notify may have created the message
+		minTook       time.Duration
 	}{
-		{"500 then ok", []notifystub.Fault{{Status: 500}, {Status: 502}}, sms, 3, 0, 0},
-		{"500 four times gives up", []notifystub.Fault{{Status: 500}, {Status: 500}, {Status: 500}, {Status: 500}}, sms, 4, 500, 0},
-		{"429 honours Retry-After", []notifystub.Fault{{Status: 429, RetryAfter: time.Second}}, sms, 2, 0, time.Second},
-		{"429 longer than we wait is handed back", []notifystub.Fault{{Status: 429, RetryAfter: time.Minute}}, sms, 1, 429, 0},
-		{"timeout is retried", []notifystub.Fault{{Delay: 3 * time.Second}}, sms, 2, 0, time.Second},
-		{"400 is not retried", nil, notify.SMS{PhoneNumber: "01632 960000", TemplateID: template, Personalisation: map[string]string{"day": "x"}}, 1, 400, 0},
-		{"missing personalisation", nil, notify.SMS{PhoneNumber: "07700900001", TemplateID: template}, 1, 400, 0},
+		{"429 honours Retry-After", []notifystub.Fault{{Status: 429, RetryAfter: time.Second}}, sms, 2, 0, false, time.Second},
+		{"429 twice then ok", []notifystub.Fault{{Status: 429}, {Status: 429}}, sms, 3, 0, false, 0},
+		{"429 longer than we wait is handed back", []notifystub.Fault{{Status: 429, RetryAfter: time.Minute}}, sms, 1, 429, false, 0},
+		// Anything that may have created the message is handed back at once, never resent.
+		{"500 is uncertain, not retried", []notifystub.Fault{{Status: 500}}, sms, 1, 500, true, 0},
+		{"502 after accepting is uncertain", []notifystub.Fault{{Status: 502, Accept: true}}, sms, 1, 502, true, 0},
+		{"429 then 500 stops at the 500", []notifystub.Fault{{Status: 429}, {Status: 500}}, sms, 2, 500, true, 0},
+		{"timeout is uncertain, not retried", []notifystub.Fault{{Delay: 3 * time.Second}}, sms, 1, 0, true, time.Second},
+		{"400 is not retried", nil, notify.SMS{PhoneNumber: "01632 960000", TemplateID: template, Personalisation: map[string]string{"day": "x"}}, 1, 400, false, 0},
+		{"missing personalisation", nil, notify.SMS{PhoneNumber: "07700900001", TemplateID: template}, 1, 400, false, 0},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			stub, url := newStub(t)
@@ -144,31 +149,76 @@ func TestRetryPolicy(t *testing.T) {
 			if posts := stub.Requests("POST /v2/notifications/sms"); posts != tc.wantPosts {
 				t.Fatalf("%d sends, want %d (err %v)", posts, tc.wantPosts, err)
 			}
+			if gets := stub.Requests("GET /v2/notifications"); gets != 0 {
+				t.Fatalf("%d lookups inside a send, want none", gets)
+			}
+			if notify.Uncertain(err) != tc.wantUncertain {
+				t.Fatalf("uncertain = %v, want %v (err %v)", notify.Uncertain(err), tc.wantUncertain, err)
+			}
 			var ae *notify.APIError
 			switch {
-			case tc.wantErr == 0 && err != nil:
+			case tc.wantErr == 0 && !tc.wantUncertain && err != nil:
 				t.Fatal(err)
+			case tc.wantErr == 0 && tc.wantUncertain && errors.As(err, &ae):
+				t.Fatalf("a timeout came back as HTTP %d", ae.StatusCode)
 			case tc.wantErr != 0 && (!errors.As(err, &ae) || ae.StatusCode != tc.wantErr):
 				t.Fatalf("error %v, want HTTP %d", err, tc.wantErr)
 			case tc.wantErr == 400 && (!notify.Permanent(err) || ae.Errors[0].Message == ""):
 				t.Fatalf("400 not permanent or without message: %v", err)
 			case tc.wantErr == 429 && (notify.Permanent(err) || notify.RetryAfter(err) != time.Minute):
 				t.Fatalf("429: permanent %v, retry after %s", notify.Permanent(err), notify.RetryAfter(err))
+			case tc.wantUncertain && notify.Permanent(err):
+				t.Fatalf("an uncertain send is permanent: %v", err)
 			}
 		})
 	}
 }
 
-// A send that Notify accepted but answered 500 is found by reference before the retry.
-func TestRetryAfterUncertainFailureDoesNotResend(t *testing.T) {
+// A connection that was never made cannot have created anything: it is retried, and if it
+// never succeeds the error is not uncertain.
+func TestRefusedConnectionIsRetriedAndCertain(t *testing.T) {
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	url := "http://" + ln.Addr().String()
+	ln.Close()
+	_, err = newClient(t, url, 2).SendSMS(context.Background(), sms)
+	if err == nil || notify.Uncertain(err) || notify.Permanent(err) {
+		t.Fatalf("err %v: uncertain %v, permanent %v; want a certain, transient failure", err, notify.Uncertain(err), notify.Permanent(err))
+	}
+}
+
+// A send that Notify accepted but answered 500 is handed back as uncertain, and the message
+// is there to be found by reference: the caller's lookup (later) is what prevents a resend.
+func TestAcceptedThen500IsUncertainAndFindable(t *testing.T) {
 	stub, url := newStub(t)
 	stub.Inject(notifystub.Fault{Status: 500, Accept: true})
-	n, err := newClient(t, url, 3).SendSMS(context.Background(), sms)
-	if err != nil || n.ID == "" {
-		t.Fatalf("%+v %v", n, err)
+	c := newClient(t, url, 3)
+	_, err := c.SendSMS(context.Background(), sms)
+	if !notify.Uncertain(err) {
+		t.Fatalf("err %v, want uncertain", err)
 	}
-	if len(stub.Messages()) != 1 || stub.Requests("POST /v2/notifications/sms") != 1 || stub.Requests("GET /v2/notifications") != 1 {
-		t.Fatalf("%d messages, %d sends, %d lookups", len(stub.Messages()), stub.Requests("POST /v2/notifications/sms"), stub.Requests("GET /v2/notifications"))
+	found, err := c.FindByReference(context.Background(), sms.Reference)
+	if err != nil || len(found) != 1 || stub.Requests("POST /v2/notifications/sms") != 1 {
+		t.Fatalf("found %+v (%v) after %d sends", found, err, stub.Requests("POST /v2/notifications/sms"))
+	}
+}
+
+// Lookups are idempotent and keep their retries.
+func TestLookupRetriesServerErrors(t *testing.T) {
+	var calls atomic.Int32
+	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if calls.Add(1) < 3 {
+			w.WriteHeader(http.StatusInternalServerError)
+			return
+		}
+		_, _ = w.Write([]byte(`{"notifications":[{"id":"n1","reference":"ref-1"}]}`))
+	}))
+	defer srv.Close()
+	found, err := newClient(t, srv.URL, 3).FindByReference(context.Background(), "ref-1")
+	if err != nil || len(found) != 1 || calls.Load() != 3 {
+		t.Fatalf("%+v %v after %d calls", found, err, calls.Load())
 	}
 }
 

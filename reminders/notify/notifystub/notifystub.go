@@ -12,8 +12,10 @@
 // test API key, a message to 07700900002 ends permanent-failure, one to 07700900003
 // temporary-failure, and every other one delivered.
 //
-// It can be told to fail: 500s, 429s with Retry-After, slow answers, or "accepted, then
-// failed" (the message is recorded but the caller sees an error, as when a response is lost).
+// It can be told to fail: 500s, 429s with Retry-After, slow answers, "accepted, then
+// failed" (the message is recorded but the caller sees an error, as when a response is lost),
+// or "created late" (no answer until the caller gives up, and the message is created seconds
+// afterwards, as when Notify was still working on a request the client had abandoned).
 package notifystub
 
 import (
@@ -65,12 +67,23 @@ type Fault struct {
 	// the notification but the answer was slow, failed or never reached the caller. With
 	// Status 0 or 201 the (late) answer is the normal one.
 	Accept bool
+	// Late never answers: it holds the request until the caller gives up (or Delay, when
+	// positive, passes: then the connection is dropped), and creates the message a random
+	// CreateAfter to CreateAfterMax after the request arrived, on the stub's timers
+	// (Config.AfterFunc), and never before the caller has gone. A lookup by reference in
+	// between finds nothing. Status is ignored.
+	Late                        bool
+	CreateAfter, CreateAfterMax time.Duration
 }
 
 // Chaos injects random faults into sends, for a soak against cmd/notifystub.
 type Chaos struct {
 	Error500, Error429 float64       // probability of each per send
 	Delay              time.Duration // added to every send
+	// CreatedLate is the probability of a Late fault, creating the message CreateAfter to
+	// CreateAfterMax after the request arrived [1s to 30s].
+	CreatedLate                 float64
+	CreateAfter, CreateAfterMax time.Duration
 }
 
 // Config configures a Stub.
@@ -84,6 +97,9 @@ type Config struct {
 	PageSize int
 	// Now is the stub's clock for the iat check and created_at [time.Now].
 	Now func() time.Time
+	// AfterFunc runs f once d has passed: the timer of Late faults [time.AfterFunc]. A
+	// simulation whose clients run on a simulated clock can run these timers on it too.
+	AfterFunc func(d time.Duration, f func())
 }
 
 // Stub is an http.Handler. It is safe for concurrent use.
@@ -98,6 +114,7 @@ type Stub struct {
 	requests map[string]int // "POST /v2/notifications/sms", "GET /v2/notifications/{id}" -> count
 	statuses map[int]int
 	rng      *mrand.Rand
+	pending  int // Late messages not created yet
 }
 
 // New returns a Stub.
@@ -116,6 +133,12 @@ func New(cfg Config) (*Stub, error) {
 	if cfg.PageSize <= 0 {
 		cfg.PageSize = 250
 	}
+	if cfg.AfterFunc == nil {
+		cfg.AfterFunc = func(d time.Duration, f func()) { time.AfterFunc(d, f) }
+	}
+	if cfg.Chaos.CreateAfter <= 0 && cfg.Chaos.CreateAfterMax <= 0 {
+		cfg.Chaos.CreateAfter, cfg.Chaos.CreateAfterMax = time.Second, 30*time.Second
+	}
 	return &Stub{cfg: cfg, byRef: map[string][]int{}, byID: map[string]int{}, requests: map[string]int{}, statuses: map[int]int{},
 		rng: mrand.New(mrand.NewPCG(1, 2))}, nil
 }
@@ -132,6 +155,13 @@ func (s *Stub) Messages() []Message {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	return append([]Message(nil), s.messages...)
+}
+
+// Pending returns how many messages of Late faults are still to be created.
+func (s *Stub) Pending() int {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.pending
 }
 
 // Requests returns how many requests arrived for "METHOD /path"; a notification id in the
@@ -159,7 +189,13 @@ const (
 	onePath  = listPath + "/"
 )
 
-func (s *Stub) ServeHTTP(w http.ResponseWriter, r *http.Request) {
+func (s *Stub) ServeHTTP(w http.ResponseWriter, r *http.Request) { s.serve(w, r, nil) }
+
+// ServeFault answers one request as ServeHTTP does, except that a send meets fault f instead
+// of the next queued or random one: for a fault injector in front of the stub.
+func (s *Stub) ServeFault(w http.ResponseWriter, r *http.Request, f Fault) { s.serve(w, r, &f) }
+
+func (s *Stub) serve(w http.ResponseWriter, r *http.Request, f *Fault) {
 	path, method := r.URL.Path, r.Method
 	id, one := strings.CutPrefix(path, onePath)
 	route := method + " " + path
@@ -175,7 +211,13 @@ func (s *Stub) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		s.stats(w)
 		return
 	case path == sendPath:
-		handle = s.send
+		handle = func(w http.ResponseWriter, r *http.Request) {
+			if f == nil {
+				next := s.nextFault()
+				f = &next
+			}
+			s.send(w, r, *f)
+		}
 	case path == listPath:
 		handle = s.list
 	case one && !strings.Contains(id, "/"):
@@ -245,8 +287,7 @@ var (
 	fieldRE   = regexp.MustCompile(`"([^"]+)"`)
 )
 
-func (s *Stub) send(w http.ResponseWriter, r *http.Request) {
-	fault := s.nextFault()
+func (s *Stub) send(w http.ResponseWriter, r *http.Request, fault Fault) {
 	body, err := io.ReadAll(io.LimitReader(r.Body, 1<<20))
 	if err != nil {
 		s.fail(w, http.StatusBadRequest, "BadRequestError", "Invalid JSON supplied in POST data")
@@ -302,7 +343,7 @@ func (s *Stub) send(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 
-	if !fault.Accept {
+	if !fault.Accept && !fault.Late {
 		if !s.wait(r, fault.Delay) {
 			return
 		}
@@ -321,16 +362,11 @@ func (s *Stub) send(w http.ResponseWriter, r *http.Request) {
 		m.Personalisation[k] = fmt.Sprint(v)
 	}
 	m.Body = render(placeholders, m.Personalisation)
-	s.mu.Lock()
-	// created_at never goes backwards, so that "older than" and the list order agree.
-	m.CreatedAt = s.cfg.Now().UTC()
-	if n := len(s.messages); n > 0 && m.CreatedAt.Before(s.messages[n-1].CreatedAt) {
-		m.CreatedAt = s.messages[n-1].CreatedAt
+	if fault.Late {
+		s.createLate(w, r, m, fault)
+		return
 	}
-	s.messages = append(s.messages, m)
-	s.byRef[ref] = append(s.byRef[ref], len(s.messages)-1)
-	s.byID[m.ID] = len(s.messages) - 1
-	s.mu.Unlock()
+	s.record(m)
 	if fault.Accept {
 		if !s.wait(r, fault.Delay) {
 			return
@@ -349,6 +385,51 @@ func (s *Stub) send(w http.ResponseWriter, r *http.Request) {
 		"template":      map[string]any{"id": m.TemplateID, "version": templateVersion, "uri": base + "/v2/template/" + m.TemplateID},
 		"scheduled_for": nil,
 	}, 0)
+}
+
+// record stores an accepted message.
+func (s *Stub) record(m Message) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	// created_at never goes backwards, so that "older than" and the list order agree.
+	m.CreatedAt = s.cfg.Now().UTC()
+	if n := len(s.messages); n > 0 && m.CreatedAt.Before(s.messages[n-1].CreatedAt) {
+		m.CreatedAt = s.messages[n-1].CreatedAt
+	}
+	s.messages = append(s.messages, m)
+	s.byRef[m.Reference] = append(s.byRef[m.Reference], len(s.messages)-1)
+	s.byID[m.ID] = len(s.messages) - 1
+}
+
+// createLate serves a Late fault: no answer until the caller gives up (or the connection is
+// dropped after f.Delay), and m is created on the stub's timer, once the caller has gone.
+func (s *Stub) createLate(w http.ResponseWriter, r *http.Request, m Message, f Fault) {
+	s.mu.Lock()
+	s.pending++
+	d := f.CreateAfter
+	if f.CreateAfterMax > d {
+		d += time.Duration(s.rng.Int64N(int64(f.CreateAfterMax-d) + 1))
+	}
+	s.mu.Unlock()
+	gone := make(chan struct{})
+	s.cfg.AfterFunc(d, func() {
+		<-gone
+		s.record(m)
+		s.mu.Lock()
+		s.pending--
+		s.mu.Unlock()
+	})
+	held := true
+	if f.Delay > 0 {
+		held = s.wait(r, f.Delay)
+	} else {
+		<-r.Context().Done()
+		held = false
+	}
+	close(gone)
+	if held {
+		panic(http.ErrAbortHandler) // drop the connection without an answer
+	}
 }
 
 // wait holds the answer back for d; false if the caller gave up meanwhile.
@@ -385,6 +466,8 @@ func (s *Stub) nextFault() Fault {
 		f.Status = http.StatusInternalServerError
 	case x < s.cfg.Chaos.Error500+s.cfg.Chaos.Error429:
 		f.Status, f.RetryAfter = http.StatusTooManyRequests, time.Second
+	case x < s.cfg.Chaos.Error500+s.cfg.Chaos.Error429+s.cfg.Chaos.CreatedLate:
+		f = Fault{Late: true, CreateAfter: s.cfg.Chaos.CreateAfter, CreateAfterMax: s.cfg.Chaos.CreateAfterMax}
 	}
 	return f
 }
@@ -426,4 +509,65 @@ func newUUID() string {
 	b[6] = b[6]&0x0f | 0x40
 	b[8] = b[8]&0x3f | 0x80
 	return fmt.Sprintf("%x-%x-%x-%x-%x", b[0:4], b[4:6], b[6:8], b[8:10], b[10:])
+}
+
+// Timers is a Config.AfterFunc on a clock moved by hand, for tests and simulations whose
+// clients wait on such a clock: Late messages are then created on the clock the client's
+// recheck is measured on. It is safe for concurrent use.
+type Timers struct {
+	mu  sync.Mutex
+	now time.Time
+	q   []timer
+}
+
+type timer struct {
+	at time.Time
+	f  func()
+}
+
+// NewTimers returns Timers reading now.
+func NewTimers(now time.Time) *Timers { return &Timers{now: now} }
+
+// AfterFunc runs f once Advance reaches now + d.
+func (t *Timers) AfterFunc(d time.Duration, f func()) {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	t.q = append(t.q, timer{t.now.Add(d), f})
+}
+
+// Next returns when the earliest timer not yet run is due.
+func (t *Timers) Next() (time.Time, bool) {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	var next time.Time
+	for _, x := range t.q {
+		if next.IsZero() || x.at.Before(next) {
+			next = x.at
+		}
+	}
+	return next, !next.IsZero()
+}
+
+// Advance moves the clock to to (never backwards) and runs the timers due by then, earliest
+// first, returning once they have run.
+func (t *Timers) Advance(to time.Time) {
+	t.mu.Lock()
+	if to.After(t.now) {
+		t.now = to
+	}
+	var due []timer
+	kept := t.q[:0]
+	for _, x := range t.q {
+		if x.at.After(t.now) {
+			kept = append(kept, x)
+		} else {
+			due = append(due, x)
+		}
+	}
+	t.q = kept
+	t.mu.Unlock()
+	sort.SliceStable(due, func(i, j int) bool { return due[i].at.Before(due[j].at) })
+	for _, x := range due {
+		x.f()
+	}
 }
