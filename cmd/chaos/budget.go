@@ -107,6 +107,10 @@ func (b *budgetRun) prepareBudget(ctx context.Context) (release func(), err erro
 		return release, err
 	}
 	b.nf = in.nf
+	// No late creations here: a message created after its hour (on the next clock move)
+	// would count against the wrong hour's cap in Notify's list, though the budget spent it
+	// in its own. The pipeline run covers that fault.
+	b.nf.rates.CreatedLate = 0
 	b.nf.on.Store(true)
 	release = func() { stopNotify(); b.rdb.Close() }
 	b.due = time.Date(2025, 3, 10, 10, 0, 0, 0, time.UTC) // a Monday; 10:00 is outside quiet hours
@@ -168,6 +172,10 @@ func (b *budgetRun) writeBudgetConfig(perHour int) error {
 		return err
 	}
 	cfg["budget"] = map[string]any{"per_hour": perHour, "recheck": "1m"}
+	// A short lease, so a killed dispatcher's claims are taken over within one step's quiet
+	// window (25 s); the uncertain recheck must stay at most half of it.
+	sending := cfg["sending"].(map[string]any)
+	sending["lease"], sending["uncertain_recheck"] = "15s", "5s"
 	out, _ := json.MarshalIndent(cfg, "", "  ")
 	tmp := b.dispatcherConfig + ".tmp"
 	if err := os.WriteFile(tmp, out, 0o600); err != nil {
