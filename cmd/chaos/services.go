@@ -46,8 +46,6 @@ func (s *services) proxiedPorts() (bind, advertised int) { return s.kafkaPort + 
 // brokerList is brokers() as a flag value.
 func (s *services) brokerList() string { return strings.Join(s.brokers(), ",") }
 
-// replication is the topics' replication factor: 3 on a cluster of three or more nodes.
-func (s *services) replication() int  { return min(max(s.kafkaNodes, 1), 3) }
 func (s *services) redisAddr() string { return "127.0.0.1:" + strconv.Itoa(s.redisPort) }
 
 func (s *services) env(extra ...string) []string {
