@@ -105,18 +105,29 @@ func AgeBandIndex(band string) int {
 
 // Risk is the scorer's output (schema risk.v1), keyed on Kafka by Patient.
 type Risk struct {
-	Schema           string             `json:"schema"`
-	AppointmentID    string             `json:"appointment_id"`
-	Version          int                `json:"booking_version"`
-	Patient          string             `json:"patient"`
-	SourceEventID    string             `json:"source_event_id"`
-	AppointmentStart time.Time          `json:"appointment_start"`
-	Probability      float64            `json:"probability"`
-	Band             string             `json:"risk_band"`
-	ModelID          string             `json:"model_id"`
-	ScoredAt         time.Time          `json:"scored_at"`
-	Features         map[string]float64 `json:"features"`
+	Schema           string    `json:"schema"`
+	AppointmentID    string    `json:"appointment_id"`
+	Version          int       `json:"booking_version"`
+	Patient          string    `json:"patient"`
+	SourceEventID    string    `json:"source_event_id"`
+	AppointmentStart time.Time `json:"appointment_start"`
+	Probability      float64   `json:"probability"`
+	Band             string    `json:"risk_band"`
+	ModelID          string    `json:"model_id"`
+	ScoredAt         time.Time `json:"scored_at"`
+	// ScoredAsOf is, on a re-score, the moment the features are as of: the later of the
+	// history change that caused it and the decision point (the start less the consumer's
+	// decision lead). Absent (zero) on the score made at booking, which is as of the
+	// booking's event time.
+	ScoredAsOf time.Time `json:"scored_as_of,omitzero"`
+	// Reason is RescoreHistoryChanged on a re-score; absent on the score made at booking.
+	Reason   string             `json:"reason,omitempty"`
+	Features map[string]float64 `json:"features"`
 }
+
+// RescoreHistoryChanged is the Reason of a risk event made because an outcome or a
+// cancellation changed the patient's history after the booking was scored.
+const RescoreHistoryChanged = "history_changed"
 
 // DeadLetter records an input the consumer refused, with the bytes exactly as received.
 type DeadLetter struct {

@@ -33,6 +33,14 @@ func (r *Risk) AppendJSON(dst []byte) []byte {
 	dst = appendString(dst, r.ModelID)
 	dst = append(dst, `,"scored_at":`...)
 	dst = appendTime(dst, r.ScoredAt)
+	if !r.ScoredAsOf.IsZero() {
+		dst = append(dst, `,"scored_as_of":`...)
+		dst = appendTime(dst, r.ScoredAsOf)
+	}
+	if r.Reason != "" {
+		dst = append(dst, `,"reason":`...)
+		dst = appendString(dst, r.Reason)
+	}
 	dst = append(dst, `,"features":`...)
 	if r.Features == nil {
 		dst = append(dst, "null"...)

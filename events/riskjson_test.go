@@ -24,6 +24,9 @@ func TestRiskAppendJSONMatchesMarshal(t *testing.T) {
 		if i%2 == 0 {
 			r.Probability = floats[rng.IntN(len(floats))]
 		}
+		if i%3 == 0 { // a re-score
+			r.ScoredAsOf, r.Reason = time.Unix(rng.Int64N(4e9), rng.Int64N(1e9)).UTC(), RescoreHistoryChanged
+		}
 		if i%7 != 0 {
 			r.Features = map[string]float64{}
 			for j := 0; j < rng.IntN(20); j++ {

@@ -61,8 +61,11 @@ type Score struct {
 	Band        string
 	ModelID     string
 	// Delay runs from the booking message's Kafka timestamp to the moment its risk event was
-	// acknowledged: queueing in Kafka plus processing.
+	// acknowledged: queueing in Kafka plus processing. Zero on a re-score.
 	Delay time.Duration
+	// Rescore marks a booking scored again after a history change (Config.Rescore); Event
+	// then carries the re-score's as-of time as its event time.
+	Rescore bool
 }
 
 // Reasons an input message is dead-lettered, as reported to an Observer: the reason codes of

@@ -66,6 +66,7 @@ type Stats struct {
 	Skipped      atomic.Int64 // bookings not scored: cancelled or superseded
 	Conflicts    atomic.Int64 // history saves retried after a concurrent write
 	Quarantined  atomic.Int64 // unreadable histories moved aside and started again (even if the batch then failed)
+	Rescored     atomic.Int64 // risk events of open bookings scored again after a history change (Config.Rescore)
 	mu           sync.Mutex
 	bands        map[string]int64
 }
@@ -105,6 +106,10 @@ type Config struct {
 	Log *slog.Logger
 	// Now is the clock MaxAhead is measured against. Default: time.Now.
 	Now func() time.Time
+	// Rescore, when set, scores a patient's open bookings again when an outcome or a
+	// cancellation changes their history (see Rescore). Default: nil, each booking version
+	// is scored once, at booking.
+	Rescore *Rescore
 }
 
 // Validate reports the first required field that is missing.
@@ -116,6 +121,10 @@ func (c *Config) Validate() error {
 		return errors.New("scorer: Config.Output is required")
 	case c.Model == nil:
 		return errors.New("scorer: Config.Model is required")
+	case c.Rescore != nil && c.Rescore.Open == nil:
+		return errors.New("scorer: Config.Rescore.Open is required to re-score open bookings")
+	case c.Rescore != nil && c.Rescore.DecisionLead < 0:
+		return errors.New("scorer: Config.Rescore.DecisionLead must not be negative")
 	}
 	return nil
 }
@@ -133,6 +142,9 @@ func (c *Config) setDefaults() {
 	}
 	if c.Now == nil {
 		c.Now = time.Now
+	}
+	if c.Rescore != nil && c.Rescore.DecisionLead == 0 {
+		c.Rescore.DecisionLead = DefaultDecisionLead
 	}
 }
 
@@ -253,26 +265,52 @@ func (p *Processor) process(ctx context.Context, msgs []kafka.Message, rep *Batc
 	var x []float64
 	missing := make([]int, len(model.FeatureNames()))
 	var applied, skipped int64
+	var rs *rescoring
+	if p.cfg.Rescore != nil {
+		rs = newRescoring()
+	}
 	for i := range evs {
 		ev := &evs[i]
 		h := hist[ev.Patient]
+		scored := false
 		if ev.Type == events.Booked || ev.Type == events.Rescheduled {
 			if h.Cancelled(ev.AppointmentID) || h.LatestVersion(ev.AppointmentID) > ev.Version {
 				skipped++
 			} else {
 				x = model.Vector(ev, featurestore.Compute(ev, h), x)
 				model.CountMissing(x, missing)
-				m, band, prob := p.risk(model, ev, x)
+				m, band, prob := p.risk(model, ev, x, time.Time{})
 				out = append(out, m)
 				bands[band]++
 				rep.Scores = append(rep.Scores, Score{Event: ev, Probability: prob, Band: band, ModelID: model.ID()})
 				scoredAt = append(scoredAt, sent[i])
+				scored = true
 			}
 		}
-		if h.Apply(ev, p.cfg.Policy) {
+		changed := h.Apply(ev, p.cfg.Policy)
+		if changed {
 			applied++
 			dirty[ev.Patient] = h
 		}
+		if rs != nil {
+			if err := rs.note(ev, scored, changed); err != nil {
+				return err
+			}
+		}
+	}
+	var rescores int
+	if rs != nil {
+		again, err := p.rescore(ctx, rs, hist, model)
+		if err != nil {
+			return fmt.Errorf("re-score open bookings: %w", err)
+		}
+		out = append(out, again.msgs...)
+		rep.Scores = append(rep.Scores, again.scores...)
+		scoredAt = append(scoredAt, make([]time.Time, len(again.scores))...)
+		for b, n := range again.bands {
+			bands[b] += n
+		}
+		rescores = len(again.msgs)
 	}
 
 	if len(rep.Scores) > 0 {
@@ -302,7 +340,13 @@ func (p *Processor) process(ctx context.Context, msgs []kafka.Message, rep *Batc
 	if err := p.save(ctx, dirty, evs, rep); err != nil {
 		return err
 	}
+	if rs != nil {
+		if err := p.cfg.Rescore.Open.Update(ctx, rs.put, rs.closed); err != nil {
+			return err
+		}
+	}
 	rep.Save = time.Since(t)
+	p.Stats.Rescored.Add(int64(rescores))
 	p.Stats.Consumed.Add(int64(len(msgs)))
 	p.Stats.DeadLettered.Add(int64(deadLettered))
 	p.Stats.Scored.Add(int64(len(out) - deadLettered))
@@ -319,7 +363,9 @@ func (p *Processor) process(ctx context.Context, msgs []kafka.Message, rep *Batc
 	return nil
 }
 
-func (p *Processor) risk(model Scorer, ev *events.Appointment, x []float64) (kafka.Message, string, float64) {
+// risk scores x and encodes the risk event of booking ev; asOf is set on a re-score (then ev
+// carries it as its event time), zero on the score made at booking.
+func (p *Processor) risk(model Scorer, ev *events.Appointment, x []float64, asOf time.Time) (kafka.Message, string, float64) {
 	prob := model.Score(x)
 	r := events.Risk{
 		Schema:           events.RiskSchema,
@@ -333,6 +379,9 @@ func (p *Processor) risk(model Scorer, ev *events.Appointment, x []float64) (kaf
 		ModelID:          model.ID(),
 		ScoredAt:         p.cfg.Now().UTC(),
 		Features:         model.FeatureMap(x),
+	}
+	if !asOf.IsZero() {
+		r.ScoredAsOf, r.Reason = asOf.UTC(), events.RescoreHistoryChanged
 	}
 	return kafka.Message{
 		Topic:   p.cfg.Topics.Risk,
