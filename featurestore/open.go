@@ -68,9 +68,14 @@ func (s *OpenBookings) Update(ctx context.Context, put map[string]map[string][]b
 	}
 	pipe := s.rdb.Pipeline()
 	for p, appts := range closed {
-		pipe.HDel(ctx, s.Key(p), appts...)
+		if len(appts) > 0 {
+			pipe.HDel(ctx, s.Key(p), appts...)
+		}
 	}
 	for p, bookings := range put {
+		if len(bookings) == 0 {
+			continue // booked and closed in the same batch
+		}
 		args := make([]any, 0, 2*len(bookings))
 		for appt, v := range bookings {
 			args = append(args, appt, v)

@@ -58,6 +58,12 @@ type config struct {
 	// feed says which booking extras live events carry (--mapping, --allow-unmapped-extras):
 	// a model needing another is refused at load.
 	feed scoring.LiveFeed
+	// rescore scores open bookings again when an outcome or cancellation changes the
+	// patient's history, as of no earlier than decisionLead before the start, with the model
+	// in decisionModelDir ("" for the main model).
+	rescore          bool
+	decisionLead     time.Duration
+	decisionModelDir string
 
 	metricsAddr string // "" or "off": no operations endpoint
 	access      ops.Access
@@ -102,11 +108,15 @@ func parseConfigEnv(args []string, lookup func(string) (string, bool), stderr io
 		"create-topics": "CREATE_TOPICS", "topic-partitions": "TOPIC_PARTITIONS", "topic-replication": "TOPIC_REPLICATION",
 		"reminders-metrics-token-file": "REMINDERS_METRICS_TOKEN_FILE", "insecure-listeners": "INSECURE_LISTENERS",
 		"mapping": "PAS_MAPPING", "allow-unmapped-extras": "ALLOW_UNMAPPED_EXTRAS",
+		"rescore": "RESCORE", "decision-lead": "DECISION_LEAD", "decision-model-dir": "DECISION_MODEL_DIR",
 	}
 	brokers := fs.String("brokers", "127.0.0.1:9092", "Kafka bootstrap brokers, comma-separated")
 	redisAddrs := fs.String("redis", "127.0.0.1:6379", "Redis address; several comma-separated addresses mean a Redis Cluster")
 	fs.StringVar(&c.modelDir, "model-dir", "models/default", "model directory with model.txt and contract.json")
 	fs.DurationVar(&c.modelPoll, "model-poll", 5*time.Second, "how often to check the model directory for a new model (swapped in without a restart); 0 turns it off")
+	fs.BoolVar(&c.rescore, "rescore", false, "score a patient's open bookings again when an outcome or cancellation changes their history (risk events with reason history_changed), so the extra reminder uses current risk")
+	fs.DurationVar(&c.decisionLead, "decision-lead", scorer.DefaultDecisionLead, "with --rescore: re-scores are as of no earlier than this before the appointment start (the decision point the decision-time model was trained at)")
+	fs.StringVar(&c.decisionModelDir, "decision-model-dir", "", "with --rescore: a decision-time model directory for the re-scores (default: --model-dir's model)")
 	fs.StringVar(&c.group, "group", "dna-scorer", "Kafka consumer group")
 	fs.StringVar(&c.inTopic, "topic-appointments", "appointments", "input topic")
 	fs.StringVar(&c.topics.Risk, "topic-risk", "risk", "risk event topic")
@@ -187,6 +197,10 @@ func parseConfigEnv(args []string, lookup func(string) (string, bool), stderr io
 		return c, fmt.Errorf("--topic-replication %d out of range 0..32", c.topicSpec.Replication)
 	case c.maxAhead < 0:
 		return c, fmt.Errorf("--max-ahead %s is negative", c.maxAhead)
+	case c.decisionLead < 0 || c.decisionLead > 90*24*time.Hour:
+		return c, fmt.Errorf("--decision-lead %s out of range 0..2160h", c.decisionLead)
+	case c.decisionModelDir != "" && !c.rescore:
+		return c, errors.New("--decision-model-dir needs --rescore (the decision-time model scores only re-scores)")
 	case c.group == "" || c.inTopic == "" || c.topics.Risk == "" || c.topics.DeadLetter == "":
 		return c, errors.New("group and topic names must not be empty")
 	}
@@ -268,11 +282,14 @@ func run(cfg config, model *scoring.Model, log *slog.Logger) error {
 	if maxAhead == 0 {
 		maxAhead = -1 // --max-ahead 0: no limit
 	}
-	var err error
+	rescore, err := cfg.rescoring(rdb, log)
+	if err != nil {
+		return err
+	}
 	proc, err = scorer.New(scorer.Config{
 		Store: store, Output: w, Model: model, Topics: cfg.topics,
 		Policy:   featurestore.Policy{Retention: cfg.retention},
-		MaxAhead: maxAhead, Observer: scorer.Observers(observers...), Log: log,
+		MaxAhead: maxAhead, Observer: scorer.Observers(observers...), Log: log, Rescore: rescore,
 	})
 	if err != nil {
 		return err
@@ -329,7 +346,7 @@ func run(cfg config, model *scoring.Model, log *slog.Logger) error {
 		return err
 	}
 	log.Info("consumer stopped cleanly", "consumed", proc.Stats.Consumed.Load(), "scored", proc.Stats.Scored.Load(),
-		"dead_lettered", proc.Stats.DeadLettered.Load())
+		"dead_lettered", proc.Stats.DeadLettered.Load(), "rescored", proc.Stats.Rescored.Load())
 	return nil
 }
 
@@ -344,6 +361,27 @@ func (c config) loadModel(dir string) (*scoring.Model, error) {
 		return nil, err
 	}
 	return m, nil
+}
+
+// rescoring is the scorer's re-scoring setup (nil without --rescore), with the decision-time
+// model loaded and checked like the main one.
+func (c config) rescoring(rdb redis.UniversalClient, log *slog.Logger) (*scorer.Rescore, error) {
+	if !c.rescore {
+		return nil, nil
+	}
+	r := &scorer.Rescore{
+		Open:         featurestore.NewOpenBookings(rdb, featurestore.RedisOptions{Prefix: c.redisPrefix, TTL: c.historyTTL}),
+		DecisionLead: c.decisionLead,
+	}
+	if c.decisionModelDir != "" {
+		m, err := c.loadModel(c.decisionModelDir)
+		if err != nil {
+			return nil, fmt.Errorf("--decision-model-dir: %w", err)
+		}
+		r.Model = m
+	}
+	log.Info("re-scoring open bookings when history changes", "decision_lead", c.decisionLead.String(), "decision_model_dir", c.decisionModelDir)
+	return r, nil
 }
 
 // liveFeed is what the gateway's mapping file fills, plus the extras the operator allows

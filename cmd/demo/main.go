@@ -63,7 +63,10 @@ type Summary struct {
 	RiskBands           map[string]int64 `json:"risk_bands"`
 	ModelID             string           `json:"model_id"`
 	AUC                 float64          `json:"auc"`
+	DecisionAUC         float64          `json:"auc_at_decision"`
 	BayesAUC            float64          `json:"bayes_auc"`
+	Rescored            int              `json:"risk_events_rescored"`
+	DecisionModelID     string           `json:"decision_model_id,omitempty"`
 	HistoriesStored     int              `json:"patient_histories_stored"`
 	RemindersScheduled  int64            `json:"reminders_scheduled"`
 	RemindersSent       int64            `json:"reminders_sent"`
@@ -77,6 +80,8 @@ type options struct {
 	sim       sim.Config
 	malformed int
 	modelDir  string
+	// decisionModelDir scores the re-scores; "" or missing: the main model.
+	decisionModelDir string
 	// rate paces the simulated PAS in events per second; 0 publishes as fast as possible.
 	rate float64
 	// metricsAddr serves the operations endpoint ("" or "off": none). If it is taken, a free
@@ -106,6 +111,7 @@ func main() {
 	flag.IntVar(&o.sim.Days, "days", 120, "days of bookings")
 	flag.IntVar(&o.malformed, "malformed", 3, fmt.Sprintf("malformed events to inject (0-%d)", len(badEvents)))
 	flag.StringVar(&o.modelDir, "model-dir", "models/default", "model directory")
+	flag.StringVar(&o.decisionModelDir, "decision-model-dir", "models/decision", "decision-time model for re-scores when history changes (the main model if the directory is absent)")
 	flag.Float64Var(&o.rate, "rate", 0, "events per second from the simulated PAS; 0 = as fast as possible")
 	flag.StringVar(&o.metricsAddr, "metrics-addr", "127.0.0.1:9464", "serve /metrics, /healthz, /readyz and /status here while the demo runs; off to disable")
 	flag.DurationVar(&hold, "hold", 0, "after the run, keep the status page and metrics up this long (Ctrl-C ends it early)")
@@ -212,15 +218,16 @@ type demo struct {
 	log   *slog.Logger
 	sum   *Summary
 
-	model   *scoring.Model
-	brokers []string
-	mr      *miniredis.Miniredis
-	m       *metrics.Metrics
-	rdb     redis.UniversalClient
-	admin   *stream.Admin
-	status  *ops.Status
-	reader  *kafka.Reader
-	proc    *scorer.Processor
+	model    *scoring.Model
+	decision *scoring.Model // the decision-time model for re-scores, or nil
+	brokers  []string
+	mr       *miniredis.Miniredis
+	m        *metrics.Metrics
+	rdb      redis.UniversalClient
+	admin    *stream.Admin
+	status   *ops.Status
+	reader   *kafka.Reader
+	proc     *scorer.Processor
 
 	stopConsumer, stopLag context.CancelFunc
 	done                  chan error // the scorer's stream.Run
@@ -245,6 +252,12 @@ func (d *demo) startServices() error {
 	}
 	d.model = model
 	d.sum.ModelID = model.ID()
+	if _, err := os.Stat(d.o.decisionModelDir); d.o.decisionModelDir != "" && err == nil {
+		if d.decision, err = scoring.Load(d.o.decisionModelDir); err != nil {
+			return fmt.Errorf("decision-time model: %w", err)
+		}
+		d.sum.DecisionModelID = d.decision.ID()
+	}
 	cluster, err := kfake.NewCluster(kfake.NumBrokers(1), kfake.SeedTopics(4, apptTopic, riskTopic, dlqTopic))
 	if err != nil {
 		return fmt.Errorf("start in-process Kafka: %w", err)
@@ -276,9 +289,16 @@ func (d *demo) startScorer() error {
 	d.m.SetModel(d.model.ID())
 	d.status = ops.NewStatus(ops.StatusConfig{Title: "DNA risk scorer (demo)", Metrics: d.m.Registry,
 		Model: func() *scoring.Model { return d.model }, ModelDir: d.o.modelDir, Reminders: ops.RemindersFrom(d.m.Registry)})
+	// Re-scoring on: a no-show or cancellation re-scores the patient's open bookings as of
+	// the day before, as `cmd/consumer --rescore` does.
+	rescore := &scorer.Rescore{Open: featurestore.NewOpenBookings(d.rdb, featurestore.RedisOptions{})}
+	if d.decision != nil {
+		rescore.Model = d.decision
+	}
 	var err error
 	d.proc, err = scorer.New(scorer.Config{Store: store, Output: out, Model: d.model,
-		Topics: scorer.Topics{Risk: riskTopic, DeadLetter: dlqTopic}, Observer: scorer.Observers(d.m, d.status), Log: d.log})
+		Topics: scorer.Topics{Risk: riskTopic, DeadLetter: dlqTopic}, Observer: scorer.Observers(d.m, d.status), Log: d.log,
+		Rescore: rescore})
 	return err
 }
 
@@ -475,15 +495,25 @@ func (d *demo) readBack(ctx context.Context, pub *published) ([]kafka.Message, e
 	}
 	sum.DLQEvents = len(dlqMsgs)
 	sum.RiskBands = map[string]int64{}
-	scored := map[string]float64{}
+	// scored: each booking version's score at booking; decided: its latest score as of the
+	// decision point (the day before), which the extra reminder is decided on.
+	scored, decided := map[string]float64{}, map[string]float64{}
 	for _, m := range riskMsgs {
 		var r events.Risk
 		if err := json.Unmarshal(m.Value, &r); err != nil {
 			return nil, fmt.Errorf("risk topic holds an unreadable event: %w", err)
 		}
 		k := key(r.AppointmentID, r.Version)
+		if r.Reason != "" {
+			sum.Rescored++
+			if !r.ScoredAsOf.After(r.AppointmentStart.Add(-scorer.DefaultDecisionLead)) {
+				decided[k] = r.Probability
+			}
+			continue
+		}
 		if _, dup := scored[k]; !dup {
 			sum.RiskBands[r.Band]++
+			decided[k] = r.Probability
 		}
 		scored[k] = r.Probability
 	}
@@ -494,10 +524,11 @@ func (d *demo) readBack(ctx context.Context, pub *published) ([]kafka.Message, e
 		}
 	}
 	sum.AUC, sum.BayesAUC = pub.aucs(scored)
+	sum.DecisionAUC, _ = pub.aucs(decided)
 	sum.HistoriesStored = len(d.mr.Keys())
 	sum.ElapsedS = round(time.Since(d.start).Seconds(), 2)
-	say("read back %d risk events (%d bookings unscored) and %d dead letters; AUC %.3f against outcomes (true-probability ceiling %.3f)",
-		sum.RiskEventsPublished, sum.BookingsUnscored, sum.DLQEvents, sum.AUC, sum.BayesAUC)
+	say("read back %d risk events (%d bookings unscored, %d re-scores after a history change) and %d dead letters; AUC against outcomes %.3f at booking, %.3f at the decision point (true-probability ceiling %.3f)",
+		sum.RiskEventsPublished, sum.BookingsUnscored, sum.Rescored, sum.DLQEvents, sum.AUC, sum.DecisionAUC, sum.BayesAUC)
 	if sum.BookingsUnscored > 0 || sum.DLQEvents != d.o.malformed {
 		return nil, fmt.Errorf("%d valid bookings have no risk event and %d of %d malformed events were dead-lettered",
 			sum.BookingsUnscored, sum.DLQEvents, d.o.malformed)
