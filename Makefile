@@ -30,7 +30,7 @@ TEST_ENV := KAFKA_BROKERS=127.0.0.1:$(KAFKA_PORT) \
 	PYTHON=$(CURDIR)/.venv/bin/python \
 	ORACLE_PYTHON=$(CURDIR)/.venv-oracles/bin/python
 
-GO_TEST_FLAGS ?= -race -count=1 -timeout 20m
+GO_TEST_FLAGS ?= -race -count=1 -timeout 30m
 PKGS ?= ./...
 
 .PHONY: lint test services-up services-down services-status python peer-venv compose-check browser alerts kcat build demo fmt vet model evaluate bench
