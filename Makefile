@@ -195,8 +195,8 @@ vet:
 # and Kafka restarted, Redis slowed, malformed events and Notify failing. It writes
 # out/chaos.json and fails on any lost, double-counted, duplicated or missing output.
 # CHAOS_FLAGS passes more flags (e.g. --profile ci for the short run `make test` includes).
-CHAOS_KAFKA_PORT ?= 49192
-CHAOS_REDIS_PORT ?= 46379
+CHAOS_KAFKA_PORT ?= 30192
+CHAOS_REDIS_PORT ?= 30379
 .PHONY: chaos
 chaos:
 	go run ./cmd/chaos --kafka-port $(CHAOS_KAFKA_PORT) --redis-port $(CHAOS_REDIS_PORT) $(CHAOS_FLAGS)

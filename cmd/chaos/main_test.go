@@ -84,7 +84,8 @@ func TestStepStopsBeforeEachLateCreation(t *testing.T) {
 // 12,000 events, every fault kind at least once; the same program and checks as `make
 // chaos`. It needs Java and the Kafka jars (or Maven to fetch them) and redis-server; without
 // them it skips loudly, and fails under CI=true. CHAOS_KAFKA_PORT and CHAOS_REDIS_PORT move
-// its services (defaults 49392 and 46579).
+// its services (defaults 31392 and 31579: below the ephemeral port range, 32768 and up, so no
+// outgoing connection of another test can hold them).
 func TestChaosShort(t *testing.T) {
 	if testing.Short() {
 		t.Skip("the chaos run takes minutes; skipped with -short")
@@ -96,7 +97,7 @@ func TestChaosShort(t *testing.T) {
 	}
 	work := t.TempDir()
 	cfg, err := parseConfig([]string{"--profile", "ci", "--root", root, "--work", work, "--out", filepath.Join(work, "chaos.json"),
-		"--kafka-port", portFromEnv("CHAOS_KAFKA_PORT", 49392), "--redis-port", portFromEnv("CHAOS_REDIS_PORT", 46579), "--timeout", "8m"})
+		"--kafka-port", portFromEnv("CHAOS_KAFKA_PORT", 31392), "--redis-port", portFromEnv("CHAOS_REDIS_PORT", 31579), "--timeout", "8m"})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -117,7 +118,7 @@ func TestChaosCluster(t *testing.T) {
 	}
 	work := t.TempDir()
 	cfg, err := parseConfig([]string{"--profile", "ci", "--kafka-nodes", "3", "--root", root, "--work", work, "--out", filepath.Join(work, "chaos.json"),
-		"--kafka-port", portFromEnv("CHAOS_CLUSTER_KAFKA_PORT", 49492), "--redis-port", portFromEnv("CHAOS_CLUSTER_REDIS_PORT", 46679), "--timeout", "10m"})
+		"--kafka-port", portFromEnv("CHAOS_CLUSTER_KAFKA_PORT", 31492), "--redis-port", portFromEnv("CHAOS_CLUSTER_REDIS_PORT", 31679), "--timeout", "10m"})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -166,7 +167,7 @@ func TestChaosBudget(t *testing.T) {
 	}
 	work := t.TempDir()
 	cfg, err := parseConfig([]string{"--scenario", "budget", "--profile", "ci", "--root", root, "--work", work, "--out", filepath.Join(work, "budget.json"),
-		"--kafka-port", portFromEnv("CHAOS_BUDGET_KAFKA_PORT", 49692), "--redis-port", portFromEnv("CHAOS_BUDGET_REDIS_PORT", 46879), "--timeout", "5m"})
+		"--kafka-port", portFromEnv("CHAOS_BUDGET_KAFKA_PORT", 31692), "--redis-port", portFromEnv("CHAOS_BUDGET_REDIS_PORT", 31879), "--timeout", "5m"})
 	if err != nil {
 		t.Fatal(err)
 	}
