@@ -232,6 +232,15 @@ def markdown(out, card):
         f"* Trained {card['trained_at']} with LightGBM {card['lightgbm_version']}, {card['best_iteration']} trees "
         f"(early stopping on validation log loss), {len(card['features'])} features.",
     ]
+    as_of = card.get("as_of") or {"rows": "booking"}
+    if as_of["rows"] == "decision":
+        lines.append(f"* **Decision-time model**: each row's features are as of the decision point, "
+                     f"{as_of.get('decision_lead_hours', 24):g} hours before the appointment start, with the patient's history "
+                     "replayed up to it (`cmd/trainset -as-of decision`); appointments booked after their decision point "
+                     "have no row. Served by `cmd/consumer --decision-model-dir` when a patient's history changes.")
+    if prov.get("source") == "simulator" and prov.get("dna_since_booking") == "true":
+        lines.append("* Simulator with `--dna-since-booking`: DNAs recorded after a booking raise that appointment's risk, "
+                     "so the Bayes AUC below (from the booking-time truth) is not a ceiling for a model that sees them.")
     if prov.get("source") == "simulator":
         lines.append(f"* Data: the repository's PAS simulator (seed {prov.get('seed')}, {prov.get('patients')} patients, "
                      f"{prov.get('days')} booking days). The simulator knows each booking's true DNA probability, so this "
