@@ -163,15 +163,19 @@ demo:
 # `make model` rebuilds models/default from the simulator (same seed, same model.txt).
 # `make model DATA=appointments.csv [CONFIG=config.json] [OUT=dir]` trains on a trust's
 # historical CSV (docs/csv.md) into models/<model_id> (or OUT). See docs/model.md.
+# `make model AS_OF=decision [DECISION_LEAD=24h]` builds the decision-time model (rows as of
+# start - lead) into models/decision (or OUT, or models/<model_id> with DATA).
 model:
-	DATA="$(DATA)" CONFIG="$(CONFIG)" OUT="$(OUT)" training/build_model.sh
+	DATA="$(DATA)" CONFIG="$(CONFIG)" OUT="$(OUT)" AS_OF="$(AS_OF)" DECISION_LEAD="$(DECISION_LEAD)" training/build_model.sh
 
 # `make evaluate MODEL=models/<id> DATA=appointments.csv [CONFIG=config.json] [FROM=YYYY-MM-DD]
 # [TO=YYYY-MM-DD] [OUT=dir]` scores a trust's historical CSV (docs/csv.md) with any model
 # directory, as the Go scorer serves it, and writes evaluation.json and evaluation.html into
-# out/evaluation-<model_id> (or OUT). See docs/model.md.
+# out/evaluation-<model_id> (or OUT). `AS_OF=decision [DECISION_LEAD=24h]
+# BOOKING_MODEL=models/default` evaluates a decision-time model as of the decision point and
+# reports AUC at booking (BOOKING_MODEL) vs at decision time (MODEL). See docs/model.md.
 evaluate:
-	MODEL="$(MODEL)" DATA="$(DATA)" CONFIG="$(CONFIG)" FROM="$(FROM)" TO="$(TO)" OUT="$(OUT)" training/evaluate.sh
+	MODEL="$(MODEL)" DATA="$(DATA)" CONFIG="$(CONFIG)" FROM="$(FROM)" TO="$(TO)" OUT="$(OUT)" AS_OF="$(AS_OF)" DECISION_LEAD="$(DECISION_LEAD)" BOOKING_MODEL="$(BOOKING_MODEL)" training/evaluate.sh
 
 fmt:
 	gofmt -l -w .

@@ -6,6 +6,7 @@
 #
 #   make model                                   # = training/build_model.sh: models/default from the simulator
 #   make model DATA=appointments.csv [CONFIG=training/config.example.json] [OUT=models/mine]
+#   make model AS_OF=decision [DECISION_LEAD=24h]   # models/decision: the decision-time model
 #
 # Without DATA: cmd/producer --source sim (fixed seed) -> events.jsonl + truth.csv ->
 # cmd/trainset -> train.py -> models/default. The same seed gives a byte-identical model.txt.
@@ -17,7 +18,10 @@
 # DATA], PATIENTS [50000], DAYS [365], SEED [42] (simulator), PYTHON [the .venv that
 # scripts/python.sh builds from training/requirements.txt], KEEP (a directory to keep the
 # intermediate files in), HISTORY_RETENTION [26280h, must equal the consumer's], CSV_TIMEZONE
-# [Europe/London] and CSV_DATE_ONLY_TIME [23:59] (how DATA's times are read; docs/csv.md).
+# [Europe/London] and CSV_DATE_ONLY_TIME [23:59] (how DATA's times are read; docs/csv.md),
+# AS_OF [booking] (decision: rows as of the decision point, DECISION_LEAD [24h] before the
+# start, for the decision-time model; its default OUT is models/decision and the simulator
+# runs with --dna-since-booking, DNA_SINCE_BOOKING [1 with AS_OF=decision, else 0]).
 #
 # The new directory is assembled next to OUT and moved in at the end: a fresh OUT by one
 # rename; an existing OUT (perhaps one a consumer is watching) file by file, model.txt before
@@ -34,13 +38,21 @@ PATIENTS="${PATIENTS:-50000}"
 DAYS="${DAYS:-365}"
 SEED="${SEED:-42}"
 HISTORY_RETENTION="${HISTORY_RETENTION:-26280h}"
+AS_OF="${AS_OF:-booking}"
+DECISION_LEAD="${DECISION_LEAD:-24h}"
 
 log() { echo "build_model: $*" >&2; }
 die() { log "ERROR: $*"; exit 1; }
 
 [[ -z "$DATA" || -f "$DATA" ]] || die "DATA=$DATA: no such file"
 [[ -z "$CONFIG" || -f "$CONFIG" ]] || die "CONFIG=$CONFIG: no such file"
-if [[ -z "$DATA" && -z "$OUT" ]]; then OUT=models/default; fi
+[[ "$AS_OF" == booking || "$AS_OF" == decision ]] || die "AS_OF=$AS_OF: want booking or decision"
+DNA_SINCE_BOOKING="${DNA_SINCE_BOOKING:-$([[ "$AS_OF" == decision ]] && echo 1 || echo 0)}"
+if [[ -z "$DATA" && -z "$OUT" ]]; then
+	if [[ "$AS_OF" == decision ]]; then OUT=models/decision; else OUT=models/default; fi
+fi
+ASOF_ARGS=(-as-of "$AS_OF")
+[[ "$AS_OF" == booking ]] || ASOF_ARGS+=(-decision-lead "$DECISION_LEAD")
 
 start=$SECONDS
 PYTHON="${PYTHON:-$(scripts/python.sh)}"
@@ -89,25 +101,28 @@ TRAIN_ARGS=(--trainset "$WORK/trainset.csv" --out "$STAGE" --data-summary "$WORK
 if [[ -z "$DATA" ]]; then
 	# Simulated patients only: this key pseudonymises made-up NHS numbers and protects nothing.
 	export DNA_PSEUDONYM_SECRET=training-only-not-a-secret-000000
-	log "simulating $PATIENTS patients over $DAYS days (seed $SEED)"
-	"$WORK/bin/producer" --source sim --seed "$SEED" --patients "$PATIENTS" --days "$DAYS" \
+	SIM_ARGS=()
+	[[ "$DNA_SINCE_BOOKING" == 0 ]] || SIM_ARGS+=(--dna-since-booking)
+	log "simulating $PATIENTS patients over $DAYS days (seed $SEED${SIM_ARGS[*]:+, ${SIM_ARGS[*]}})"
+	"$WORK/bin/producer" --source sim --seed "$SEED" --patients "$PATIENTS" --days "$DAYS" "${SIM_ARGS[@]}" \
 		--out "$WORK/events.jsonl" --truth "$WORK/truth.csv"
 	log "replaying $(wc -l <"$WORK/events.jsonl") events into a training set"
 	"$WORK/bin/trainset" -in "$WORK/events.jsonl" -truth "$WORK/truth.csv" -out "$WORK/trainset.csv" \
-		-extras "$EXTRAS" -summary "$WORK/summary.json" -history-retention "$HISTORY_RETENTION" -flip-check "$WORK/flip.json"
+		-extras "$EXTRAS" -summary "$WORK/summary.json" -history-retention "$HISTORY_RETENTION" -flip-check "$WORK/flip.json" "${ASOF_ARGS[@]}"
 	TRAIN_ARGS+=(--provenance source=simulator --provenance "seed=$SEED" --provenance "patients=$PATIENTS" --provenance "days=$DAYS")
+	[[ "$DNA_SINCE_BOOKING" == 0 ]] || TRAIN_ARGS+=(--provenance dna_since_booking=true)
 else
 	log "reading $DATA"
 	"$WORK/bin/trainset" -csv "$DATA" -bad-rows "$STAGE/bad_rows.csv" -out "$WORK/trainset.csv" \
 		-extras "$EXTRAS" -summary "$WORK/summary.json" -history-retention "$HISTORY_RETENTION" -flip-check "$WORK/flip.json" \
-		-csv-timezone "${CSV_TIMEZONE:-Europe/London}" -csv-date-only-time "${CSV_DATE_ONLY_TIME:-23:59}"
+		-csv-timezone "${CSV_TIMEZONE:-Europe/London}" -csv-date-only-time "${CSV_DATE_ONLY_TIME:-23:59}" "${ASOF_ARGS[@]}"
 	TRAIN_ARGS+=(--provenance source=csv --provenance "file=$(basename "$DATA")"
 		--provenance "file_sha256=$(sha256sum "$DATA" | cut -d' ' -f1)")
 fi
 # The shipped model must prove parity on at least 10,000 rows (scoring's TestParity asks the
 # same); a small trust's test window may hold fewer.
 MIN_PARITY_ROWS=1
-if [[ -n "$OUT" && "$(realpath -m "$OUT")" == "$ROOT/models/default" ]]; then MIN_PARITY_ROWS=10000; fi
+if [[ -n "$OUT" && ( "$(realpath -m "$OUT")" == "$ROOT/models/default" || "$(realpath -m "$OUT")" == "$ROOT/models/decision" ) ]]; then MIN_PARITY_ROWS=10000; fi
 [[ -z "$CONFIG" ]] || TRAIN_ARGS+=(--provenance "config=$CONFIG")
 
 log "training"

@@ -222,17 +222,30 @@ def markdown(out, card):
     cal = card["calibration"]
     prov = card["data"]["provenance"] or {}
     ts = card["data"]["trainset"] or {}
+    as_of = card.get("as_of") or {"rows": "booking"}
     lines = [f"# Model card: `{card['model_id']}`", ""]
     lines += [
         "A LightGBM gradient-boosted model of the probability that an outpatient booking ends in "
-        "*did not attend* (DNA), scored on every booking and reschedule by the Go consumer. "
+        "*did not attend* (DNA), scored " + ("on every booking and reschedule" if as_of["rows"] != "decision" else
+                                             "as of the decision point, and when the patient's history changes,") + " by the Go consumer. "
         "Features are computed by the same Go code in training (replayed, point-in-time) and in serving. "
         "`card.html` beside this file is the same card for people who do not read Markdown.",
         "",
         f"* Trained {card['trained_at']} with LightGBM {card['lightgbm_version']}, {card['best_iteration']} trees "
         f"(early stopping on validation log loss), {len(card['features'])} features.",
     ]
-    if prov.get("source") == "simulator":
+    if as_of["rows"] == "decision":
+        lines.append(f"* **Decision-time model**: each row's features are as of the decision point, "
+                     f"{as_of.get('decision_lead_hours', 24):g} hours before the appointment start, with the patient's history "
+                     "replayed up to it (`cmd/trainset -as-of decision`); appointments booked after their decision point "
+                     "have no row. Served by `cmd/consumer --decision-model-dir` when a patient's history changes.")
+    since = prov.get("dna_since_booking") == "true"
+    if prov.get("source") == "simulator" and since:
+        lines.append(f"* Data: the repository's PAS simulator (seed {prov.get('seed')}, {prov.get('patients')} patients, "
+                     f"{prov.get('days')} booking days) with `--dna-since-booking`: DNAs recorded after a booking raise that "
+                     "appointment's risk, so the Bayes AUC below (the booking-time truth on the same rows) is not a ceiling "
+                     "for a model that sees them.")
+    elif prov.get("source") == "simulator":
         lines.append(f"* Data: the repository's PAS simulator (seed {prov.get('seed')}, {prov.get('patients')} patients, "
                      f"{prov.get('days')} booking days). The simulator knows each booking's true DNA probability, so this "
                      "card can show the best AUC any model could reach on the same rows (Bayes AUC).")
@@ -245,8 +258,10 @@ def markdown(out, card):
               "| | value |", "| --- | --- |",
               f"| AUC (95% CI, DeLong) | **{card['auc']:.4f}** ({card['auc_ci95'][0]:.4f}–{card['auc_ci95'][1]:.4f}) |"]
     if "bayes_auc" in card:
-        lines.append(f"| Bayes AUC (the simulator's true probability, same rows) | **{card['bayes_auc']:.4f}** "
-                     f"(model is {card['bayes_auc'] - card['auc']:.4f} below) |")
+        gap = card["bayes_auc"] - card["auc"]
+        truth = "booking-time probability" if since else "true probability"
+        lines.append(f"| Bayes AUC (the simulator's {truth}, same rows) | **{card['bayes_auc']:.4f}** "
+                     f"(model is {abs(gap):.4f} {'below' if gap >= 0 else 'above'}) |")
     else:
         lines.append("| Bayes AUC | not available: " + card["bayes_auc_note"] + " |")
     lines += [

@@ -53,9 +53,15 @@ def summary(card):
     flagged = rates["high"]["share"] + rates["very_high"]["share"]
     flagged_dna = ((rates["high"]["dna_rate"] or 0) * rates["high"]["share"] + (rates["very_high"]["dna_rate"] or 0) * rates["very_high"]["share"]) / flagged if flagged else None
     tenth = next((r for r in card["contacts_per_prevented_dna_test"] if r["share_contacted"] == 0.10), None)
+    as_of = card.get("as_of") or {"rows": "booking"}
+    when = ("when the appointment is booked or moved, from what the hospital knew at that moment"
+            if as_of["rows"] != "decision" else
+            f"{as_of.get('decision_lead_hours', 24):g} hours before the appointment (the decision point for an extra reminder), "
+            "and again when the patient's history changes, from what the hospital knew at that moment (a decision-time model: "
+            "it was trained on appointments as they stood at their decision point)")
     what = ("<p><b>What it predicts.</b> For each booked outpatient appointment, the chance that the patient will not attend "
-            "and not cancel (a DNA, \"did not attend\"). It is worked out when the appointment is booked or moved, from what the "
-            "hospital knew at that moment: how far ahead it was booked, the specialty, the day and hour, the patient's age band and how deprived their area is, and their "
+            f"and not cancel (a DNA, \"did not attend\"). It is worked out {when}: how far ahead it was booked, the specialty, "
+            "the day and hour, the patient's age band and how deprived their area is, and their "
             "earlier attendances, DNAs and cancellations.</p>")
     how = (f"<p><b>How well.</b> It was tested on {w['rows']:,} appointments from {esc(w['from'])} to {esc(w['to'])} that it never "
            f"saw while it was built. Given one appointment that was missed and one that was attended, it gives the missed one the "
@@ -91,7 +97,11 @@ def write(out, card):
     lo, hi = card["auc_ci95"]
     head = [("AUC (95% CI, DeLong)", f"{card['auc']:.4f} ({lo:.4f}–{hi:.4f})")]
     if "bayes_auc" in card:
-        head.append(("Bayes AUC: the simulator's true probabilities on the same rows, the best any model could do", f"{card['bayes_auc']:.4f}"))
+        if (card["data"]["provenance"] or {}).get("dna_since_booking") == "true":
+            head.append(("Bayes AUC: the simulator's booking-time probabilities on the same rows (DNAs after the booking also "
+                         "raise the risk here, so a later score can beat it)", f"{card['bayes_auc']:.4f}"))
+        else:
+            head.append(("Bayes AUC: the simulator's true probabilities on the same rows, the best any model could do", f"{card['bayes_auc']:.4f}"))
     else:
         head.append(("Bayes AUC", "not available: " + card["bayes_auc_note"]))
     t = card["test"]

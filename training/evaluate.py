@@ -15,6 +15,13 @@ appointment (UK date) is in [--from, --to), measures them with metrics.py, and w
                    own test figures (card.json) beside ours, when the folder has a card
   evaluation.html  the same for people, one self-contained file (plots inline)
 
+With --booking-trainset (evaluate.sh AS_OF=decision BOOKING_MODEL=DIR) the main rows are as of
+each appointment's decision point (cmd/trainset -as-of decision) and the booking-time model's
+rows as of each booking: evaluation.json's "booking_vs_decision" holds, on the window's
+appointments that have both rows (the final booking version; those booked after their
+decision point have no decision row), the AUC at booking and at decision time with their
+DeLong intervals, and the difference with its paired DeLong interval.
+
 Only aggregates are written: no row, identifier or date of a single appointment, and every
 subgroup or band DNA rate covers at least metrics.MIN_ROWS bookings (the calibration plot's
 sparse high-risk tail is shown as it is, as on the model card).
@@ -23,6 +30,7 @@ Usage:
   evaluate.py --trainset scored.csv --summary summary.json --model DIR --out DIR
               [--config config.json] [--from YYYY-MM-DD] [--to YYYY-MM-DD]
               [--data-name appointments.csv] [--data-sha256 HEX]
+              [--booking-trainset booking_scored.csv --booking-model DIR]
 """
 
 import argparse
@@ -37,7 +45,7 @@ import card as cardlib
 import cardhtml
 import train
 import windows
-from metrics import AUC_GAP, BINS, MIN_ROWS, band_rates, band_targets, metrics, subgroup_table
+from metrics import AUC_GAP, BINS, MIN_ROWS, auc_ci, auc_difference_ci, band_rates, band_targets, metrics, subgroup_table
 
 # Observed / expected DNAs outside this range: the model's probabilities do not carry over.
 OE_RANGE = (0.8, 1.25)
@@ -120,6 +128,35 @@ def compare(ev, card):
     return out
 
 
+def booking_vs_decision(part, booking_df, booking_contract, contract, summary):
+    """AUC at booking (booking_df: the booking-time model's rows) vs at decision time (part:
+    this window's decision rows) on the appointments both have, paired by appointment and
+    booking version."""
+    keys = ["_appointment_id", "_booking_version"]
+    both = part[keys + [train.LABEL, "served_probability"]].merge(
+        booking_df[keys + [train.LABEL, "served_probability"]], on=keys, suffixes=("", "_booking"), validate="one_to_one")
+    if (both[train.LABEL] != both[train.LABEL + "_booking"]).any():
+        die("the booking-time and decision-time rows of one appointment have different outcomes: not the same file?")
+    y = both[train.LABEL].to_numpy()
+    p_b, p_d = both["served_probability_booking"].to_numpy(float), both["served_probability"].to_numpy(float)
+    d = auc_difference_ci(y, p_b, p_d)
+    if d is None or len(both) < MIN_ROWS:
+        die(f"only {len(both)} appointments of the window have both a booking-time and a decision-time row "
+            f"({int(y.sum())} did not attend): too few to compare AUCs")
+    cb, cd = auc_ci(y, p_b), auc_ci(y, p_d)
+    return {
+        "appointments": len(both),
+        "did_not_attend": int(y.sum()),
+        "decision_rows_without_booking_row": len(part) - len(both),
+        "decision_lead_hours": summary.get("decision_lead_hours"),
+        "at_booking": {"model_id": booking_contract["model_id"], "auc": cb["auc"], "auc_ci95": cb["ci95"]},
+        "at_decision": {"model_id": contract["model_id"], "auc": cd["auc"], "auc_ci95": cd["ci95"]},
+        "auc_difference": d["difference"],
+        "auc_difference_ci95": d["ci95"],
+        "method": "paired DeLong on the same appointments (decision minus booking)",
+    }
+
+
 def main():
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--trainset", required=True, help="cmd/trainset -model output (served_probability, served_band)")
@@ -131,7 +168,12 @@ def main():
     ap.add_argument("--to", dest="date_to", help="first appointment date (UK) after the window, YYYY-MM-DD (exclusive)")
     ap.add_argument("--data-name", default="", help="the data file's name, for the record")
     ap.add_argument("--data-sha256", default="", help="the data file's SHA-256, for the record")
+    ap.add_argument("--booking-trainset", help="cmd/trainset -as-of booking -model BOOKING_MODEL output: compare AUC at booking "
+                    "with this (decision-time) evaluation on the same appointments")
+    ap.add_argument("--booking-model", help="the booking-time model directory of --booking-trainset")
     args = ap.parse_args()
+    if bool(args.booking_trainset) != bool(args.booking_model):
+        die("--booking-trainset and --booking-model go together")
     for name, v in (("FROM", args.date_from), ("TO", args.date_to)):
         if v:
             try:
@@ -178,6 +220,13 @@ def main():
     features = [f["name"] for f in contract["features"]]
     constant, absent = train.feature_status(part, features)
     cmp = compare(ev, card)
+    as_of = summary.get("as_of", "booking")
+    bvd = None
+    if args.booking_trainset:
+        if as_of != "decision":
+            die("--booking-trainset compares with a decision-time evaluation: score --trainset with cmd/trainset -as-of decision")
+        bdf, _ = train.read_trainset(args.booking_trainset)
+        bvd = booking_vs_decision(part, bdf, read_json(os.path.join(args.booking_model, "contract.json")), contract, summary)
 
     warnings = []
     if cmp and cmp.get("auc_difference") is not None:
@@ -219,6 +268,8 @@ def main():
                    "first_appointment_date": windows.day(part[windows.DATE].min()),
                    "last_appointment_date": windows.day(part[windows.DATE].max()),
                    "features": "point in time, from the whole file (history before the window counts)"},
+        "as_of": {"rows": as_of, **({"decision_lead_hours": summary.get("decision_lead_hours")} if as_of == "decision" else {})},
+        "booking_vs_decision": bvd,
         "rows": len(part),
         "did_not_attend": dnas,
         "dna_rate": ev["dna_rate"],
@@ -255,6 +306,12 @@ def main():
     log(f"{contract['model_id']} on {len(part):,} appointments {out['window']['first_appointment_date']} to "
         f"{out['window']['last_appointment_date']}: AUC {ev['auc']:.4f} (95% CI {ev['auc_ci95'][0]:.4f}-{ev['auc_ci95'][1]:.4f}){vs}, "
         f"ECE {ev['ece']:.4f}, Brier {ev['brier']:.4f}, DNA rate {ev['dna_rate']:.2%}, O/E {oe:.2f}, {len(warnings)} warning(s)")
+    if bvd:
+        b, d = bvd["at_booking"], bvd["at_decision"]
+        log(f"AUC at booking vs at decision time on the same {bvd['appointments']:,} appointments: "
+            f"{b['auc']:.4f} ({b['auc_ci95'][0]:.4f}-{b['auc_ci95'][1]:.4f}, {b['model_id']}) vs "
+            f"{d['auc']:.4f} ({d['auc_ci95'][0]:.4f}-{d['auc_ci95'][1]:.4f}, {d['model_id']}); difference "
+            f"{bvd['auc_difference']:+.4f} (paired 95% CI {bvd['auc_difference_ci95'][0]:+.4f} to {bvd['auc_difference_ci95'][1]:+.4f})")
 
 
 def headline(ev):
@@ -304,6 +361,18 @@ def write_html(out, plots, ev):
               table(["measure", "our appointments", "model card (its test window)"], head, 'id="headline"'),
               cardhtml.img(plots, ev["plots"]["roc"], "ROC curve on our appointments"),
               cardhtml.img(plots, ev["plots"]["calibration"], "Calibration on our appointments")]
+    bvd = ev.get("booking_vs_decision")
+    if bvd:
+        b, d = bvd["at_booking"], bvd["at_decision"]
+        lo_d, hi_d = bvd["auc_difference_ci95"]
+        parts += ['<h2 id="booking-vs-decision">AUC at booking vs at decision time</h2>',
+                  f"<p>The same {bvd['appointments']:,} appointments scored as of their booking and as of the decision point, "
+                  f"{bvd['decision_lead_hours']:g} hours before the start (history up to then).</p>",
+                  table(["scored", "model", "AUC (95% CI, DeLong)"],
+                        [("at booking", b["model_id"], f"{b['auc']:.4f} ({b['auc_ci95'][0]:.4f}–{b['auc_ci95'][1]:.4f})"),
+                         ("at decision time", d["model_id"], f"{d['auc']:.4f} ({d['auc_ci95'][0]:.4f}–{d['auc_ci95'][1]:.4f})"),
+                         ("difference (paired)", "", f"{bvd['auc_difference']:+.4f} ({lo_d:+.4f} to {hi_d:+.4f})")],
+                        'id="booking-vs-decision-table"')]
 
     card_rates = (c or {}).get("band_rates") or {}
     brows = [(b["name"], f"{b['min_probability']:.4f}", pct(ev["band_rates"][b["name"]]["share"]),

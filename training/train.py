@@ -490,7 +490,11 @@ def main():
     # trees, the features, the bands and the calibration map. Same trees, new calibration or
     # bands: a new id, so risk events always say which scoring produced them.
     served = json.dumps({k: contract.get(k) for k in ("features", "risk_bands", "calibration")}, sort_keys=True)
-    model_id = f"dna-gbm-{now:%Y%m%d}-{hashlib.sha256((model_hash + served).encode()).hexdigest()[:8]}"
+    # A decision-time model (cmd/trainset -as-of decision: rows as of start - lead) says so in
+    # its id, so a risk event shows which of the two models scored it.
+    as_of = (data_summary or {}).get("as_of", "booking")
+    kind = "decision-" if as_of == "decision" else ""
+    model_id = f"dna-gbm-{kind}{now:%Y%m%d}-{hashlib.sha256((model_hash + served).encode()).hexdigest()[:8]}"
     contract["model_id"] = model_id
     with open(os.path.join(args.out, "contract.json"), "w") as f:
         f.write(dump_contract(contract))
@@ -542,6 +546,9 @@ def main():
         "auc_ci95": test_metrics["auc_ci95"],
         "ece": test_metrics["ece"],
         "ece_bins": BINS,
+        # When each row's features were computed: at its booking, or at the decision point
+        # (decision_lead_hours before the appointment start, history replayed up to it).
+        "as_of": {"rows": as_of, **({"decision_lead_hours": data_summary.get("decision_lead_hours")} if as_of == "decision" else {})},
     }
     if has_truth:
         card["bayes_auc"] = float(roc_auc_score(y_test, test[TRUTH].to_numpy()))

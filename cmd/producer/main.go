@@ -79,6 +79,7 @@ type config struct {
 	csvOpts           csvimport.Options
 	seed              int64
 	patients, days    int
+	dnaSinceBooking   bool // sim: DNAs recorded after a booking raise its risk (sim.Config.DNASinceBooking)
 	start             string
 	rate              float64
 	brokers, topic    string
@@ -97,7 +98,7 @@ type config struct {
 var envFallback = map[string]string{
 	"source": "PRODUCER_SOURCE", "csv": "PRODUCER_CSV", "seed": "SIM_SEED",
 	"csv-timezone": "PRODUCER_CSV_TIMEZONE", "csv-date-only-time": "PRODUCER_CSV_DATE_ONLY_TIME",
-	"patients": "SIM_PATIENTS", "days": "SIM_DAYS", "start": "SIM_START",
+	"patients": "SIM_PATIENTS", "days": "SIM_DAYS", "start": "SIM_START", "dna-since-booking": "SIM_DNA_SINCE_BOOKING",
 	"rate": "PRODUCER_RATE", "brokers": "KAFKA_BROKERS", "topic": "TOPIC_APPOINTMENTS",
 	"out": "PRODUCER_OUT", "truth": "PRODUCER_TRUTH", "progress": "PRODUCER_PROGRESS",
 	"metrics-addr": "METRICS_ADDR", "create-topics": "CREATE_TOPICS", "topic-partitions": "TOPIC_PARTITIONS",
@@ -128,6 +129,7 @@ func parseFlags(args []string, stderr io.Writer) (config, error) {
 	fs.Int64Var(&c.seed, "seed", 1, "simulator seed")
 	fs.IntVar(&c.patients, "patients", 2000, "simulated patients")
 	fs.IntVar(&c.days, "days", 120, "days of simulated bookings")
+	fs.BoolVar(&c.dnaSinceBooking, "dna-since-booking", false, "simulator: a DNA recorded after a booking raises that appointment's risk (docs/simulator.md; the decision-time model is trained with it)")
 	fs.StringVar(&c.start, "start", "2025-01-06", "first simulated booking day (YYYY-MM-DD, UK)")
 	fs.Float64Var(&c.rate, "rate", 0, "events per second; 0 = as fast as possible")
 	fs.StringVar(&c.brokers, "brokers", "127.0.0.1:9092", "Kafka bootstrap servers, comma-separated")
@@ -268,7 +270,7 @@ func produce(ctx context.Context, c config, stdout, stderr io.Writer, log *slog.
 		if err != nil {
 			return badSetting("--start %q: want YYYY-MM-DD", c.start)
 		}
-		cfg := sim.Config{Seed: c.seed, Patients: c.patients, Days: c.days, Start: start}
+		cfg := sim.Config{Seed: c.seed, Patients: c.patients, Days: c.days, Start: start, DNASinceBooking: c.dnaSinceBooking}
 		gen, err := sim.New(cfg, ps)
 		if err != nil {
 			return badSetting("%v", err)
@@ -284,7 +286,7 @@ func produce(ctx context.Context, c config, stdout, stderr io.Writer, log *slog.
 			onTruth = func(t sim.Truth) { truthOut.Write(t) } // errors are sticky; checked at Flush
 		}
 		evs = gen.Events(onTruth)
-		log.Info("simulating", "seed", c.seed, "patients", c.patients, "days", c.days, "start", c.start)
+		log.Info("simulating", "seed", c.seed, "patients", c.patients, "days", c.days, "start", c.start, "dna_since_booking", c.dnaSinceBooking)
 	case "csv":
 		f, err := os.Open(c.csvPath)
 		if err != nil {

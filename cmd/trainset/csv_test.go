@@ -13,6 +13,7 @@ import (
 	"strconv"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/nhsx/dnarisk/events"
 	"github.com/nhsx/dnarisk/featurestore"
@@ -150,39 +151,58 @@ func TestCSVColumnErrors(t *testing.T) {
 // outcome recorded after a cut-off time (attended <-> did not attend) and replay again. Every
 // row booked at or before the cut-off has exactly the same features, including booking
 // extras, though the future it is labelled with has changed. It runs the functions
-// trainset -flip-check runs on a real training set (flipcheck.go).
+// trainset -flip-check runs on a real training set (flipcheck.go). With -as-of decision the
+// rows are as of their decision points and the cut-off is the middle row's decision point: no
+// row as of a point at or before it may see an outcome recorded after it.
 func TestPropertyFutureOutcomesInvisible(t *testing.T) {
-	for seed := range uint64(20) {
-		t.Run(fmt.Sprint(seed), func(t *testing.T) {
-			s := randomStream(seed, 10, 400)
-			for i := range s.evs {
-				if b := s.evs[i].Booking; b != nil {
-					b.Extra = events.Extra{"distance_km": float64(i % 17)}
-				}
-			}
-			a := replayWith(t, s, "distance_km")
-			cut := flipCutOff(a)
-			changed := 0
-			b := newReplay()
-			b.extras = []string{"distance_km"}
-			b.transform = flipOutcomesAfter(cut, &changed)
-			if err := b.read(context.Background(), s.jsonl(t)); err != nil {
-				t.Fatal(err)
-			}
-			rep, err := compareReplays(a, b, cut, changed)
-			if err != nil {
-				t.Fatal(err)
-			}
-			for _, c := range rep.Columns {
-				if rep.ChangedBefore[c] != 0 {
-					t.Fatalf("%s changed in %d rows booked at or before the cut-off %s when later outcomes changed: %+v", c, rep.ChangedBefore[c], cut, rep)
-				}
-			}
-			// The later rows do see the flipped outcomes, or the test would prove nothing.
-			if !rep.OK || rep.RowsBefore < 20 || rep.ChangedAfter["prior_dna"] == 0 || changed == 0 {
-				t.Fatalf("%d outcomes flipped, %d rows before the cut-off compared, later rows changed %v: the stream is too weak", changed, rep.RowsBefore, rep.ChangedAfter)
-			}
-		})
+	for _, lead := range []time.Duration{0, 24 * time.Hour, 72 * time.Hour} {
+		for seed := range uint64(20) {
+			t.Run(fmt.Sprintf("lead=%s/%d", lead, seed), func(t *testing.T) { futureOutcomesInvisible(t, seed, lead) })
+		}
+	}
+}
+
+func futureOutcomesInvisible(t *testing.T, seed uint64, lead time.Duration) {
+	s := randomStream(seed, 10, 400)
+	if lead > 0 {
+		// decision points inside the stream, before most outcomes
+		s = randomStreamHorizon(seed, 10, 400, 10*24*time.Hour)
+	}
+	for i := range s.evs {
+		if b := s.evs[i].Booking; b != nil {
+			b.Extra = events.Extra{"distance_km": float64(i % 17)}
+		}
+	}
+	a := newReplay()
+	a.extras = []string{"distance_km"}
+	a.decisionLead = lead
+	if err := a.read(context.Background(), s.jsonl(t)); err != nil {
+		t.Fatal(err)
+	}
+	cut := flipCutOff(a)
+	changed := 0
+	b := newReplay()
+	b.extras = []string{"distance_km"}
+	b.decisionLead = lead
+	b.transform = flipOutcomesAfter(cut, &changed)
+	if err := b.read(context.Background(), s.jsonl(t)); err != nil {
+		t.Fatal(err)
+	}
+	rep, err := compareReplays(a, b, cut, changed)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, c := range rep.Columns {
+		if rep.ChangedBefore[c] != 0 {
+			t.Fatalf("%s changed in %d rows booked at or before the cut-off %s when later outcomes changed: %+v", c, rep.ChangedBefore[c], cut, rep)
+		}
+	}
+	// The later rows do see the flipped outcomes, or the test would prove nothing.
+	if !rep.OK || rep.RowsBefore < 20 || rep.ChangedAfter["prior_dna"] == 0 || changed == 0 {
+		t.Fatalf("%d outcomes flipped, %d rows before the cut-off compared, later rows changed %v: the stream is too weak", changed, rep.RowsBefore, rep.ChangedAfter)
+	}
+	if lead > 0 && !a.rows[0].at.Equal(s.evs[a.rows[0].seq].Booking.Start.Add(-lead)) {
+		t.Fatalf("first row as of %s, not its decision point", a.rows[0].at)
 	}
 }
 

@@ -120,7 +120,7 @@ func flipCheck(r *replay, again func(*replay) error, path string) (flipReport, e
 	cut := flipCutOff(r)
 	flipped := 0
 	b := newReplay()
-	b.policy, b.extras, b.codes = r.policy, r.extras, r.codes
+	b.policy, b.extras, b.codes, b.decisionLead = r.policy, r.extras, r.codes, r.decisionLead
 	b.transform = flipOutcomesAfter(cut, &flipped)
 	if err := again(b); err != nil {
 		return flipReport{}, fmt.Errorf("flip check: %w", err)
@@ -154,7 +154,7 @@ func again(o options, r *replay) func(*replay) error {
 					return err
 				}
 			}
-			return nil
+			return r2.finish(context.Background())
 		}
 	}
 	return func(r2 *replay) error {

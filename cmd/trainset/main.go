@@ -8,6 +8,7 @@
 //	trainset -csv appointments.csv [-bad-rows bad_rows.csv] [-csv-timezone Europe/London] [-csv-date-only-time 23:59]
 //	         [-out trainset.csv] [-extras a,b:categorical] [-summary s.json] [-flip-check f.json]
 //	trainset -csv appointments.csv -model models/<id> [-extras sensitive:categorical] [-summary s.json] [-out scored.csv]
+//	any of these with [-as-of booking|decision] [-decision-lead 24h]
 //
 // Input is either JSONL, one appointment.v1 event per line (cmd/producer --out writes it),
 // sorted by event_time (an unsorted or invalid line is refused with its line number), or a
@@ -46,6 +47,14 @@
 // replayed event and its point-in-time features, exactly as the consumer scores a booking.
 // -extras then only adds columns for the subgroup table (a sensitive column the model does not
 // use); an -extras key the contract has is taken from the contract.
+//
+// -as-of decision [-decision-lead 24h] (the decision-time model, docs/model.md) makes each row
+// the appointment's latest booking as of its decision point D = start - lead instead of as of
+// its booking: the same replay holds each booking version until the clock reaches D, then
+// computes featurestore.Compute on a copy of the booking event with EventTime = D and the
+// history replayed so far (events before D), as the consumer re-scores it. Rows are in D order
+// with event_time = D; an appointment whose latest version was booked at or after its D has no
+// row (its decision is made on the booking score) and is counted as booked_after_decision_point.
 //
 // -flip-check replays the input a second time with every outcome recorded after the middle
 // booking flipped and writes, per column, how many rows booked before it changed (must be
@@ -91,8 +100,20 @@ type options struct {
 	csvOpts             csvimport.Options
 	minCategoryRows     int
 	policy              featurestore.Policy
-	model               string // -model: a model directory to score every row with
+	model               string        // -model: a model directory to score every row with
+	asOf                string        // -as-of: booking (default) or decision
+	decisionLead        time.Duration // -decision-lead: the decision point is this long before the start
 }
+
+// The -as-of values: a row's features as of its booking, or as of the decision point.
+const (
+	asOfBooking  = "booking"
+	asOfDecision = "decision"
+)
+
+// defaultDecisionLead is -decision-lead's default: the extra-reminder decision is made the
+// day before the appointment.
+const defaultDecisionLead = 24 * time.Hour
 
 // defaultMinCategoryRows is -min-category-rows' default.
 const defaultMinCategoryRows = 10
@@ -114,14 +135,17 @@ func main() {
 	flag.StringVar(&o.csvOpts.DateOnlyTime, "csv-date-only-time", csvimport.DefaultDateOnlyTime, "with -csv: local time of day (HH:MM) given to a date-only appointment_start or cancelled_at")
 	flag.IntVar(&o.minCategoryRows, "min-category-rows", defaultMinCategoryRows, "with -csv: a text category's value must be in at least this many rows to enter the code list (rarer values are missing)")
 	flag.StringVar(&o.model, "model", "", "a model directory (scoring.Load): take the extras, their types and code lists from its contract, and add served_probability and served_band columns (make evaluate)")
+	flag.StringVar(&o.asOf, "as-of", asOfBooking, "booking: one row per appointment as of its (latest) booking; decision: as of the decision point, -decision-lead before the start, with the history replayed up to it (the decision-time model)")
+	flag.DurationVar(&o.decisionLead, "decision-lead", defaultDecisionLead, "with -as-of decision: how long before the appointment start the decision point is")
 	retention := flag.Duration("history-retention", 3*365*24*time.Hour, "how long facts stay in a patient's history; must equal the consumer's --history-retention or training and serving features differ")
 	flag.Parse()
 	o.extras = envflag.List(*extras)
 	o.policy = featurestore.Policy{Retention: *retention}
 	bad := (o.in == "") == (o.csv == "") || flag.NArg() > 0 || *retention < 24*time.Hour
 	bad = bad || o.badRows != "" && o.csv == "" || o.truth != "" && o.csv != "" || o.flipCheck != "" && o.in == "-"
+	bad = bad || o.asOf != asOfBooking && o.asOf != asOfDecision || o.decisionLead <= 0
 	if bad {
-		fmt.Fprintln(os.Stderr, "trainset: give exactly one of -in (JSONL events) or -csv (appointments CSV); -bad-rows needs -csv; -truth needs -in (a CSV has no ground truth); -flip-check reads the input twice, so not from stdin")
+		fmt.Fprintln(os.Stderr, "trainset: give exactly one of -in (JSONL events) or -csv (appointments CSV); -bad-rows needs -csv; -truth needs -in (a CSV has no ground truth); -flip-check reads the input twice, so not from stdin; -as-of is booking or decision; -decision-lead must be positive")
 		flag.Usage()
 		os.Exit(2)
 	}
@@ -217,8 +241,19 @@ func run(o options) error {
 	r := newReplay()
 	r.policy = o.policy
 	r.extras = o.extras
+	if o.asOf == asOfDecision {
+		if o.decisionLead <= 0 {
+			return fmt.Errorf("%w: -decision-lead %s: want a positive duration", errUsage, o.decisionLead)
+		}
+		r.decisionLead = o.decisionLead
+	} else if o.asOf != "" && o.asOf != asOfBooking {
+		return fmt.Errorf("%w: -as-of %q: want %s or %s", errUsage, o.asOf, asOfBooking, asOfDecision)
+	}
 	r.codes = make([]*scoring.CodeList, len(o.extras))
-	sum := summary{Extras: o.extras, AgeBands: events.AgeBands}
+	sum := summary{Extras: o.extras, AgeBands: events.AgeBands, AsOf: asOfBooking}
+	if r.decisionLead > 0 {
+		sum.AsOf, sum.DecisionLeadHours = asOfDecision, r.decisionLead.Hours()
+	}
 	if model != nil {
 		r.model = model
 		sum.ModelID = model.ID()
@@ -307,8 +342,12 @@ func run(o options) error {
 		return fmt.Errorf("write %s: %w", outPath, err)
 	}
 	s := r.stats
-	fmt.Fprintf(os.Stderr, "trainset: %d events, %d patients, %d bookings scored: %d training rows (%d did not attend, %d attended); left out %d superseded by a reschedule, %d cancelled, %d without an outcome, %d duplicate bookings; %d rows without p_dna\n",
-		s.events, r.store.Len(), s.scored, n, s.dna, s.attended, s.superseded, s.cancelled, s.noOutcome, s.duplicates, s.noTruth)
+	what := "bookings scored"
+	if r.decisionLead > 0 {
+		what = fmt.Sprintf("bookings scored as of their decision point (start - %s)", r.decisionLead)
+	}
+	fmt.Fprintf(os.Stderr, "trainset: %d events, %d patients, %d %s: %d training rows (%d did not attend, %d attended); left out %d superseded by a reschedule, %d cancelled, %d without an outcome, %d duplicate bookings, %d booked after their decision point; %d rows without p_dna\n",
+		s.events, r.store.Len(), s.scored, what, n, s.dna, s.attended, s.superseded, s.cancelled, s.noOutcome, s.duplicates, s.lateBooked, s.noTruth)
 	for _, k := range o.extras {
 		if c := sum.Categories[k]; c != nil {
 			shown := strings.Join(c[:min(len(c), 8)], ", ")
@@ -325,6 +364,9 @@ func run(o options) error {
 		sum.Events, sum.Patients, sum.BookingsScored, sum.TrainingRows = s.events, r.store.Len(), s.scored, n
 		sum.DidNotAttend, sum.Attended, sum.WithoutTruth = s.dna, s.attended, s.noTruth
 		sum.LeftOut = map[string]int{"superseded_by_reschedule": s.superseded, "cancelled": s.cancelled, "no_outcome": s.noOutcome, "duplicate_booking": s.duplicates}
+		if r.decisionLead > 0 {
+			sum.LeftOut["booked_after_decision_point"] = s.lateBooked
+		}
 		sum.HistoryRetentionHours = int(o.policy.Retention / time.Hour)
 		for _, k := range o.extras {
 			if n := r.textCells[k]; n > 0 && !categorical[k] {
@@ -376,6 +418,10 @@ type summary struct {
 	AgeBands []string `json:"age_bands"`
 	// ModelID is the -model directory's model (its extras and code lists were used).
 	ModelID string `json:"model_id,omitempty"`
+	// AsOf is "booking" (each row as of its booking) or "decision" (as of the decision
+	// point, DecisionLeadHours before the appointment start).
+	AsOf              string  `json:"as_of"`
+	DecisionLeadHours float64 `json:"decision_lead_hours,omitempty"`
 }
 
 // modelExtras puts the booking extras of a model's contract first, with their types, then the
@@ -566,7 +612,7 @@ func (r *replay) readCSV(ctx context.Context, o options, categorical map[string]
 			return err
 		}
 	}
-	return nil
+	return r.finish(ctx)
 }
 
 // codeTexts is the code list of extra column k: its texts, and the numbers it also holds
@@ -659,7 +705,7 @@ type key struct {
 // row is one scored booking: its features as the live consumer would have computed them.
 type row struct {
 	key
-	at    time.Time
+	at    time.Time // as of: the booking's event time, or its decision point
 	start time.Time // the appointment's start (this version's)
 	seq   int       // position in the stream
 	v     featurestore.Vector
@@ -670,7 +716,8 @@ type row struct {
 
 // fate is what became of an appointment by the end of the stream.
 type fate struct {
-	latest     int // highest booking version seen
+	latest     int  // highest booking version seen
+	late       bool // -as-of decision: the latest version was booked at or after its decision point
 	cancelled  bool
 	outcome    events.Type // latest outcome event, "" if none
 	outcomeSeq int
@@ -680,6 +727,7 @@ type stats struct {
 	events, scored, duplicates            int
 	superseded, cancelled, noOutcome, dna int
 	attended, noTruth                     int
+	lateBooked                            int // -as-of decision: final versions booked after their decision point, with an outcome
 }
 
 // replay holds the state of one pass over the events. Histories live in a MemoryStore and
@@ -697,9 +745,13 @@ type replay struct {
 	transform func(*events.Appointment)
 	csvEvents []events.Appointment // a CSV's events, as imported
 	rows      []row
-	seen      map[key]bool
-	fates     map[string]*fate
-	stats     stats
+	// decisionLead > 0 (-as-of decision) makes the rows as of each booking's decision point,
+	// start - decisionLead: a booking waits in pending until the replay's clock reaches it.
+	decisionLead time.Duration
+	pending      []decisionPoint // a min-heap on (at, seq)
+	seen         map[key]bool
+	fates        map[string]*fate
+	stats        stats
 }
 
 func newReplay() *replay {
@@ -738,7 +790,7 @@ func (r *replay) read(ctx context.Context, in io.Reader) error {
 		}
 		return err
 	}
-	return nil
+	return r.finish(ctx)
 }
 
 // apply scores ev if it is a booking (features from the history before ev), then records ev
@@ -748,6 +800,10 @@ func (r *replay) apply(ctx context.Context, ev *events.Appointment) error {
 		c := *ev
 		r.transform(&c)
 		ev = &c
+	}
+	// Decision points the clock has now reached are scored on the history before ev.
+	if err := r.decide(ctx, ev.EventTime); err != nil {
+		return err
 	}
 	seq := r.stats.events
 	r.stats.events++
@@ -769,36 +825,22 @@ func (r *replay) apply(ctx context.Context, ev *events.Appointment) error {
 			break
 		}
 		r.seen[k] = true
-		r.stats.scored++
-		rw := row{key: k, at: ev.EventTime, start: ev.Booking.Start, seq: seq, v: featurestore.Compute(ev, h)}
-		if len(r.extras) > 0 {
-			// The scorer's own reading of booking extras (scoring.ExtraInput, as
-			// scoring.Model.Vector reads them), so training and serving cannot differ.
-			rw.extra = make([]float64, len(r.extras))
-			for i, k := range r.extras {
-				var codes *scoring.CodeList
-				if i < len(r.codes) {
-					codes = r.codes[i]
-				}
-				raw := scoring.ExtraValue(ev, k)
-				rw.extra[i] = scoring.ExtraInput(ev, k, codes)
-				if !math.IsNaN(raw) {
-					r.extraSeen[k] = true
-				}
-				if scoring.IsTextCode(raw) {
-					r.textCells[k]++
-				}
-			}
+		if ev.Version >= f.latest {
+			f.late = false
 		}
-		if r.model != nil {
-			// The consumer's own path (scorer/processor.go): Vector on the event and its
-			// point-in-time features, then Score (trees and calibration) and Band.
-			r.x = r.model.Vector(ev, rw.v, r.x)
-			rw.p = r.model.Score(r.x)
-			rw.band = r.model.Band(rw.p)
-		}
-		r.rows = append(r.rows, rw)
 		f.latest = max(f.latest, ev.Version)
+		if r.decisionLead > 0 {
+			d := ev.Booking.Start.Add(-r.decisionLead)
+			if !d.After(ev.EventTime) {
+				// Booked at or after its decision point: the decision is made on the booking
+				// score, so there is no decision-time row.
+				f.late = ev.Version >= f.latest
+				break
+			}
+			r.push(decisionPoint{at: d, seq: seq, ev: *ev})
+			break
+		}
+		r.rows = append(r.rows, r.score(ev, h, seq))
 	case events.Cancelled:
 		f.cancelled = true
 	case events.Attended, events.DidNotAttend:
@@ -806,6 +848,118 @@ func (r *replay) apply(ctx context.Context, ev *events.Appointment) error {
 	}
 	if h.Apply(ev, r.policy) {
 		return r.store.Save(ctx, hs)
+	}
+	return nil
+}
+
+// score computes the row of booking event ev (its EventTime the as-of time) from the
+// patient's history h, holding only what was recorded before it.
+func (r *replay) score(ev *events.Appointment, h *featurestore.History, seq int) row {
+	r.stats.scored++
+	rw := row{key: key{ev.AppointmentID, ev.Version}, at: ev.EventTime, start: ev.Booking.Start, seq: seq, v: featurestore.Compute(ev, h)}
+	if len(r.extras) > 0 {
+		// The scorer's own reading of booking extras (scoring.ExtraInput, as
+		// scoring.Model.Vector reads them), so training and serving cannot differ.
+		rw.extra = make([]float64, len(r.extras))
+		for i, k := range r.extras {
+			var codes *scoring.CodeList
+			if i < len(r.codes) {
+				codes = r.codes[i]
+			}
+			raw := scoring.ExtraValue(ev, k)
+			rw.extra[i] = scoring.ExtraInput(ev, k, codes)
+			if !math.IsNaN(raw) {
+				r.extraSeen[k] = true
+			}
+			if scoring.IsTextCode(raw) {
+				r.textCells[k]++
+			}
+		}
+	}
+	if r.model != nil {
+		// The consumer's own path (scorer/processor.go): Vector on the event and its
+		// point-in-time features, then Score (trees and calibration) and Band.
+		r.x = r.model.Vector(ev, rw.v, r.x)
+		rw.p = r.model.Score(r.x)
+		rw.band = r.model.Band(rw.p)
+	}
+	return rw
+}
+
+// decisionPoint is a booking version waiting for its decision point (-as-of decision).
+type decisionPoint struct {
+	at  time.Time // start - decision lead
+	seq int       // the booking event's position in the stream
+	ev  events.Appointment
+}
+
+func (a decisionPoint) before(b decisionPoint) bool {
+	return a.at.Before(b.at) || a.at.Equal(b.at) && a.seq < b.seq
+}
+
+func (r *replay) push(d decisionPoint) {
+	h := append(r.pending, d)
+	for i := len(h) - 1; i > 0; {
+		p := (i - 1) / 2
+		if !h[i].before(h[p]) {
+			break
+		}
+		h[i], h[p] = h[p], h[i]
+		i = p
+	}
+	r.pending = h
+}
+
+func (r *replay) pop() decisionPoint {
+	h := r.pending
+	top := h[0]
+	last := len(h) - 1
+	h[0] = h[last]
+	h = h[:last]
+	for i := 0; ; {
+		m, l := i, 2*i+1
+		if l < len(h) && h[l].before(h[m]) {
+			m = l
+		}
+		if l+1 < len(h) && h[l+1].before(h[m]) {
+			m = l + 1
+		}
+		if m == i {
+			break
+		}
+		h[i], h[m] = h[m], h[i]
+		i = m
+	}
+	r.pending = h
+	return top
+}
+
+// decide scores, in decision-point order, every waiting booking version whose decision point
+// is at or before now, on a copy of its booking event stamped with the decision point and the
+// patient's history as replayed so far: only events before now, so before the point (facts
+// stamped in its own second are left out by featurestore.Compute). A version superseded or
+// cancelled meanwhile is still scored; label leaves it out as it does at booking time.
+func (r *replay) decide(ctx context.Context, now time.Time) error {
+	for len(r.pending) > 0 && !r.pending[0].at.After(now) {
+		d := r.pop()
+		hs, err := r.store.Load(ctx, []string{d.ev.Patient})
+		if err != nil {
+			return err
+		}
+		ev := d.ev
+		ev.EventTime = d.at
+		r.rows = append(r.rows, r.score(&ev, hs[ev.Patient], d.seq))
+	}
+	return nil
+}
+
+// finish scores the decision points the stream ended before (their appointments have no
+// outcome yet, so they are counted, not written).
+func (r *replay) finish(ctx context.Context) error {
+	for len(r.pending) > 0 {
+		if err := r.decide(ctx, r.pending[0].at); err != nil {
+			return err
+		}
 	}
 	return nil
 }
@@ -832,6 +986,13 @@ func (r *replay) label(rw *row) (label int, ok bool) {
 
 // writeCSV writes the labelled rows in stream order and returns how many it wrote.
 func (r *replay) writeCSV(w io.Writer, pdna map[key]float64) (int, error) {
+	if r.decisionLead > 0 {
+		for _, f := range r.fates {
+			if f.late && !f.cancelled && f.outcome != "" {
+				r.stats.lateBooked++
+			}
+		}
+	}
 	cw := csv.NewWriter(w)
 	header := append([]string{"appointment_id", "booking_version", "event_time", "appointment_start"}, featurestore.Names...)
 	for _, k := range r.extras {

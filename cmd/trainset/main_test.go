@@ -276,6 +276,14 @@ func patientsOf(s *stream) []string {
 // original's time): bookings, reschedules, cancellations by either side, outcomes (some
 // corrected) and duplicates.
 func randomStream(seed uint64, patients, n int) *stream {
+	return randomStreamHorizon(seed, patients, n, 60*24*time.Hour)
+}
+
+// randomStreamHorizon is randomStream with appointments starting up to horizon after their
+// booking: a short horizon puts decision points (start - lead) inside the stream, before
+// most outcomes.
+func randomStreamHorizon(seed uint64, patients, n int, horizon time.Duration) *stream {
+	hours := int(horizon / time.Hour)
 	rng := rand.New(rand.NewPCG(seed, 42))
 	type appt struct {
 		id       string
@@ -292,7 +300,7 @@ func randomStream(seed uint64, patients, n int) *stream {
 		switch k := rng.IntN(10); {
 		case k < 4 || len(open) == 0:
 			a := &appt{id: fmt.Sprintf("A%d", len(s.evs)), patient: rng.IntN(patients), version: 1,
-				start: at.Add(time.Duration(rng.IntN(60*24)) * time.Hour)}
+				start: at.Add(time.Duration(rng.IntN(hours)) * time.Hour)}
 			open = append(open, a)
 			s.add(a.patient, events.Booked, a.id, 1, at, a.start)
 		default:
@@ -301,7 +309,7 @@ func randomStream(seed uint64, patients, n int) *stream {
 			switch {
 			case k == 4 && !a.finished:
 				a.version++
-				a.start = at.Add(time.Duration(rng.IntN(60*24)) * time.Hour)
+				a.start = at.Add(time.Duration(rng.IntN(hours)) * time.Hour)
 				s.add(a.patient, events.Rescheduled, a.id, a.version, at, a.start)
 			case k == 5 && !a.finished:
 				s.add(a.patient, events.Cancelled, a.id, a.version, at, time.Time{})
@@ -326,4 +334,120 @@ func randomStream(seed uint64, patients, n int) *stream {
 		}
 	}
 	return &s
+}
+
+// TestDecisionRows: with -as-of decision a row is the appointment's latest booking as of its
+// decision point (start - lead): it sees outcomes recorded between the booking and the
+// decision point, not those after it, and an appointment booked after its decision point has
+// no row.
+func TestDecisionRows(t *testing.T) {
+	d := 24 * time.Hour
+	var s stream
+	s.add(0, events.Booked, "A1", 1, t0, t0.Add(10*d))
+	s.add(0, events.Booked, "A2", 1, t0.Add(2*d), t0.Add(40*d))
+	s.add(0, events.DidNotAttend, "A1", 1, t0.Add(10*d), time.Time{}) // after A2's booking, before its decision point
+	s.add(0, events.Booked, "A3", 1, t0.Add(11*d), t0.Add(39*d+12*time.Hour))
+	s.add(0, events.DidNotAttend, "A3", 1, t0.Add(39*d+13*time.Hour), time.Time{}) // after A2's decision point
+	s.add(0, events.Attended, "A2", 1, t0.Add(40*d), time.Time{})
+	s.add(0, events.Booked, "A4", 1, t0.Add(45*d), t0.Add(45*d+20*time.Hour)) // booked inside the lead
+	s.add(0, events.Attended, "A4", 1, t0.Add(45*d+21*time.Hour), time.Time{})
+	r := newReplay()
+	r.decisionLead = d
+	if err := r.read(context.Background(), s.jsonl(t)); err != nil {
+		t.Fatal(err)
+	}
+	a2 := rowOf(t, r, "A2", 1)
+	if !a2.at.Equal(t0.Add(39 * d)) {
+		t.Fatalf("A2's row is as of %s, want its decision point %s", a2.at, t0.Add(39*d))
+	}
+	if feature(a2.v, "prior_dna") != 1 || feature(a2.v, "days_since_last_dna") != 29 || feature(a2.v, "open_bookings") != 1 {
+		t.Fatalf("A2 as of its decision point: prior_dna %v, days_since_last_dna %v, open_bookings %v; want 1 (A1), 29, 1 (A3, whose DNA comes after)",
+			feature(a2.v, "prior_dna"), feature(a2.v, "days_since_last_dna"), feature(a2.v, "open_bookings"))
+	}
+	if feature(a2.v, "lead_time_days") != 38 || feature(a2.v, "booking_version") != 1 {
+		t.Fatalf("A2's booking facts changed: lead_time_days %v, booking_version %v", feature(a2.v, "lead_time_days"), feature(a2.v, "booking_version"))
+	}
+	// At booking time the same appointment knew nothing.
+	b := replayOf(t, &s)
+	if v := rowOf(t, b, "A2", 1).v; feature(v, "prior_dna") != 0 {
+		t.Fatalf("A2 as of its booking: prior_dna %v, want 0", feature(v, "prior_dna"))
+	}
+	for _, rw := range r.rows {
+		if rw.appointment == "A4" {
+			t.Fatalf("A4, booked 20h before its start, has a decision row as of %s", rw.at)
+		}
+	}
+	var out bytes.Buffer
+	n, err := r.writeCSV(&out, nil)
+	if err != nil || n != 3 || r.stats.lateBooked != 1 {
+		t.Fatalf("writeCSV = %d, %v, %d booked after the decision point; want 3 rows (A1, A3, A2), 1", n, err, r.stats.lateBooked)
+	}
+	recs, _ := csv.NewReader(&out).ReadAll()
+	var order []string
+	for _, rec := range recs[1:] {
+		order = append(order, rec[0]+"@"+rec[2])
+	}
+	want := []string{"A1@" + t0.Add(9*d).Format(time.RFC3339), "A3@" + t0.Add(38*d+12*time.Hour).Format(time.RFC3339), "A2@" + t0.Add(39*d).Format(time.RFC3339)}
+	if !slices.Equal(order, want) {
+		t.Fatalf("rows %v, want %v (event_time is the decision point, rows in its order)", order, want)
+	}
+}
+
+// TestPropertyDecisionPointInTime replays random streams as of the decision point and
+// recomputes every row from the patient's final history truncated to facts recorded before
+// the decision point, and from a fresh history of only the events before it: identical, so
+// no decision row saw anything recorded at or after its decision point.
+func TestPropertyDecisionPointInTime(t *testing.T) {
+	for seed := range uint64(20) {
+		t.Run(fmt.Sprint(seed), func(t *testing.T) {
+			s := randomStreamHorizon(seed, 12, 400, 10*24*time.Hour)
+			r := newReplay()
+			r.decisionLead = 24 * time.Hour
+			if err := r.read(context.Background(), s.jsonl(t)); err != nil {
+				t.Fatal(err)
+			}
+			final, err := r.store.Load(context.Background(), patientsOf(s))
+			if err != nil {
+				t.Fatal(err)
+			}
+			seen := 0
+			for i, rw := range r.rows {
+				if i > 0 && rw.at.Before(r.rows[i-1].at) {
+					t.Fatalf("row %d as of %s after a row as of %s", i, rw.at, r.rows[i-1].at)
+				}
+				ev := s.evs[rw.seq]
+				if !ev.Booking.Start.Add(-24*time.Hour).Equal(rw.at) || !rw.at.After(ev.EventTime) {
+					t.Fatalf("row %s v%d as of %s: booked %s, start %s", rw.appointment, rw.version, rw.at, ev.EventTime, ev.Booking.Start)
+				}
+				ev.EventTime = rw.at
+				h := final[ev.Patient]
+				var trunc featurestore.History
+				for _, f := range h.Facts {
+					if f.At < rw.at.Unix() {
+						trunc.Facts = append(trunc.Facts, f)
+					}
+				}
+				var fresh featurestore.History
+				for j := range s.evs {
+					if s.evs[j].EventTime.Before(rw.at) && s.evs[j].Patient == ev.Patient {
+						fresh.Apply(&s.evs[j], featurestore.Policy{})
+					}
+				}
+				for name, v := range map[string]featurestore.Vector{
+					"truncated final history":   featurestore.Compute(&ev, &trunc),
+					"history of earlier events": featurestore.Compute(&ev, &fresh),
+				} {
+					if !sameVector(v, rw.v) {
+						t.Fatalf("row %s v%d at %s: replay %v, %s %v", rw.appointment, rw.version, rw.at, rw.v, name, v)
+					}
+				}
+				if feature(rw.v, "prior_appointments") > 0 {
+					seen++
+				}
+			}
+			if len(r.rows) < 50 || seen < 10 {
+				t.Fatalf("only %d rows, %d with a prior outcome: the generator is too weak to test anything", len(r.rows), seen)
+			}
+		})
+	}
 }

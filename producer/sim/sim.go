@@ -43,6 +43,13 @@ type Config struct {
 	// BookingsPerYear is the mean number of bookings per patient per year; patients vary
 	// around it (gamma, shape 2). Default 5.
 	BookingsPerYear float64
+	// DNASinceBooking, when set, lets the patient's DNAs recorded after a booking (and before
+	// its appointment starts) raise that appointment's risk: each adds dnaSinceBooking to
+	// the log-odds its outcome is drawn with, up to maxDNASinceBooking of them (model.go).
+	// The Truth records stay the booking-time probabilities. Off by default, so the default
+	// world (and models/default) are unchanged; the decision-time model is trained with it on
+	// (docs/simulator.md).
+	DNASinceBooking bool
 }
 
 func (c *Config) setDefaults() {
@@ -200,6 +207,8 @@ type appointment struct {
 	clinic  string
 	p       float64 // ground truth of the current version
 	u       float64 // the outcome draw: DNA when u < p
+	// dnaAtBooking is the patient's DNA count when the current version was booked.
+	dnaAtBooking int
 }
 
 type patient struct {
@@ -218,6 +227,7 @@ type patient struct {
 	appts      int
 	events     uint32
 	hist       history
+	dnaTimes   []int64   // Config.DNASinceBooking: when each DNA was recorded, in order
 	pending    []pending // sorted by time, ties in insertion order; short
 }
 
@@ -382,10 +392,13 @@ func (g *Generator) step(p *patient) (events.Appointment, *Truth) {
 		}
 	case kindOutcome:
 		ev.Type = events.Attended
-		if a.u < a.p {
+		if a.u < g.outcomeP(p, a) {
 			ev.Type = events.DidNotAttend
 			p.hist.dna++
 			p.hist.lastDNA = it.at
+			if g.cfg.DNASinceBooking {
+				p.dnaTimes = append(p.dnaTimes, it.at)
+			}
 		} else {
 			p.hist.attended++
 		}
@@ -395,9 +408,27 @@ func (g *Generator) step(p *patient) (events.Appointment, *Truth) {
 		return ev, nil
 	}
 	a.p = pDNA(a.facts, p.hist)
+	a.dnaAtBooking = p.hist.dna
 	ev.Booking = g.booking(p, a)
 	g.plan(p, a, it.at)
 	return ev, &Truth{AppointmentID: a.id, Version: a.version, PDNA: a.p}
+}
+
+// outcomeP is the probability a's outcome is drawn with: its booking-time truth, raised by
+// the patient's DNAs recorded since the booking and before the start when
+// Config.DNASinceBooking is set.
+func (g *Generator) outcomeP(p *patient, a *appointment) float64 {
+	if !g.cfg.DNASinceBooking {
+		return a.p
+	}
+	start := a.facts.start.Unix()
+	n := 0
+	for _, t := range p.dnaTimes[a.dnaAtBooking:] {
+		if t < start {
+			n++
+		}
+	}
+	return sinceBookingP(a.p, n)
 }
 
 func (g *Generator) newAppointment(p *patient, at int64) *appointment {

@@ -512,3 +512,60 @@ func TestTruthFileRoundTrip(t *testing.T) {
 		}
 	}
 }
+
+// TestDNASinceBooking: with Config.DNASinceBooking, an appointment whose patient missed
+// another appointment after it was booked (and before it started) ends in a DNA more often
+// than its booking-time truth says, by about the documented odds ratio; without one, as its
+// truth says. Off, the stream is the default one.
+func TestDNASinceBooking(t *testing.T) {
+	cfg := Config{Seed: 13, Patients: 20000, Days: 365}
+	evs, truth := generate(t, cfg)
+	cfg.DNASinceBooking = true
+	evsR, truthR := generate(t, cfg)
+	if len(evs) == len(evsR) && digest(t, evs, truth) == digest(t, evsR, truthR) {
+		t.Fatal("DNASinceBooking changed nothing")
+	}
+	// Per outcome: the booking-time truth of the final version, and whether the patient had a
+	// DNA recorded between that version's booking and the start.
+	p := map[[2]any]float64{}
+	for _, tr := range truthR {
+		p[[2]any{tr.AppointmentID, tr.Version}] = tr.PDNA
+	}
+	type appt struct {
+		booked time.Time
+		start  time.Time
+	}
+	final := map[string]appt{}
+	dnas := map[string][]time.Time{}
+	var sum [2]struct{ n, dna, p float64 }
+	for _, ev := range evsR {
+		switch ev.Type {
+		case events.Booked, events.Rescheduled:
+			final[ev.AppointmentID] = appt{ev.EventTime, ev.Booking.Start}
+		case events.Attended, events.DidNotAttend:
+			a := final[ev.AppointmentID]
+			since := 0
+			for _, d := range dnas[ev.Patient] {
+				if d.After(a.booked) && d.Before(a.start) {
+					since = 1
+				}
+			}
+			s := &sum[since]
+			s.n++
+			s.p += p[[2]any{ev.AppointmentID, ev.Version}]
+			if ev.Type == events.DidNotAttend {
+				s.dna++
+				dnas[ev.Patient] = append(dnas[ev.Patient], ev.EventTime)
+			}
+		}
+	}
+	none, some := sum[0], sum[1]
+	t.Logf("no DNA since booking: %.0f outcomes, DNA rate %.4f, mean truth %.4f; some: %.0f, %.4f, %.4f",
+		none.n, none.dna/none.n, none.p/none.n, some.n, some.dna/some.n, some.p/some.n)
+	if math.Abs(none.dna/none.n-none.p/none.n) > 0.005 {
+		t.Errorf("without a DNA since booking the DNA rate %.4f is not the truth's %.4f", none.dna/none.n, none.p/none.n)
+	}
+	if some.n < 1000 || some.dna/some.n < 2.2*some.p/some.n {
+		t.Errorf("with a DNA since booking (%.0f outcomes) the DNA rate %.4f is not well above the truth's %.4f", some.n, some.dna/some.n, some.p/some.n)
+	}
+}

@@ -40,7 +40,7 @@ def build_model(tmp_path, name, **env):
     """Runs training/build_model.sh with env (DATA, CONFIG, PATIENTS, ...), OUT and KEEP under
     tmp_path. Returns (completed process, out dir, work dir)."""
     out, work = tmp_path / name, tmp_path / (name + "-work")
-    res = run_script("build_model.sh", ("DATA", "CONFIG"), OUT=out, KEEP=work, **env)
+    res = run_script("build_model.sh", ("DATA", "CONFIG", "AS_OF", "DECISION_LEAD"), OUT=out, KEEP=work, **env)
     return res, out, work
 
 
@@ -48,4 +48,4 @@ def evaluate(tmp_path, name, **env):
     """Runs training/evaluate.sh (make evaluate) with env (MODEL, DATA, CONFIG, FROM, TO) and
     OUT under tmp_path. Returns (completed process, out dir)."""
     out = tmp_path / name
-    return run_script("evaluate.sh", ("MODEL", "DATA", "CONFIG", "FROM", "TO"), OUT=out, **env), out
+    return run_script("evaluate.sh", ("MODEL", "DATA", "CONFIG", "FROM", "TO", "AS_OF", "DECISION_LEAD", "BOOKING_MODEL"), OUT=out, **env), out

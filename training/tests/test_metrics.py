@@ -66,3 +66,28 @@ def test_subgroup_table_warnings():
     assert len(warnings) == 2
     # observed / expected is DNAs over the sum of predicted risks.
     assert by["a"]["observed_expected"] == pytest.approx(y[g == 0].sum() / p[g == 0].sum())
+
+
+def test_auc_difference_ci_paired():
+    """The paired DeLong difference: the two AUCs are sklearn's, the standard error agrees with
+    a paired bootstrap, and it is much smaller than the unpaired one for correlated scores."""
+    y, p = scored(n=6000, seed=2)
+    rng = np.random.default_rng(3)
+    a = p * np.exp(rng.normal(0, 0.6, len(p)))  # a noisier copy of the same score
+    b = p * np.exp(rng.normal(0, 0.2, len(p)))
+    d = metrics.auc_difference_ci(y, a, b)
+    assert d["auc_a"] == pytest.approx(roc_auc_score(y, a), abs=1e-12)
+    assert d["auc_b"] == pytest.approx(roc_auc_score(y, b), abs=1e-12)
+    assert d["difference"] == pytest.approx(d["auc_b"] - d["auc_a"], abs=1e-12) and d["difference"] > 0
+    boot = []
+    for _ in range(300):
+        i = rng.integers(0, len(y), len(y))
+        boot.append(roc_auc_score(y[i], b[i]) - roc_auc_score(y[i], a[i]))
+    assert d["se"] == pytest.approx(np.std(boot), rel=0.2)
+    unpaired = np.hypot(metrics.auc_ci(y, a)["se"], metrics.auc_ci(y, b)["se"])
+    assert d["se"] < 0.7 * unpaired
+    assert d["ci95"][0] > 0  # the less noisy score is better beyond chance
+    # The same score twice: no difference and no spread.
+    same = metrics.auc_difference_ci(y, a, a)
+    assert same["difference"] == 0 and same["se"] == 0
+    assert metrics.auc_difference_ci(np.r_[1, 0, 0], np.r_[0.3, 0.1, 0.2], np.r_[0.3, 0.1, 0.2]) is None
