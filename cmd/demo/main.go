@@ -109,6 +109,7 @@ func main() {
 	flag.Int64Var(&o.sim.Seed, "seed", 7, "simulator seed (the default model was trained on seed 42)")
 	flag.IntVar(&o.sim.Patients, "patients", 2000, "simulated patients")
 	flag.IntVar(&o.sim.Days, "days", 120, "days of bookings")
+	flag.BoolVar(&o.sim.DNASinceBooking, "dna-since-booking", true, "a patient's no-shows after a booking raise its risk (the world models/decision was trained on), so re-scoring at the decision point can be seen to help")
 	flag.IntVar(&o.malformed, "malformed", 3, fmt.Sprintf("malformed events to inject (0-%d)", len(badEvents)))
 	flag.StringVar(&o.modelDir, "model-dir", "models/default", "model directory")
 	flag.StringVar(&o.decisionModelDir, "decision-model-dir", "models/decision", "decision-time model for re-scores when history changes (the main model if the directory is absent)")
@@ -527,7 +528,7 @@ func (d *demo) readBack(ctx context.Context, pub *published) ([]kafka.Message, e
 	sum.DecisionAUC, _ = pub.aucs(decided)
 	sum.HistoriesStored = len(d.mr.Keys())
 	sum.ElapsedS = round(time.Since(d.start).Seconds(), 2)
-	say("read back %d risk events (%d bookings unscored, %d re-scores after a history change) and %d dead letters; AUC against outcomes %.3f at booking, %.3f at the decision point (true-probability ceiling %.3f)",
+	say("read back %d risk events (%d bookings unscored, %d re-scores after a history change) and %d dead letters; AUC against outcomes %.3f at booking, %.3f at the decision point (the simulator's booking-time true probabilities: %.3f)",
 		sum.RiskEventsPublished, sum.BookingsUnscored, sum.Rescored, sum.DLQEvents, sum.AUC, sum.DecisionAUC, sum.BayesAUC)
 	if sum.BookingsUnscored > 0 || sum.DLQEvents != d.o.malformed {
 		return nil, fmt.Errorf("%d valid bookings have no risk event and %d of %d malformed events were dead-lettered",
