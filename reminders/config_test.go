@@ -8,26 +8,6 @@ import (
 	"github.com/nhsx/dnarisk/reminders/policy"
 )
 
-func TestManualClock(t *testing.T) {
-	c := NewManual(time.Unix(0, 0))
-	ch := c.After(time.Hour)
-	c.Advance(59 * time.Minute)
-	select {
-	case <-ch:
-		t.Fatal("fired early")
-	default:
-	}
-	c.Advance(time.Minute)
-	select {
-	case got := <-ch:
-		if !got.Equal(time.Unix(3600, 0)) {
-			t.Fatalf("fired at %s", got)
-		}
-	default:
-		t.Fatal("did not fire")
-	}
-}
-
 func TestMember(t *testing.T) {
 	p := strings.Repeat("a", 64)
 	r := strings.Repeat("b", 32)

@@ -18,6 +18,7 @@ import (
 	"github.com/segmentio/kafka-go"
 
 	"github.com/nhsx/dnarisk/events"
+	"github.com/nhsx/dnarisk/reminders/clock"
 	"github.com/nhsx/dnarisk/reminders/contacts"
 	"github.com/nhsx/dnarisk/reminders/notify"
 	"github.com/nhsx/dnarisk/reminders/policy"
@@ -76,8 +77,8 @@ type Config struct {
 	Secret []byte
 	// Prefix starts every Redis key ["dna:"].
 	Prefix string
-	// Clock plans and fires reminders [System].
-	Clock Clock
+	// Clock plans and fires reminders [clock.System].
+	Clock clock.Clock
 	// Lease is how long a claim holds a reminder before another sender may take it over
 	// (after looking it up in Notify). A send is cut off at half the lease, so the lease
 	// must be well above the Notifier's worst case for one send with its retries [10m].
@@ -171,7 +172,7 @@ func (o *Config) Validate() error {
 		o.Prefix = "dna:"
 	}
 	if o.Clock == nil {
-		o.Clock = System
+		o.Clock = clock.System
 	}
 	if o.Lease <= 0 {
 		o.Lease = 10 * time.Minute

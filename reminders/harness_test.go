@@ -18,6 +18,7 @@ import (
 	"github.com/nhsx/dnarisk/events"
 	"github.com/nhsx/dnarisk/internal/testenv"
 	"github.com/nhsx/dnarisk/reminders"
+	"github.com/nhsx/dnarisk/reminders/clock"
 	"github.com/nhsx/dnarisk/reminders/contacts"
 	"github.com/nhsx/dnarisk/reminders/notify"
 	"github.com/nhsx/dnarisk/reminders/notify/notifystub"
@@ -43,7 +44,7 @@ type harness struct {
 	t        *testing.T
 	addrs    []string
 	prefix   string
-	clock    *reminders.Manual
+	clock    *clock.Manual
 	timers   *notifystub.Timers
 	stub     *notifystub.Stub
 	url      string
@@ -73,7 +74,7 @@ func newHarness(t *testing.T, addrs ...string) *harness {
 	srv := httptest.NewServer(stub)
 	t.Cleanup(srv.Close)
 	h := &harness{t: t, addrs: addrs, stub: stub, timers: timers, url: srv.URL, failed: &memTopic{},
-		prefix: fmt.Sprintf("t%d:", time.Now().UnixNano()), clock: reminders.NewManual(t0)}
+		prefix: fmt.Sprintf("t%d:", time.Now().UnixNano()), clock: clock.NewManual(t0)}
 	h.rdb = h.client()
 	h.contacts, err = contacts.NewStore(h.rdb, h.prefix, contactK)
 	if err != nil {

@@ -17,6 +17,7 @@ import (
 	"github.com/nhsx/dnarisk/events"
 	"github.com/nhsx/dnarisk/internal/metrics"
 	"github.com/nhsx/dnarisk/reminders"
+	"github.com/nhsx/dnarisk/reminders/clock"
 	"github.com/nhsx/dnarisk/reminders/contacts"
 	"github.com/nhsx/dnarisk/reminders/notify"
 	"github.com/nhsx/dnarisk/reminders/notify/notifystub"
@@ -118,7 +119,7 @@ func readOutputs(ctx context.Context, brokers []string, riskMsgs []kafka.Message
 type reminding struct {
 	d       *reminders.Dispatcher
 	stub    *notifystub.Stub
-	clock   *reminders.Manual
+	clock   *clock.Manual
 	closers []func()
 }
 
@@ -168,7 +169,7 @@ func newReminding(ctx context.Context, brokers []string, rdb redis.UniversalClie
 	rd.closers = append(rd.closers, func() { failed.Close() })
 	secret := make([]byte, 32)
 	_, _ = rand.Read(secret)
-	rd.clock = reminders.NewManual(in.first)
+	rd.clock = clock.NewManual(in.first)
 	rd.d, err = reminders.New(reminders.Config{
 		Redis: rdb, Notifier: client, Contacts: store, Failed: failed,
 		Policy:    policy.DefaultPolicy(),

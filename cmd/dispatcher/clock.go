@@ -8,7 +8,7 @@ import (
 	"strings"
 	"time"
 
-	"github.com/nhsx/dnarisk/reminders"
+	"github.com/nhsx/dnarisk/reminders/clock"
 )
 
 // clockPoll is how often --clock-file is read.
@@ -31,12 +31,12 @@ func readClockFile(path string) (time.Time, error) {
 // simulation or the chaos suite (cmd/chaos) replays months of appointments and lets each
 // reminder fall due in turn. It never goes backwards. Leases and Notify tokens stay on the
 // wall clock.
-func fileClock(ctx context.Context, path string, log *slog.Logger) (reminders.Clock, error) {
+func fileClock(ctx context.Context, path string, log *slog.Logger) (clock.Clock, error) {
 	t, err := readClockFile(path)
 	if err != nil {
 		return nil, err
 	}
-	c := reminders.NewManual(t)
+	c := clock.NewManual(t)
 	go func() {
 		tick := time.NewTicker(clockPoll)
 		defer tick.Stop()

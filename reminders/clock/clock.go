@@ -1,4 +1,6 @@
-package reminders
+// Package clock is the time the reminder dispatcher plans and sends by: the wall clock, or a
+// Manual one that tests, the demo and simulations move on without sleeping.
+package clock
 
 import (
 	"sync"
