@@ -21,12 +21,7 @@ type OpenBookings struct {
 
 // NewOpenBookings returns the open-bookings store over rdb, with the history's options.
 func NewOpenBookings(rdb redis.UniversalClient, o RedisOptions) *OpenBookings {
-	if o.Prefix == "" {
-		o.Prefix = "dna:"
-	}
-	if o.TTL <= 0 {
-		o.TTL = defaultRetentionDur
-	}
+	o = o.withDefaults()
 	return &OpenBookings{rdb: rdb, prefix: o.Prefix, ttl: o.TTL}
 }
 

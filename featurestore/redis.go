@@ -33,14 +33,19 @@ type RedisOptions struct {
 	TTL time.Duration
 }
 
-// NewRedisStore returns a Store over rdb.
-func NewRedisStore(rdb redis.UniversalClient, o RedisOptions) *RedisStore {
+func (o RedisOptions) withDefaults() RedisOptions {
 	if o.Prefix == "" {
 		o.Prefix = "dna:"
 	}
 	if o.TTL <= 0 {
 		o.TTL = defaultRetentionDur
 	}
+	return o
+}
+
+// NewRedisStore returns a Store over rdb.
+func NewRedisStore(rdb redis.UniversalClient, o RedisOptions) *RedisStore {
+	o = o.withDefaults()
 	return &RedisStore{rdb: rdb, prefix: o.Prefix, ttl: o.TTL}
 }
 

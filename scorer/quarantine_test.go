@@ -53,23 +53,8 @@ func (o *memOut) topic(name string) []kafka.Message {
 	return out
 }
 
-// syncBuffer is a log destination safe for the processor's goroutine and the test's.
-type syncBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (s *syncBuffer) Write(p []byte) (int, error) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.Write(p)
-}
-
-func (s *syncBuffer) String() string {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.String()
-}
+// syncBuffer is a log sink safe for concurrent writers.
+type syncBuffer = testenv.Buffer
 
 var qt0 = time.Date(2026, 5, 4, 9, 30, 0, 0, time.UTC)
 
