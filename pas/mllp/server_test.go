@@ -78,6 +78,30 @@ func start(t *testing.T, h Handler, opts func(*Server)) *running {
 	return r
 }
 
+// waitIdle waits until the server holds n connections, none of them handling a frame.
+func (r *running) waitIdle(t *testing.T, n int) {
+	t.Helper()
+	deadline := time.Now().Add(10 * time.Second)
+	for {
+		r.srv.mu.Lock()
+		idle := 0
+		for _, st := range r.srv.conns {
+			if !st.busy {
+				idle++
+			}
+		}
+		total := len(r.srv.conns)
+		r.srv.mu.Unlock()
+		if idle == n && total == n {
+			return
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("server holds %d connections, %d idle; want %d idle", total, idle, n)
+		}
+		time.Sleep(time.Millisecond)
+	}
+}
+
 func dial(t *testing.T, addr string) (net.Conn, *Reader) {
 	t.Helper()
 	c, err := net.Dial("tcp", addr)
@@ -262,10 +286,15 @@ func TestServerMaxConnsPerHost(t *testing.T) {
 	if err := roundTrip(t, old1, oldRd1, "a"); err != nil {
 		t.Fatal(err)
 	}
+	r.waitIdle(t, 1) // old1's activity is over before old2's begins
 	old2, oldRd2 := dialFrom(t, "127.0.0.1", r.addr)
 	if err := roundTrip(t, old2, oldRd2, "b"); err != nil {
 		t.Fatal(err)
 	}
+	// The server marks a connection idle just after writing its acknowledgement, which the
+	// client may read first: wait until both are idle, so which one is least recently
+	// active is what decides (under a loaded CI machine old1 could still be marked busy).
+	r.waitIdle(t, 2)
 	// The engine reconnects, its two old connections silent (half-open as far as we know).
 	c3, rd3 := dialFrom(t, "127.0.0.1", r.addr)
 	if err := roundTrip(t, c3, rd3, "c"); err != nil {
