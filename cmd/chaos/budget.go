@@ -160,32 +160,18 @@ func (b *budgetRun) publish(ctx context.Context, evs []events.Appointment) error
 // writeBudgetConfig writes the pipeline run's dispatcher configuration with an hourly cap
 // (0: none), rechecking held reminders every minute of the dispatchers' clock.
 func (b *budgetRun) writeBudgetConfig(perHour int) error {
-	if err := b.writeDispatcherConfig(); err != nil {
-		return err
-	}
-	raw, err := os.ReadFile(b.dispatcherConfig)
-	if err != nil {
-		return err
-	}
-	var cfg map[string]any
-	if err := json.Unmarshal(raw, &cfg); err != nil {
-		return err
-	}
+	cfg := b.dispatcherSettings()
 	cfg["budget"] = map[string]any{"per_hour": perHour, "recheck": "1m"}
 	// A short lease, so a killed dispatcher's claims are taken over within one step's quiet
 	// window (25 s); the uncertain recheck must stay at most half of it.
 	sending := cfg["sending"].(map[string]any)
 	sending["lease"], sending["uncertain_recheck"] = "15s", "5s"
-	out, _ := json.MarshalIndent(cfg, "", "  ")
-	tmp := b.dispatcherConfig + ".tmp"
-	if err := os.WriteFile(tmp, out, 0o600); err != nil {
-		return err
-	}
-	return os.Rename(tmp, b.dispatcherConfig)
+	b.dispatcherConfig = filepath.Join(b.cfg.work, "dispatcher.json")
+	return writeJSONFile(b.dispatcherConfig, cfg)
 }
 
 // sendThroughFaults starts two dispatchers, waits for them to plan every reminder, then moves
-// their clock into the due hour (a dispatcher is killed and Redis restarts while they send),
+// their clock into the due hour (a dispatcher is killed and Redis crashes while they send),
 // into the next hour, and finally raises the cap; it checks Notify after each step.
 func (b *budgetRun) sendThroughFaults(ctx context.Context) error {
 	for i := 1; i <= 2; i++ {
@@ -219,10 +205,7 @@ func (b *budgetRun) sendThroughFaults(ctx context.Context) error {
 }
 
 func (b *budgetRun) startBudgetDispatcher(name string) error {
-	p, err := b.ps.start(name, "dispatcher", "dispatcher", []string{
-		"--config", b.dispatcherConfig, "--brokers", b.svc.brokerList(), "--redis", b.svc.redisAddr(), "--group", reminderGroup,
-		"--metrics-addr", "off", "--clock-file", b.clockPath,
-	}, []string{"NOTIFY_API_KEY=" + b.secrets.notifyKey, "DNA_REMINDER_SECRET=" + b.secrets.reminder, "DNA_CONTACT_KEY=" + b.secrets.contact})
+	p, err := b.startDispatcherProc(name)
 	if err != nil {
 		return err
 	}

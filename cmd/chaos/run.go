@@ -394,8 +394,14 @@ func reminderOptions(secret []byte) reminders.Config {
 }
 
 func (r *runner) writeDispatcherConfig() error {
+	r.dispatcherConfig = filepath.Join(r.cfg.work, "dispatcher.json")
+	return writeJSONFile(r.dispatcherConfig, r.dispatcherSettings())
+}
+
+// dispatcherSettings is the dispatcher's config file for the run, as JSON values.
+func (r *runner) dispatcherSettings() map[string]any {
 	o := reminderOptions(nil)
-	cfg := map[string]any{
+	return map[string]any{
 		"notify_base_url": r.notifyURL,
 		"notify":          map[string]any{"timeout": "400ms", "max_retries": 3, "retry_wait_min": "20ms", "retry_wait_max": "1s"},
 		"templates":       map[string]string{"standard": stdTemplate, "extra": extraTemplate},
@@ -405,12 +411,20 @@ func (r *runner) writeDispatcherConfig() error {
 			"uncertain_recheck": policy.Duration(o.UncertainRecheck)},
 		"keep_after": policy.Duration(o.KeepAfter),
 	}
-	b, err := json.MarshalIndent(cfg, "", "  ")
+}
+
+// writeJSONFile replaces path with v as indented JSON in one rename, so a process reading
+// it (a dispatcher on SIGHUP) never sees half a file.
+func writeJSONFile(path string, v any) error {
+	b, err := json.MarshalIndent(v, "", "  ")
 	if err != nil {
 		return err
 	}
-	r.dispatcherConfig = filepath.Join(r.cfg.work, "dispatcher.json")
-	return os.WriteFile(r.dispatcherConfig, b, 0o600)
+	tmp := path + ".tmp"
+	if err := os.WriteFile(tmp, b, 0o600); err != nil {
+		return err
+	}
+	return os.Rename(tmp, path)
 }
 
 // setClock moves the dispatcher's planning clock (it reads the file every 10ms). Notify's
@@ -470,10 +484,7 @@ func (r *runner) startConsumer(name string) error {
 }
 
 func (r *runner) startDispatcher() error {
-	p, err := r.ps.start("dispatcher", "dispatcher", "dispatcher", []string{
-		"--config", r.dispatcherConfig, "--brokers", r.svc.brokerList(), "--redis", r.svc.redisAddr(), "--group", reminderGroup,
-		"--metrics-addr", "off", "--clock-file", r.clockPath,
-	}, []string{"NOTIFY_API_KEY=" + r.secrets.notifyKey, "DNA_REMINDER_SECRET=" + r.secrets.reminder, "DNA_CONTACT_KEY=" + r.secrets.contact})
+	p, err := r.startDispatcherProc("dispatcher")
 	if err != nil {
 		return err
 	}
@@ -481,6 +492,14 @@ func (r *runner) startDispatcher() error {
 	r.dispatcher = p
 	r.mu.Unlock()
 	return nil
+}
+
+// startDispatcherProc starts a dispatcher process called name on the run's config and clock.
+func (r *runner) startDispatcherProc(name string) (*proc, error) {
+	return r.ps.start(name, "dispatcher", "dispatcher", []string{
+		"--config", r.dispatcherConfig, "--brokers", r.svc.brokerList(), "--redis", r.svc.redisAddr(), "--group", reminderGroup,
+		"--metrics-addr", "off", "--clock-file", r.clockPath,
+	}, []string{"NOTIFY_API_KEY=" + r.secrets.notifyKey, "DNA_REMINDER_SECRET=" + r.secrets.reminder, "DNA_CONTACT_KEY=" + r.secrets.contact})
 }
 
 func (r *runner) consumer(name string) *proc {
