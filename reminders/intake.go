@@ -319,6 +319,9 @@ func (d *Dispatcher) planCall(rec *record, now time.Time) *planCall {
 		"booked": strconv.FormatInt(ms(rec.BookedAt), 10), "known": b01(rec.Known), "sms": b01(rec.SMS),
 		"band": rec.Band, "bver": strconv.Itoa(rec.BandVersion), "cancelled": b01(rec.Cancelled),
 		"rems": strings.Join(rems, ","),
+		// Recorded on the plan for audit: the extra reminders were due but withheld by the
+		// hold-out (policy.Holdout).
+		"extra_held_out": b01(d.o.Policy.ExtraWithheld(rec.Appointment)),
 	}
 	b, _ := json.Marshal(payload) // strings and ints only
 	pc.payload = string(b)

@@ -132,7 +132,8 @@ func parseConfig(args []string, getenv func(string) string) (config, error) {
 			"  NOTIFY_API_KEY_FILE / NOTIFY_API_KEY              GOV.UK Notify API key\n"+
 			"  DNA_REMINDER_SECRET_FILE / DNA_REMINDER_SECRET    HMAC key of reminder ids, >= 32 bytes\n"+
 			"  DNA_CONTACT_KEY_FILE / DNA_CONTACT_KEY            AES-256 key of the contact store (64 hex digits)\n"+
-			"  DNA_CONTACT_KEY_PREVIOUS_FILE / …_PREVIOUS        previous contact keys, read-only, while the store is re-keyed (docs/security.md)\n\nFlags:\n")
+			"  DNA_CONTACT_KEY_PREVIOUS_FILE / …_PREVIOUS        previous contact keys, read-only, while the store is re-keyed (docs/security.md)\n"+
+			"  DNA_HOLDOUT_KEY_FILE / DNA_HOLDOUT_KEY            key of the extra-reminder hold-out, >= 16 bytes; only with policy.extra_holdout (the monitor's must be the same)\n\nFlags:\n")
 		fs.PrintDefaults()
 	}
 	if err := fs.Parse(args); err != nil {
@@ -215,6 +216,13 @@ func parseConfig(args []string, getenv func(string) string) (config, error) {
 	c.opts.Policy = policy.DefaultPolicy()
 	if fc.Policy != nil {
 		c.opts.Policy = *fc.Policy
+	}
+	if h := c.opts.Policy.ExtraHoldout; h != nil && h.Share > 0 {
+		k, err := secret(getenv, "DNA_HOLDOUT_KEY_FILE", "DNA_HOLDOUT_KEY")
+		if err != nil {
+			return c, fmt.Errorf("policy extra_holdout share %v needs the hold-out key: %w", h.Share, err)
+		}
+		h.Key = []byte(k)
 	}
 	c.opts.Workers, c.opts.MaxAttempts, c.opts.LookupFirst = fc.Sending.Workers, fc.Sending.MaxAttempts, fc.Sending.LookupFirst
 	c.opts.Lease, c.opts.PollInterval = time.Duration(fc.Sending.Lease), time.Duration(fc.Sending.PollInterval)

@@ -4,6 +4,7 @@ import (
 	"fmt"
 	"math"
 	"testing"
+	"time"
 )
 
 func TestHoldoutShareAndDeterminism(t *testing.T) {
@@ -60,5 +61,54 @@ func TestHoldoutValidate(t *testing.T) {
 	}
 	if (&Holdout{}).HeldOut("x") || (*Holdout)(nil).HeldOut("x") {
 		t.Fatal("a zero share held an appointment out")
+	}
+}
+
+func TestPlanWithholdsOnlyTheExtraReminderFromTheHeldOut(t *testing.T) {
+	p := DefaultPolicy()
+	p.ExtraHoldout = &Holdout{Share: 0.5, Key: []byte("0123456789abcdef-plan")}
+	if err := p.Validate(); err != nil {
+		t.Fatal(err)
+	}
+	start := time.Date(2025, 3, 20, 10, 0, 0, 0, time.UTC)
+	booked := start.AddDate(0, 0, -30)
+	kinds := func(a Appointment) map[Kind]int {
+		n := map[Kind]int{}
+		for _, pl := range p.Plan(a, booked) {
+			n[pl.Slot.Kind]++
+		}
+		return n
+	}
+	held, reminded := 0, 0
+	for i := range 200 {
+		a := Appointment{ID: fmt.Sprint("RX1:", i), Version: 1, Start: start, BookedAt: booked, Known: true, SMS: true, Band: "high", BandVersion: 1}
+		k := kinds(a)
+		if k[Standard] != 2 {
+			t.Fatalf("%s: %d standard reminders, want 2 whatever the arm", a.ID, k[Standard])
+		}
+		switch {
+		case p.ExtraHoldout.HeldOut(a.ID):
+			held++
+			if k[Extra] != 0 || !p.ExtraWithheld(a) {
+				t.Fatalf("%s is held out but planned %d extra reminders (withheld %v)", a.ID, k[Extra], p.ExtraWithheld(a))
+			}
+		default:
+			reminded++
+			if k[Extra] != 1 || p.ExtraWithheld(a) {
+				t.Fatalf("%s is not held out but planned %d extra reminders", a.ID, k[Extra])
+			}
+		}
+		low := a
+		low.Band = "low"
+		if p.ExtraWithheld(low) {
+			t.Fatalf("%s: a low-risk booking reported as withheld", a.ID)
+		}
+	}
+	if held == 0 || reminded == 0 {
+		t.Fatalf("held %d, reminded %d: want both arms", held, reminded)
+	}
+	p.ExtraHoldout.Key = nil
+	if err := p.Validate(); err == nil {
+		t.Fatal("a hold-out without a key validated")
 	}
 }

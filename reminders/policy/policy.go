@@ -38,6 +38,10 @@ type Policy struct {
 	// MaxLate: a reminder not sent within this of its due time (the dispatcher was down) is
 	// dropped rather than sent late [12h].
 	MaxLate Duration `json:"max_late"`
+	// ExtraHoldout withholds the extra reminders (never the standard ones) from a share of
+	// the appointments in ExtraBands, to measure their effect: a service evaluation needing
+	// local approval; omit, or share 0, in production (see Holdout).
+	ExtraHoldout *Holdout `json:"extra_holdout,omitempty"`
 
 	loc          *time.Location
 	quietFrom    time.Duration // since local midnight
@@ -93,6 +97,9 @@ func (p *Policy) Validate() error {
 	p.loc = loc
 	if len(p.Standard)+len(p.Extra) == 0 {
 		return errors.New("policy has no reminder offsets (standard and extra are both empty)")
+	}
+	if err := p.ExtraHoldout.Validate(); err != nil {
+		return err
 	}
 	if len(p.Extra) > 0 && len(p.ExtraBands) == 0 {
 		return errors.New("policy has extra offsets but no extra_bands to apply them to")
@@ -173,7 +180,7 @@ func (p *Policy) Plan(a Appointment, now time.Time) []Planned {
 		return nil
 	}
 	slots := p.standardSlot
-	if a.BandVersion > 0 && a.BandVersion <= a.Version && slices.Contains(p.ExtraBands, a.Band) {
+	if p.ExtraDue(a) && !p.ExtraHoldout.HeldOut(a.ID) {
 		slots = append(slices.Clip(slots), p.extraSlot...)
 	}
 	var out []Planned
@@ -188,6 +195,17 @@ func (p *Policy) Plan(a Appointment, now time.Time) []Planned {
 		}
 	}
 	return out
+}
+
+// ExtraDue reports whether a's risk band earns the extra reminders: a band in ExtraBands,
+// scored for this booking version or an earlier one. Held out or not.
+func (p *Policy) ExtraDue(a Appointment) bool {
+	return a.BandVersion > 0 && a.BandVersion <= a.Version && slices.Contains(p.ExtraBands, a.Band)
+}
+
+// ExtraWithheld reports whether a's extra reminders are withheld by the hold-out.
+func (p *Policy) ExtraWithheld(a Appointment) bool {
+	return p.ExtraDue(a) && p.ExtraHoldout.HeldOut(a.ID)
 }
 
 // before counts whole days back on the local calendar, so "7 days before" a 10:00
