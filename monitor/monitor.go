@@ -49,11 +49,11 @@ func (t *Topics) setDefaults() {
 type Config struct {
 	Store  *Store
 	Topics Topics
-	// Features names the champion's model inputs in contract order; scored records keep
-	// their values in this order for drift. Records of another model keep none.
+	// Model is the champion's model id and Features its model inputs in contract order:
+	// scored records of that model keep their input values in this order, for drift;
+	// records of another model keep none. SetChampion changes them while running.
+	Model    string
 	Features []string
-	// Model is the champion's model id, whose features Features names.
-	Model string
 	// Holdout assigns appointments to the reminded and held-out arms exactly as the
 	// dispatcher does (same key, same share). Nil: no reminder-effect estimate.
 	Holdout *policy.Holdout
@@ -62,8 +62,19 @@ type Config struct {
 
 // Monitor joins outcomes to served scores, batch by batch (a stream.Handler).
 type Monitor struct {
-	cfg   Config
-	Stats Stats
+	cfg      Config
+	champion atomic.Pointer[champion]
+	Stats    Stats
+}
+
+type champion struct {
+	model    string
+	features []string
+}
+
+// SetChampion names the model whose inputs scored records keep (a model swap).
+func (m *Monitor) SetChampion(model string, features []string) {
+	m.champion.Store(&champion{model: model, features: features})
 }
 
 // Stats counts what the monitor has read.
@@ -87,7 +98,9 @@ func New(cfg Config) (*Monitor, error) {
 	if err := cfg.Holdout.Validate(); err != nil {
 		return nil, err
 	}
-	return &Monitor{cfg: cfg}, nil
+	m := &Monitor{cfg: cfg}
+	m.SetChampion(cfg.Model, cfg.Features)
+	return m, nil
 }
 
 // scoreRec is a served score as kept on the appointment hash.
@@ -170,8 +183,9 @@ func (m *Monitor) Process(ctx context.Context, msgs []kafka.Message) error {
 		return err
 	}
 	var fs []filing
+	champ := m.champion.Load()
 	for key, h := range hashes {
-		fs = append(fs, m.filings(key, patientOf[key], apptOf[key], h)...)
+		fs = append(fs, m.filings(champ, key, patientOf[key], apptOf[key], h)...)
 	}
 	if err := m.cfg.Store.file(ctx, fs); err != nil {
 		return err
@@ -228,7 +242,7 @@ func (m *Monitor) side(msg *kafka.Message) (sd []side, patient, appt, kind strin
 
 // filings files an appointment under its date: as scored once the champion scored it, and
 // as joined once its outcome is in too.
-func (m *Monitor) filings(key, patient, appt string, h map[string]string) []filing {
+func (m *Monitor) filings(champ *champion, key, patient, appt string, h map[string]string) []filing {
 	var c scoreRec
 	if h["c"] == "" || decode([]byte(h["c"]), &c) != nil {
 		return nil
@@ -236,9 +250,9 @@ func (m *Monitor) filings(key, patient, appt string, h map[string]string) []fili
 	day := c.Start.In(london).Format(time.DateOnly)
 	member := memberOf(patient, appt)
 	sc := Scored{P: c.P, Model: c.Model}
-	if c.Model == m.cfg.Model && len(m.cfg.Features) > 0 {
-		sc.X = make([]*float64, len(m.cfg.Features))
-		for i, name := range m.cfg.Features {
+	if c.Model == champ.model && len(champ.features) > 0 {
+		sc.X = make([]*float64, len(champ.features))
+		for i, name := range champ.features {
 			if v, ok := c.Features[name]; ok {
 				sc.X[i] = &v
 			}

@@ -44,6 +44,8 @@ type Config struct {
 	Log *slog.Logger
 	// Auth, when set, guards every path but /healthz (Access.Listen returns it).
 	Auth *authn.HTTP
+	// Extra are further GET paths of the process (pattern → handler), behind the same Auth.
+	Extra map[string]http.Handler
 }
 
 // Handler returns the process's operations endpoints.
@@ -70,6 +72,9 @@ func Handler(c Config) http.Handler {
 		mux.Handle("GET /status", c.Gateway)
 		mux.HandleFunc("GET /status.json", c.Gateway.ServeJSON)
 		mux.Handle("GET /{$}", http.RedirectHandler("/status", http.StatusFound))
+	}
+	for pattern, h := range c.Extra {
+		mux.Handle("GET "+pattern, h)
 	}
 	if c.Auth != nil {
 		return guard(c.Auth, c.Log, mux)
