@@ -4,6 +4,7 @@
 #   docker build --target dispatcher -t dnarisk-dispatcher .
 #   docker build --target notifystub -t dnarisk-notifystub .
 #   docker build --target pasgateway -t dnarisk-pasgateway .
+#   docker build --target monitor    -t dnarisk-monitor .
 # docker-compose.yml builds every target. `make test` builds the same package list with
 # CGO_ENABLED=0 (scripts/dockerfile-check.sh reads it from the RUN line below), since our
 # build machines have no Docker engine.
@@ -14,7 +15,7 @@ WORKDIR /src
 COPY go.mod go.sum ./
 RUN go mod download
 COPY . .
-RUN CGO_ENABLED=0 go build -trimpath -ldflags="-s -w" -o /out/ ./cmd/consumer ./cmd/producer ./cmd/dispatcher ./cmd/notifystub ./cmd/pasgateway ./cmd/contactkey
+RUN CGO_ENABLED=0 go build -trimpath -ldflags="-s -w" -o /out/ ./cmd/consumer ./cmd/producer ./cmd/dispatcher ./cmd/notifystub ./cmd/pasgateway ./cmd/contactkey ./cmd/monitor
 
 # Static binaries: no shell, no package manager, not root. The base carries CA certificates
 # (Kafka/Redis TLS, GOV.UK Notify) and time zones (quiet hours, "reminders today").
@@ -50,3 +51,10 @@ COPY --from=build /out/pasgateway /usr/local/bin/pasgateway
 # MLLP (TLS), FHIR (HTTPS), operations endpoint.
 EXPOSE 2575 8443 9467
 ENTRYPOINT ["/usr/local/bin/pasgateway"]
+
+FROM runtime AS monitor
+COPY --from=build /src/models /models
+ENV MODEL_DIR=/models/default
+COPY --from=build /out/monitor /usr/local/bin/monitor
+EXPOSE 9468
+ENTRYPOINT ["/usr/local/bin/monitor"]

@@ -470,19 +470,19 @@ func alerts(rep *Report, card Card, th Thresholds) []Alert {
 	out := []Alert{}
 	for _, w := range rep.Windows {
 		if w.Days == 30 && w.AUC != nil && w.Outcomes >= th.MinOutcomes && card.AUC > 0 && card.AUC-w.AUC.AUC > th.AUCDrop {
-			out = append(out, Alert{Name: "DNARiskAUCDrop", Window: w.Days, Value: w.AUC.AUC,
+			out = append(out, Alert{Name: "DnariskModelAUCDrop", Window: w.Days, Value: w.AUC.AUC,
 				Detail: fmt.Sprintf("AUC %.3f is %.3f below the card's %.3f", w.AUC.AUC, card.AUC-w.AUC.AUC, card.AUC)})
 		}
 		if w.Days != 7 && w.Days != 30 {
 			continue
 		}
 		if w.OE != nil && oeOut(w.OE, th) {
-			out = append(out, Alert{Name: "DNARiskCalibration", Window: w.Days, Value: w.OE.Ratio,
+			out = append(out, Alert{Name: "DnariskModelCalibration", Window: w.Days, Value: w.OE.Ratio,
 				Detail: fmt.Sprintf("O/E %.2f (95%% CI %.2f–%.2f) is outside %.2f–%.2f", w.OE.Ratio, w.OE.CI[0], w.OE.CI[1], th.OELow, th.OEHigh)})
 		}
 		for _, s := range w.Subgroups {
 			if s.OE != nil && oeOut(s.OE, th) {
-				out = append(out, Alert{Name: "DNARiskSubgroupCalibration", Window: w.Days, Value: s.OE.Ratio,
+				out = append(out, Alert{Name: "DnariskModelSubgroupCalibration", Window: w.Days, Value: s.OE.Ratio,
 					Detail: fmt.Sprintf("%s %s: O/E %.2f (95%% CI %.2f–%.2f) is outside %.2f–%.2f", s.Attribute, s.Group, s.OE.Ratio, s.OE.CI[0], s.OE.CI[1], th.OELow, th.OEHigh)})
 			}
 		}
@@ -490,14 +490,14 @@ func alerts(rep *Report, card Card, th Thresholds) []Alert {
 			continue
 		}
 		if w.PSIScore != nil && *w.PSIScore > th.PSI {
-			out = append(out, Alert{Name: "DNARiskDrift", Window: w.Days, Value: *w.PSIScore, Detail: fmt.Sprintf("score PSI %.3f above %.2f", *w.PSIScore, th.PSI)})
+			out = append(out, Alert{Name: "DnariskModelDrift", Window: w.Days, Value: *w.PSIScore, Detail: fmt.Sprintf("score PSI %.3f above %.2f", *w.PSIScore, th.PSI)})
 		}
 		for _, f := range w.Features {
 			if f.PSI != nil && *f.PSI > th.PSI {
-				out = append(out, Alert{Name: "DNARiskDrift", Window: w.Days, Value: *f.PSI, Detail: fmt.Sprintf("%s PSI %.3f above %.2f", f.Name, *f.PSI, th.PSI)})
+				out = append(out, Alert{Name: "DnariskModelDrift", Window: w.Days, Value: *f.PSI, Detail: fmt.Sprintf("%s PSI %.3f above %.2f", f.Name, *f.PSI, th.PSI)})
 			}
 			if rise := f.Missing - f.ReferenceMissing; rise > th.MissingRise {
-				out = append(out, Alert{Name: "DNARiskMissingInputs", Window: w.Days, Value: f.Missing,
+				out = append(out, Alert{Name: "DnariskModelMissingInputs", Window: w.Days, Value: f.Missing,
 					Detail: fmt.Sprintf("%s missing in %.0f%% of bookings against %.0f%% in training", f.Name, 100*f.Missing, 100*f.ReferenceMissing)})
 			}
 		}
