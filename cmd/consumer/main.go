@@ -72,6 +72,9 @@ type config struct {
 	// remindersURL is the dispatcher's /metrics, read for the status page's reminders, with
 	// the bearer token in remindersToken (a file) when the dispatcher asks for one.
 	remindersURL, remindersToken string
+	// monitorURL is the model monitor's /monitor.json, read for the status page's live
+	// performance panel, with the bearer token in monitorToken (a file).
+	monitorURL, monitorToken string
 	lagEvery                     time.Duration
 	cpuProfile                   string // "" or a file for a CPU profile of the whole run (make bench)
 	workers                      int
@@ -107,6 +110,7 @@ func parseConfigEnv(args []string, lookup func(string) (string, bool), stderr io
 		"lag-interval": "LAG_INTERVAL", "log-level": "LOG_LEVEL", "reminders-metrics-url": "REMINDERS_METRICS_URL",
 		"create-topics": "CREATE_TOPICS", "topic-partitions": "TOPIC_PARTITIONS", "topic-replication": "TOPIC_REPLICATION",
 		"reminders-metrics-token-file": "REMINDERS_METRICS_TOKEN_FILE", "insecure-listeners": "INSECURE_LISTENERS",
+		"monitor-url": "MONITOR_URL", "monitor-token-file": "MONITOR_TOKEN_FILE",
 		"mapping": "PAS_MAPPING", "allow-unmapped-extras": "ALLOW_UNMAPPED_EXTRAS",
 		"rescore": "RESCORE", "decision-lead": "DECISION_LEAD", "decision-model-dir": "DECISION_MODEL_DIR",
 	}
@@ -136,6 +140,8 @@ func parseConfigEnv(args []string, lookup func(string) (string, bool), stderr io
 	fs.BoolVar(&c.statusPage, "status-page", true, "serve the status page (/status) on --metrics-addr")
 	fs.StringVar(&c.remindersURL, "reminders-metrics-url", "", "the reminder dispatcher's /metrics URL, for today's reminders on the status page (default: not connected)")
 	fs.StringVar(&c.remindersToken, "reminders-metrics-token-file", "", "file whose first token is sent to --reminders-metrics-url as a bearer token")
+	fs.StringVar(&c.monitorURL, "monitor-url", "", "the model monitor's /monitor.json URL, for live performance on the status page (default: not connected)")
+	fs.StringVar(&c.monitorToken, "monitor-token-file", "", "file whose first token is sent to --monitor-url as a bearer token")
 	fs.DurationVar(&c.lagEvery, "lag-interval", 15*time.Second, "how often to measure consumer lag")
 	fs.StringVar(&c.cpuProfile, "cpu-profile", "", "write a CPU profile of the whole run to this file (for go tool pprof)")
 	logLevel := fs.String("log-level", "info", "debug, info, warn or error")
@@ -274,6 +280,9 @@ func run(cfg config, model *scoring.Model, log *slog.Logger) error {
 		}
 		if cfg.remindersURL != "" {
 			sc.Reminders = ops.RemindersFromURL(cfg.remindersURL, cfg.remindersToken)
+		}
+		if cfg.monitorURL != "" {
+			sc.Monitor = ops.MonitorFromURL(cfg.monitorURL, cfg.monitorToken)
 		}
 		status = ops.NewStatus(sc)
 		observers = append(observers, status)

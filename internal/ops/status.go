@@ -18,6 +18,7 @@ import (
 	dto "github.com/prometheus/client_model/go"
 
 	"github.com/nhsx/dnarisk/internal/metrics"
+	"github.com/nhsx/dnarisk/monitor"
 	"github.com/nhsx/dnarisk/scorer"
 	"github.com/nhsx/dnarisk/scoring"
 )
@@ -47,6 +48,8 @@ type StatusConfig struct {
 	ModelDir string
 	// Reminders, when set, fills the reminders panel.
 	Reminders ReminderCounter
+	// Monitor, when set, fills the live model performance panel.
+	Monitor MonitorSource
 	// HighBands are the risk bands listed as high risk. Default high and very_high.
 	HighBands []string
 	// Recent is how many high-risk bookings to list. Default 15.
@@ -201,6 +204,9 @@ type StatusData struct {
 	// RemindersNote explains an empty Reminders: not connected, or the error.
 	RemindersNote string       `json:"reminders_note,omitempty"`
 	Model         ModelSummary `json:"model"`
+	// Live is the model monitor's view (cmd/monitor); LiveNote explains its absence.
+	Live     *LiveModel `json:"live_model,omitempty"`
+	LiveNote string     `json:"live_model_note,omitempty"`
 }
 
 // BandCount is the number of risk events in one band.
@@ -288,7 +294,24 @@ func (s *Status) Data(ctx context.Context) (StatusData, error) {
 		d.Reminders = &rc
 	}
 	d.Model = s.modelSummary(model)
+	switch rep, err := s.monitorReport(ctx); {
+	case s.c.Monitor == nil:
+		d.LiveNote = "not connected"
+	case err != nil:
+		d.LiveNote = "unavailable: " + err.Error()
+	case rep == nil || rep.LatestDay == "":
+		d.LiveNote = "no outcomes joined to scores yet"
+	default:
+		d.Live = liveModel(rep)
+	}
 	return d, nil
+}
+
+func (s *Status) monitorReport(ctx context.Context) (*monitor.Report, error) {
+	if s.c.Monitor == nil {
+		return nil, nil
+	}
+	return s.c.Monitor.Report(ctx)
 }
 
 func sum(f *dto.MetricFamily) int64 {
