@@ -75,12 +75,12 @@ type config struct {
 	// monitorURL is the model monitor's /monitor.json, read for the status page's live
 	// performance panel, with the bearer token in monitorToken (a file).
 	monitorURL, monitorToken string
-	lagEvery                     time.Duration
-	cpuProfile                   string // "" or a file for a CPU profile of the whole run (make bench)
-	workers                      int
-	logLevel                     slog.Level
-	kafkaOpts                    []stream.Option
-	redisOpts                    redis.UniversalOptions
+	lagEvery                 time.Duration
+	cpuProfile               string // "" or a file for a CPU profile of the whole run (make bench)
+	workers                  int
+	logLevel                 slog.Level
+	kafkaOpts                []stream.Option
+	redisOpts                redis.UniversalOptions
 
 	// createTopics makes missing topics with topicSpec; otherwise the consumer waits for them.
 	createTopics bool
