@@ -37,6 +37,7 @@ const (
 	riskParts         = 4
 	scorerGroup       = "chaos-scorer"
 	reminderGroup     = "chaos-reminders"
+	monitorGroup      = "chaos-monitor"
 	redisPrefix       = "dna:"
 	stdTemplate       = "f33517ff-2a88-4f6e-b855-c550268ce08a"
 	extraTemplate     = "aa46d7b7-0c3b-4f5c-9b2a-0c2f8d5f7b11"
@@ -57,7 +58,7 @@ type fault struct {
 var requiredFaults = []string{
 	"consumer_kill9", "group_join", "group_leave", "redis_restart", "redis_crash", "redis_slow",
 	"net_latency", "net_stall", "net_reset",
-	"malformed_events", "dispatcher_kill9", "notify_500", "notify_500_after_accept", "notify_429",
+	"malformed_events", "dispatcher_kill9", "monitor_kill9", "notify_500", "notify_500_after_accept", "notify_429",
 	"notify_timeout", "notify_timeout_after_accept", "notify_created_late",
 }
 
@@ -85,6 +86,7 @@ type runner struct {
 	faults     []fault
 	consumers  map[string]*proc
 	dispatcher *proc
+	monitor    *proc
 	violations []string
 	malformed  []malformed
 	phases     map[string]float64
@@ -164,7 +166,7 @@ func runPipeline(parent context.Context, cfg config, log *slog.Logger) (*report,
 		r.phases[name] = round(time.Since(mark).Seconds(), 1)
 		mark = time.Now()
 	}
-	teardown, err := r.setUp(ctx, "consumer", "dispatcher", "producer")
+	teardown, err := r.setUp(ctx, "consumer", "dispatcher", "producer", "monitor")
 	defer teardown()
 	if err != nil {
 		return nil, err
@@ -304,9 +306,13 @@ func (r *runner) serveNotify(ctx context.Context, in *pipelineInput) (stop func(
 	return stop, err
 }
 
-// startIntake starts the dispatcher, the scorers and the producer (the simulated PAS).
+// startIntake starts the dispatcher, the model monitor, the scorers and the producer (the
+// simulated PAS).
 func (r *runner) startIntake() (producer *proc, err error) {
 	if err := r.startDispatcher(); err != nil {
+		return nil, err
+	}
+	if err := r.startMonitor(); err != nil {
 		return nil, err
 	}
 	for i := 1; i <= r.cfg.consumers; i++ {
@@ -333,7 +339,7 @@ func (r *runner) finish(ctx context.Context, gt *truth, nf *faultyNotify, valid 
 		r.violate("run did not complete: %v", runErr)
 	}
 	r.mu.Lock()
-	stopping := []*proc{r.dispatcher}
+	stopping := []*proc{r.dispatcher, r.monitor}
 	for _, p := range r.consumers {
 		stopping = append(stopping, p)
 	}
@@ -502,6 +508,36 @@ func (r *runner) startDispatcherProc(name string) (*proc, error) {
 	}, []string{"NOTIFY_API_KEY=" + r.secrets.notifyKey, "DNA_REMINDER_SECRET=" + r.secrets.reminder, "DNA_CONTACT_KEY=" + r.secrets.contact})
 }
 
+// startMonitor runs cmd/monitor, the model monitor, in a consumer group of its own.
+func (r *runner) startMonitor() error {
+	p, err := r.ps.start("monitor", "monitor", "monitor", []string{
+		"--brokers", r.svc.brokerList(), "--redis", r.svc.redisAddr(), "--model-dir", filepath.Join(r.cfg.root, "models", "default"),
+		"--group", monitorGroup, "--topic-appointments", topicAppointments, "--topic-risk", topicRisk, "--topic-shadow", "off",
+		"--metrics-addr", "off", "--report-interval", "5s",
+	}, nil)
+	if err != nil {
+		return err
+	}
+	r.mu.Lock()
+	r.monitor = p
+	r.mu.Unlock()
+	return nil
+}
+
+// killMonitor kills the monitor the hard way under load and starts it again: it must count
+// every outcome once however much it reads again.
+func (r *runner) killMonitor(ctx context.Context, detail string) error {
+	r.mu.Lock()
+	p := r.monitor
+	r.mu.Unlock()
+	lag := r.lag(ctx, monitorGroup, topicAppointments) + r.lag(ctx, monitorGroup, topicRisk)
+	r.ps.sample()
+	p.kill9()
+	r.record("monitor_kill9", "intake", p.name, fmt.Sprintf("%s; pid %d; monitor lag %d", detail, p.cmd.Process.Pid, lag))
+	time.Sleep(2 * time.Second)
+	return r.startMonitor()
+}
+
 func (r *runner) consumer(name string) *proc {
 	r.mu.Lock()
 	defer r.mu.Unlock()
@@ -652,6 +688,7 @@ func (r *runner) intakeSteps(ctx context.Context) []step {
 		{0.18, func() error { return r.killMidBatch(ctx, "consumer-2") }},
 		{0.28, func() error { return r.restartRedis(ctx, "intake") }},
 		{0.36, func() error { r.leaveGroup("consumer-3"); return nil }},
+		{0.40, func() error { return r.killMonitor(ctx, "under load") }},
 		{0.45, func() error { return r.publishMalformed(ctx, 2) }},
 		{0.50, func() error { return r.kafkaFault(ctx, 1) }},
 		{0.58, func() error { return r.kafkaFault(ctx, 2) }},
@@ -671,6 +708,7 @@ func (r *runner) intakeSteps(ctx context.Context) []step {
 			return nil
 		}},
 		{0.84, func() error { return r.crashRedis(ctx, "intake") }},
+		{0.86, func() error { return r.killMonitor(ctx, "under load, after the Redis crash") }},
 		{0.92, func() error { return r.publishMalformed(ctx, 3) }},
 	}
 }
@@ -809,7 +847,8 @@ func (r *runner) waitDrained(ctx context.Context) error {
 		a := r.lag(ctx, scorerGroup, topicAppointments)
 		b := r.lag(ctx, reminderGroup, topicAppointments)
 		c := r.lag(ctx, reminderGroup, topicRisk)
-		if a == 0 && b == 0 && c == 0 {
+		m := r.lag(ctx, monitorGroup, topicAppointments) + r.lag(ctx, monitorGroup, topicRisk)
+		if a == 0 && b == 0 && c == 0 && m == 0 {
 			quiet++
 		} else {
 			quiet = 0

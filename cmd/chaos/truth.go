@@ -177,13 +177,21 @@ type truth struct {
 	firstEvent time.Time
 	// byType counts the input by event type.
 	byType map[string]int
+	// outcomes: every appointment's outcome (true: did not attend) and its patient.
+	outcomes map[string]outcomeWant
+}
+
+// outcomeWant is an appointment's outcome as the input gives it.
+type outcomeWant struct {
+	patient string
+	dna     bool
 }
 
 // groundTruth replays the input through the feature code and the model exactly as one
 // consumer that never failed would, then plans every appointment's reminders from its final
 // state as the dispatcher's policy does.
 func groundTruth(evs []events.Appointment, model *scoring.Model, retention time.Duration, reminderSecret []byte, remPolicy *policy.Policy, planAt time.Time) *truth {
-	t := &truth{risk: map[riskKey]expectedRisk{}, latest: map[string]riskKey{}, histories: map[string]*featurestore.History{}, reminders: map[string]reminderWant{}, byType: map[string]int{}}
+	t := &truth{risk: map[riskKey]expectedRisk{}, latest: map[string]riskKey{}, histories: map[string]*featurestore.History{}, reminders: map[string]reminderWant{}, byType: map[string]int{}, outcomes: map[string]outcomeWant{}}
 	pol := featurestore.Policy{Retention: retention}
 	type state struct {
 		patient         string
@@ -231,6 +239,8 @@ func groundTruth(evs []events.Appointment, model *scoring.Model, retention time.
 			}
 		case events.Cancelled:
 			a.cancelled = true
+		case events.Attended, events.DidNotAttend:
+			t.outcomes[ev.AppointmentID] = outcomeWant{patient: ev.Patient, dna: ev.Type == events.DidNotAttend}
 		}
 		h.Apply(ev, pol)
 	}

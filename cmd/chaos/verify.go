@@ -14,6 +14,7 @@ import (
 
 	"github.com/nhsx/dnarisk/events"
 	"github.com/nhsx/dnarisk/featurestore"
+	"github.com/nhsx/dnarisk/monitor"
 	"github.com/nhsx/dnarisk/stream"
 )
 
@@ -60,6 +61,15 @@ type report struct {
 		MismatchPatients int `json:"mismatch_patients"`
 		Unexpected       int `json:"unexpected_histories"` // history keys of patients not in the input
 	} `json:"history"`
+
+	// Monitor: the model monitor's joined outcomes in Redis against the input's outcomes.
+	Monitor struct {
+		Outcomes      int `json:"outcomes"`       // appointments with an outcome and a scored version
+		Joined        int `json:"joined"`         // outcome records the monitor holds
+		Missing       int `json:"missing"`        // outcomes it does not hold
+		DoubleCounted int `json:"double_counted"` // records beyond one per outcome
+		Mismatch      int `json:"mismatch"`       // outcome or served probability differs
+	} `json:"monitor"`
 
 	DuplicateSMS int `json:"duplicate_sms"`
 	MissingSMS   int `json:"missing_sms"`
@@ -113,6 +123,9 @@ func (r *runner) verify(ctx context.Context, gt *truth, nf *faultyNotify, valid 
 		return nil, err
 	}
 	if err := r.verifyHistories(ctx, rep, gt); err != nil {
+		return nil, err
+	}
+	if err := r.verifyMonitor(ctx, rep, gt); err != nil {
 		return nil, err
 	}
 	if err := r.verifyReminders(ctx, rep, gt, nf); err != nil {
@@ -174,6 +187,61 @@ func (r *runner) verifyRisk(ctx context.Context, rep *report, gt *truth) error {
 		rep.Risk.Appointments++
 		if seen[k] == 0 {
 			rep.Lost++
+		}
+	}
+	return nil
+}
+
+// monitorPrefix is cmd/monitor's default Redis key prefix.
+const monitorPrefix = monitor.DefaultPrefix
+
+// verifyMonitor: the monitor must hold every outcome whose appointment was scored exactly
+// once, with the outcome the input gives and the probability the scorer served for the
+// appointment's latest scored version (the chaos scorers do not re-score).
+func (r *runner) verifyMonitor(ctx context.Context, rep *report, gt *truth) error {
+	served := map[string]riskKey{}
+	for k := range gt.risk {
+		if cur, ok := served[k.appt]; !ok || k.version > cur.version {
+			served[k.appt] = k
+		}
+	}
+	want := map[string]string{} // monitor member → appointment
+	for appt, o := range gt.outcomes {
+		if _, ok := served[appt]; ok {
+			want[o.patient[:16]+":"+appt] = appt
+		}
+	}
+	rep.Monitor.Outcomes = len(want)
+	days, err := r.rdb.ZRange(ctx, monitorPrefix+"days", 0, -1).Result()
+	if err != nil {
+		return fmt.Errorf("read the monitor's days: %w", err)
+	}
+	seen := map[string]int{}
+	for _, day := range days {
+		recs, err := r.rdb.HGetAll(ctx, monitorPrefix+"outcomes:"+day).Result()
+		if err != nil {
+			return fmt.Errorf("read the monitor's outcomes of %s: %w", day, err)
+		}
+		for member, v := range recs {
+			rep.Monitor.Joined++
+			seen[member]++
+			appt, ok := want[member]
+			var j monitor.Joined
+			if !ok || json.Unmarshal([]byte(v), &j) != nil {
+				rep.Monitor.Mismatch++
+				continue
+			}
+			if j.DNA != gt.outcomes[appt].dna || math.Abs(j.P-gt.risk[served[appt]].probability) > 1e-12 {
+				rep.Monitor.Mismatch++
+			}
+		}
+	}
+	for _, n := range seen {
+		rep.Monitor.DoubleCounted += n - 1
+	}
+	for member := range want {
+		if seen[member] == 0 {
+			rep.Monitor.Missing++
 		}
 	}
 	return nil
@@ -344,6 +412,10 @@ func (r *runner) judge(rep *report, violations []string) []string {
 	check(rep.DoubleCounted == 0, "double_counted = %d history facts beyond the ground truth", rep.DoubleCounted)
 	check(rep.History.MissingFacts == 0, "%d history facts missing from Redis", rep.History.MissingFacts)
 	check(rep.History.Unexpected == 0, "%d histories of patients not in the input", rep.History.Unexpected)
+	check(rep.Monitor.Outcomes > 0, "no outcomes in the input to check the monitor against")
+	check(rep.Monitor.Missing == 0, "the monitor holds %d of %d outcomes (%d missing)", rep.Monitor.Joined, rep.Monitor.Outcomes, rep.Monitor.Missing)
+	check(rep.Monitor.DoubleCounted == 0, "the monitor counted %d outcomes twice", rep.Monitor.DoubleCounted)
+	check(rep.Monitor.Mismatch == 0, "%d of the monitor's outcomes differ from the input or the served score", rep.Monitor.Mismatch)
 	check(rep.DuplicateSMS == 0, "duplicate_sms = %d", rep.DuplicateSMS)
 	check(rep.MissingSMS == 0, "missing_sms = %d of %d due", rep.MissingSMS, rep.Reminders.Due)
 	check(rep.Reminders.Unexpected == 0, "%d text messages no reminder policy wanted", rep.Reminders.Unexpected)
