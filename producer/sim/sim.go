@@ -246,7 +246,7 @@ type appointment struct {
 	// The current version's drift and reminder effect (effects.go); pUsed == p when off.
 	pDrifted, pUsed   float64
 	eligible, heldOut bool
-	u       float64 // the outcome draw: DNA when u < p
+	u                 float64 // the outcome draw: DNA when u < p
 	// dnaAtBooking is the patient's DNA count when the current version was booked.
 	dnaAtBooking int
 }
