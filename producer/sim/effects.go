@@ -31,6 +31,15 @@ import (
 // MaxDriftedP caps a drifted probability.
 const MaxDriftedP = 0.95
 
+// DemoDriftSpecialty is the specialty the demo drifts: Ophthalmology (130), the commonest in
+// the simulated world, about 15% of outcomes.
+const DemoDriftSpecialty = "130"
+
+// DefaultReminderThreshold is cmd/producer's default ReminderEffect.Threshold: about the
+// "high" band's lower bound of models/default (0.158), so the eligible bookings are roughly
+// those the dispatcher sends the extra reminder to.
+const DefaultReminderThreshold = 0.16
+
 // Drift changes the DNA risk of one specialty from a point in time on: the kind of shift
 // (a clinic moving, a booking rule changing) a model trained before it cannot know about.
 type Drift struct {
