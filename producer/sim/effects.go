@@ -169,8 +169,8 @@ func (r *ReminderEffect) TrueRelativeEffect(truths []Truth, in func(Truth) bool)
 	return r.TrueEffect(truths, in).Relative
 }
 
-// drawn fills the drift and reminder fields of the truth of appointment a, specialty spec,
-// whose booking-time probability is a.p.
+// drawn sets the drift and reminder fields of appointment a's current version from its
+// booking-time probability a.p.
 func (g *Generator) drawn(a *appointment) {
 	a.pDrifted, a.eligible, a.heldOut = a.p, false, false
 	if d := g.cfg.Drift; d.applies(a.facts.specialty, a.facts.start) {

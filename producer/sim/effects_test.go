@@ -42,10 +42,7 @@ func TestEffectsOffChangeNothing(t *testing.T) {
 		c.Drift = &Drift{From: time.Date(2030, 1, 1, 0, 0, 0, 0, time.UTC), Specialty: "130", Factor: 2}
 		c.Reminder = &ReminderEffect{Efficacy: 0, Holdout: policy.Holdout{Share: 0.2, Key: testHoldoutKey}, Threshold: 0.1}
 		evs2, truth2 := generate(t, c)
-		if !slices.EqualFunc(evs, evs2, func(a, b events.Appointment) bool {
-			return a.EventID == b.EventID && a.Type == b.Type && a.EventTime.Equal(b.EventTime)
-		}) ||
-			digest(t, evs2, truth2) != w.digest {
+		if len(evs2) != w.events || digest(t, evs2, truth2) != w.digest {
 			t.Errorf("%+v with effect-free drift and reminder: events changed", w.cfg)
 		}
 	}

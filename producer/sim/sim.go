@@ -4,6 +4,9 @@
 // Whether a patient attends is drawn from a documented ground-truth model (model.go,
 // docs/simulator.md) that uses only what is known at booking time, so the ground-truth
 // probability of every booking is available as a Truth record, kept apart from the events.
+// Optionally (effects.go) one specialty's risk drifts from a date on, and the dispatcher's
+// extra reminder has a true effect with a keyed hold-out, so live monitoring can be checked
+// against a known shift and a known effect.
 //
 // Generation streams: patients are independent worlds merged by a heap on their next event
 // time, so memory grows with the number of patients, not the number of events.
