@@ -2,11 +2,12 @@
 # Builds a model directory end to end: training set (the Go feature code, replayed
 # point-in-time) and its flip check, LightGBM training on windows by appointment date with the
 # leakage guard, calibration decision, bands, Go parity check on synthetic rows, model card
-# (card.json, card.md, card.html).
+# (card.json, card.md, card.html), training reference for drift monitoring (reference.json).
 #
 #   make model                                   # = training/build_model.sh: models/default from the simulator
 #   make model DATA=appointments.csv [CONFIG=training/config.example.json] [OUT=models/mine]
 #   make model AS_OF=decision [DECISION_LEAD=24h]   # models/decision: the decision-time model
+#   make model CONFIG=training/config.challenger.json OUT=models/challenger   # no history features
 #
 # Without DATA: cmd/producer --source sim (fixed seed) -> events.jsonl + truth.csv ->
 # cmd/trainset -> train.py -> models/default. The same seed gives a byte-identical model.txt.

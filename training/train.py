@@ -12,6 +12,8 @@ the test window, and writes a model directory the Go scorer loads (scoring.Load)
   model.txt      the LightGBM text model (Booster.save_model)
   contract.json  model_id, features in model order with types, risk bands, model_sha256,
                  the calibration map when one is applied
+  reference.json the test window's served scores and inputs, binned, for live drift
+                 monitoring (reference.py)
   parity.csv     synthetic rows (parity.py; no row of the data) and the served probability
                  Python computes for them
   card.json      the model card as data: test AUC with its 95% interval, ECE, Bayes AUC
@@ -50,6 +52,7 @@ import card as cardlib
 import cardhtml
 import leakage
 import parity as paritylib
+import reference
 import windows
 from metrics import BINS, band_rates, band_targets, contacts_table, ece, metrics, subgroup_table
 
@@ -504,6 +507,8 @@ def main():
             cal = json.load(f)["calibration"]
         table = (np.array(cal["x"]), np.array(cal["y"]))
     p_test = calibrate.apply_table(table, raw_test)
+    # The training reference for live drift monitoring: the test window scored as served.
+    reference.write(args.out, reference.build(model_id, test, features, set(categorical), p_test, win["test"]))
 
     rng = np.random.default_rng(params.get("seed", 0))
     parity, parity_report = paritylib.rows(df, features, categorical, cfg["parity_rows"], cfg["parity_perturbed_rows"], rng)

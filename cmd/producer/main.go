@@ -15,6 +15,12 @@
 //	--patients  SIM_PATIENTS       simulated population (default 2000)
 //	--days      SIM_DAYS           days of bookings (default 120)
 //	--start     SIM_START          first booking day, YYYY-MM-DD UK (default 2025-01-06)
+//	--drift-specialty SIM_DRIFT_SPECIALTY  treatment function code whose DNA risk drifts (default: off)
+//	--drift-factor    SIM_DRIFT_FACTOR     its DNA probability is multiplied by this, capped at 0.95 (default 2)
+//	--drift-from      SIM_DRIFT_FROM       for appointments starting on or after this UK date (default: half-way through --days)
+//	--reminder-efficacy  SIM_REMINDER_EFFICACY   true relative DNA reduction by the extra reminder (default 0: off)
+//	--reminder-threshold SIM_REMINDER_THRESHOLD  true probability from which a booking gets the extra reminder (default 0.16)
+//	--holdout-share      SIM_HOLDOUT_SHARE       share of appointments held out from the extra reminder (default 0; key: DNA_HOLDOUT_KEY)
 //	--rate      PRODUCER_RATE      events per second, 0 = as fast as possible (default 0)
 //	--brokers   KAFKA_BROKERS      comma-separated bootstrap servers (default 127.0.0.1:9092)
 //	--topic     TOPIC_APPOINTMENTS topic (default appointments)
@@ -65,6 +71,7 @@ import (
 	"github.com/nhsx/dnarisk/producer"
 	"github.com/nhsx/dnarisk/producer/csvimport"
 	"github.com/nhsx/dnarisk/producer/sim"
+	"github.com/nhsx/dnarisk/reminders/policy"
 	"github.com/nhsx/dnarisk/stream"
 )
 
@@ -80,6 +87,12 @@ type config struct {
 	seed              int64
 	patients, days    int
 	dnaSinceBooking   bool // sim: DNAs recorded after a booking raise its risk (sim.Config.DNASinceBooking)
+	driftSpecialty    string
+	driftFactor       float64
+	driftFrom         string
+	reminderEfficacy  float64
+	reminderThreshold float64
+	holdoutShare      float64
 	start             string
 	rate              float64
 	brokers, topic    string
@@ -99,6 +112,8 @@ var envFallback = map[string]string{
 	"source": "PRODUCER_SOURCE", "csv": "PRODUCER_CSV", "seed": "SIM_SEED",
 	"csv-timezone": "PRODUCER_CSV_TIMEZONE", "csv-date-only-time": "PRODUCER_CSV_DATE_ONLY_TIME",
 	"patients": "SIM_PATIENTS", "days": "SIM_DAYS", "start": "SIM_START", "dna-since-booking": "SIM_DNA_SINCE_BOOKING",
+	"drift-specialty": "SIM_DRIFT_SPECIALTY", "drift-factor": "SIM_DRIFT_FACTOR", "drift-from": "SIM_DRIFT_FROM",
+	"reminder-efficacy": "SIM_REMINDER_EFFICACY", "reminder-threshold": "SIM_REMINDER_THRESHOLD", "holdout-share": "SIM_HOLDOUT_SHARE",
 	"rate": "PRODUCER_RATE", "brokers": "KAFKA_BROKERS", "topic": "TOPIC_APPOINTMENTS",
 	"out": "PRODUCER_OUT", "truth": "PRODUCER_TRUTH", "progress": "PRODUCER_PROGRESS",
 	"metrics-addr": "METRICS_ADDR", "create-topics": "CREATE_TOPICS", "topic-partitions": "TOPIC_PARTITIONS",
@@ -131,6 +146,12 @@ func parseFlags(args []string, stderr io.Writer) (config, error) {
 	fs.IntVar(&c.days, "days", 120, "days of simulated bookings")
 	fs.BoolVar(&c.dnaSinceBooking, "dna-since-booking", false, "simulator: a DNA recorded after a booking raises that appointment's risk (docs/simulator.md; the decision-time model is trained with it)")
 	fs.StringVar(&c.start, "start", "2025-01-06", "first simulated booking day (YYYY-MM-DD, UK)")
+	fs.StringVar(&c.driftSpecialty, "drift-specialty", "", "simulator: treatment function code whose DNA risk drifts, e.g. "+sim.DemoDriftSpecialty+" (docs/simulator.md; default: no drift)")
+	fs.Float64Var(&c.driftFactor, "drift-factor", 2, "simulator: the drifting specialty's DNA probability is multiplied by this, capped at 0.95")
+	fs.StringVar(&c.driftFrom, "drift-from", "", "simulator: the drift applies to appointments starting on or after this UK date, YYYY-MM-DD (default: half-way through --days)")
+	fs.Float64Var(&c.reminderEfficacy, "reminder-efficacy", 0, "simulator: true relative reduction of the DNA probability by the extra reminder, 0..1 (default 0: no effect)")
+	fs.Float64Var(&c.reminderThreshold, "reminder-threshold", sim.DefaultReminderThreshold, "simulator: a booking gets the extra reminder when its true probability (after drift) is at least this")
+	fs.Float64Var(&c.holdoutShare, "holdout-share", 0, "simulator: share of appointments held out from the extra reminder, 0..0.5, by a keyed hash of the appointment id (key: DNA_HOLDOUT_KEY, at least 16 bytes)")
 	fs.Float64Var(&c.rate, "rate", 0, "events per second; 0 = as fast as possible")
 	fs.StringVar(&c.brokers, "brokers", "127.0.0.1:9092", "Kafka bootstrap servers, comma-separated")
 	fs.StringVar(&c.topic, "topic", "appointments", "Kafka topic")
@@ -197,6 +218,16 @@ func parseFlags(args []string, stderr io.Writer) (config, error) {
 		return c, badSetting("--patients %d: want 1..%d", c.patients, sim.MaxPatients)
 	case c.source == "sim" && (c.days < 1 || c.days > 3650):
 		return c, badSetting("--days %d: want 1..3650", c.days)
+	case c.source == "csv" && (c.driftSpecialty != "" || c.reminderEfficacy != 0 || c.holdoutShare != 0):
+		return c, badSetting("--drift-specialty, --reminder-efficacy and --holdout-share change the simulator: they need --source sim")
+	case c.driftSpecialty == "" && set["drift-from"]:
+		return c, badSetting("--drift-from needs --drift-specialty")
+	case !(c.reminderEfficacy >= 0 && c.reminderEfficacy <= 1):
+		return c, badSetting("--reminder-efficacy %v: want 0..1", c.reminderEfficacy)
+	case !(c.holdoutShare >= 0 && c.holdoutShare <= policy.MaxHoldoutShare):
+		return c, badSetting("--holdout-share %v: want 0..%v", c.holdoutShare, policy.MaxHoldoutShare)
+	case !(c.reminderThreshold >= 0 && c.reminderThreshold <= 1):
+		return c, badSetting("--reminder-threshold %v: want 0..1", c.reminderThreshold)
 	case !(c.rate >= 0) || c.rate > 1e7:
 		return c, badSetting("--rate %v: want 0 (unlimited) up to 10000000 events/s", c.rate)
 	case c.out == "" && len(brokerList(c.brokers)) == 0:
@@ -271,6 +302,9 @@ func produce(ctx context.Context, c config, stdout, stderr io.Writer, log *slog.
 			return badSetting("--start %q: want YYYY-MM-DD", c.start)
 		}
 		cfg := sim.Config{Seed: c.seed, Patients: c.patients, Days: c.days, Start: start, DNASinceBooking: c.dnaSinceBooking}
+		if err := c.effects(&cfg, start); err != nil {
+			return err
+		}
 		gen, err := sim.New(cfg, ps)
 		if err != nil {
 			return badSetting("%v", err)
@@ -283,10 +317,19 @@ func produce(ctx context.Context, c config, stdout, stderr io.Writer, log *slog.
 			}
 			closers = append(closers, f.Close)
 			truthOut = sim.NewTruthWriter(f)
+			if cfg.Drift != nil || cfg.Reminder != nil {
+				truthOut = sim.NewFullTruthWriter(f)
+			}
 			onTruth = func(t sim.Truth) { truthOut.Write(t) } // errors are sticky; checked at Flush
 		}
 		evs = gen.Events(onTruth)
 		log.Info("simulating", "seed", c.seed, "patients", c.patients, "days", c.days, "start", c.start, "dna_since_booking", c.dnaSinceBooking)
+		if d := cfg.Drift; d != nil {
+			log.Info("simulating drift", "specialty", d.Specialty, "factor", d.Factor, "from", d.From.In(london).Format(time.DateOnly))
+		}
+		if r := cfg.Reminder; r != nil {
+			log.Info("simulating the extra reminder's effect", "efficacy", r.Efficacy, "threshold", r.Threshold, "holdout_share", r.Holdout.Share)
+		}
 	case "csv":
 		f, err := os.Open(c.csvPath)
 		if err != nil {
@@ -394,6 +437,32 @@ func produce(ctx context.Context, c config, stdout, stderr io.Writer, log *slog.
 	}
 	log.Info("done", "events", counts.Events, "bookings", counts.Bookings(), "outcomes", counts.Outcomes(), "elapsed_s", elapsed.Seconds())
 	fmt.Fprintf(stderr, "producer: %s sink=%s elapsed=%s\n", counts, sink, elapsed.Round(time.Millisecond))
+	return nil
+}
+
+// effects sets cfg's drift and reminder effect from the flags (both off by default); start
+// is the first booking day.
+func (c config) effects(cfg *sim.Config, start time.Time) error {
+	if c.driftSpecialty != "" {
+		from := start.AddDate(0, 0, c.days/2)
+		if c.driftFrom != "" {
+			var err error
+			if from, err = time.ParseInLocation(time.DateOnly, c.driftFrom, london); err != nil {
+				return badSetting("--drift-from %q: want YYYY-MM-DD", c.driftFrom)
+			}
+		}
+		cfg.Drift = &sim.Drift{From: from, Specialty: c.driftSpecialty, Factor: c.driftFactor}
+		if err := cfg.Drift.Validate(); err != nil {
+			return badSetting("--drift-specialty / --drift-factor / --drift-from: %v", err)
+		}
+	}
+	if c.reminderEfficacy > 0 || c.holdoutShare > 0 {
+		cfg.Reminder = &sim.ReminderEffect{Efficacy: c.reminderEfficacy, Threshold: c.reminderThreshold,
+			Holdout: policy.Holdout{Share: c.holdoutShare, Key: []byte(os.Getenv("DNA_HOLDOUT_KEY"))}}
+		if err := cfg.Reminder.Validate(); err != nil {
+			return badSetting("--reminder-efficacy / --reminder-threshold / --holdout-share: %v", err)
+		}
+	}
 	return nil
 }
 

@@ -26,6 +26,7 @@ import (
 	"github.com/nhsx/dnarisk/internal/pseudo"
 	"github.com/nhsx/dnarisk/internal/testenv"
 	"github.com/nhsx/dnarisk/producer/sim"
+	"github.com/nhsx/dnarisk/reminders/policy"
 	"github.com/nhsx/dnarisk/scoring"
 	"github.com/nhsx/dnarisk/stream"
 )
@@ -328,6 +329,75 @@ func TestCSVTimeSettings(t *testing.T) {
 	}
 }
 
+// The drift and reminder flags (and their environment fallbacks) give the simulator's drift
+// and reminder effect, and the truth file its full layout; without them the file keeps the
+// short layout training reads (publishAndReadBack).
+func TestSimulatedDriftAndReminderEffect(t *testing.T) {
+	clearEnv(t)
+	dir := t.TempDir()
+	out, truthPath := filepath.Join(dir, "events.jsonl"), filepath.Join(dir, "truth.csv")
+	key := "producer-test-holdout-key"
+	t.Setenv("DNA_HOLDOUT_KEY", key)
+	t.Setenv("SIM_HOLDOUT_SHARE", "0.3")
+	code, stdout, stderr := runCmd(t, context.Background(), "--seed", "5", "--patients", "400", "--days", "90", "--out", out, "--truth", truthPath,
+		"--drift-specialty", "130", "--drift-factor", "3", "--reminder-efficacy", "0.4", "--reminder-threshold", "0.12")
+	if code != 0 {
+		t.Fatalf("exit %d: %s%s", code, stdout, stderr)
+	}
+	start := time.Date(2025, 1, 6, 0, 0, 0, 0, london)
+	want, wantTruth := expected(t, sim.Config{Seed: 5, Patients: 400, Days: 90,
+		Drift:    &sim.Drift{From: start.AddDate(0, 0, 45), Specialty: "130", Factor: 3},
+		Reminder: &sim.ReminderEffect{Efficacy: 0.4, Threshold: 0.12, Holdout: policy.Holdout{Share: 0.3, Key: []byte(key)}}})
+	b, err := os.ReadFile(out)
+	if err != nil {
+		t.Fatal(err)
+	}
+	lines := strings.Split(strings.TrimSpace(string(b)), "\n")
+	if len(lines) != len(want) {
+		t.Fatalf("%d events, want %d", len(lines), len(want))
+	}
+	for i, l := range lines {
+		ev, err := events.DecodeAppointment([]byte(l))
+		if err != nil || ev.EventID != want[i].EventID || ev.Type != want[i].Type {
+			t.Fatalf("event %d: %v %+v, want %+v", i, err, ev, want[i])
+		}
+	}
+	f, err := os.Open(truthPath)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer f.Close()
+	head, _ := bufio.NewReader(f).ReadString('\n')
+	if head != "appointment_id,booking_version,p_dna,p_drifted,eligible,held_out,p_used\n" {
+		t.Errorf("truth header %q, want the full layout", head)
+	}
+	f.Seek(0, io.SeekStart)
+	truth, err := sim.ReadTruth(f)
+	if err != nil {
+		t.Fatal(err)
+	}
+	drifted, reminded := 0, 0
+	for _, tr := range truth {
+		if tr.PDrifted != tr.PDNA {
+			drifted++
+		}
+		if tr.PUsed != tr.PDrifted {
+			reminded++
+		}
+	}
+	if !slices.Equal(truth, wantTruth) || drifted == 0 || reminded == 0 {
+		t.Errorf("truth file: %d records (%d drifted, %d reminded), want the simulator's %d", len(truth), drifted, reminded, len(wantTruth))
+	}
+	for _, w := range []string{`"msg":"simulating drift","specialty":"130","factor":3,"from":"2025-02-20"`, `"efficacy":0.4,"threshold":0.12,"holdout_share":0.3`} {
+		if !strings.Contains(stderr, w) {
+			t.Errorf("log lacks %s: %s", w, stderr)
+		}
+	}
+	if strings.Contains(stderr, key) {
+		t.Error("the hold-out key is in the log")
+	}
+}
+
 func TestStopsCleanlyOnSignal(t *testing.T) {
 	clearEnv(t)
 	out := filepath.Join(t.TempDir(), "events.jsonl")
@@ -370,6 +440,14 @@ func TestInvalidSettings(t *testing.T) {
 		{"no secret", map[string]string{"DNA_PSEUDONYM_SECRET": ""}, []string{"--out", "-"}, "no pseudonym secret"},
 		{"short secret", map[string]string{"DNA_PSEUDONYM_SECRET": "short"}, []string{"--out", "-"}, "need at least 32"},
 		{"unknown flag", nil, []string{"--nope"}, "flag provided but not defined"},
+		{"drift of an unknown specialty", nil, []string{"--drift-specialty", "999", "--out", "-"}, `drift specialty "999" is not one the simulator books`},
+		{"bad drift factor", map[string]string{"SIM_DRIFT_FACTOR": "-2"}, []string{"--drift-specialty", "130", "--out", "-"}, "drift factor -2 out of range"},
+		{"bad drift date", nil, []string{"--drift-specialty", "130", "--drift-from", "1 May", "--out", "-"}, `--drift-from "1 May"`},
+		{"drift date without a specialty", nil, []string{"--drift-from", "2025-03-01", "--out", "-"}, "--drift-from needs --drift-specialty"},
+		{"drift of a csv", nil, []string{"--source", "csv", "--csv", "x.csv", "--drift-specialty", "130"}, "need --source sim"},
+		{"efficacy above 1", nil, []string{"--reminder-efficacy", "1.5"}, "--reminder-efficacy 1.5"},
+		{"hold-out share too big", nil, []string{"--holdout-share", "0.8"}, "--holdout-share 0.8: want 0..0.5"},
+		{"hold-out without a key", map[string]string{"DNA_HOLDOUT_KEY": ""}, []string{"--holdout-share", "0.2", "--reminder-efficacy", "0.3", "--out", "-"}, "DNA_HOLDOUT_KEY"},
 		{"stray argument", nil, []string{"extra"}, "unexpected arguments"},
 	}
 	for _, tt := range tests {

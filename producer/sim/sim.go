@@ -4,6 +4,9 @@
 // Whether a patient attends is drawn from a documented ground-truth model (model.go,
 // docs/simulator.md) that uses only what is known at booking time, so the ground-truth
 // probability of every booking is available as a Truth record, kept apart from the events.
+// Optionally (effects.go) one specialty's risk drifts from a date on, and the dispatcher's
+// extra reminder has a true effect with a keyed hold-out, so live monitoring can be checked
+// against a known shift and a known effect.
 //
 // Generation streams: patients are independent worlds merged by a heap on their next event
 // time, so memory grows with the number of patients, not the number of events.
@@ -14,6 +17,7 @@ import (
 	"fmt"
 	"iter"
 	"math"
+	"slices"
 	"strconv"
 	"time"
 	_ "time/tzdata" // clinic hours are UK local; images may lack a zoneinfo database
@@ -50,6 +54,12 @@ type Config struct {
 	// world (and models/default) are unchanged; the decision-time model is trained with it on
 	// (docs/simulator.md).
 	DNASinceBooking bool
+	// Drift, when set, multiplies the DNA probability of one specialty's appointments from a
+	// point in time on (effects.go). Nil: no drift.
+	Drift *Drift
+	// Reminder, when set, gives the extra reminder a true effect on eligible bookings that
+	// are not held out (effects.go). Nil: no effect.
+	Reminder *ReminderEffect
 }
 
 func (c *Config) setDefaults() {
@@ -82,6 +92,12 @@ func (c Config) Validate() error {
 	if !c.Start.IsZero() && (c.Start.Year() < 1995 || c.Start.Year() > 2090) {
 		errs = append(errs, fmt.Errorf("start %s out of range 1995..2090", c.Start.Format(time.DateOnly)))
 	}
+	if err := c.Drift.Validate(); err != nil {
+		errs = append(errs, err)
+	}
+	if err := c.Reminder.Validate(); err != nil {
+		errs = append(errs, err)
+	}
 	return errors.Join(errs...)
 }
 
@@ -92,7 +108,21 @@ func (c Config) Validate() error {
 type Truth struct {
 	AppointmentID string
 	Version       int
-	PDNA          float64
+	// PDNA is the booking-time ground truth: what a model can know (model.go). Training and
+	// the Bayes AUC use it.
+	PDNA float64
+	// PDrifted is PDNA after Config.Drift (multiplied by its Factor when the drift applies,
+	// capped at 0.95): the true probability before the extra reminder's effect. PDNA without
+	// a drift.
+	PDrifted float64
+	// Eligible: Config.Reminder is set and PDrifted is at least its Threshold.
+	Eligible bool
+	// HeldOut: Config.Reminder is set and its Holdout holds this appointment out.
+	HeldOut bool
+	// PUsed is the probability the outcome is drawn with: PDrifted · (1 − Efficacy) when
+	// Eligible and not HeldOut, else PDrifted. With Config.DNASinceBooking a DNA recorded
+	// after the booking raises it further when the outcome is drawn (not recorded here).
+	PUsed float64
 }
 
 // Generator produces the events of one simulated world. It is not safe for concurrent use.
@@ -114,6 +144,16 @@ func New(cfg Config, ps *pseudo.Pseudonymiser) (*Generator, error) {
 		return nil, fmt.Errorf("sim config: %w", err)
 	}
 	cfg.setDefaults()
+	// Own copies: the caller may reuse its Config.
+	if cfg.Drift != nil {
+		d := *cfg.Drift
+		cfg.Drift = &d
+	}
+	if cfg.Reminder != nil {
+		r := *cfg.Reminder
+		r.Holdout.Key = slices.Clone(r.Holdout.Key)
+		cfg.Reminder = &r
+	}
 	s := cfg.Start.In(london)
 	g := &Generator{
 		cfg:    cfg,
@@ -206,7 +246,10 @@ type appointment struct {
 	facts   facts
 	clinic  string
 	p       float64 // ground truth of the current version
-	u       float64 // the outcome draw: DNA when u < p
+	// The current version's drift and reminder effect (effects.go); pUsed == p when off.
+	pDrifted, pUsed   float64
+	eligible, heldOut bool
+	u                 float64 // the outcome draw: DNA when u < p
 	// dnaAtBooking is the patient's DNA count when the current version was booked.
 	dnaAtBooking int
 }
@@ -408,18 +451,20 @@ func (g *Generator) step(p *patient) (events.Appointment, *Truth) {
 		return ev, nil
 	}
 	a.p = pDNA(a.facts, p.hist)
+	g.drawn(a)
 	a.dnaAtBooking = p.hist.dna
 	ev.Booking = g.booking(p, a)
 	g.plan(p, a, it.at)
-	return ev, &Truth{AppointmentID: a.id, Version: a.version, PDNA: a.p}
+	return ev, &Truth{AppointmentID: a.id, Version: a.version, PDNA: a.p, PDrifted: a.pDrifted, Eligible: a.eligible, HeldOut: a.heldOut, PUsed: a.pUsed}
 }
 
-// outcomeP is the probability a's outcome is drawn with: its booking-time truth, raised by
-// the patient's DNAs recorded since the booking and before the start when
-// Config.DNASinceBooking is set.
+// outcomeP is the probability a's outcome is drawn with: its booking-time truth after drift
+// and the extra reminder's effect (a.pUsed), with Config.DNASinceBooking raised by the
+// patient's DNAs recorded since the booking and before the start (on the drifted
+// probability; the reminder's factor applies after the raise).
 func (g *Generator) outcomeP(p *patient, a *appointment) float64 {
 	if !g.cfg.DNASinceBooking {
-		return a.p
+		return a.pUsed
 	}
 	start := a.facts.start.Unix()
 	n := 0
@@ -428,7 +473,14 @@ func (g *Generator) outcomeP(p *patient, a *appointment) float64 {
 			n++
 		}
 	}
-	return sinceBookingP(a.p, n)
+	if n == 0 {
+		return a.pUsed
+	}
+	q := sinceBookingP(a.pDrifted, n)
+	if r := g.cfg.Reminder; r != nil && a.eligible && !a.heldOut {
+		q *= 1 - r.Efficacy
+	}
+	return q
 }
 
 func (g *Generator) newAppointment(p *patient, at int64) *appointment {
@@ -480,7 +532,7 @@ func (g *Generator) plan(p *patient, a *appointment, now int64) {
 		a.u = r.float()
 		// The clinic records an attendance during the session; a DNA once the slot has passed.
 		delay := r.uniform(5, 45)
-		if a.u < a.p {
+		if a.u < a.pUsed {
 			delay = r.uniform(30, 150)
 		}
 		g.push(p, pending{at: start + int64(delay*60), kind: kindOutcome, appt: a})

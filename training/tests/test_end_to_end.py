@@ -3,6 +3,7 @@
 * simulator: the test AUC is within 0.01 of the Bayes AUC on the same rows; the windows are by
   appointment date and the simulator's end (bookings stop, appointments go on) is found and
   left out; every check the card lists ran.
+* both: reference.json is the test window's rows binned by the documented rule (test_reference).
 * hand-made CSV: the model folder holds no row of the CSV; the subgroup table has sex (a
   declared sensitive column); a leaky column stops training, naming it, unless allowed.
 """
@@ -16,6 +17,7 @@ import pytest
 
 import handmade
 from conftest import build_model
+from test_reference import check_built
 
 FEATURES_START = 4  # trainset.csv: appointment_id, booking_version, event_time, appointment_start
 
@@ -76,6 +78,7 @@ def test_simulator(tmp_path):
     assert attrs == {"age band", "deprivation decile"} and any("sex" in a for a in card["subgroups_absent"])
     assert_card_html(out, card)
     assert_no_real_row(out, work)
+    check_built(out, work)
 
 
 @pytest.fixture(scope="module")
@@ -100,7 +103,7 @@ def test_csv_model_holds_no_row_of_the_csv(tmp_path, hand_csv):
     card = card_of(out)
     # No identifier, time or row of the CSV in any file of the folder.
     blobs = {f: (out / f).read_bytes() for f in os.listdir(out)}
-    assert set(blobs) >= {"model.txt", "contract.json", "parity.csv", "card.json", "card.md", "card.html"}
+    assert set(blobs) >= {"model.txt", "contract.json", "parity.csv", "card.json", "card.md", "card.html", "reference.json"}
     for r in rows:
         for col in ("patient_id", "appointment_id", "booked_at", "appointment_start"):
             needle = r[col].encode()
@@ -121,6 +124,11 @@ def test_csv_model_holds_no_row_of_the_csv(tmp_path, hand_csv):
     assert_card_html(out, card)
     with open(out / "bad_rows.csv") as f:
         assert list(csv.reader(f)) == [["line", "reason"]]
+    # The reference holds the sex extra as the model reads it: its category codes (positions
+    # in the contract's list), not text.
+    check_built(out, work)
+    sex = next(f for f in json.loads((out / "reference.json").read_text())["features"] if f["name"] == "extra.sex")
+    assert sex["type"] == "categorical" and sex["categories"] == [0.0, 1.0]
 
 
 def test_leaky_column_stops_training(tmp_path):
