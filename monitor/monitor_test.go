@@ -15,6 +15,7 @@ import (
 	"github.com/nhsx/dnarisk/events"
 	"github.com/nhsx/dnarisk/internal/testenv"
 	"github.com/nhsx/dnarisk/reminders/policy"
+	"github.com/nhsx/dnarisk/scoring"
 )
 
 // newTestStore is a Store on the real Redis under a prefix of the test's own.
@@ -177,8 +178,8 @@ func TestReportOnStore(t *testing.T) {
 	if err := m.Process(ctx, batch); err != nil {
 		t.Fatal(err)
 	}
-	ref := &Reference{ModelID: "champ", Score: Bins{Edges: []float64{0.1}, Shares: []float64{0.5, 0.5}},
-		Features: []FeatureBins{{Name: "lead_time_days", Bins: Bins{Edges: []float64{24.5}, Shares: []float64{0.5, 0.5}}}}}
+	ref := &scoring.Reference{ModelID: "champ", Score: scoring.Bins{Edges: []float64{0.1}, Shares: []float64{0.5, 0.5}},
+		Features: []scoring.FeatureReference{{Name: "lead_time_days", Type: scoring.Numeric, Edges: []float64{24.5}, Shares: []float64{0.5, 0.5}}}}
 	rr := &Reporter{Store: st, Card: Card{ModelID: "champ", AUC: 0.7}, Reference: ref}
 	rep, err := rr.Report(ctx)
 	if err != nil {

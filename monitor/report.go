@@ -7,6 +7,8 @@ import (
 	"slices"
 	"sort"
 	"time"
+
+	"github.com/nhsx/dnarisk/scoring"
 )
 
 // Windows are the rolling windows reported, in days of appointment dates.
@@ -15,7 +17,7 @@ var Windows = []int{7, 30, 90}
 // Thresholds are the alert rules, the same as deploy/prometheus/alerts.yml.
 type Thresholds struct {
 	AUCDrop       float64 // alert when the 30-day AUC is this far below the card's [0.05]
-	OELow, OEHigh float64 // alert when an O/E 95% CI lies wholly outside [0.8, 1.25]
+	OELow, OEHigh float64 // alert when an O/E CI (95%; 99.9% for a subgroup) lies wholly outside [0.8, 1.25]
 	PSI           float64 // alert when any 7-day PSI exceeds this [0.2]
 	MissingRise   float64 // alert when a feature's 7-day missing rate exceeds the reference by this [0.20]
 	// Minimum evidence before a rule may fire, so a quiet day cannot raise an alert.
@@ -27,38 +29,6 @@ type Thresholds struct {
 // DefaultThresholds are the documented alert rules.
 var DefaultThresholds = Thresholds{AUCDrop: 0.05, OELow: 0.8, OEHigh: 1.25, PSI: 0.2, MissingRise: 0.20,
 	MinOutcomes: 300, MinExpected: 10, MinScored: 300}
-
-// Reference is the training reference the drift is measured against (reference.json).
-type Reference struct {
-	ModelID  string
-	Score    Bins
-	Features []FeatureBins
-}
-
-// Bins is a reference distribution: numeric values binned by Edges (bin = number of edges
-// below the value) or categorical values by Categories (a last bin for any other value).
-type Bins struct {
-	Edges      []float64
-	Categories []float64
-	Shares     []float64
-}
-
-// FeatureBins is one feature's reference.
-type FeatureBins struct {
-	Name         string
-	MissingShare float64
-	Bins
-}
-
-func (b *Bins) bin(v float64) int {
-	if len(b.Categories) > 0 {
-		if i := slices.Index(b.Categories, v); i >= 0 {
-			return i
-		}
-		return len(b.Categories)
-	}
-	return sort.SearchFloat64s(b.Edges, v)
-}
 
 // Card is what the model card promised, for the alerts and the page.
 type Card struct {
@@ -115,7 +85,8 @@ type BandRate struct {
 	Rate     float64 `json:"dna_rate"`
 }
 
-// Subgroup is one subgroup's discrimination and calibration.
+// Subgroup is one subgroup's discrimination and calibration. Its O/E interval is 99.9%
+// (z999), not 95%: a report tests every subgroup in two windows.
 type Subgroup struct {
 	Attribute string     `json:"attribute"`
 	Group     string     `json:"group"`
@@ -171,8 +142,8 @@ type Alert struct {
 type Reporter struct {
 	Store      *Store
 	Card       Card
-	Reference  *Reference // nil: no PSI
-	Holdout    float64    // the hold-out share the dispatcher uses
+	Reference  *scoring.Reference // the champion's training reference; nil: no drift
+	Holdout    float64            // the hold-out share the dispatcher uses
 	Thresholds Thresholds
 	Now        func() time.Time
 }
@@ -333,7 +304,7 @@ func subgroups(js []Joined) []Subgroup {
 			if auc, ok := AUC(p, y); ok {
 				s.AUC = &auc
 			}
-			if oe, ok := ObservedExpected(p, y); ok {
+			if oe, ok := observedExpected(p, y, z999); ok {
 				s.OE = &oe
 			}
 			out = append(out, s)
@@ -360,7 +331,7 @@ func (r *Reporter) drift(w *Window, ss []Scored) {
 	}
 	counts := make([]float64, len(ref.Score.Shares))
 	for _, s := range mine {
-		if b := ref.Score.bin(s.P); b < len(counts) {
+		if b := ref.Score.Bin(s.P); b < len(counts) {
 			counts[b]++
 		}
 	}
@@ -375,7 +346,7 @@ func (r *Reporter) drift(w *Window, ss []Scored) {
 				continue
 			}
 			present++
-			if b := f.bin(*s.X[fi]); b < len(fc) {
+			if b := f.Bin(*s.X[fi]); b < len(fc) {
 				fc[b]++
 			}
 		}
@@ -483,7 +454,7 @@ func alerts(rep *Report, card Card, th Thresholds) []Alert {
 		for _, s := range w.Subgroups {
 			if s.OE != nil && oeOut(s.OE, th) {
 				out = append(out, Alert{Name: "DnariskModelSubgroupCalibration", Window: w.Days, Value: s.OE.Ratio,
-					Detail: fmt.Sprintf("%s %s: O/E %.2f (95%% CI %.2f–%.2f) is outside %.2f–%.2f", s.Attribute, s.Group, s.OE.Ratio, s.OE.CI[0], s.OE.CI[1], th.OELow, th.OEHigh)})
+					Detail: fmt.Sprintf("%s %s: O/E %.2f (99.9%% CI %.2f–%.2f) is outside %.2f–%.2f", s.Attribute, s.Group, s.OE.Ratio, s.OE.CI[0], s.OE.CI[1], th.OELow, th.OEHigh)})
 			}
 		}
 		if w.Days != 7 || w.Scored < th.MinScored {

@@ -9,6 +9,11 @@ import (
 // z95 is the two-sided 95% normal quantile.
 const z95 = 1.959963984540054
 
+// z999 is the two-sided 99.9% normal quantile: subgroup O/E intervals use it, a Bonferroni
+// correction for the ~50 subgroup-and-window tests each report makes, so a model that is
+// fine does not raise a subgroup alert by chance.
+const z999 = 3.2905267314918945
+
 // Interval is a 95% confidence interval.
 type Interval [2]float64
 
@@ -137,7 +142,10 @@ type OE struct {
 
 // ObservedExpected returns O/E for probabilities p and outcomes dna; ok is false when
 // nothing is expected.
-func ObservedExpected(p []float64, dna []bool) (OE, bool) {
+func ObservedExpected(p []float64, dna []bool) (OE, bool) { return observedExpected(p, dna, z95) }
+
+// observedExpected is ObservedExpected with a CI at the two-sided normal quantile z.
+func observedExpected(p []float64, dna []bool, z float64) (OE, bool) {
 	o, e := 0, 0.0
 	for i := range p {
 		e += p[i]
@@ -148,18 +156,19 @@ func ObservedExpected(p []float64, dna []bool) (OE, bool) {
 	if e <= 0 {
 		return OE{}, false
 	}
-	lo, hi := poissonCI(o)
+	lo, hi := poissonCI(o, z)
 	return OE{Observed: o, Expected: e, Ratio: float64(o) / e, CI: Interval{lo / e, hi / e}}, true
 }
 
-// poissonCI is Byar's approximation to the exact 95% interval of a Poisson count.
-func poissonCI(o int) (lo, hi float64) {
+// poissonCI is Byar's approximation to the exact interval of a Poisson count at the
+// two-sided normal quantile z.
+func poissonCI(o int, z float64) (lo, hi float64) {
 	x := float64(o)
 	if o > 0 {
-		lo = x * math.Pow(1-1/(9*x)-z95/(3*math.Sqrt(x)), 3)
+		lo = x * math.Pow(1-1/(9*x)-z/(3*math.Sqrt(x)), 3)
 	}
 	x1 := x + 1
-	hi = x1 * math.Pow(1-1/(9*x1)+z95/(3*math.Sqrt(x1)), 3)
+	hi = x1 * math.Pow(1-1/(9*x1)+z/(3*math.Sqrt(x1)), 3)
 	return max(0, lo), hi
 }
 

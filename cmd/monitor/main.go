@@ -163,7 +163,7 @@ func secretValue(getenv func(string) string, fileVar, secretVar string) (string,
 type champion struct {
 	model    *scoring.Model
 	card     monitor.Card
-	ref      *monitor.Reference
+	ref      *scoring.Reference
 	features []string
 }
 
@@ -193,9 +193,14 @@ func championOf(m *scoring.Model, dir string) (*champion, error) {
 			c.card.AUC, c.card.Efficacy = card.AUC, card.Efficacy
 		}
 	}
-	ref, err := monitor.LoadReference(dir, m.ID(), c.features)
+	ref, err := scoring.LoadReference(dir)
 	if err != nil {
 		return nil, err
+	}
+	if ref != nil {
+		if err := ref.Check(m.Contract()); err != nil {
+			return nil, fmt.Errorf("%s: %w (rebuild it with make model, or training/reference.py)", filepath.Join(dir, scoring.ReferenceFile), err)
+		}
 	}
 	c.ref = ref
 	return c, nil

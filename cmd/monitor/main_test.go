@@ -20,6 +20,7 @@ import (
 	"github.com/nhsx/dnarisk/events"
 	"github.com/nhsx/dnarisk/internal/testenv"
 	"github.com/nhsx/dnarisk/monitor"
+	"github.com/nhsx/dnarisk/scoring"
 	"github.com/nhsx/dnarisk/stream"
 )
 
@@ -33,7 +34,15 @@ func TestConfigRefusesWhatWouldNotWork(t *testing.T) {
 	if err := os.CopyFS(bad, os.DirFS(modelDir)); err != nil {
 		t.Fatal(err)
 	}
-	if err := os.WriteFile(filepath.Join(bad, monitor.ReferenceFile), []byte(`{"schema":"reference.v1","model_id":"someone-else"}`), 0o644); err != nil {
+	ref, err := os.ReadFile(filepath.Join(modelDir, scoring.ReferenceFile))
+	if err != nil {
+		t.Fatal(err)
+	}
+	champ, err := scoring.Load(modelDir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(filepath.Join(bad, scoring.ReferenceFile), []byte(strings.Replace(string(ref), champ.ID(), "someone-else", 1)), 0o644); err != nil {
 		t.Fatal(err)
 	}
 	for _, tc := range []struct {
@@ -45,7 +54,7 @@ func TestConfigRefusesWhatWouldNotWork(t *testing.T) {
 		{[]string{"--model-dir", t.TempDir()}, nil, "--model-dir"},
 		{[]string{"--model-dir", modelDir, "--holdout-share", "0.2"}, nil, "DNA_HOLDOUT_KEY"},
 		{[]string{"--model-dir", modelDir, "--holdout-share", "0.9"}, map[string]string{"DNA_HOLDOUT_KEY": "0123456789abcdef0123"}, "out of range"},
-		{[]string{"--model-dir", bad}, nil, "made for model someone-else"},
+		{[]string{"--model-dir", bad}, nil, "is for model someone-else"},
 		{[]string{"--model-dir", modelDir, "--metrics-addr", "0.0.0.0:9468"}, nil, "token"},
 	} {
 		_, err := parseConfig(tc.args, getenvOf(tc.env))
