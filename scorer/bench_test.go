@@ -132,7 +132,22 @@ func BenchmarkStageEncodeRisk(b *testing.B) {
 // store and no Kafka: the CPU cost per event of everything but the network.
 func BenchmarkProcessBatch(b *testing.B) {
 	w := newBenchWorld(b)
-	p := mustNew(b, scorer.Config{Store: w.store, Output: discard{}, Model: w.model})
+	benchProcess(b, w, mustNew(b, scorer.Config{Store: w.store, Output: discard{}, Model: w.model}))
+}
+
+// BenchmarkProcessBatchChallenger is BenchmarkProcessBatch with a shadow challenger
+// (models/decision, as a stand-in of the same size) scoring every booking again: its cost is
+// the ratio of the two events/s (docs/performance.md). The bound: not half.
+func BenchmarkProcessBatchChallenger(b *testing.B) {
+	w := newBenchWorld(b)
+	chal, err := scoring.Load("../models/decision")
+	if err != nil {
+		b.Fatal(err)
+	}
+	benchProcess(b, w, mustNew(b, scorer.Config{Store: w.store, Output: discard{}, Model: w.model, Challenger: chal}))
+}
+
+func benchProcess(b *testing.B, w *benchWorld, p *scorer.Processor) {
 	const batch = 500
 	b.ReportAllocs()
 	b.ResetTimer()
