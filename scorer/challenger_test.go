@@ -35,9 +35,11 @@ func (s smallModel) Band(p float64) string {
 	}
 	return "c-low"
 }
-func (s smallModel) FeatureMap(x []float64) map[string]float64 { return map[string]float64{"dna": x[0]} }
-func (s smallModel) FeatureNames() []string                    { return []string{"dna"} }
-func (s smallModel) CountMissing([]float64, []int)             {}
+func (s smallModel) FeatureMap(x []float64) map[string]float64 {
+	return map[string]float64{"dna": x[0]}
+}
+func (s smallModel) FeatureNames() []string        { return []string{"dna"} }
+func (s smallModel) CountMissing([]float64, []int) {}
 
 // callOutput records each WriteMessages call separately.
 type callOutput struct {
