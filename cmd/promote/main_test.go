@@ -331,6 +331,30 @@ func TestCandidateMustLoad(t *testing.T) {
 	}
 }
 
+// What an interrupted promote left beside the live directory stops the next one until an
+// operator has looked at it.
+func TestInterruptedPromoteIsNotCleanedUpBlindly(t *testing.T) {
+	r := newRig(t)
+	r.serve(r.comparison(900, "0.01", "0.03"))
+	left := filepath.Join(r.root, ".live.promote-4242")
+	copyDir(t, "../../models/default", left)
+	if code, _, stderr := r.run(t); code != 1 || !strings.Contains(stderr, "interrupted") || !strings.Contains(stderr, left) {
+		t.Fatalf("exit %d %s", code, stderr)
+	}
+	if r.liveModel(t).Digest() != r.liveDigest {
+		t.Fatal("the live directory changed")
+	}
+	if _, err := os.Stat(left); err != nil {
+		t.Fatalf("the leftover was removed: %v", err)
+	}
+	if err := os.RemoveAll(left); err != nil {
+		t.Fatal(err)
+	}
+	if code, _, stderr := r.run(t); code != 0 {
+		t.Fatalf("after removing it: exit %d %s", code, stderr)
+	}
+}
+
 // A second promotion replaces the older kept directory, and leaves no staging behind.
 func TestSecondPromotionReplacesPrevious(t *testing.T) {
 	r := newRig(t)

@@ -8,6 +8,7 @@ import (
 	"os"
 	"path/filepath"
 	"strconv"
+	"strings"
 
 	"golang.org/x/sys/unix"
 
@@ -26,10 +27,14 @@ func (c *config) swapIn(cand *scoring.Model, record []byte) error {
 		return err
 	}
 	defer unlock()
-	staging := filepath.Join(filepath.Dir(c.live), "."+filepath.Base(c.live)+".promote-"+strconv.Itoa(os.Getpid()))
-	if err := os.RemoveAll(staging); err != nil {
-		return err
+	prefix := filepath.Join(filepath.Dir(c.live), "."+filepath.Base(c.live)+".promote-")
+	// Under the lock, a staging directory is what an interrupted promote left: a partial copy,
+	// or (interrupted just after the exchange) the only copy of the model it replaced.
+	if left, _ := filepath.Glob(prefix + "*"); len(left) > 0 {
+		return fmt.Errorf("an earlier promote of %s was interrupted and left %s: if it holds the model that was live before (see its %s), move it to %s, else remove it; then try again",
+			c.live, strings.Join(left, ", "), PromotionFile, c.live+PreviousSuffix)
 	}
+	staging := prefix + strconv.Itoa(os.Getpid())
 	done := false
 	defer func() {
 		if !done {
