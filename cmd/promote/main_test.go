@@ -16,6 +16,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/nhsx/dnarisk/monitor"
 	"github.com/nhsx/dnarisk/scoring"
 )
 
@@ -415,5 +416,32 @@ func TestMonitorTokenAndNothingToRollBack(t *testing.T) {
 		if code := run(bad, io.Discard, io.Discard); code != 2 {
 			t.Errorf("%q: exit %d, want 2", bad, code)
 		}
+	}
+}
+
+// The monitor's own type, as cmd/monitor serves it in /monitor.json, is what promote reads.
+func TestReadsTheMonitorsShape(t *testing.T) {
+	r := newRig(t)
+	c := monitor.Challenger{Model: r.candID, Champion: r.liveID, Outcomes: 640, AUCChampion: 0.70, AUCChallenger: 0.73,
+		AUCDiff: 0.03, AUCDiffCI: monitor.Interval{0.012, 0.048}, OEChampion: 1.02, OEChallenger: 0.99, WindowDays: 90}
+	b, err := json.Marshal(map[string]any{"challenger": c})
+	if err != nil {
+		t.Fatal(err)
+	}
+	r.body.Store(string(b))
+	if code, _, stderr := r.run(t); code != 0 {
+		t.Fatalf("exit %d %s", code, stderr)
+	}
+	var got map[string]any
+	if err := json.Unmarshal(readPromotion(t, r.live).Comparison, &got); err != nil || got["window_days"] != 90.0 {
+		t.Fatalf("recorded comparison %v (%v), want the monitor's object as served", got, err)
+	}
+	// Not enough outcomes for a CI: the monitor leaves it [0, 0], which is refused.
+	r2 := newRig(t)
+	c = monitor.Challenger{Model: r2.candID, Champion: r2.liveID, Outcomes: 900}
+	b, _ = json.Marshal(map[string]any{"challenger": c})
+	r2.body.Store(string(b))
+	if code, _, stderr := r2.run(t); code != 1 || !strings.Contains(stderr, "CI [0.0000, 0.0000]") {
+		t.Fatalf("a CI of [0, 0]: exit %d %s", code, stderr)
 	}
 }
