@@ -29,7 +29,7 @@ func TestChallengerFlags(t *testing.T) {
 	if err != nil || c.challengerDir != "" || c.topics.Shadow != "risk.shadow" || slices.Contains(c.topicNames(), "risk.shadow") {
 		t.Fatalf("defaults: challenger %q, shadow topic %q, topics %v, %v", c.challengerDir, c.topics.Shadow, c.topicNames(), err)
 	}
-	env := map[string]string{"CHALLENGER_MODEL_DIR": "models/decision", "TOPIC_SHADOW": "shadow.x"}
+	env := map[string]string{"CHALLENGER_MODEL_DIR": "models/decision", "TOPIC_RISK_SHADOW": "shadow.x"}
 	lookup := func(k string) (string, bool) { v, ok := env[k]; return v, ok }
 	c, err = parseConfigEnv(nil, lookup, io.Discard)
 	if err != nil || c.challengerDir != "models/decision" || !slices.Equal(c.topicNames(), []string{"appointments", "risk", "appointments.dlq", "shadow.x"}) {

@@ -118,7 +118,7 @@ func parseConfigEnv(args []string, lookup func(string) (string, bool), stderr io
 		"monitor-url": "MONITOR_URL", "monitor-token-file": "MONITOR_TOKEN_FILE",
 		"mapping": "PAS_MAPPING", "allow-unmapped-extras": "ALLOW_UNMAPPED_EXTRAS",
 		"rescore": "RESCORE", "decision-lead": "DECISION_LEAD", "decision-model-dir": "DECISION_MODEL_DIR",
-		"challenger-model-dir": "CHALLENGER_MODEL_DIR", "topic-shadow": "TOPIC_SHADOW",
+		"challenger-model-dir": "CHALLENGER_MODEL_DIR", "topic-shadow": "TOPIC_RISK_SHADOW",
 	}
 	brokers := fs.String("brokers", "127.0.0.1:9092", "Kafka bootstrap brokers, comma-separated")
 	redisAddrs := fs.String("redis", "127.0.0.1:6379", "Redis address; several comma-separated addresses mean a Redis Cluster")
