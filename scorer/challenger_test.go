@@ -126,6 +126,18 @@ func TestChallengerShadowsEveryRiskEventInTheSameWrite(t *testing.T) {
 		r.Published["risk.shadow"] != 2 || r.Published["risk"] != 2 {
 		t.Errorf("report: %d scores, shadow %+v, published %v", len(r.Scores), r.Shadow, r.Published)
 	}
+
+	// Replayed (a crash before the commit): the same shadow events again, as the risk events.
+	out2 := &callOutput{}
+	p2 := mustNew(t, Config{Store: store, Output: out2, Model: fakeModel{"champ"}, Challenger: smallModel{"chal"}})
+	if err := p2.Process(context.Background(), batch); err != nil {
+		t.Fatal(err)
+	}
+	again := decodeRisks(t, out2.calls[0], "risk.shadow")
+	if len(again) != 2 || again[0].Probability != shadow[0].Probability || again[1].Probability != shadow[1].Probability ||
+		again[1].AppointmentID != shadow[1].AppointmentID || p2.Stats.Applied.Load() != 0 {
+		t.Fatalf("replay: shadow %+v, applied %d; want %+v and no history change", again, p2.Stats.Applied.Load(), shadow)
+	}
 }
 
 // A failed write publishes nothing and counts nothing; the retry publishes both again.
