@@ -3,7 +3,9 @@ package scorer_test
 import (
 	"context"
 	"encoding/json"
+	"errors"
 	"fmt"
+	"io/fs"
 	"testing"
 	"time"
 
@@ -144,6 +146,20 @@ func BenchmarkProcessBatchChallenger(b *testing.B) {
 	if err != nil {
 		b.Fatal(err)
 	}
+	benchProcess(b, w, mustNew(b, scorer.Config{Store: w.store, Output: discard{}, Model: w.model, Challenger: chal}))
+}
+
+// BenchmarkProcessBatchChallengerSmall is the same with models/challenger (the simulator's
+// model without history features, fewer inputs), when the checkout has it.
+func BenchmarkProcessBatchChallengerSmall(b *testing.B) {
+	chal, err := scoring.Load("../models/challenger")
+	if errors.Is(err, fs.ErrNotExist) {
+		b.Skip("no models/challenger")
+	}
+	if err != nil {
+		b.Fatal(err)
+	}
+	w := newBenchWorld(b)
 	benchProcess(b, w, mustNew(b, scorer.Config{Store: w.store, Output: discard{}, Model: w.model, Challenger: chal}))
 }
 
