@@ -15,7 +15,7 @@ WORKDIR /src
 COPY go.mod go.sum ./
 RUN go mod download
 COPY . .
-RUN CGO_ENABLED=0 go build -trimpath -ldflags="-s -w" -o /out/ ./cmd/consumer ./cmd/producer ./cmd/dispatcher ./cmd/notifystub ./cmd/pasgateway ./cmd/contactkey ./cmd/monitor
+RUN CGO_ENABLED=0 go build -trimpath -ldflags="-s -w" -o /out/ ./cmd/consumer ./cmd/producer ./cmd/dispatcher ./cmd/notifystub ./cmd/pasgateway ./cmd/contactkey ./cmd/monitor ./cmd/promote
 
 # Static binaries: no shell, no package manager, not root. The base carries CA certificates
 # (Kafka/Redis TLS, GOV.UK Notify) and time zones (quiet hours, "reminders today").
@@ -31,6 +31,8 @@ FROM runtime AS consumer
 COPY --from=build /src/models /models
 ENV MODEL_DIR=/models/default
 COPY --from=build /out/consumer /usr/local/bin/consumer
+# promote swaps a challenger into a writable model volume (docs/model.md, "Promoting a challenger").
+COPY --from=build /out/promote /usr/local/bin/promote
 EXPOSE 9464
 ENTRYPOINT ["/usr/local/bin/consumer"]
 

@@ -42,6 +42,10 @@ type BatchReport struct {
 	DeadLettered map[string]int
 	// Scores holds one entry per risk event published, in input order.
 	Scores []Score
+	// Shadow holds one entry per challenger risk event published to the shadow topic
+	// (Config.Challenger), in input order; nil without a challenger. Scores does not
+	// include them.
+	Shadow []Score
 	// Quarantined counts patient histories that could not be read (corrupt) and were moved
 	// aside to a quarantine key, each patient's history starting again empty: by this batch,
 	// and by batches of the same Processor that failed since the last completed one (a

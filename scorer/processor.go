@@ -46,6 +46,9 @@ type Output interface {
 type Topics struct {
 	Risk       string // risk events; default "risk"
 	DeadLetter string // refused input; default "appointments.dlq"
+	// Shadow receives the challenger's risk events (Config.Challenger); default
+	// "risk.shadow". Nothing downstream acts on them: they are for comparing models.
+	Shadow string
 }
 
 func (t *Topics) setDefaults() {
@@ -54,6 +57,9 @@ func (t *Topics) setDefaults() {
 	}
 	if t.DeadLetter == "" {
 		t.DeadLetter = "appointments.dlq"
+	}
+	if t.Shadow == "" {
+		t.Shadow = "risk.shadow"
 	}
 }
 
@@ -67,6 +73,7 @@ type Stats struct {
 	Conflicts    atomic.Int64 // history saves retried after a concurrent write
 	Quarantined  atomic.Int64 // unreadable histories moved aside and started again (even if the batch then failed)
 	Rescored     atomic.Int64 // risk events of open bookings scored again after a history change (Config.Rescore)
+	Shadow       atomic.Int64 // challenger risk events published to Topics.Shadow (not counted in Scored)
 	mu           sync.Mutex
 	bands        map[string]int64
 }
@@ -110,6 +117,11 @@ type Config struct {
 	// cancellation changes their history (see Rescore). Default: nil, each booking version
 	// is scored once, at booking.
 	Rescore *Rescore
+	// Challenger, when set, scores every booking the model scores (at booking and on
+	// re-score), from the same features in the same batch, and its risk events go to
+	// Topics.Shadow in the same write as the batch's risk events. SetChallenger swaps or
+	// removes it later. Default: nil, no shadow events.
+	Challenger Scorer
 }
 
 // Validate reports the first required field that is missing.
@@ -152,8 +164,9 @@ func (c *Config) setDefaults() {
 // consumer loops (group members, each owning its partitions) can share one, and the model can
 // be swapped while they run.
 type Processor struct {
-	cfg   Config
-	model atomic.Pointer[scorerBox]
+	cfg        Config
+	model      atomic.Pointer[scorerBox]
+	challenger atomic.Pointer[scorerBox] // nil: no challenger
 	// Stats counts batches that completed; a batch that failed and is retried counts once.
 	Stats Stats
 	// unreported counts histories quarantined by batches that then failed: the quarantine
@@ -171,6 +184,7 @@ func New(cfg Config) (*Processor, error) {
 	cfg.setDefaults()
 	p := &Processor{cfg: cfg}
 	p.SetModel(cfg.Model)
+	p.SetChallenger(cfg.Challenger)
 	return p, nil
 }
 
@@ -180,6 +194,24 @@ func (p *Processor) SetModel(m Scorer) { p.model.Store(&scorerBox{m}) }
 
 // Model returns the model in use.
 func (p *Processor) Model() Scorer { return p.model.Load().Scorer }
+
+// SetChallenger swaps the challenger used from the next batch on; nil removes it. Like
+// SetModel, a batch in flight finishes with the challenger it started with.
+func (p *Processor) SetChallenger(m Scorer) {
+	if m == nil {
+		p.challenger.Store(nil)
+		return
+	}
+	p.challenger.Store(&scorerBox{m})
+}
+
+// Challenger returns the challenger in use, or nil.
+func (p *Processor) Challenger() Scorer {
+	if b := p.challenger.Load(); b != nil {
+		return b.Scorer
+	}
+	return nil
+}
 
 // DefaultMaxAhead is how far past its publication an event may be dated. History is pruned
 // relative to the newest fact, so one event mis-dated decades ahead would otherwise erase the
@@ -213,7 +245,7 @@ func (p *Processor) Process(ctx context.Context, msgs []kafka.Message) error {
 }
 
 func (p *Processor) process(ctx context.Context, msgs []kafka.Message, rep *BatchReport) error {
-	model := p.Model()
+	model, chal := p.Model(), p.Challenger()
 	evs := make([]events.Appointment, 0, len(msgs))
 	sent := make([]time.Time, 0, len(msgs)) // Kafka timestamp of each valid event
 	src := make([]int, 0, len(msgs))        // index in msgs of each valid event
@@ -262,7 +294,7 @@ func (p *Processor) process(ctx context.Context, msgs []kafka.Message, rep *Batc
 	var scoredAt []time.Time // Kafka timestamp of each scored booking, as rep.Scores
 	dirty := map[string]*featurestore.History{}
 	bands := map[string]int64{}
-	var x []float64
+	var x, cx []float64 // model inputs of the model and the challenger, reused
 	missing := make([]int, len(model.FeatureNames()))
 	var applied, skipped int64
 	var rs *rescoring
@@ -277,14 +309,22 @@ func (p *Processor) process(ctx context.Context, msgs []kafka.Message, rep *Batc
 			if h.Cancelled(ev.AppointmentID) || h.LatestVersion(ev.AppointmentID) > ev.Version {
 				skipped++
 			} else {
-				x = model.Vector(ev, featurestore.Compute(ev, h), x)
+				v := featurestore.Compute(ev, h)
+				x = model.Vector(ev, v, x)
 				model.CountMissing(x, missing)
-				m, band, prob := p.risk(model, ev, x, time.Time{})
+				now := p.cfg.Now().UTC()
+				m, band, prob := p.risk(model, ev, x, time.Time{}, now, p.cfg.Topics.Risk)
 				out = append(out, m)
 				bands[band]++
 				rep.Scores = append(rep.Scores, Score{Event: ev, Probability: prob, Band: band, ModelID: model.ID()})
 				scoredAt = append(scoredAt, sent[i])
 				scored = true
+				if chal != nil {
+					var s Score
+					m, s, cx = p.shadow(chal, ev, v, cx, time.Time{}, now)
+					out = append(out, m)
+					rep.Shadow = append(rep.Shadow, s)
+				}
 			}
 		}
 		changed := h.Apply(ev, p.cfg.Policy)
@@ -300,17 +340,18 @@ func (p *Processor) process(ctx context.Context, msgs []kafka.Message, rep *Batc
 	}
 	var rescores int
 	if rs != nil {
-		again, err := p.rescore(ctx, rs, hist, model)
+		again, err := p.rescore(ctx, rs, hist, model, chal)
 		if err != nil {
 			return fmt.Errorf("re-score open bookings: %w", err)
 		}
 		out = append(out, again.msgs...)
 		rep.Scores = append(rep.Scores, again.scores...)
+		rep.Shadow = append(rep.Shadow, again.shadow...)
 		scoredAt = append(scoredAt, make([]time.Time, len(again.scores))...)
 		for b, n := range again.bands {
 			bands[b] += n
 		}
-		rescores = len(again.msgs)
+		rescores = len(again.scores)
 	}
 
 	if len(rep.Scores) > 0 {
@@ -349,7 +390,8 @@ func (p *Processor) process(ctx context.Context, msgs []kafka.Message, rep *Batc
 	p.Stats.Rescored.Add(int64(rescores))
 	p.Stats.Consumed.Add(int64(len(msgs)))
 	p.Stats.DeadLettered.Add(int64(deadLettered))
-	p.Stats.Scored.Add(int64(len(out) - deadLettered))
+	p.Stats.Scored.Add(int64(len(out) - deadLettered - len(rep.Shadow)))
+	p.Stats.Shadow.Add(int64(len(rep.Shadow)))
 	p.Stats.Applied.Add(applied)
 	p.Stats.Skipped.Add(skipped)
 	p.Stats.mu.Lock()
@@ -363,9 +405,9 @@ func (p *Processor) process(ctx context.Context, msgs []kafka.Message, rep *Batc
 	return nil
 }
 
-// risk scores x and encodes the risk event of booking ev; asOf is set on a re-score (then ev
-// carries it as its event time), zero on the score made at booking.
-func (p *Processor) risk(model Scorer, ev *events.Appointment, x []float64, asOf time.Time) (kafka.Message, string, float64) {
+// risk scores x and encodes the risk event of booking ev for topic, scored at now; asOf is
+// set on a re-score (then ev carries it as its event time), zero on the score made at booking.
+func (p *Processor) risk(model Scorer, ev *events.Appointment, x []float64, asOf, now time.Time, topic string) (kafka.Message, string, float64) {
 	prob := model.Score(x)
 	r := events.Risk{
 		Schema:           events.RiskSchema,
@@ -377,18 +419,28 @@ func (p *Processor) risk(model Scorer, ev *events.Appointment, x []float64, asOf
 		Probability:      prob,
 		Band:             model.Band(prob),
 		ModelID:          model.ID(),
-		ScoredAt:         p.cfg.Now().UTC(),
+		ScoredAt:         now,
 		Features:         model.FeatureMap(x),
 	}
 	if !asOf.IsZero() {
 		r.ScoredAsOf, r.Reason = asOf.UTC(), events.RescoreHistoryChanged
 	}
 	return kafka.Message{
-		Topic:   p.cfg.Topics.Risk,
+		Topic:   topic,
 		Key:     []byte(ev.Patient),
 		Value:   r.AppendJSON(make([]byte, 0, 1024)),
 		Headers: []kafka.Header{{Key: "schema", Value: []byte(events.RiskSchema)}},
 	}, r.Band, prob
+}
+
+// shadow scores booking ev with the challenger from the same features v the model used, and
+// encodes its risk event for Topics.Shadow with the same scored_at (now) and as-of time as
+// the model's. cx is the challenger's input buffer, returned for reuse: its contract may
+// differ from the model's (fewer features, other extras), so it builds its own input.
+func (p *Processor) shadow(chal Scorer, ev *events.Appointment, v featurestore.Vector, cx []float64, asOf, now time.Time) (kafka.Message, Score, []float64) {
+	cx = chal.Vector(ev, v, cx)
+	m, band, prob := p.risk(chal, ev, cx, asOf, now, p.cfg.Topics.Shadow)
+	return m, Score{Event: ev, Probability: prob, Band: band, ModelID: chal.ID(), Rescore: !asOf.IsZero()}, cx
 }
 
 // save writes the changed histories. A patient whose history another writer changed since it

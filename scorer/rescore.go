@@ -83,14 +83,16 @@ func (rs *rescoring) note(ev *events.Appointment, scored, applied bool) error {
 
 // rescored is one re-score's output.
 type rescored struct {
-	msgs   []kafka.Message
+	msgs   []kafka.Message // risk events, and the challenger's shadow events if any
 	scores []Score
+	shadow []Score // the challenger's, when there is one
 	bands  map[string]int64
 }
 
 // rescore scores again the open bookings of every patient whose history changed in this
-// batch, against the histories as this batch leaves them.
-func (p *Processor) rescore(ctx context.Context, rs *rescoring, hist map[string]*featurestore.History, model Scorer) (rescored, error) {
+// batch, against the histories as this batch leaves them; chal, if not nil, scores each
+// again too, for the shadow topic.
+func (p *Processor) rescore(ctx context.Context, rs *rescoring, hist map[string]*featurestore.History, model, chal Scorer) (rescored, error) {
 	out := rescored{bands: map[string]int64{}}
 	if len(rs.changed) == 0 {
 		return out, nil
@@ -104,7 +106,7 @@ func (p *Processor) rescore(ctx context.Context, rs *rescoring, hist map[string]
 	if err != nil {
 		return out, err
 	}
-	var x []float64
+	var x, cx []float64
 	for _, patient := range patients {
 		bookings := maps.Clone(open[patient])
 		if bookings == nil {
@@ -119,11 +121,19 @@ func (p *Processor) rescore(ctx context.Context, rs *rescoring, hist map[string]
 			if !ok {
 				continue
 			}
-			x = model.Vector(ev, featurestore.Compute(ev, hist[patient]), x)
-			m, band, prob := p.risk(model, ev, x, ev.EventTime)
+			v := featurestore.Compute(ev, hist[patient])
+			x = model.Vector(ev, v, x)
+			now := p.cfg.Now().UTC()
+			m, band, prob := p.risk(model, ev, x, ev.EventTime, now, p.cfg.Topics.Risk)
 			out.msgs = append(out.msgs, m)
 			out.bands[band]++
 			out.scores = append(out.scores, Score{Event: ev, Probability: prob, Band: band, ModelID: model.ID(), Rescore: true})
+			if chal != nil {
+				var s Score
+				m, s, cx = p.shadow(chal, ev, v, cx, ev.EventTime, now)
+				out.msgs = append(out.msgs, m)
+				out.shadow = append(out.shadow, s)
+			}
 		}
 	}
 	return out, nil

@@ -3,7 +3,9 @@
 // model in MODEL_DIR and publishes risk events; outcomes update the history. Malformed
 // events go to the dead-letter topic. SIGTERM or SIGINT finishes the batch in hand, commits
 // and exits 0; SIGHUP reloads the model directory (a model that fails validation is refused
-// and the current one keeps serving). The directory is also polled every --model-poll
+// and the current one keeps serving). With --challenger-model-dir a second model scores every
+// booking in the shadow and publishes to risk.shadow, which nothing acts on (for comparing
+// models before cmd/promote swaps one in). The directory is also polled every --model-poll
 // (default 5s), so copying a new model into it swaps the model without a restart or a lost
 // event; a model that does not load is refused with a log line (see hotswap.go).
 //
@@ -64,6 +66,9 @@ type config struct {
 	rescore          bool
 	decisionLead     time.Duration
 	decisionModelDir string
+	// challengerDir is a shadow challenger's model directory ("" for none), loaded, checked
+	// and watched like modelDir; its risk events go to topics.Shadow.
+	challengerDir string
 
 	metricsAddr string // "" or "off": no operations endpoint
 	access      ops.Access
@@ -113,6 +118,7 @@ func parseConfigEnv(args []string, lookup func(string) (string, bool), stderr io
 		"monitor-url": "MONITOR_URL", "monitor-token-file": "MONITOR_TOKEN_FILE",
 		"mapping": "PAS_MAPPING", "allow-unmapped-extras": "ALLOW_UNMAPPED_EXTRAS",
 		"rescore": "RESCORE", "decision-lead": "DECISION_LEAD", "decision-model-dir": "DECISION_MODEL_DIR",
+		"challenger-model-dir": "CHALLENGER_MODEL_DIR", "topic-shadow": "TOPIC_RISK_SHADOW",
 	}
 	brokers := fs.String("brokers", "127.0.0.1:9092", "Kafka bootstrap brokers, comma-separated")
 	redisAddrs := fs.String("redis", "127.0.0.1:6379", "Redis address; several comma-separated addresses mean a Redis Cluster")
@@ -121,10 +127,12 @@ func parseConfigEnv(args []string, lookup func(string) (string, bool), stderr io
 	fs.BoolVar(&c.rescore, "rescore", false, "score a patient's open bookings again when an outcome or cancellation changes their history (risk events with reason history_changed), so the extra reminder uses current risk")
 	fs.DurationVar(&c.decisionLead, "decision-lead", scorer.DefaultDecisionLead, "with --rescore: re-scores are as of no earlier than this before the appointment start (the decision point the decision-time model was trained at)")
 	fs.StringVar(&c.decisionModelDir, "decision-model-dir", "", "with --rescore: a decision-time model directory for the re-scores (default: --model-dir's model)")
+	fs.StringVar(&c.challengerDir, "challenger-model-dir", "", "a shadow challenger's model directory: it scores every booking the model scores, from the same features, and its risk events go to --topic-shadow, where nothing acts on them (default: no challenger); watched like --model-dir")
 	fs.StringVar(&c.group, "group", "dna-scorer", "Kafka consumer group")
 	fs.StringVar(&c.inTopic, "topic-appointments", "appointments", "input topic")
 	fs.StringVar(&c.topics.Risk, "topic-risk", "risk", "risk event topic")
 	fs.StringVar(&c.topics.DeadLetter, "topic-dlq", "appointments.dlq", "dead-letter topic")
+	fs.StringVar(&c.topics.Shadow, "topic-shadow", "risk.shadow", "with --challenger-model-dir: the challenger's risk events (nothing downstream acts on them)")
 	fs.BoolVar(&c.createTopics, "create-topics", false, "create missing topics at start (otherwise wait for them, not ready, naming them)")
 	fs.IntVar(&c.topicSpec.Partitions, "topic-partitions", 0, "partitions of a topic --create-topics makes; 0: the broker's num.partitions")
 	fs.IntVar(&c.topicSpec.Replication, "topic-replication", 0, "replication factor of a topic --create-topics makes; 0: the broker's default.replication.factor")
@@ -207,8 +215,10 @@ func parseConfigEnv(args []string, lookup func(string) (string, bool), stderr io
 		return c, fmt.Errorf("--decision-lead %s out of range 0..2160h", c.decisionLead)
 	case c.decisionModelDir != "" && !c.rescore:
 		return c, errors.New("--decision-model-dir needs --rescore (the decision-time model scores only re-scores)")
-	case c.group == "" || c.inTopic == "" || c.topics.Risk == "" || c.topics.DeadLetter == "":
+	case c.group == "" || c.inTopic == "" || c.topics.Risk == "" || c.topics.DeadLetter == "" || c.topics.Shadow == "":
 		return c, errors.New("group and topic names must not be empty")
+	case c.challengerDir != "" && c.topics.Shadow == c.topics.Risk:
+		return c, fmt.Errorf("--topic-shadow %q is the risk topic: the reminder dispatcher would act on the challenger's scores", c.topics.Shadow)
 	}
 	return c, nil
 }
@@ -228,6 +238,13 @@ func main() {
 		fmt.Fprintln(os.Stderr, "consumer: cannot load model:", err)
 		os.Exit(2)
 	}
+	var challenger *scoring.Model
+	if cfg.challengerDir != "" {
+		if challenger, err = cfg.loadModel(cfg.challengerDir); err != nil {
+			fmt.Fprintln(os.Stderr, "consumer: cannot load challenger model (--challenger-model-dir):", err)
+			os.Exit(2)
+		}
+	}
 	if cfg.cpuProfile != "" {
 		f, err := os.Create(cfg.cpuProfile)
 		if err == nil {
@@ -238,7 +255,7 @@ func main() {
 			os.Exit(2)
 		}
 	}
-	err = run(cfg, model, log)
+	err = run(cfg, model, challenger, log)
 	if cfg.cpuProfile != "" {
 		pprof.StopCPUProfile()
 	}
@@ -248,7 +265,8 @@ func main() {
 	}
 }
 
-func run(cfg config, model *scoring.Model, log *slog.Logger) error {
+// run runs the consumer with model, and challenger in the shadow if not nil.
+func run(cfg config, model, challenger *scoring.Model, log *slog.Logger) error {
 	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGTERM, syscall.SIGINT)
 	defer stop()
 
@@ -264,8 +282,7 @@ func run(cfg config, model *scoring.Model, log *slog.Logger) error {
 	defer w.Close()
 	admin := stream.NewAdmin(cfg.brokers, cfg.kafkaOpts...)
 	defer admin.Close()
-	topics := stream.NewTopicGate(admin, stream.Topics{Names: []string{cfg.inTopic, cfg.topics.Risk, cfg.topics.DeadLetter},
-		Create: cfg.createTopics, Spec: cfg.topicSpec, Log: log})
+	topics := stream.NewTopicGate(admin, stream.Topics{Names: cfg.topicNames(), Create: cfg.createTopics, Spec: cfg.topicSpec, Log: log})
 
 	// The status page asks proc for its model, so proc exists before the endpoint serves.
 	var proc *scorer.Processor
@@ -295,8 +312,15 @@ func run(cfg config, model *scoring.Model, log *slog.Logger) error {
 	if err != nil {
 		return err
 	}
+	var chal scorer.Scorer // a nil *scoring.Model in the interface would be a challenger
+	if challenger != nil {
+		chal = challenger
+		m.SetChallenger(challenger.ID())
+		log.Info("shadow challenger scoring every booking; its risk events go to the shadow topic, where nothing acts on them",
+			"challenger_model_id", challenger.ID(), "dir", cfg.challengerDir, "topic", cfg.topics.Shadow)
+	}
 	proc, err = scorer.New(scorer.Config{
-		Store: store, Output: w, Model: model, Topics: cfg.topics,
+		Store: store, Output: w, Model: model, Challenger: chal, Topics: cfg.topics,
 		Policy:   featurestore.Policy{Retention: cfg.retention},
 		MaxAhead: maxAhead, Observer: scorer.Observers(observers...), Log: log, Rescore: rescore,
 	})
@@ -311,7 +335,7 @@ func run(cfg config, model *scoring.Model, log *slog.Logger) error {
 		h := ops.Handler(ops.Config{Registry: m.Registry, Status: status, Log: log, Auth: auth, Checks: []ops.Check{
 			{Name: "topics", Func: topics.Check},
 			{Name: "kafka", Func: func(ctx context.Context) error {
-				return admin.Ping(ctx, cfg.inTopic, cfg.topics.Risk, cfg.topics.DeadLetter)
+				return admin.Ping(ctx, cfg.topicNames()...)
 			}},
 			{Name: "redis", Func: func(ctx context.Context) error { return rdb.Ping(ctx).Err() }},
 			{Name: "model", Func: func(context.Context) error {
@@ -341,6 +365,16 @@ func run(cfg config, model *scoring.Model, log *slog.Logger) error {
 		m.SetModel(next.ID())
 		m.ModelReload(true)
 	})
+	if challenger != nil {
+		go watchChallengerDir(ctx, cfg.challengerDir, cfg.modelPoll, cfg.feed, challenger, proc, log, func(next *scoring.Model, err error) {
+			if err != nil {
+				m.ChallengerReload(false)
+				return
+			}
+			m.SetChallenger(next.ID())
+			m.ChallengerReload(true)
+		})
+	}
 	// Readers start only over topics that exist (see stream.TopicGate).
 	if err := topics.Wait(ctx); err != nil {
 		if ctx.Err() != nil {
@@ -355,8 +389,18 @@ func run(cfg config, model *scoring.Model, log *slog.Logger) error {
 		return err
 	}
 	log.Info("consumer stopped cleanly", "consumed", proc.Stats.Consumed.Load(), "scored", proc.Stats.Scored.Load(),
-		"dead_lettered", proc.Stats.DeadLettered.Load(), "rescored", proc.Stats.Rescored.Load())
+		"dead_lettered", proc.Stats.DeadLettered.Load(), "rescored", proc.Stats.Rescored.Load(), "shadow", proc.Stats.Shadow.Load())
 	return nil
+}
+
+// topicNames are the topics the consumer reads and writes: the shadow topic only with a
+// challenger.
+func (c config) topicNames() []string {
+	names := []string{c.inTopic, c.topics.Risk, c.topics.DeadLetter}
+	if c.challengerDir != "" {
+		names = append(names, c.topics.Shadow)
+	}
+	return names
 }
 
 // loadModel loads the model directory dir and checks that the live feed fills every booking
@@ -417,7 +461,7 @@ func liveFeed(mappingFile string, allow []string) (scoring.LiveFeed, error) {
 }
 
 // reloadOnHUP swaps in the model directory's current contents on SIGHUP, keeping the old
-// model when the new one does not load.
+// model when the new one does not load; then the challenger's likewise, if there is one.
 func reloadOnHUP(ctx context.Context, cfg config, proc *scorer.Processor, m *metrics.Metrics, log *slog.Logger) {
 	dir := cfg.modelDir
 	hup := make(chan os.Signal, 1)
@@ -428,16 +472,28 @@ func reloadOnHUP(ctx context.Context, cfg config, proc *scorer.Processor, m *met
 		case <-ctx.Done():
 			return
 		case <-hup:
-			next, err := cfg.loadModel(dir)
-			if err != nil {
+			if next, err := cfg.loadModel(dir); err != nil {
 				log.Error("model reload refused; keeping the current model", "dir", dir, "current_model_id", proc.Model().ID(), "err", err)
 				m.ModelReload(false)
+			} else {
+				proc.SetModel(next)
+				m.SetModel(next.ID())
+				m.ModelReload(true)
+				log.Info("model reloaded", "model_id", next.ID())
+			}
+			if cfg.challengerDir == "" {
 				continue
 			}
-			proc.SetModel(next)
-			m.SetModel(next.ID())
-			m.ModelReload(true)
-			log.Info("model reloaded", "model_id", next.ID())
+			chal, err := cfg.loadModel(cfg.challengerDir)
+			if err != nil {
+				log.Error("challenger reload refused; keeping the current challenger", "dir", cfg.challengerDir, "err", err)
+				m.ChallengerReload(false)
+				continue
+			}
+			proc.SetChallenger(chal)
+			m.SetChallenger(chal.ID())
+			m.ChallengerReload(true)
+			log.Info("challenger reloaded", "challenger_model_id", chal.ID())
 		}
 	}
 }

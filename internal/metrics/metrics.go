@@ -44,6 +44,7 @@ type Metrics struct {
 	lagErrors     prometheus.Counter
 	redisDuration *prometheus.HistogramVec
 	redisErrors   *prometheus.CounterVec
+	challenger    challenger
 }
 
 // Metric names, for tests and the status page.
@@ -113,6 +114,7 @@ func New() *Metrics {
 			Buckets: short}, []string{"command"}),
 		redisErrors: prometheus.NewCounterVec(prometheus.CounterOpts{Name: RedisErrors,
 			Help: "Redis round trips that failed, by command."}, []string{"command"}),
+		challenger: newChallenger(),
 	}
 	m.Registry.MustRegister(
 		collectors.NewGoCollector(),
@@ -121,6 +123,7 @@ func New() *Metrics {
 		m.delay, m.probability, m.riskEvents, m.missing, m.modelInfo, m.modelReloads, m.lag, m.lagErrors,
 		m.redisDuration, m.redisErrors,
 	)
+	m.Registry.MustRegister(m.challenger.collectors()...)
 	return m
 }
 
@@ -153,6 +156,7 @@ func (m *Metrics) BatchDone(r *scorer.BatchReport) {
 	for feature, n := range r.Missing {
 		m.missing.WithLabelValues(feature).Add(float64(n))
 	}
+	m.challenger.batchDone(r)
 }
 
 // BatchFailed implements scorer.Observer.
