@@ -107,9 +107,12 @@ type FeatureDrift struct {
 // Challenger compares the shadow challenger with the champion on the same outcomes (the
 // 90-day window), the shape cmd/promote reads.
 type Challenger struct {
-	Model          string   `json:"model_id"`
-	Champion       string   `json:"champion_model_id"`
-	Outcomes       int      `json:"outcomes"`
+	Model    string `json:"model_id"`
+	Champion string `json:"champion_model_id"`
+	Outcomes int    `json:"outcomes"`
+	// Compared: both AUCs could be computed (a DNA and an attendance among the outcomes);
+	// the figures below are 0 until then.
+	Compared       bool     `json:"compared"`
 	AUCChampion    float64  `json:"auc_champion"`
 	AUCChallenger  float64  `json:"auc_challenger"`
 	AUCDiff        float64  `json:"auc_diff"`
@@ -146,6 +149,9 @@ type Reporter struct {
 	Holdout    float64            // the hold-out share the dispatcher uses
 	Thresholds Thresholds
 	Now        func() time.Time
+	// AsOf, when set, ends every window at this appointment date instead of the latest date
+	// with an outcome (a report as of a past date; the demo's end of bookings).
+	AsOf time.Time
 }
 
 // Report reads the windows from the store and computes every figure and alert.
@@ -158,6 +164,9 @@ func (r *Reporter) Report(ctx context.Context) (*Report, error) {
 	latest, err := r.Store.LatestDay(ctx)
 	if err != nil || latest == "" {
 		return rep, err
+	}
+	if asOf := r.AsOf.In(london).Format(time.DateOnly); !r.AsOf.IsZero() && asOf < latest {
+		latest = asOf
 	}
 	rep.LatestDay = latest
 	end, _ := time.Parse(time.DateOnly, latest)
@@ -395,7 +404,7 @@ func (r *Reporter) challenger(js []Joined, days int, end time.Time) *Challenger 
 	}
 	c := &Challenger{Model: model, Champion: r.Card.ModelID, Outcomes: len(y), WindowDays: days, ComparedAtDate: end.Format(time.DateOnly)}
 	if diff, _, ci, ok := PairedAUC(a, b, y); ok {
-		c.AUCDiff, c.AUCDiffCI = diff, ci
+		c.Compared, c.AUCDiff, c.AUCDiffCI = true, diff, ci
 		ca, _ := AUC(a, y)
 		cb, _ := AUC(b, y)
 		c.AUCChampion, c.AUCChallenger = ca.AUC, cb.AUC
@@ -444,7 +453,7 @@ func alerts(rep *Report, card Card, th Thresholds) []Alert {
 			out = append(out, Alert{Name: "DnariskModelAUCDrop", Window: w.Days, Value: w.AUC.AUC,
 				Detail: fmt.Sprintf("AUC %.3f is %.3f below the card's %.3f", w.AUC.AUC, card.AUC-w.AUC.AUC, card.AUC)})
 		}
-		if w.Days != 7 && w.Days != 30 {
+		if w.Days != 7 && w.Days != 30 && w.Days != 90 {
 			continue
 		}
 		if w.OE != nil && oeOut(w.OE, th) {

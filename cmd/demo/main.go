@@ -37,6 +37,7 @@ import (
 	"github.com/nhsx/dnarisk/internal/ops"
 	"github.com/nhsx/dnarisk/internal/pseudo"
 	"github.com/nhsx/dnarisk/producer/sim"
+	"github.com/nhsx/dnarisk/reminders/policy"
 	"github.com/nhsx/dnarisk/scorer"
 	"github.com/nhsx/dnarisk/scoring"
 	"github.com/nhsx/dnarisk/stream"
@@ -72,7 +73,9 @@ type Summary struct {
 	RemindersSent       int64            `json:"reminders_sent"`
 	RemindersCancelled  int64            `json:"reminders_cancelled"`
 	RemindersFailed     int64            `json:"reminders_failed"`
-	ElapsedS            float64          `json:"elapsed_s"`
+	// Monitoring is live model monitoring (monitoring.go), when on.
+	Monitoring
+	ElapsedS float64 `json:"elapsed_s"`
 }
 
 // options is one demo run.
@@ -82,6 +85,11 @@ type options struct {
 	modelDir  string
 	// decisionModelDir scores the re-scores; "" or missing: the main model.
 	decisionModelDir string
+	// monitor runs live monitoring (monitoring.go): a shadow challenger from
+	// challengerModelDir when it exists, the extra-reminder hold-out and the monitor. The
+	// simulated world's drift and reminder effect are set by the caller (simEffects).
+	monitor            bool
+	challengerModelDir string
 	// rate paces the simulated PAS in events per second; 0 publishes as fast as possible.
 	rate float64
 	// metricsAddr serves the operations endpoint ("" or "off": none). If it is taken, a free
@@ -113,6 +121,8 @@ func main() {
 	flag.IntVar(&o.malformed, "malformed", 3, fmt.Sprintf("malformed events to inject (0-%d)", len(badEvents)))
 	flag.StringVar(&o.modelDir, "model-dir", "models/default", "model directory")
 	flag.StringVar(&o.decisionModelDir, "decision-model-dir", "models/decision", "decision-time model for re-scores when history changes (the main model if the directory is absent)")
+	flag.BoolVar(&o.monitor, "monitor", true, "live model monitoring: a shadow challenger, a 20% hold-out from the extra reminder (whose true effect in the simulated world is 30%), one specialty's DNA rate doubled from three quarters into the booking window, and the monitor's figures in the summary")
+	flag.StringVar(&o.challengerModelDir, "challenger-model-dir", "models/challenger", "shadow challenger (with --monitor; none if the directory is absent)")
 	flag.Float64Var(&o.rate, "rate", 0, "events per second from the simulated PAS; 0 = as fast as possible")
 	flag.StringVar(&o.metricsAddr, "metrics-addr", "127.0.0.1:9464", "serve /metrics, /healthz, /readyz and /status here while the demo runs; off to disable")
 	flag.DurationVar(&hold, "hold", 0, "after the run, keep the status page and metrics up this long (Ctrl-C ends it early)")
@@ -149,6 +159,9 @@ func main() {
 			case <-time.After(hold):
 			}
 		}
+	}
+	if o.monitor {
+		o.sim = simEffects(o.sim)
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), timeout)
 	defer cancel()
@@ -204,8 +217,19 @@ func run(ctx context.Context, o options) (sum Summary, err error) {
 	if err != nil {
 		return sum, err
 	}
-	// 4. The reminder dispatcher turns risk into SMS reminders (see reminders.go).
-	if err := remind(ctx, d.brokers, d.rdb, riskMsgs, &sum, d.m, d.log); err != nil {
+	// 4. The monitor joins every outcome to the score served (see monitoring.go).
+	if d.monitoring != nil {
+		if err := d.monitoring.finish(ctx, d, pub, riskMsgs); err != nil {
+			return sum, fmt.Errorf("monitoring: %w", err)
+		}
+	}
+	// 5. The reminder dispatcher turns risk into SMS reminders (see reminders.go).
+	pol := policy.DefaultPolicy()
+	if o.monitor {
+		h := holdout()
+		pol.ExtraHoldout = &h
+	}
+	if err := remind(ctx, d.brokers, d.rdb, riskMsgs, &sum, d.m, d.log, pol); err != nil {
 		return sum, fmt.Errorf("reminders: %w", err)
 	}
 	sum.ElapsedS = round(time.Since(d.start).Seconds(), 2)
@@ -221,14 +245,17 @@ type demo struct {
 
 	model    *scoring.Model
 	decision *scoring.Model // the decision-time model for re-scores, or nil
-	brokers  []string
-	mr       *miniredis.Miniredis
-	m        *metrics.Metrics
-	rdb      redis.UniversalClient
-	admin    *stream.Admin
-	status   *ops.Status
-	reader   *kafka.Reader
-	proc     *scorer.Processor
+	// challenger scores every booking in the shadow (with options.monitor), or nil.
+	challenger *scoring.Model
+	monitoring *monitoring
+	brokers    []string
+	mr         *miniredis.Miniredis
+	m          *metrics.Metrics
+	rdb        redis.UniversalClient
+	admin      *stream.Admin
+	status     *ops.Status
+	reader     *kafka.Reader
+	proc       *scorer.Processor
 
 	stopConsumer, stopLag context.CancelFunc
 	done                  chan error // the scorer's stream.Run
@@ -259,7 +286,12 @@ func (d *demo) startServices() error {
 		}
 		d.sum.DecisionModelID = d.decision.ID()
 	}
-	cluster, err := kfake.NewCluster(kfake.NumBrokers(1), kfake.SeedTopics(4, apptTopic, riskTopic, dlqTopic))
+	if _, err := os.Stat(d.o.challengerModelDir); d.o.monitor && d.o.challengerModelDir != "" && err == nil {
+		if d.challenger, err = scoring.Load(d.o.challengerModelDir); err != nil {
+			return fmt.Errorf("challenger model: %w", err)
+		}
+	}
+	cluster, err := kfake.NewCluster(kfake.NumBrokers(1), kfake.SeedTopics(4, apptTopic, riskTopic, dlqTopic, shadowTopic))
 	if err != nil {
 		return fmt.Errorf("start in-process Kafka: %w", err)
 	}
@@ -288,8 +320,16 @@ func (d *demo) startScorer() error {
 	d.admin = stream.NewAdmin(d.brokers)
 	d.onClose(func() { d.admin.Close() })
 	d.m.SetModel(d.model.ID())
-	d.status = ops.NewStatus(ops.StatusConfig{Title: "DNA risk scorer (demo)", Metrics: d.m.Registry,
-		Model: func() *scoring.Model { return d.model }, ModelDir: d.o.modelDir, Reminders: ops.RemindersFrom(d.m.Registry)})
+	sc := ops.StatusConfig{Title: "DNA risk scorer (demo)", Metrics: d.m.Registry,
+		Model: func() *scoring.Model { return d.model }, ModelDir: d.o.modelDir, Reminders: ops.RemindersFrom(d.m.Registry)}
+	if d.o.monitor {
+		var err error
+		if d.monitoring, err = newMonitoring(d); err != nil {
+			return err
+		}
+		sc.Monitor = ops.MonitorFunc(d.monitoring.reporter.Report)
+	}
+	d.status = ops.NewStatus(sc)
 	// Re-scoring on: a no-show or cancellation re-scores the patient's open bookings as of
 	// the day before, as `cmd/consumer --rescore` does.
 	rescore := &scorer.Rescore{Open: featurestore.NewOpenBookings(d.rdb, featurestore.RedisOptions{})}
@@ -297,9 +337,13 @@ func (d *demo) startScorer() error {
 		rescore.Model = d.decision
 	}
 	var err error
-	d.proc, err = scorer.New(scorer.Config{Store: store, Output: out, Model: d.model,
-		Topics: scorer.Topics{Risk: riskTopic, DeadLetter: dlqTopic}, Observer: scorer.Observers(d.m, d.status), Log: d.log,
-		Rescore: rescore})
+	cfg := scorer.Config{Store: store, Output: out, Model: d.model,
+		Topics: scorer.Topics{Risk: riskTopic, DeadLetter: dlqTopic, Shadow: shadowTopic}, Observer: scorer.Observers(d.m, d.status), Log: d.log,
+		Rescore: rescore}
+	if d.challenger != nil {
+		cfg.Challenger = d.challenger
+	}
+	d.proc, err = scorer.New(cfg)
 	return err
 }
 
@@ -338,6 +382,9 @@ func (d *demo) runScorer(ctx context.Context) {
 	go d.m.PollLag(lagCtx, d.admin, "dna-scorer", apptTopic, time.Second, d.log)
 	d.done = make(chan error, 1)
 	go func() { d.done <- stream.Run(consumeCtx, d.reader, d.proc, stream.Batching{}, d.log) }()
+	if d.monitoring != nil {
+		d.monitoring.run(ctx, d)
+	}
 }
 
 func (d *demo) stopScorer() {
@@ -347,11 +394,12 @@ func (d *demo) stopScorer() {
 
 // published is what the simulated PAS published, kept to check the outputs against.
 type published struct {
-	total        int64              // events, malformed ones included
-	truth        map[string]float64 // appointment/version -> true P(DNA)
-	outcome      map[string]float64 // appointment -> 1 DNA, 0 attended
-	finalVersion map[string]int     // appointment -> version that reached an outcome
-	booked       map[string]bool    // appointment/version of every valid booking
+	total        int64                // events, malformed ones included
+	truth        map[string]float64   // appointment/version -> true P(DNA)
+	truths       map[string]sim.Truth // appointment/version -> the simulator's whole truth
+	outcome      map[string]float64   // appointment -> 1 DNA, 0 attended
+	finalVersion map[string]int       // appointment -> version that reached an outcome
+	booked       map[string]bool      // appointment/version of every valid booking
 }
 
 // publish runs the PAS simulator into the appointments topic (paced by --rate), then the
@@ -362,7 +410,7 @@ func (d *demo) publish(ctx context.Context) (*published, error) {
 	if err != nil {
 		return nil, err
 	}
-	pub := &published{truth: map[string]float64{}, outcome: map[string]float64{}, finalVersion: map[string]int{}, booked: map[string]bool{}}
+	pub := &published{truth: map[string]float64{}, truths: map[string]sim.Truth{}, outcome: map[string]float64{}, finalVersion: map[string]int{}, booked: map[string]bool{}}
 	w := d.newPacedWriter()
 	defer w.Close()
 	sum := d.sum
@@ -399,6 +447,7 @@ func (pub *published) note(ev *events.Appointment, tr *sim.Truth, sum *Summary) 
 		pub.booked[key(ev.AppointmentID, ev.Version)] = true
 		if tr != nil {
 			pub.truth[key(ev.AppointmentID, ev.Version)] = tr.PDNA
+			pub.truths[key(ev.AppointmentID, ev.Version)] = *tr
 		}
 	case events.Attended, events.DidNotAttend:
 		sum.OutcomesProduced++

@@ -125,7 +125,8 @@ func TestStatusPageInBrowserMatchesMetrics(t *testing.T) {
 	var held bool
 	var logs syncBuffer
 	_, err := run(ctx, options{
-		sim: sim.Config{Seed: 11, Patients: 300, Days: 30}, malformed: len(badEvents), modelDir: "../../models/default",
+		sim: simEffects(sim.Config{Seed: 11, Patients: 300, Days: 30}), malformed: len(badEvents), modelDir: "../../models/default",
+		monitor: true, challengerModelDir: "../../models/challenger",
 		rate: 1500, metricsAddr: addr, logs: &logs,
 		hold: func(ctx context.Context, opsURL string) {
 			held = true
@@ -215,6 +216,19 @@ func checkPageMatchesMetrics(t *testing.T, bctx context.Context, base string) {
 	}
 	if e := value(fams, "dnarisk_consumer_lag_errors_total"); e > 0 || fams["dnarisk_consumer_lag_messages"] == nil {
 		t.Errorf("consumer lag not measured (%d failed measurements)", e)
+	}
+	// The live performance panel shows the monitor's report, as its gauges do.
+	outcomes90 := value(fams, "dnarisk_monitor_outcomes", "window", "90d")
+	if outcomes90 == 0 || got["live-outcomes-90"] != strconv.FormatInt(outcomes90, 10) {
+		t.Errorf("live panel shows %q outcomes over 90 days, /metrics says %d", got["live-outcomes-90"], outcomes90)
+	}
+	for _, m := range fams["dnarisk_monitor_auc"].GetMetric() {
+		if w := m.GetLabel()[0].GetValue(); w == "90d" && !strings.HasPrefix(got["live-auc-90"], fmt.Sprintf("%.3f", m.GetGauge().GetValue())) {
+			t.Errorf("live panel shows AUC %q over 90 days, /metrics says %v", got["live-auc-90"], m.GetGauge().GetValue())
+		}
+	}
+	if got["live-challenger"] == "" {
+		t.Errorf("live panel shows no challenger: %v", got)
 	}
 	var modelID string
 	for _, m := range fams["dnarisk_model_info"].GetMetric() {

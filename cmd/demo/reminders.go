@@ -44,12 +44,12 @@ const (
 //
 // The dispatcher's counts go to m (so the status page shows today's reminders) and its logs,
 // with the Notify client's, to log.
-func remind(ctx context.Context, brokers []string, rdb redis.UniversalClient, riskMsgs []kafka.Message, sum *Summary, m *metrics.Metrics, log *slog.Logger) error {
+func remind(ctx context.Context, brokers []string, rdb redis.UniversalClient, riskMsgs []kafka.Message, sum *Summary, m *metrics.Metrics, log *slog.Logger, pol policy.Policy) error {
 	in, err := readOutputs(ctx, brokers, riskMsgs)
 	if err != nil {
 		return err
 	}
-	rd, err := newReminding(ctx, brokers, rdb, in, log)
+	rd, err := newReminding(ctx, brokers, rdb, in, log, pol)
 	if err != nil {
 		return err
 	}
@@ -118,6 +118,7 @@ func readOutputs(ctx context.Context, brokers []string, riskMsgs []kafka.Message
 // reminding is the dispatcher with its contacts, the Notify stub it sends to and its clock.
 type reminding struct {
 	d       *reminders.Dispatcher
+	holdout *policy.Holdout // withholds extra reminders; nil: none
 	stub    *notifystub.Stub
 	clock   *clock.Manual
 	closers []func()
@@ -131,7 +132,7 @@ func (rd *reminding) close() {
 
 // newReminding stores every patient's contact, serves the Notify stub and builds the
 // dispatcher on a manual clock set to the first event.
-func newReminding(ctx context.Context, brokers []string, rdb redis.UniversalClient, in *outputs, log *slog.Logger) (rd *reminding, err error) {
+func newReminding(ctx context.Context, brokers []string, rdb redis.UniversalClient, in *outputs, log *slog.Logger, pol policy.Policy) (rd *reminding, err error) {
 	rd = &reminding{}
 	defer func() {
 		if err != nil {
@@ -170,9 +171,10 @@ func newReminding(ctx context.Context, brokers []string, rdb redis.UniversalClie
 	secret := make([]byte, 32)
 	_, _ = rand.Read(secret)
 	rd.clock = clock.NewManual(in.first)
+	rd.holdout = pol.ExtraHoldout
 	rd.d, err = reminders.New(reminders.Config{
 		Redis: rdb, Notifier: client, Contacts: store, Failed: failed,
-		Policy:    policy.DefaultPolicy(),
+		Policy:    pol,
 		Templates: reminders.Templates{Standard: stdTemplate, Extra: extraTemplate},
 		Topics:    reminders.Topics{Appointments: apptTopic, Risk: riskTopic, Failed: failedTopic},
 		Secret:    secret, Clock: rd.clock, Workers: 8, Log: log,
@@ -232,7 +234,7 @@ func (rd *reminding) sendAll(ctx context.Context) error {
 // check compares what was sent with what was booked, cancelled and scored, and with what
 // the Notify stub received.
 func (rd *reminding) check(ctx context.Context, rdb redis.UniversalClient, in *outputs, sum *Summary) error {
-	var extra, extraWrong, toCancelled int
+	var extra, extraWrong, toCancelled, extraHeldOut int
 	iter := rdb.Scan(ctx, 0, "dna:{*}:rem:*", 1000).Iterator()
 	for iter.Next(ctx) {
 		h, err := rdb.HGetAll(ctx, iter.Val()).Result()
@@ -250,6 +252,9 @@ func (rd *reminding) check(ctx context.Context, rdb redis.UniversalClient, in *o
 			extra++
 			if b := in.bands[key(h["appt"], v)]; b != "high" && b != "very_high" {
 				extraWrong++
+			}
+			if rd.holdout.HeldOut(h["appt"]) {
+				extraHeldOut++
 			}
 		}
 	}
@@ -271,6 +276,8 @@ func (rd *reminding) check(ctx context.Context, rdb redis.UniversalClient, in *o
 		return fmt.Errorf("%d reminders were sent for cancelled appointments", toCancelled)
 	case extraWrong > 0:
 		return fmt.Errorf("%d extra reminders went to appointments not in a high band", extraWrong)
+	case extraHeldOut > 0:
+		return fmt.Errorf("%d extra reminders went to appointments held out from them", extraHeldOut)
 	case int64(len(messages)) != sum.RemindersSent || len(refs) != len(messages):
 		return fmt.Errorf("the Notify stub got %d messages with %d references for %d reminders sent", len(messages), len(refs), sum.RemindersSent)
 	case sum.RemindersSent == 0 || extra == 0:

@@ -175,7 +175,7 @@ func (c *monitorCollector) Collect(ch chan<- prometheus.Metric) {
 			}
 		}
 	}
-	if ch2 := rep.Challenger; ch2 != nil && ch2.Outcomes > 0 {
+	if ch2 := rep.Challenger; ch2 != nil && ch2.Compared {
 		g(MonitorChallenger, ch2.AUCDiff, ch2.Model)
 		g(MonitorChallengerLow, ch2.AUCDiffCI[0], ch2.Model)
 		g(MonitorChallengerHi, ch2.AUCDiffCI[1], ch2.Model)

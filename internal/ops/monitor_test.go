@@ -27,7 +27,7 @@ func TestStatusPageShowsLivePerformance(t *testing.T) {
 		{Days: 7, Outcomes: 420, AUC: &monitor.AUCResult{AUC: 0.712, CI: monitor.Interval{0.65, 0.77}},
 			OE: &monitor.OE{Ratio: 1.42, CI: monitor.Interval{1.3, 1.6}}, PSIScore: &psi},
 		{Days: 30, Outcomes: 1800}, {Days: 90, Outcomes: 5000}},
-		Challenger: &monitor.Challenger{Model: "dna-gbm-challenger", AUCDiff: -0.021, AUCDiffCI: monitor.Interval{-0.04, -0.002}, Outcomes: 5000},
+		Challenger: &monitor.Challenger{Model: "dna-gbm-challenger", Compared: true, AUCDiff: -0.021, AUCDiffCI: monitor.Interval{-0.04, -0.002}, Outcomes: 5000},
 		Reminder:   &monitor.ReminderEffect{Effect: monitor.Effect{HeldOut: 100, Relative: 0.28, RelativeCI: monitor.Interval{0.1, 0.42}}, AssumedEfficacy: 0.3},
 		Alerts:     []monitor.Alert{{Name: "DnariskModelCalibration", Window: 7, Detail: "O/E 1.42 (95% CI 1.30–1.60) is outside 0.80–1.25"}}}
 	mon := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
