@@ -65,8 +65,29 @@ func outcomeMsg(patient, appt string, version int, dna bool, at time.Time) kafka
 }
 
 func TestJoinIsIdempotentInEitherOrder(t *testing.T) {
+	testJoin(t, newTestStore(t))
+}
+
+// The same on a Redis Cluster: appointment hashes and day hashes live in different slots.
+func TestJoinOnRedisCluster(t *testing.T) {
+	rdb := redis.NewClusterClient(&redis.ClusterOptions{Addrs: testenv.RedisCluster(t)})
+	t.Cleanup(func() { rdb.Close() })
+	prefix := fmt.Sprintf("dnamontest:cluster:%d:", time.Now().UnixNano())
+	t.Cleanup(func() {
+		ctx := context.Background()
+		_ = rdb.ForEachMaster(ctx, func(ctx context.Context, c *redis.Client) error {
+			iter := c.Scan(ctx, 0, prefix+"*", 1000).Iterator()
+			for iter.Next(ctx) {
+				c.Del(ctx, iter.Val())
+			}
+			return nil
+		})
+	})
+	testJoin(t, NewStore(rdb, prefix))
+}
+
+func testJoin(t *testing.T, st *Store) {
 	ctx := context.Background()
-	st := newTestStore(t)
 	key := []byte("0123456789abcdef-holdout")
 	m, err := New(Config{Store: st, Model: "champ", Features: []string{"age_band", "specialty", "lead_time_days"},
 		Holdout: &policy.Holdout{Share: 0.2, Key: key}})
