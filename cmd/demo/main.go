@@ -127,7 +127,7 @@ func main() {
 	flag.StringVar(&o.metricsAddr, "metrics-addr", "127.0.0.1:9464", "serve /metrics, /healthz, /readyz and /status here while the demo runs; off to disable")
 	flag.DurationVar(&hold, "hold", 0, "after the run, keep the status page and metrics up this long (Ctrl-C ends it early)")
 	flag.StringVar(&logFile, "log-file", "", "write the scorer's JSON logs to this file")
-	flag.DurationVar(&timeout, "timeout", 50*time.Second, "give up after this long (the hold not included)")
+	flag.DurationVar(&timeout, "timeout", 2*time.Minute, "give up after this long (the hold not included)")
 	flag.Parse()
 	switch {
 	case o.malformed < 0 || o.malformed > len(badEvents):
