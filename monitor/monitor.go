@@ -140,7 +140,8 @@ type Joined struct {
 	ChallengerModel string   `json:"cm,omitempty"`
 	// Arm is policy.Arm of the appointment under the hold-out key, when one is set.
 	Arm *float64 `json:"a,omitempty"`
-	// Groups are the subgroups the card reports on: age band, deprivation decile, specialty.
+	// Groups are the subgroups the card reports on: age band, deprivation decile, specialty,
+	// from the model inputs at booking ("unknown" when the score at booking was not seen).
 	Groups [3]string `json:"g"`
 }
 
@@ -229,10 +230,11 @@ func (m *Monitor) side(msg *kafka.Message) (sd []side, patient, appt, kind strin
 			v, _ := json.Marshal(rec)
 			return []side{{key: key, field: "s", value: v, version: r.Version}}, r.Patient, r.AppointmentID, "s", nil
 		}
-		rec.Features = r.Features
 		v, _ := json.Marshal(rec)
 		sd = []side{{key: key, field: "c", value: v, version: r.Version}}
-		if r.Reason == "" { // the score made at booking
+		if r.Reason == "" { // the score made at booking keeps the model inputs, for drift and subgroups
+			rec.Features = r.Features
+			v, _ := json.Marshal(rec)
 			sd = append(sd, side{key: key, field: "b", value: v, version: r.Version})
 		}
 		return sd, r.Patient, r.AppointmentID, "c", nil
@@ -249,12 +251,19 @@ func (m *Monitor) filings(champ *champion, key, patient, appt string, h map[stri
 	}
 	day := c.Start.In(london).Format(time.DateOnly)
 	member := memberOf(patient, appt)
+	// Drift is measured on the scores and inputs at booking (what the training reference
+	// describes), not on re-scores, which a decision-time model may have made.
+	var b scoreRec
+	atBooking := h["b"] != "" && decode([]byte(h["b"]), &b) == nil && b.Version == c.Version
 	sc := Scored{P: c.P, Model: c.Model}
-	if c.Model == champ.model && len(champ.features) > 0 {
-		sc.X = make([]*float64, len(champ.features))
-		for i, name := range champ.features {
-			if v, ok := c.Features[name]; ok {
-				sc.X[i] = &v
+	if atBooking {
+		sc = Scored{P: b.P, Model: b.Model}
+		if b.Model == champ.model && len(champ.features) > 0 {
+			sc.X = make([]*float64, len(champ.features))
+			for i, name := range champ.features {
+				if v, ok := b.Features[name]; ok {
+					sc.X[i] = &v
+				}
 			}
 		}
 	}
@@ -265,11 +274,11 @@ func (m *Monitor) filings(champ *champion, key, patient, appt string, h map[stri
 	if h["o"] == "" || decode([]byte(h["o"]), &o) != nil {
 		return out
 	}
-	j := Joined{DNA: o.DNA, P: c.P, Band: c.Band, Model: c.Model, Groups: groups(c.Features)}
-	var b, s scoreRec
-	if h["b"] != "" && decode([]byte(h["b"]), &b) == nil && b.Version == c.Version {
-		j.PBooking = &b.P
+	j := Joined{DNA: o.DNA, P: c.P, Band: c.Band, Model: c.Model, Groups: groups(nil)}
+	if atBooking {
+		j.PBooking, j.Groups = &b.P, groups(b.Features)
 	}
+	var s scoreRec
 	if h["s"] != "" && decode([]byte(h["s"]), &s) == nil {
 		j.Challenger, j.ChallengerModel = &s.P, s.Model
 	}

@@ -387,8 +387,10 @@ func (r *Reporter) challenger(js []Joined, days int, end time.Time) *Challenger 
 	var a, b []float64
 	var y []bool
 	model := ""
+	// The champion side is what was served: the model's scores, or a decision-time model's
+	// re-scores (the challenger re-scores with itself), on the same outcomes.
 	for _, j := range js {
-		if j.Challenger == nil || j.Model != r.Card.ModelID {
+		if j.Challenger == nil {
 			continue
 		}
 		if model == "" {
