@@ -33,7 +33,7 @@ TEST_ENV := KAFKA_BROKERS=127.0.0.1:$(KAFKA_PORT) \
 GO_TEST_FLAGS ?= -race -count=1 -timeout 30m
 PKGS ?= ./...
 
-.PHONY: lint test services-up services-down services-status python peer-venv compose-check browser alerts kcat build demo fmt vet model evaluate bench
+.PHONY: lint test services-up services-down services-status python peer-venv jvm-peer compose-check browser alerts kcat build demo fmt vet model evaluate bench
 
 # One recipe, so the trap can stop the services whatever happens in between;
 # the EXIT trap keeps the status of the command that failed. Stale services
@@ -44,14 +44,16 @@ test:
 	trap 'exit 130' INT; trap 'exit 143' TERM
 	scripts/kafka.sh start & kafka=$$!
 	{ $(MAKE) --no-print-directory python && $(MAKE) --no-print-directory peer-venv; } & python=$$!
+	$(MAKE) --no-print-directory jvm-peer & jvm=$$!
 	scripts/redis.sh start
 	$(MAKE) --no-print-directory compose-check
 	$(MAKE) --no-print-directory browser
 	$(MAKE) --no-print-directory alerts
 	$(MAKE) --no-print-directory kcat
-	wait $$kafka; wait $$python
+	wait $$kafka; wait $$python; wait $$jvm
 	export $(TEST_ENV)
 	$(MAKE) --no-print-directory lint
+	# (bench/jvm's Go test runs the Kafka Streams peer built above against the Go scorer: parity.)
 	go test $(GO_TEST_FLAGS) $(PKGS)
 	# The benchmark's Python peer must compute what the Go scorer computes (bench/peer).
 	.venv-peer/bin/python -m pytest -q -p no:cacheprovider bench/peer
@@ -78,9 +80,17 @@ services-status:
 peer-venv:
 	@VENV=$(CURDIR)/.venv-peer REQUIREMENTS=bench/peer/requirements.txt scripts/python.sh >/dev/null
 
-# `make bench`: per-stage Go benchmarks, then the end-to-end run of the Go consumer and the
-# Python peer against real Kafka and Redis (cmd/bench); writes out/bench.json. BENCH_FLAGS
-# passes flags to cmd/bench (e.g. BENCH_FLAGS="--runs 1 --skip-peer").
+# The Kafka Streams peer (bench/jvm): Maven builds bench/jvm/target/jvm-peer.jar and runs its
+# JUnit tests; dependencies come from Maven Central once, then from ~/.m2. It needs the JDK and
+# Maven that scripts/kafka.sh needs already.
+jvm-peer:
+	@command -v mvn >/dev/null || { echo "make: mvn not found (Debian: apt-get install maven)" >&2; exit 1; }
+	cd bench/jvm && mvn -q -B package
+
+# `make bench`: per-stage Go benchmarks, then the end-to-end run of the Go consumer, the
+# Python peer and the Kafka Streams peer (bench/jvm, built first) against real Kafka and Redis
+# (cmd/bench); writes out/bench.json. BENCH_FLAGS passes flags to cmd/bench (e.g.
+# BENCH_FLAGS="--runs 1 --skip-peer --skip-jvm").
 BENCH_FLAGS ?=
 bench:
 	@scripts/kafka.sh stop; scripts/redis.sh stop
@@ -88,8 +98,9 @@ bench:
 	trap 'exit 130' INT; trap 'exit 143' TERM
 	scripts/kafka.sh start & kafka=$$!
 	$(MAKE) --no-print-directory peer-venv & python=$$!
+	$(MAKE) --no-print-directory jvm-peer & jvm=$$!
 	scripts/redis.sh start
-	wait $$kafka; wait $$python
+	wait $$kafka; wait $$python; wait $$jvm
 	export $(TEST_ENV)
 	mkdir -p out
 	go test -run XXX -bench . -benchmem -count 5 ./events/ ./featurestore/ ./stream/ | tee out/bench-stages.txt
