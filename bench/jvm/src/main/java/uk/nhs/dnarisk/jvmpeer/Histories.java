@@ -3,6 +3,7 @@ package uk.nhs.dnarisk.jvmpeer;
 import java.nio.charset.StandardCharsets;
 import java.util.ArrayList;
 import java.util.HashMap;
+import java.util.IdentityHashMap;
 import java.util.List;
 import java.util.Map;
 import redis.clients.jedis.Jedis;
@@ -12,9 +13,12 @@ import redis.clients.jedis.Pipeline;
  * The patient histories of one stream thread, in Redis as featurestore.RedisStore keeps them: one
  * hash per patient, {@code <prefix>{<pseudonym>}:history}, fields rev and facts (History's codec).
  *
- * <p>A history changed by this thread is kept in memory (the write-behind map) until {@link #save}
- * writes every changed history back in one pipeline; until then reads of that patient are served from
- * memory, so later events see earlier ones. {@link #save} runs only from the producer's flush, which
+ * <p>A history changed by a task is kept in that task's write-behind map (a patient's events all
+ * go to one partition, so to one task) until {@link #save} writes every changed history of the thread
+ * back in one pipeline; until then reads of that patient are served from the map, so later events see
+ * earlier ones. A task that closes drops its map: after a clean close (revocation, shutdown) Streams
+ * has committed, so it is empty; after a dirty one (the task was lost to another member) its changes
+ * were never committed and must not be saved, since the new owner consumes those events again. {@link #save} runs only from the producer's flush, which
  * Kafka Streams calls when it commits, after the risk events are acknowledged and before it commits
  * the offsets (see {@link FlushHookProducer}): so, like cmd/consumer, publish, then save, then commit.
  */
@@ -25,7 +29,7 @@ final class Histories {
   private final Jedis jedis;
   private final String prefix;
   private final long ttlMs;
-  private final Map<String, History> dirty = new HashMap<>();
+  private final Map<Map<String, History>, Boolean> taskMaps = new IdentityHashMap<>();
   long loads, saves;
 
   private Histories(Jedis jedis, String prefix, long ttlMs) {
@@ -54,8 +58,23 @@ final class Histories {
     return prefix + "{" + patient + "}:history";
   }
 
-  /** The patient's history: the changed one in memory, else Redis's (empty if none). */
-  History get(String patient) throws History.Corrupt {
+  /** A new task's write-behind map (patient → changed history), saved by {@link #save}. */
+  Map<String, History> openTask() {
+    Map<String, History> m = new HashMap<>();
+    taskMaps.put(m, Boolean.TRUE);
+    return m;
+  }
+
+  /** Forgets a closing task's map; returns how many unsaved histories it dropped. */
+  int closeTask(Map<String, History> m) {
+    taskMaps.remove(m);
+    int n = m.size();
+    m.clear();
+    return n;
+  }
+
+  /** The patient's history: the task's changed one, else Redis's (empty if none). */
+  History get(Map<String, History> dirty, String patient) throws History.Corrupt {
     History h = dirty.get(patient);
     if (h != null) {
       return h;
@@ -77,20 +96,20 @@ final class Histories {
     return new History(rev, new ArrayList<>(History.decode(vals.get(1))));
   }
 
-  void changed(String patient, History h) {
-    dirty.put(patient, h);
-  }
-
   /**
    * Writes every changed history with rev+1, one pipeline. A plain HSET, not featurestore's
    * compare-and-set (README.md: deliberate simplifications).
    */
   void save() {
-    if (dirty.isEmpty()) {
+    int n = 0;
+    for (Map<String, History> m : taskMaps.keySet()) {
+      n += m.size();
+    }
+    if (n == 0) {
       return;
     }
     Pipeline p = jedis.pipelined();
-    for (Map.Entry<String, History> e : dirty.entrySet()) {
+    for (Map.Entry<String, History> e : taskMaps.keySet().stream().flatMap(m -> m.entrySet().stream()).toList()) {
       byte[] key = bytes(key(e.getKey()));
       History h = e.getValue();
       Map<byte[], byte[]> fields = new HashMap<>();
@@ -100,8 +119,8 @@ final class Histories {
       p.pexpire(key, ttlMs);
     }
     p.sync();
-    saves += dirty.size();
-    dirty.clear(); // the next read of these patients goes to Redis again
+    saves += n;
+    taskMaps.keySet().forEach(Map::clear); // the next read of these patients goes to Redis again
   }
 
   private static byte[] bytes(String s) {

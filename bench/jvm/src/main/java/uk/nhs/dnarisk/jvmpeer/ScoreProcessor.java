@@ -34,6 +34,7 @@ final class ScoreProcessor implements Processor<byte[], byte[], byte[], byte[]> 
   private final History.Policy policy;
   private ProcessorContext<byte[], byte[]> ctx;
   private Histories histories;
+  private Map<String, History> dirty; // this task's changed histories, until the next commit saves them
 
   ScoreProcessor(Config config, Model model) {
     this.config = config;
@@ -45,6 +46,15 @@ final class ScoreProcessor implements Processor<byte[], byte[], byte[], byte[]> 
   public void init(ProcessorContext<byte[], byte[]> context) {
     ctx = context;
     histories = Histories.forThisThread(config);
+    dirty = histories.openTask();
+  }
+
+  @Override
+  public void close() {
+    int dropped = histories.closeTask(dirty);
+    if (dropped > 0) {
+      System.err.printf("task closed without a commit: %d unsaved histories dropped (their events will be consumed again)%n", dropped);
+    }
   }
 
   @Override
@@ -64,7 +74,7 @@ final class ScoreProcessor implements Processor<byte[], byte[], byte[], byte[]> 
       return;
     }
     try {
-      History h = histories.get(ev.patient);
+      History h = histories.get(dirty, ev.patient);
       if (ev.isBooking()) {
         if (h.cancelled(ev.appointmentId) || h.latestVersion(ev.appointmentId) > ev.version) {
           SKIPPED.incrementAndGet();
@@ -75,7 +85,7 @@ final class ScoreProcessor implements Processor<byte[], byte[], byte[], byte[]> 
       }
       if (h.apply(History.factOf(ev), policy)) {
         APPLIED.incrementAndGet();
-        histories.changed(ev.patient, h);
+        dirty.put(ev.patient, h);
       }
     } catch (History.Corrupt | LGBMException e) {
       throw new IllegalStateException(e.getMessage(), e); // fails the task: nothing more is committed
