@@ -1,6 +1,7 @@
 # `make test` is the whole check, on a fresh machine too: it installs and
 # starts real Kafka (KRaft, from Maven Central's jars) and Redis (standalone
-# and a 3-node cluster, from Debian's packages), builds the Python venv,
+# and a 3-node cluster, from Debian's packages), builds the Python venv and the
+# Kafka Streams peer (bench/jvm, Maven Central's jars),
 # validates docker-compose.yml and builds what the Dockerfile builds, installs
 # Debian's chromium for the status-page browser test and Debian's prometheus
 # for promtool (alert rule tests), runs every Go test with
