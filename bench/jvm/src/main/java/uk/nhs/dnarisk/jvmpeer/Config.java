@@ -13,6 +13,7 @@ final class Config {
   int threads = 1;
   long commitIntervalMs = 100;
   long lingerMs = 5;
+  long sessionTimeoutMs = 0; // 0: the Kafka consumer's default
   int historyRetentionDays = 3 * 365;
   int maxFacts = 1000;
 
@@ -48,6 +49,7 @@ final class Config {
         case "--threads" -> c.threads = Integer.parseInt(v);
         case "--commit-interval-ms" -> c.commitIntervalMs = Long.parseLong(v);
         case "--linger-ms" -> c.lingerMs = Long.parseLong(v);
+        case "--session-timeout-ms" -> c.sessionTimeoutMs = Long.parseLong(v);
         case "--history-retention-days" -> c.historyRetentionDays = Integer.parseInt(v);
         case "--max-facts" -> c.maxFacts = Integer.parseInt(v);
         default -> throw new IllegalArgumentException("unknown flag " + flag + "\n" + USAGE);
@@ -71,6 +73,8 @@ final class Config {
         --threads N                   num.stream.threads (1)
         --commit-interval-ms MS       commit.interval.ms: histories are saved and offsets committed this often (100)
         --linger-ms MS                the producer's linger.ms (5)
+        --session-timeout-ms MS       the consumer's session.timeout.ms (0: Kafka's default, 45 s): how soon
+                                      a member that died without leaving loses its partitions
         --history-retention-days D    facts older than this are dropped (1095)
         --max-facts N                 facts kept per patient (1000)
       It runs until SIGTERM/SIGINT, then closes cleanly (a last commit) and prints one JSON line of counts.""";

@@ -44,10 +44,9 @@ public final class Main {
     Model model = new Model(c.modelDir);
     KafkaStreams streams = new KafkaStreams(topology(c, model), properties(c, stateDir), new Clients());
     CountDownLatch stopped = new CountDownLatch(1);
-    int[] exit = {0};
     streams.setUncaughtExceptionHandler(e -> {
       System.err.println("jvm-peer: stream thread failed: " + e);
-      exit[0] = 1;
+      exitCode = 1;
       return StreamsUncaughtExceptionHandler.StreamThreadExceptionResponse.SHUTDOWN_CLIENT;
     });
     streams.setStateListener((now, before) -> {
@@ -56,14 +55,18 @@ public final class Main {
         stopped.countDown();
       }
     });
-    // SIGTERM/SIGINT: stop, and keep the JVM up until the close below has committed.
+    // SIGTERM/SIGINT: stop, keep the JVM up until the close below has committed and the counts are
+    // printed, then exit with main's status (both threads halt with it, whichever is first).
     Runtime.getRuntime().addShutdownHook(new Thread(() -> {
       stopped.countDown();
       try {
-        done.await(60, java.util.concurrent.TimeUnit.SECONDS);
+        if (!done.await(60, java.util.concurrent.TimeUnit.SECONDS)) {
+          exitCode = 1;
+        }
       } catch (InterruptedException ignored) {
         Thread.currentThread().interrupt();
       }
+      Runtime.getRuntime().halt(exitCode);
     }));
     long t0 = System.nanoTime();
     streams.start();
@@ -71,7 +74,7 @@ public final class Main {
     // A clean close commits: the last risk events are flushed, the histories saved, the offsets committed.
     boolean closed = streams.close(Duration.ofSeconds(30));
     if (streams.state() == KafkaStreams.State.ERROR || !closed) {
-      exit[0] = 1;
+      exitCode = 1;
     }
     model.close();
     deleteTree(stateDir);
@@ -81,11 +84,11 @@ public final class Main {
         ScoreProcessor.DEAD_LETTERED.get(), ScoreProcessor.APPLIED.get(), (System.nanoTime() - t0) / 1e9);
     System.out.flush();
     done.countDown();
-    Runtime.getRuntime().halt(exit[0]); // System.exit would wait for the shutdown hook, which waits for us
-
+    Runtime.getRuntime().halt(exitCode); // System.exit would wait for the shutdown hook, which waits for us
   }
 
   private static final CountDownLatch done = new CountDownLatch(1);
+  private static volatile int exitCode;
 
   static Topology topology(Config c, Model model) {
     Topology t = new Topology();
@@ -107,6 +110,9 @@ public final class Main {
     p.put(StreamsConfig.consumerPrefix(ConsumerConfig.AUTO_OFFSET_RESET_CONFIG), "earliest");
     p.put(StreamsConfig.producerPrefix(ProducerConfig.LINGER_MS_CONFIG), c.lingerMs);
     p.put(StreamsConfig.producerPrefix(ProducerConfig.ACKS_CONFIG), "all");
+    if (c.sessionTimeoutMs > 0) {
+      p.put(StreamsConfig.consumerPrefix(ConsumerConfig.SESSION_TIMEOUT_MS_CONFIG), (int) c.sessionTimeoutMs);
+    }
     return p;
   }
 
