@@ -45,15 +45,17 @@ test:
 	trap 'exit 130' INT; trap 'exit 143' TERM
 	scripts/kafka.sh start & kafka=$$!
 	{ $(MAKE) --no-print-directory python && $(MAKE) --no-print-directory peer-venv; } & python=$$!
-	$(MAKE) --no-print-directory jvm-peer & jvm=$$!
 	scripts/redis.sh start
 	$(MAKE) --no-print-directory compose-check
 	$(MAKE) --no-print-directory browser
 	$(MAKE) --no-print-directory alerts
 	$(MAKE) --no-print-directory kcat
-	wait $$kafka; wait $$python; wait $$jvm
+	wait $$kafka; wait $$python
+	# The Kafka Streams peer, beside lint; after Kafka's start, whose mvn shares ~/.m2.
+	$(MAKE) --no-print-directory jvm-peer & jvm=$$!
 	export $(TEST_ENV)
 	$(MAKE) --no-print-directory lint
+	wait $$jvm
 	# (bench/jvm's Go test runs the Kafka Streams peer built above against the Go scorer: parity.)
 	go test $(GO_TEST_FLAGS) $(PKGS)
 	# The benchmark's Python peer must compute what the Go scorer computes (bench/peer).
@@ -99,9 +101,11 @@ bench:
 	trap 'exit 130' INT; trap 'exit 143' TERM
 	scripts/kafka.sh start & kafka=$$!
 	$(MAKE) --no-print-directory peer-venv & python=$$!
-	$(MAKE) --no-print-directory jvm-peer & jvm=$$!
 	scripts/redis.sh start
-	wait $$kafka; wait $$python; wait $$jvm
+	wait $$kafka
+	# After Kafka's start, whose mvn shares ~/.m2.
+	$(MAKE) --no-print-directory jvm-peer
+	wait $$python
 	export $(TEST_ENV)
 	mkdir -p out
 	go test -run XXX -bench . -benchmem -count 5 ./events/ ./featurestore/ ./stream/ | tee out/bench-stages.txt
