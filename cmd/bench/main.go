@@ -220,6 +220,9 @@ func run(ctx context.Context, c config, log *slog.Logger) error {
 		Command: "make bench",
 		When:    time.Now().UTC(),
 	}
+	if !c.skipJVM {
+		rep.Machine["java"] = javaVersion(c.jvmCmd)
+	}
 	var goRisk map[string]float64
 	rep.Go, goRisk, err = measure(ctx, c, log, rdb, w, goConsumer(c, bin), inTopic, len(w.input))
 	if err != nil {
@@ -826,6 +829,16 @@ func cpuSeconds(pid int) float64 {
 	utime, _ := strconv.ParseFloat(f[11], 64)
 	stime, _ := strconv.ParseFloat(f[12], 64)
 	return (utime + stime) / 100
+}
+
+// javaVersion is the first line `java -version` prints for the JVM peer's command.
+func javaVersion(jvmCmd string) string {
+	out, err := exec.Command(strings.Fields(jvmCmd)[0], "-version").CombinedOutput()
+	if err != nil {
+		return "unknown: " + err.Error()
+	}
+	line, _, _ := strings.Cut(strings.TrimSpace(string(out)), "\n")
+	return line
 }
 
 func machine() map[string]any {
