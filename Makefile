@@ -1,6 +1,7 @@
 # `make test` is the whole check, on a fresh machine too: it installs and
 # starts real Kafka (KRaft, from Maven Central's jars) and Redis (standalone
-# and a 3-node cluster, from Debian's packages), builds the Python venv,
+# and a 3-node cluster, from Debian's packages), builds the Python venv and the
+# Kafka Streams peer (bench/jvm, Maven Central's jars),
 # validates docker-compose.yml and builds what the Dockerfile builds, installs
 # Debian's chromium for the status-page browser test and Debian's prometheus
 # for promtool (alert rule tests), runs every Go test with
@@ -33,7 +34,7 @@ TEST_ENV := KAFKA_BROKERS=127.0.0.1:$(KAFKA_PORT) \
 GO_TEST_FLAGS ?= -race -count=1 -timeout 30m
 PKGS ?= ./...
 
-.PHONY: lint test services-up services-down services-status python peer-venv compose-check browser alerts kcat build demo fmt vet model evaluate bench
+.PHONY: lint test services-up services-down services-status python peer-venv jvm-peer compose-check browser alerts kcat build demo fmt vet model evaluate bench
 
 # One recipe, so the trap can stop the services whatever happens in between;
 # the EXIT trap keeps the status of the command that failed. Stale services
@@ -50,8 +51,12 @@ test:
 	$(MAKE) --no-print-directory alerts
 	$(MAKE) --no-print-directory kcat
 	wait $$kafka; wait $$python
+	# The Kafka Streams peer, beside lint; after Kafka's start, whose mvn shares ~/.m2.
+	$(MAKE) --no-print-directory jvm-peer & jvm=$$!
 	export $(TEST_ENV)
 	$(MAKE) --no-print-directory lint
+	wait $$jvm
+	# (bench/jvm's Go test runs the Kafka Streams peer built above against the Go scorer: parity.)
 	go test $(GO_TEST_FLAGS) $(PKGS)
 	# The benchmark's Python peer must compute what the Go scorer computes (bench/peer).
 	.venv-peer/bin/python -m pytest -q -p no:cacheprovider bench/peer
@@ -78,9 +83,17 @@ services-status:
 peer-venv:
 	@VENV=$(CURDIR)/.venv-peer REQUIREMENTS=bench/peer/requirements.txt scripts/python.sh >/dev/null
 
-# `make bench`: per-stage Go benchmarks, then the end-to-end run of the Go consumer and the
-# Python peer against real Kafka and Redis (cmd/bench); writes out/bench.json. BENCH_FLAGS
-# passes flags to cmd/bench (e.g. BENCH_FLAGS="--runs 1 --skip-peer").
+# The Kafka Streams peer (bench/jvm): Maven builds bench/jvm/target/jvm-peer.jar and runs its
+# JUnit tests; dependencies come from Maven Central once, then from ~/.m2. It needs the JDK and
+# Maven that scripts/kafka.sh needs already.
+jvm-peer:
+	@command -v mvn >/dev/null || { echo "make: mvn not found (Debian: apt-get install maven)" >&2; exit 1; }
+	cd bench/jvm && mvn -q -B package
+
+# `make bench`: per-stage Go benchmarks, then the end-to-end run of the Go consumer, the
+# Python peer and the Kafka Streams peer (bench/jvm, built first) against real Kafka and Redis
+# (cmd/bench); writes out/bench.json. BENCH_FLAGS passes flags to cmd/bench (e.g.
+# BENCH_FLAGS="--runs 1 --skip-peer --skip-jvm").
 BENCH_FLAGS ?=
 bench:
 	@scripts/kafka.sh stop; scripts/redis.sh stop
@@ -89,7 +102,10 @@ bench:
 	scripts/kafka.sh start & kafka=$$!
 	$(MAKE) --no-print-directory peer-venv & python=$$!
 	scripts/redis.sh start
-	wait $$kafka; wait $$python
+	wait $$kafka
+	# After Kafka's start, whose mvn shares ~/.m2.
+	$(MAKE) --no-print-directory jvm-peer
+	wait $$python
 	export $(TEST_ENV)
 	mkdir -p out
 	go test -run XXX -bench . -benchmem -count 5 ./events/ ./featurestore/ ./stream/ | tee out/bench-stages.txt

@@ -1,5 +1,6 @@
 // Command bench measures the scorer end to end against real Kafka and Redis, next to a Python
-// implementation of the same job (bench/peer), on the same broker, Redis, model and input.
+// implementation of the same job (bench/peer) and a Kafka Streams one (bench/jvm), on the same
+// broker, Redis, model and input.
 // `make bench` starts the services and runs it; it writes out/bench.json.
 //
 // It simulates two years of a hospital, loads the first year into Redis as patient histories
@@ -13,8 +14,10 @@
 //   - latency: p50/p99/p99.9 from a booking being produced to its risk event being readable,
 //     at a fixed offered load (default 2,000 events/s).
 //
-// The peer's risk events must match ours within 1e-6 on every booking both scored, or the
-// comparison is reported as void.
+// Each peer's risk events must match ours within 1e-9 on every booking both scored, or its
+// comparison is reported as void. Every implementation also gets events per CPU-second: its
+// events over the user+system CPU time its own process used (/proc/<pid>/stat), from its start
+// to the end of the run.
 package main
 
 import (
@@ -60,6 +63,9 @@ type config struct {
 	out            string
 	peerCmd        string
 	skipPeer       bool
+	jvmCmd         string
+	skipJVM        bool
+	jvmEvents      int
 	profile        string
 	batch          int
 	workers        int
@@ -84,14 +90,18 @@ type Result struct {
 
 // Report is out/bench.json.
 type Report struct {
-	Go              Result         `json:"go"`
-	Peer            *Result        `json:"peer,omitempty"`
-	ThroughputRatio float64        `json:"throughput_ratio,omitempty"`
-	Parity          *Parity        `json:"parity,omitempty"`
-	Machine         map[string]any `json:"machine"`
-	Input           map[string]any `json:"input"`
-	Command         string         `json:"command"`
-	When            time.Time      `json:"when"`
+	Go              Result  `json:"go"`
+	Peer            *Result `json:"peer,omitempty"`
+	ThroughputRatio float64 `json:"throughput_ratio,omitempty"`
+	Parity          *Parity `json:"parity,omitempty"`
+	// JVM is the Kafka Streams peer (bench/jvm), measured as Peer is.
+	JVM                *Result        `json:"jvm,omitempty"`
+	JVMThroughputRatio float64        `json:"jvm_throughput_ratio,omitempty"`
+	JVMParity          *Parity        `json:"jvm_parity,omitempty"`
+	Machine            map[string]any `json:"machine"`
+	Input              map[string]any `json:"input"`
+	Command            string         `json:"command"`
+	When               time.Time      `json:"when"`
 }
 
 // Parity compares the peer's probabilities with ours.
@@ -118,7 +128,10 @@ func main() {
 	flag.StringVar(&c.modelDir, "model-dir", "models/default", "model directory")
 	flag.StringVar(&c.out, "out", "out/bench.json", "report file")
 	flag.StringVar(&c.peerCmd, "peer", ".venv-peer/bin/python bench/peer/peer.py", "command that runs the Python peer")
-	flag.BoolVar(&c.skipPeer, "skip-peer", false, "measure only the Go consumer")
+	flag.BoolVar(&c.skipPeer, "skip-peer", false, "do not measure the Python peer")
+	flag.StringVar(&c.jvmCmd, "jvm", "java -Xmx512m -jar bench/jvm/target/jvm-peer.jar", "command that runs the Kafka Streams peer (make jvm-peer builds the jar)")
+	flag.BoolVar(&c.skipJVM, "skip-jvm", false, "do not measure the Kafka Streams peer")
+	flag.IntVar(&c.jvmEvents, "jvm-events", 0, "events the Kafka Streams peer must commit per run (0: the whole input, as the Go consumer)")
 	flag.StringVar(&c.profile, "profile", "", "write a CPU profile of the Go consumer's throughput runs to this file (the last run's survives)")
 	flag.Parse()
 	c.brokers = strings.Split(*brokers, ",")
@@ -207,6 +220,9 @@ func run(ctx context.Context, c config, log *slog.Logger) error {
 		Command: "make bench",
 		When:    time.Now().UTC(),
 	}
+	if !c.skipJVM {
+		rep.Machine["java"] = javaVersion(c.jvmCmd)
+	}
 	var goRisk map[string]float64
 	rep.Go, goRisk, err = measure(ctx, c, log, rdb, w, goConsumer(c, bin), inTopic, len(w.input))
 	if err != nil {
@@ -224,6 +240,26 @@ func run(ctx context.Context, c config, log *slog.Logger) error {
 		rep.Parity = compare(goRisk, peerRisk)
 		if !rep.Parity.Valid {
 			log.Error("peer outputs differ from ours: the comparison is void", "max_abs_diff", rep.Parity.MaxAbsDiff)
+		}
+	}
+	if !c.skipJVM {
+		n := len(w.input)
+		if c.jvmEvents > 0 {
+			n = min(c.jvmEvents, n)
+		}
+		jvm, jvmRisk, err := measure(ctx, c, log, rdb, w, jvmPeer(c), inTopic, n)
+		if err != nil {
+			return fmt.Errorf("jvm: %w", err)
+		}
+		jvm.Note = "Kafka Streams (bench/jvm); the whole input per run, as the Go consumer"
+		if n < len(w.input) {
+			jvm.Note = fmt.Sprintf("Kafka Streams (bench/jvm); a run ends when it has committed the first %d events of the same input", n)
+		}
+		rep.JVM = &jvm
+		rep.JVMThroughputRatio = round(rep.Go.EventsPerS/jvm.EventsPerS, 2)
+		rep.JVMParity = compare(goRisk, jvmRisk)
+		if !rep.JVMParity.Valid {
+			log.Error("Kafka Streams peer outputs differ from ours: the comparison is void", "max_abs_diff", rep.JVMParity.MaxAbsDiff)
 		}
 	}
 	if err := os.MkdirAll(filepath.Dir(c.out), 0o755); err != nil {
@@ -269,6 +305,21 @@ func pythonPeer(c config) impl {
 			"--group", a.group, "--topic-in", a.in, "--topic-risk", a.risk, "--topic-dlq", a.dlq,
 			"--redis-prefix", a.prefix, "--model-dir", c.modelDir, "--max-events", strconv.Itoa(a.maxEvents))
 		return exec.Command(parts[0], args...)
+	}}
+}
+
+// jvmPeer runs the Kafka Streams peer (--jvm). It does not stop by itself: a run ends on the
+// group's committed offsets, then it gets SIGTERM. One-row LightGBM predictions run on one
+// OpenMP thread (bench/jvm/README.md).
+func jvmPeer(c config) impl {
+	parts := strings.Fields(c.jvmCmd)
+	return impl{name: "jvm", start: func(a implArgs) *exec.Cmd {
+		args := append(parts[1:], "--brokers", strings.Join(c.brokers, ","), "--redis", c.redisAddr,
+			"--group", a.group, "--topic-in", a.in, "--topic-risk", a.risk, "--topic-dlq", a.dlq,
+			"--redis-prefix", a.prefix, "--model-dir", c.modelDir)
+		cmd := exec.Command(parts[0], args...)
+		cmd.Env = append(os.Environ(), "OMP_NUM_THREADS=1")
+		return cmd
 	}}
 }
 
@@ -746,7 +797,7 @@ func compare(ours, peer map[string]float64) *Parity {
 			p.MaxAbsDiff = math.Max(p.MaxAbsDiff, math.Abs(o-q))
 		}
 	}
-	p.Valid = p.Compared > 0 && p.MaxAbsDiff <= 1e-6 && p.Compared >= len(peer)*99/100
+	p.Valid = p.Compared > 0 && p.MaxAbsDiff <= 1e-9 && p.Compared >= len(peer)*99/100
 	return p
 }
 
@@ -778,6 +829,16 @@ func cpuSeconds(pid int) float64 {
 	utime, _ := strconv.ParseFloat(f[11], 64)
 	stime, _ := strconv.ParseFloat(f[12], 64)
 	return (utime + stime) / 100
+}
+
+// javaVersion is the first line `java -version` prints for the JVM peer's command.
+func javaVersion(jvmCmd string) string {
+	out, err := exec.Command(strings.Fields(jvmCmd)[0], "-version").CombinedOutput()
+	if err != nil {
+		return "unknown: " + err.Error()
+	}
+	line, _, _ := strings.Cut(strings.TrimSpace(string(out)), "\n")
+	return line
 }
 
 func machine() map[string]any {
