@@ -234,6 +234,7 @@ func (p *Processor) Process(ctx context.Context, msgs []kafka.Message) error {
 	rep := &BatchReport{Source: sourceTopic(msgs), Messages: len(msgs)}
 	err := p.process(ctx, msgs, rep)
 	rep.Took = time.Since(start)
+	rep.Score = rep.Took - rep.Load - rep.Publish - rep.Save
 	if err != nil {
 		p.unreported.Add(int64(rep.Quarantined))
 		p.cfg.Observer.BatchFailed(len(msgs), rep.Took, err)

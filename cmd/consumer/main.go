@@ -82,6 +82,7 @@ type config struct {
 	monitorURL, monitorToken string
 	lagEvery                 time.Duration
 	cpuProfile               string // "" or a file for a CPU profile of the whole run (make bench)
+	stageTimings             string // "" or a file for every stage's p50/p99 over the run, written at exit (make bench)
 	workers                  int
 	logLevel                 slog.Level
 	kafkaOpts                []stream.Option
@@ -152,6 +153,7 @@ func parseConfigEnv(args []string, lookup func(string) (string, bool), stderr io
 	fs.StringVar(&c.monitorToken, "monitor-token-file", "", "file whose first token is sent to --monitor-url as a bearer token")
 	fs.DurationVar(&c.lagEvery, "lag-interval", 15*time.Second, "how often to measure consumer lag")
 	fs.StringVar(&c.cpuProfile, "cpu-profile", "", "write a CPU profile of the whole run to this file (for go tool pprof)")
+	fs.StringVar(&c.stageTimings, "stage-timings", "", "write each batch stage's p50/p99/max over the whole run (fetch, fill, load, score, publish, save, commit) to this JSON file at exit (for cmd/bench)")
 	logLevel := fs.String("log-level", "info", "debug, info, warn or error")
 	mappingFile := fs.String("mapping", "", "the gateway's JSON mapping file (cmd/pasgateway --mapping): a model needing a booking extra it does not fill is refused at load")
 	allowUnmapped := fs.String("allow-unmapped-extras", "", "booking extras a model may need that --mapping does not fill (comma-separated, or * for any): another producer fills them, or they may be missing")
@@ -288,6 +290,22 @@ func run(cfg config, model, challenger *scoring.Model, log *slog.Logger) error {
 	var proc *scorer.Processor
 	m.SetModel(model.ID())
 	observers := []scorer.Observer{m}
+	loopObservers := []func(stream.LoopTimes){m.LoopDone}
+	if cfg.stageTimings != "" {
+		st := newStageTimes()
+		observers = append(observers, st)
+		loopObservers = append(loopObservers, st.loopDone)
+		defer func() {
+			if err := st.write(cfg.stageTimings); err != nil {
+				log.Error("cannot write --stage-timings", "err", err)
+			}
+		}()
+	}
+	cfg.batch.Timed = func(lt stream.LoopTimes) {
+		for _, f := range loopObservers {
+			f(lt)
+		}
+	}
 	var status *ops.Status
 	if cfg.metricsAddr != "" && cfg.statusPage {
 		sc := ops.StatusConfig{
