@@ -6,14 +6,16 @@ import (
 	"path/filepath"
 )
 
-// StageQuantiles is one stage of the Go consumer's batches in its latency run, in ms over
-// batches (cmd/consumer --stage-timings writes them at exit): fetch (a batch's oldest booking
+// StageQuantiles is one stage of the Go consumer's batches in its latency run, in ms over the
+// events that went through it, each counting its batch's duration (cmd/consumer
+// --stage-timings writes them at exit): fetch (a batch's oldest booking
 // from its producer timestamp to being fetched: the broker's append and fetch, plus any wait
 // behind the previous batch), fill, load (Redis), score (our CPU), publish (until Kafka
 // acknowledged), save (Redis), commit (Kafka), total (load to save); batch_messages is in
-// messages.
+// messages, over batches.
 type StageQuantiles struct {
 	Batches int     `json:"batches"`
+	Events  int     `json:"events"`
 	P50ms   float64 `json:"p50_ms"`
 	P99ms   float64 `json:"p99_ms"`
 	Maxms   float64 `json:"max_ms"`
