@@ -123,6 +123,12 @@ type Risk struct {
 	// Reason is RescoreHistoryChanged on a re-score; absent on the score made at booking.
 	Reason   string             `json:"reason,omitempty"`
 	Features map[string]float64 `json:"features"`
+	// FeatureNames and FeatureValues stand for Features without a map, for AppendJSON only
+	// (encoding/json ignores them): when Features is nil and FeatureNames is not, AppendJSON
+	// writes "features" from them, names in ascending byte order and distinct, as
+	// json.Marshal writes the equivalent map. The scorer builds one risk event per booking.
+	FeatureNames  []string  `json:"-"`
+	FeatureValues []float64 `json:"-"`
 }
 
 // RescoreHistoryChanged is the Reason of a risk event made because an outcome or a
@@ -187,6 +193,16 @@ func DecodeAppointment(b []byte) (Appointment, error) {
 	if !utf8.Valid(b) {
 		return a, invalid("event is not valid UTF-8")
 	}
+	if decodeFast(b, &a) {
+		return a, a.Validate()
+	}
+	return decodeStd(b)
+}
+
+// decodeStd is DecodeAppointment's definition: encoding/json, strict. decodeFast takes the
+// common case faster, and hands everything else here.
+func decodeStd(b []byte) (Appointment, error) {
+	var a Appointment
 	dec := json.NewDecoder(bytes.NewReader(b))
 	dec.DisallowUnknownFields()
 	if err := dec.Decode(&a); err != nil {
