@@ -421,18 +421,46 @@ func (p *Processor) risk(model Scorer, ev *events.Appointment, x []float64, asOf
 		Band:             model.Band(prob),
 		ModelID:          model.ID(),
 		ScoredAt:         now,
-		Features:         model.FeatureMap(x),
+	}
+	var fb *featureBuf
+	if fa, ok := model.(featureAppender); ok {
+		fb = featureBufs.Get().(*featureBuf)
+		r.FeatureNames, r.FeatureValues = fa.AppendFeatures(x, fb.names[:0], fb.values[:0])
+	} else {
+		r.Features = model.FeatureMap(x)
 	}
 	if !asOf.IsZero() {
 		r.ScoredAsOf, r.Reason = asOf.UTC(), events.RescoreHistoryChanged
 	}
-	return kafka.Message{
+	m := kafka.Message{
 		Topic:   topic,
 		Key:     []byte(ev.Patient),
 		Value:   r.AppendJSON(make([]byte, 0, 1024)),
-		Headers: []kafka.Header{{Key: "schema", Value: []byte(events.RiskSchema)}},
-	}, r.Band, prob
+		Headers: riskHeaders,
+	}
+	if fb != nil {
+		fb.names, fb.values = r.FeatureNames, r.FeatureValues
+		featureBufs.Put(fb)
+	}
+	return m, r.Band, prob
 }
+
+// riskHeaders are every risk event's headers; kafka-go only reads them.
+var riskHeaders = []kafka.Header{{Key: "schema", Value: []byte(events.RiskSchema)}}
+
+// featureAppender is a Scorer that lists the features FeatureMap would hold as two slices
+// in name order (scoring.Model does), so a risk event needs no map (events.Risk.FeatureNames).
+type featureAppender interface {
+	AppendFeatures(x []float64, names []string, values []float64) ([]string, []float64)
+}
+
+// featureBuf is the scratch of one risk event's feature names and values, reused.
+type featureBuf struct {
+	names  []string
+	values []float64
+}
+
+var featureBufs = sync.Pool{New: func() any { return &featureBuf{} }}
 
 // shadow scores booking ev with the challenger from the same features v the model used, and
 // encodes its risk event for Topics.Shadow with the same scored_at (now) and as-of time as
