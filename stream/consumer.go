@@ -39,6 +39,10 @@ type Batching struct {
 	// RetryBackoff is the first wait before processing a failed batch again; it doubles up
 	// to MaxRetryBackoff. Defaults 100ms and 5s.
 	RetryBackoff, MaxRetryBackoff time.Duration
+	// Pipeline, with a Handler that is a Pipeline, fetches and prepares the next batch while
+	// this one is finished and committed (see Pipeline). Offsets are still committed in
+	// order and only after the batch's writes are durable.
+	Pipeline bool
 	// Timed, when set, hears the loop's own stages of every committed batch, from the
 	// goroutine running Run; it must return quickly and not keep t.Batch.
 	Timed func(t LoopTimes)
@@ -87,6 +91,9 @@ func Run(ctx context.Context, src Source, proc Handler, b Batching, log *slog.Lo
 	if log == nil {
 		log = slog.Default()
 	}
+	if pl, ok := proc.(Pipeline); ok && b.Pipeline {
+		return runPipelined(ctx, src, pl, b, log)
+	}
 	// Work already fetched is finished even after shutdown is asked for.
 	finish := context.WithoutCancel(ctx)
 	for {
@@ -96,7 +103,7 @@ func Run(ctx context.Context, src Source, proc Handler, b Batching, log *slog.Lo
 			if err == nil || ctx.Err() != nil {
 				return nil
 			}
-			return fmt.Errorf("fetch appointments: %w", err)
+			return wrapFetch(err)
 		}
 		if !processWithRetry(ctx, finish, proc, batch, b, log) {
 			log.Info("stopping with a batch unprocessed; it will be consumed again after restart", "messages", len(batch))
@@ -112,6 +119,8 @@ func Run(ctx context.Context, src Source, proc Handler, b Batching, log *slog.Lo
 		}
 	}
 }
+
+func wrapFetch(err error) error { return fmt.Errorf("fetch appointments: %w", err) }
 
 // fetchBatch blocks for a first message, then fills the batch up to b.MaxMessages for at
 // most b.MaxWait, stopping early when the source says nothing more is buffered. It returns
