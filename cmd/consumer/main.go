@@ -120,6 +120,7 @@ func parseConfigEnv(args []string, lookup func(string) (string, bool), stderr io
 		"mapping": "PAS_MAPPING", "allow-unmapped-extras": "ALLOW_UNMAPPED_EXTRAS",
 		"rescore": "RESCORE", "decision-lead": "DECISION_LEAD", "decision-model-dir": "DECISION_MODEL_DIR",
 		"challenger-model-dir": "CHALLENGER_MODEL_DIR", "topic-shadow": "TOPIC_RISK_SHADOW",
+		"pipeline": "PIPELINE",
 	}
 	brokers := fs.String("brokers", "127.0.0.1:9092", "Kafka bootstrap brokers, comma-separated")
 	redisAddrs := fs.String("redis", "127.0.0.1:6379", "Redis address; several comma-separated addresses mean a Redis Cluster")
@@ -139,7 +140,8 @@ func parseConfigEnv(args []string, lookup func(string) (string, bool), stderr io
 	fs.IntVar(&c.topicSpec.Replication, "topic-replication", 0, "replication factor of a topic --create-topics makes; 0: the broker's default.replication.factor")
 	fs.IntVar(&c.batch.MaxMessages, "batch-size", 500, "most messages per batch")
 	fs.IntVar(&c.workers, "workers", 1, "consumer-group members in this process, each owning some partitions; more overlap one member's Kafka and Redis round trips with another's work")
-	fs.DurationVar(&c.batch.MaxWait, "batch-wait", 10*time.Millisecond, "longest wait to fill a batch")
+	fs.DurationVar(&c.batch.MaxWait, "batch-wait", 10*time.Millisecond, "longest wait to fill a batch (a batch stops filling as soon as nothing more is buffered)")
+	fs.BoolVar(&c.batch.Pipeline, "pipeline", true, "prepare (decode, load, score) the next batch while this one is published, saved and committed; offsets are still committed in order and only after both; off with --rescore")
 	fs.DurationVar(&c.retention, "history-retention", 3*365*24*time.Hour, "how long facts are kept in a patient's history")
 	fs.DurationVar(&c.maxAhead, "max-ahead", scorer.DefaultMaxAhead, "dead-letter events dated further than this past the clock (a mis-dated event would prune the patient's history); 0 for no limit, e.g. to replay a simulated future")
 	fs.StringVar(&c.redisPrefix, "redis-prefix", "dna:", "prefix of every Redis key")
@@ -300,6 +302,10 @@ func run(cfg config, model, challenger *scoring.Model, log *slog.Logger) error {
 				log.Error("cannot write --stage-timings", "err", err)
 			}
 		}()
+	}
+	if cfg.batch.Pipeline && cfg.rescore {
+		log.Info("--pipeline is off with --rescore: re-scores read open bookings the batch ahead may not have saved yet")
+		cfg.batch.Pipeline = false
 	}
 	cfg.batch.Timed = func(lt stream.LoopTimes) {
 		for _, f := range loopObservers {
