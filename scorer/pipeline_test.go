@@ -208,3 +208,51 @@ func TestPipelinedFailureAheadRedoneCountsOnce(t *testing.T) {
 		t.Fatalf("risk events %+v", rs)
 	}
 }
+
+// A history-only processor (a backfill) publishes nothing, needs no model, and leaves the
+// histories the scoring processor leaves, refusing the same events.
+func TestHistoryOnlyLeavesTheSameHistories(t *testing.T) {
+	if err := (&Config{Store: &featurestore.MemoryStore{}, Output: &memOutput{}, HistoryOnly: true, Challenger: fakeModel{"c"}}).Validate(); err == nil {
+		t.Fatal("HistoryOnly with a challenger validated")
+	}
+	ps, _ := pseudo.New([]byte("pipeline-test-secret-0123456789abcdef"))
+	g, err := sim.New(sim.Config{Seed: 12, Patients: 100, Days: 200}, ps)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var msgs []kafka.Message
+	var ids []string
+	for ev := range g.All() {
+		b, _ := json.Marshal(ev)
+		msgs = append(msgs, kafka.Message{Topic: "appointments", Offset: int64(len(msgs)), Key: []byte(ev.Patient), Value: b})
+		ids = append(ids, ev.Patient)
+	}
+	msgs = append(msgs, kafka.Message{Topic: "appointments", Key: []byte("x"), Value: []byte(`{"schema":"appointment.v1"`)})
+	ctx := context.Background()
+	fullStore, fullOut := &featurestore.MemoryStore{}, &memOutput{}
+	full := mustNew(t, Config{Store: fullStore, Output: fullOut, Model: fakeModel{"m"}, MaxAhead: -1})
+	histStore, histOut := &featurestore.MemoryStore{}, &memOutput{}
+	hist := mustNew(t, Config{Store: histStore, Output: histOut, HistoryOnly: true, MaxAhead: -1})
+	for i := 0; i < len(msgs); i += 50 {
+		b := msgs[i:min(i+50, len(msgs))]
+		if err := full.Process(ctx, b); err != nil {
+			t.Fatal(err)
+		}
+		if err := hist.Process(ctx, b); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if len(histOut.msgs) != 0 || hist.Stats.Scored.Load() != 0 {
+		t.Fatalf("history-only published %d messages, scored %d", len(histOut.msgs), hist.Stats.Scored.Load())
+	}
+	if hist.Stats.DeadLettered.Load() != 1 || full.Stats.DeadLettered.Load() != 1 {
+		t.Fatalf("refused %d (history only) and %d, want the one malformed event each", hist.Stats.DeadLettered.Load(), full.Stats.DeadLettered.Load())
+	}
+	a, _ := fullStore.Load(ctx, ids)
+	b, _ := histStore.Load(ctx, ids)
+	for _, id := range ids {
+		if len(a[id].Facts) == 0 || !slices.Equal(a[id].Facts, b[id].Facts) {
+			t.Fatalf("history-only history differs: %d vs %d facts", len(b[id].Facts), len(a[id].Facts))
+		}
+	}
+}

@@ -124,6 +124,11 @@ type Config struct {
 	// Topics.Shadow in the same write as the batch's risk events. SetChallenger swaps or
 	// removes it later. Default: nil, no shadow events.
 	Challenger Scorer
+	// HistoryOnly rebuilds histories and nothing else (a backfill from the topic): no
+	// booking is scored and nothing is published, not even dead letters (the input was
+	// dead-lettered when first consumed); events are refused and histories saved by the same
+	// rules as otherwise. Model may then be nil; Rescore and Challenger must be.
+	HistoryOnly bool
 }
 
 // Validate reports the first required field that is missing.
@@ -133,7 +138,9 @@ func (c *Config) Validate() error {
 		return errors.New("scorer: Config.Store is required")
 	case c.Output == nil:
 		return errors.New("scorer: Config.Output is required")
-	case c.Model == nil:
+	case c.HistoryOnly && (c.Rescore != nil || c.Challenger != nil):
+		return errors.New("scorer: Config.HistoryOnly scores nothing: no Rescore or Challenger")
+	case c.Model == nil && !c.HistoryOnly:
 		return errors.New("scorer: Config.Model is required")
 	case c.Rescore != nil && c.Rescore.Open == nil:
 		return errors.New("scorer: Config.Rescore.Open is required to re-score open bookings")
@@ -350,7 +357,7 @@ func (p *Processor) prepareInto(ctx context.Context, b *Prepared, prev *Prepared
 			}
 		}
 		if err != nil {
-			out = append(out, p.deadLetter(m, err, rep))
+			out = p.refuse(out, m, err, rep)
 			continue
 		}
 		evs = append(evs, ev)
@@ -375,11 +382,20 @@ func (p *Processor) prepareInto(ctx context.Context, b *Prepared, prev *Prepared
 	}
 	rep.Load = time.Since(t)
 	deadLettered := len(out)
+	if p.cfg.HistoryOnly {
+		deadLettered = 0
+		for _, n := range rep.DeadLettered {
+			deadLettered += n
+		}
+	}
 	var scoredAt []time.Time // Kafka timestamp of each scored booking, as rep.Scores
 	dirty := map[string]*featurestore.History{}
 	bands := map[string]int64{}
 	var x, cx []float64 // model inputs of the model and the challenger, reused
-	missing := make([]int, len(model.FeatureNames()))
+	var missing []int
+	if model != nil {
+		missing = make([]int, len(model.FeatureNames()))
+	}
 	var applied, skipped int64
 	var rs *rescoring
 	if p.cfg.Rescore != nil {
@@ -389,7 +405,7 @@ func (p *Processor) prepareInto(ctx context.Context, b *Prepared, prev *Prepared
 		ev := &evs[i]
 		h := hist[ev.Patient]
 		scored := false
-		if ev.Type == events.Booked || ev.Type == events.Rescheduled {
+		if (ev.Type == events.Booked || ev.Type == events.Rescheduled) && !p.cfg.HistoryOnly {
 			if h.Cancelled(ev.AppointmentID) || h.LatestVersion(ev.AppointmentID) > ev.Version {
 				skipped++
 			} else {
@@ -519,7 +535,9 @@ func (p *Processor) finish(ctx context.Context, b *Prepared) error {
 	p.Stats.Rescored.Add(int64(b.rescores))
 	p.Stats.Consumed.Add(int64(len(b.msgs)))
 	p.Stats.DeadLettered.Add(b.deadLettered)
-	p.Stats.Scored.Add(int64(len(out)) - b.deadLettered - int64(len(rep.Shadow)))
+	if !p.cfg.HistoryOnly {
+		p.Stats.Scored.Add(int64(len(out)) - b.deadLettered - int64(len(rep.Shadow)))
+	}
 	p.Stats.Shadow.Add(int64(len(rep.Shadow)))
 	p.Stats.Applied.Add(b.applied)
 	p.Stats.Skipped.Add(b.skipped)
@@ -665,13 +683,26 @@ func (p *Processor) holdNewer(msgs []kafka.Message, newer []string, evs []events
 	keepEvs, keepSent := evs[:0], sent[:0]
 	for i := range evs {
 		if held[evs[i].Patient] {
-			out = append(out, p.deadLetter(&msgs[src[i]], fmt.Errorf("%w; redrive once every consumer reads it", featurestore.ErrNewerFormat), rep))
+			out = p.refuse(out, &msgs[src[i]], fmt.Errorf("%w; redrive once every consumer reads it", featurestore.ErrNewerFormat), rep)
 			continue
 		}
 		keepEvs = append(keepEvs, evs[i])
 		keepSent = append(keepSent, sent[i])
 	}
 	return keepEvs, keepSent, out
+}
+
+// refuse appends m's dead letter to out, or with Config.HistoryOnly only counts it in the
+// report (the input was dead-lettered when first consumed).
+func (p *Processor) refuse(out []kafka.Message, m *kafka.Message, reason error, rep *BatchReport) []kafka.Message {
+	if !p.cfg.HistoryOnly {
+		return append(out, p.deadLetter(m, reason, rep))
+	}
+	if rep.DeadLettered == nil {
+		rep.DeadLettered = map[string]int{}
+	}
+	rep.DeadLettered[DeadLetterReason(m.Value, reason)]++
+	return out
 }
 
 // deadLetter wraps a refused message with the reason (its code and the full text) and where

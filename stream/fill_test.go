@@ -171,3 +171,48 @@ func TestKafkaReaderAdaptiveFill(t *testing.T) {
 		t.Fatalf("backlog of 1000 processed in batches %v: no batch filled past 50", sizes[1:])
 	}
 }
+
+// Scan hands every message of every partition, each partition in order, in batches no
+// larger than asked, and stops at the end the topic had when it started.
+func TestScanReadsEveryPartitionInOrder(t *testing.T) {
+	brokers := testenv.Kafka(t)
+	topic := testenv.Topic(t, brokers, 3)
+	w := NewWriter(brokers, topic)
+	defer w.Close()
+	ctx := context.Background()
+	var in []kafka.Message
+	for i := range 200 {
+		in = append(in, kafka.Message{Key: []byte{byte('a' + i%7)}, Value: []byte{byte(i)}})
+	}
+	if err := w.WriteMessages(ctx, in...); err != nil {
+		t.Fatal(err)
+	}
+	var mu sync.Mutex
+	got := map[int][]int64{}
+	n := 0
+	err := Scan(ctx, brokers, topic, 16, func(_ context.Context, msgs []kafka.Message) error {
+		mu.Lock()
+		defer mu.Unlock()
+		if len(msgs) == 0 || len(msgs) > 16 {
+			t.Errorf("batch of %d", len(msgs))
+		}
+		for _, m := range msgs {
+			got[m.Partition] = append(got[m.Partition], m.Offset)
+			n++
+		}
+		return nil
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if n != 200 {
+		t.Fatalf("scanned %d messages, want 200", n)
+	}
+	for p, offs := range got {
+		for i, o := range offs {
+			if o != int64(i) {
+				t.Fatalf("partition %d offsets %v, want 0.. in order", p, offs)
+			}
+		}
+	}
+}

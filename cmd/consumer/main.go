@@ -83,6 +83,7 @@ type config struct {
 	lagEvery                 time.Duration
 	cpuProfile               string // "" or a file for a CPU profile of the whole run (make bench)
 	stageTimings             string // "" or a file for every stage's p50/p99 over the run, written at exit (make bench)
+	backfill                 bool   // rebuild histories from the topic and exit (backfill.go)
 	workers                  int
 	logLevel                 slog.Level
 	kafkaOpts                []stream.Option
@@ -155,6 +156,7 @@ func parseConfigEnv(args []string, lookup func(string) (string, bool), stderr io
 	fs.StringVar(&c.monitorToken, "monitor-token-file", "", "file whose first token is sent to --monitor-url as a bearer token")
 	fs.DurationVar(&c.lagEvery, "lag-interval", 15*time.Second, "how often to measure consumer lag")
 	fs.StringVar(&c.cpuProfile, "cpu-profile", "", "write a CPU profile of the whole run to this file (for go tool pprof)")
+	fs.BoolVar(&c.backfill, "backfill", false, "rebuild the patient histories in Redis from --topic-appointments, every partition from its first offset to its end now, then exit: history only, nothing scored or published (recovery after losing Redis, a new deployment); prints a JSON summary with events/s")
 	fs.StringVar(&c.stageTimings, "stage-timings", "", "write each batch stage's p50/p99/max over the whole run (fetch, fill, load, score, publish, save, commit) to this JSON file at exit (for cmd/bench)")
 	logLevel := fs.String("log-level", "info", "debug, info, warn or error")
 	mappingFile := fs.String("mapping", "", "the gateway's JSON mapping file (cmd/pasgateway --mapping): a model needing a booking extra it does not fill is refused at load")
@@ -237,6 +239,13 @@ func main() {
 		os.Exit(2)
 	}
 	log := slog.New(slog.NewJSONHandler(os.Stderr, &slog.HandlerOptions{Level: cfg.logLevel}))
+	if cfg.backfill {
+		if err := backfill(cfg, os.Stdout, log); err != nil {
+			log.Error("backfill failed", "err", err)
+			os.Exit(1)
+		}
+		return
+	}
 	model, err := cfg.loadModel(cfg.modelDir)
 	if err != nil {
 		fmt.Fprintln(os.Stderr, "consumer: cannot load model:", err)
