@@ -93,6 +93,8 @@ type Report struct {
 	Command         string         `json:"command"`
 	When            time.Time      `json:"when"`
 	Stages          Stages         `json:"stages,omitempty"` // stages.go
+	// BackfillEventsPerS is cmd/consumer --backfill over the whole input (backfill.go).
+	BackfillEventsPerS float64 `json:"backfill_events_per_s,omitempty"`
 }
 
 // Parity compares the peer's probabilities with ours.
@@ -216,6 +218,10 @@ func run(ctx context.Context, c config, log *slog.Logger) error {
 	if rep.Stages, err = readStages(stagesFile("go")); err != nil {
 		return fmt.Errorf("stage timings: %w", err)
 	}
+	if rep.BackfillEventsPerS, err = backfillRun(ctx, c, rdb, bin, inTopic, len(w.input)); err != nil {
+		return err
+	}
+	log.Info("backfill", "events", len(w.input), "events_per_s", rep.BackfillEventsPerS)
 	if !c.skipPeer {
 		n := min(c.peerEvents, len(w.input))
 		peer, peerRisk, err := measure(ctx, c, log, rdb, w, pythonPeer(c), inTopic, n)
