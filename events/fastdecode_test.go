@@ -4,6 +4,8 @@ import (
 	"bytes"
 	"encoding/json"
 	"reflect"
+	"regexp"
+	"strings"
 	"testing"
 	"unicode/utf8"
 )
@@ -98,4 +100,20 @@ func TestFastPathTakesCommonEvents(t *testing.T) {
 		t.Fatalf("decoded %+v", a)
 	}
 	checkSameAsReference(t, b)
+}
+
+// IsPseudonym is exactly ^[0-9a-f]{64}$.
+func TestIsPseudonymIsTheRegexp(t *testing.T) {
+	re := regexp.MustCompile(`^[0-9a-f]{64}$`)
+	hex64 := strings.Repeat("0123456789abcdef", 4)
+	cases := []string{"", hex64, hex64[:63], hex64 + "0", strings.ToUpper(hex64), hex64[:63] + "g", hex64[:63] + "\n",
+		"\n" + hex64[:63], hex64[:32] + " " + hex64[33:], hex64[:63] + "é"[:1]}
+	for i := range 256 {
+		cases = append(cases, hex64[:10]+string(rune(i))+hex64[11:])
+	}
+	for _, c := range cases {
+		if got, want := IsPseudonym(c), re.MatchString(c); got != want {
+			t.Errorf("IsPseudonym(%q) = %v, regexp says %v", c, got, want)
+		}
+	}
 }
