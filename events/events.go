@@ -12,7 +12,6 @@ import (
 	"fmt"
 	"math"
 	"reflect"
-	"regexp"
 	"strings"
 	"time"
 	"unicode/utf8"
@@ -123,6 +122,12 @@ type Risk struct {
 	// Reason is RescoreHistoryChanged on a re-score; absent on the score made at booking.
 	Reason   string             `json:"reason,omitempty"`
 	Features map[string]float64 `json:"features"`
+	// FeatureNames and FeatureValues stand for Features without a map, for AppendJSON only
+	// (encoding/json ignores them): when Features is nil and FeatureNames is not, AppendJSON
+	// writes "features" from them, names in ascending byte order and distinct, as
+	// json.Marshal writes the equivalent map. The scorer builds one risk event per booking.
+	FeatureNames  []string  `json:"-"`
+	FeatureValues []float64 `json:"-"`
 }
 
 // RescoreHistoryChanged is the Reason of a risk event made because an outcome or a
@@ -167,11 +172,24 @@ var DeadLetterReasons = []string{ReasonTooLarge, ReasonNotUTF8, ReasonMalformedJ
 var ErrInvalid = errors.New("invalid appointment event")
 
 var (
-	pseudonymRE = regexp.MustCompile(`^[0-9a-f]{64}$`)
 	// Dates outside this window are almost certainly corrupt (epoch zero, year 9999).
 	minTime = time.Date(1990, 1, 1, 0, 0, 0, 0, time.UTC)
 	maxTime = time.Date(2100, 1, 1, 0, 0, 0, 0, time.UTC)
 )
+
+// IsPseudonym reports whether s has the shape of a patient pseudonym: 64 lower-case hex
+// digits (what ^[0-9a-f]{64}$ matches, without a regular expression on the hot path).
+func IsPseudonym(s string) bool {
+	if len(s) != 64 {
+		return false
+	}
+	for i := 0; i < len(s); i++ {
+		if c := s[i]; (c < '0' || c > '9') && (c < 'a' || c > 'f') {
+			return false
+		}
+	}
+	return true
+}
 
 func invalid(format string, args ...any) error {
 	return fmt.Errorf("%w: %s", ErrInvalid, fmt.Sprintf(format, args...))
@@ -187,6 +205,16 @@ func DecodeAppointment(b []byte) (Appointment, error) {
 	if !utf8.Valid(b) {
 		return a, invalid("event is not valid UTF-8")
 	}
+	if decodeFast(b, &a) {
+		return a, a.Validate()
+	}
+	return decodeStd(b)
+}
+
+// decodeStd is DecodeAppointment's definition: encoding/json, strict. decodeFast takes the
+// common case faster, and hands everything else here.
+func decodeStd(b []byte) (Appointment, error) {
+	var a Appointment
 	dec := json.NewDecoder(bytes.NewReader(b))
 	dec.DisallowUnknownFields()
 	if err := dec.Decode(&a); err != nil {
@@ -233,7 +261,7 @@ func (a *Appointment) Validate() error {
 		return invalid("event_id missing or longer than 128")
 	case a.AppointmentID == "" || len(a.AppointmentID) > 128:
 		return invalid("appointment_id missing or longer than 128")
-	case !pseudonymRE.MatchString(a.Patient):
+	case !IsPseudonym(a.Patient):
 		return invalid("patient must be a 64-hex-digit pseudonym")
 	case a.Version < 1 || a.Version > 10000:
 		return invalid("booking_version %d out of range 1..10000", a.Version)

@@ -175,7 +175,13 @@ func FuzzDecodeAppointment(f *testing.F) {
 		f.Add(b)
 	}
 	f.Add([]byte(`{"schema":"appointment.v1","booking":{"extra":{"x":1e999}}}`))
+	for _, in := range edgeInputs {
+		f.Add([]byte(in))
+	}
 	f.Fuzz(func(t *testing.T, b []byte) {
+		// Differential: the fast decoder never changes what encoding/json accepts, refuses
+		// (and why) or decodes (fastdecode.go).
+		checkSameAsReference(t, b)
 		ev, err := DecodeAppointment(b)
 		if err != nil {
 			if !errors.Is(err, ErrInvalid) {

@@ -42,9 +42,21 @@ func (r *Risk) AppendJSON(dst []byte) []byte {
 		dst = appendString(dst, r.Reason)
 	}
 	dst = append(dst, `,"features":`...)
-	if r.Features == nil {
+	switch {
+	case r.Features == nil && r.FeatureNames != nil:
+		dst = append(dst, '{')
+		for i, k := range r.FeatureNames {
+			if i > 0 {
+				dst = append(dst, ',')
+			}
+			dst = appendString(dst, k)
+			dst = append(dst, ':')
+			dst = appendFloat(dst, r.FeatureValues[i])
+		}
+		dst = append(dst, '}')
+	case r.Features == nil:
 		dst = append(dst, "null"...)
-	} else {
+	default:
 		var buf [32]string
 		names := buf[:0]
 		for k := range r.Features {

@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"io/fs"
+	"runtime"
 	"testing"
 	"time"
 
@@ -163,9 +164,13 @@ func BenchmarkProcessBatchChallengerSmall(b *testing.B) {
 	benchProcess(b, w, mustNew(b, scorer.Config{Store: w.store, Output: discard{}, Model: w.model, Challenger: chal}))
 }
 
+// benchProcess reports, beside the batch's ns/op and allocs/op, events/s and allocs/event
+// (allocs/op over the 500 events of a batch).
 func benchProcess(b *testing.B, w *benchWorld, p *scorer.Processor) {
 	const batch = 500
 	b.ReportAllocs()
+	var before, after runtime.MemStats
+	runtime.ReadMemStats(&before)
 	b.ResetTimer()
 	for i := 0; i < b.N; i++ {
 		start := (i * batch) % (len(w.msgs) - batch)
@@ -173,7 +178,10 @@ func benchProcess(b *testing.B, w *benchWorld, p *scorer.Processor) {
 			b.Fatal(err)
 		}
 	}
+	b.StopTimer()
+	runtime.ReadMemStats(&after)
 	b.ReportMetric(float64(b.N*batch)/b.Elapsed().Seconds(), "events/s")
+	b.ReportMetric(float64(after.Mallocs-before.Mallocs)/float64(b.N*batch), "allocs/event")
 }
 
 // BenchmarkStageRedisLoad is the enrichment round trip: one pipelined load of the histories

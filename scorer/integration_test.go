@@ -35,6 +35,7 @@ type pipeline struct {
 	produced      []events.Appointment
 	bookings      map[string]bool // appointment/version of every booking produced
 	log           *slog.Logger
+	pipelined     bool // members run with stream.Batching.Pipeline
 }
 
 func newPipeline(t *testing.T) *pipeline {
@@ -126,7 +127,7 @@ func (p *pipeline) startWith(batch, crashAt int) *consumer {
 		src = &crashingSource{Reader: r, crashAt: crashAt, kill: cancel}
 	}
 	go func() {
-		err := stream.Run(ctx, src, proc, stream.Batching{MaxMessages: batch}, p.log)
+		err := stream.Run(ctx, src, proc, stream.Batching{MaxMessages: batch, Pipeline: p.pipelined}, p.log)
 		r.Close()
 		w.Close()
 		c.done <- err
@@ -192,8 +193,17 @@ func (p *pipeline) risks() map[string]events.Risk {
 	return out
 }
 
-func TestEndToEndRealKafkaAndRedis(t *testing.T) {
+// bothModes runs test with members processing batch after batch, and pipelined.
+func bothModes(t *testing.T, test func(t *testing.T, pipelined bool)) {
+	t.Run("sequential", func(t *testing.T) { test(t, false) })
+	t.Run("pipelined", func(t *testing.T) { test(t, true) })
+}
+
+func TestEndToEndRealKafkaAndRedis(t *testing.T) { bothModes(t, testEndToEnd) }
+
+func testEndToEnd(t *testing.T, pipelined bool) {
 	p := newPipeline(t)
+	p.pipelined = pipelined
 	p.simulate(150, 30)
 	msgs := asMessages(t, p.produced)
 	// Malformed input in the middle of the stream: it must be dead-lettered and must not stop
@@ -270,7 +280,12 @@ func TestEndToEndRealKafkaAndRedis(t *testing.T) {
 }
 
 func TestCrashBeforeCommitLosesNothingAndCountsOnce(t *testing.T) {
+	bothModes(t, testCrashBeforeCommit)
+}
+
+func testCrashBeforeCommit(t *testing.T, pipelined bool) {
 	p := newPipeline(t)
+	p.pipelined = pipelined
 	p.simulate(2000, 60)
 	msgs := asMessages(t, p.produced)
 	p.publish(msgs...)

@@ -34,8 +34,10 @@ type BatchReport struct {
 	// Messages is the number of input messages, valid or not.
 	Messages int
 	// Took is the whole of Process; Load, Publish and Save are its round trips to the
-	// feature store and Kafka (Save includes conflict retries).
-	Took, Load, Publish, Save time.Duration
+	// feature store and Kafka (Save includes conflict retries); Score is the rest: decoding,
+	// features, the model and encoding (with Config.Rescore, also its lookups of open
+	// bookings).
+	Took, Load, Score, Publish, Save time.Duration
 	// Published counts the messages written, by topic (risk events and dead letters).
 	Published map[string]int
 	// DeadLettered counts refused input messages by reason (see DeadLetterReason).

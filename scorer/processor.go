@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"slices"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -14,6 +15,7 @@ import (
 
 	"github.com/nhsx/dnarisk/events"
 	"github.com/nhsx/dnarisk/featurestore"
+	"github.com/nhsx/dnarisk/stream"
 )
 
 // Scorer turns a booking and its point-in-time features into a probability. It must be safe
@@ -122,6 +124,11 @@ type Config struct {
 	// Topics.Shadow in the same write as the batch's risk events. SetChallenger swaps or
 	// removes it later. Default: nil, no shadow events.
 	Challenger Scorer
+	// HistoryOnly rebuilds histories and nothing else (a backfill from the topic): no
+	// booking is scored and nothing is published, not even dead letters (the input was
+	// dead-lettered when first consumed); events are refused and histories saved by the same
+	// rules as otherwise. Model may then be nil; Rescore and Challenger must be.
+	HistoryOnly bool
 }
 
 // Validate reports the first required field that is missing.
@@ -131,7 +138,9 @@ func (c *Config) Validate() error {
 		return errors.New("scorer: Config.Store is required")
 	case c.Output == nil:
 		return errors.New("scorer: Config.Output is required")
-	case c.Model == nil:
+	case c.HistoryOnly && (c.Rescore != nil || c.Challenger != nil):
+		return errors.New("scorer: Config.HistoryOnly scores nothing: no Rescore or Challenger")
+	case c.Model == nil && !c.HistoryOnly:
 		return errors.New("scorer: Config.Model is required")
 	case c.Rescore != nil && c.Rescore.Open == nil:
 		return errors.New("scorer: Config.Rescore.Open is required to re-score open bookings")
@@ -230,13 +239,83 @@ const maxConflictRetries = 5
 // Bookings are scored against the history as loaded before the batch's own events are
 // applied, in message order, so a patient's booking sees exactly the facts that preceded it.
 func (p *Processor) Process(ctx context.Context, msgs []kafka.Message) error {
-	start := time.Now()
-	rep := &BatchReport{Source: sourceTopic(msgs), Messages: len(msgs)}
-	err := p.process(ctx, msgs, rep)
-	rep.Took = time.Since(start)
+	b, err := p.prepare(ctx, msgs, nil)
 	if err != nil {
-		p.unreported.Add(int64(rep.Quarantined))
-		p.cfg.Observer.BatchFailed(len(msgs), rep.Took, err)
+		p.failed(b, err)
+		return err
+	}
+	return b.Finish(ctx)
+}
+
+// failed reports a batch that failed: its quarantines stand, so the next completed batch
+// reports them.
+func (p *Processor) failed(b *Prepared, err error) {
+	p.unreported.Add(int64(b.rep.Quarantined))
+	p.cfg.Observer.BatchFailed(len(b.msgs), b.rep.Load+b.rep.Score+b.rep.Publish+b.rep.Save, err)
+}
+
+// Prepared is a batch decoded, scored and applied to its patients' histories in memory,
+// waiting for Finish to publish its messages and save the histories (see Prepare).
+type Prepared struct {
+	p                              *Processor
+	msgs                           []kafka.Message
+	rep                            *BatchReport
+	out                            []kafka.Message
+	scoredAt                       []time.Time // Kafka timestamp of each scored booking, as rep.Scores
+	dirty                          map[string]*featurestore.History
+	evs                            []events.Appointment
+	rs                             *rescoring
+	bands                          map[string]int64
+	applied, skipped, deadLettered int64
+	rescores                       int
+	// after holds a copy of every history this batch changed, as it will be once saved
+	// (Rev one on), for the batch prepared next to read instead of the store.
+	after map[string]*featurestore.History
+	// exact is set by Finish when every history saved was exactly what Prepare computed.
+	exact bool
+}
+
+// Prepare does everything Process does to a batch short of its writes: decode, load the
+// histories, score, apply the events to the histories in memory. Finish then publishes and
+// saves. ahead is the batch prepared before (nil if none or if it is finished): Prepare
+// reads the histories ahead changed from ahead itself, as they will be once it is saved, so
+// this batch can be prepared while ahead's Finish is in flight, a patient's booking here
+// seeing the outcome recorded there. That holds only if ahead's Finish succeeds and is Exact;
+// otherwise this batch must be prepared again once ahead is done (stream.Run does).
+// Prepare has no effect a retry would not repeat (beyond quarantining unreadable
+// histories, which stands either way), so a Prepared may be thrown away. It cannot be used
+// with Config.Rescore, whose open bookings are read from the store: Prepare refuses.
+func (p *Processor) Prepare(ctx context.Context, msgs []kafka.Message, ahead stream.Prepared) (stream.Prepared, error) {
+	if p.cfg.Rescore != nil {
+		return nil, errors.New("scorer: batches cannot be pipelined with Config.Rescore (its open bookings are read from the store)")
+	}
+	var prev *Prepared
+	if a, ok := ahead.(*Prepared); ok && a != nil {
+		prev = a
+	}
+	b, err := p.prepare(ctx, msgs, prev)
+	if err != nil {
+		p.failed(b, err)
+		return nil, err
+	}
+	return b, nil
+}
+
+// Exact reports whether Finish saved exactly the histories Prepare computed (no
+// compare-and-set conflict, no history quarantined while saving), so a batch prepared on
+// top of this one stands.
+func (b *Prepared) Exact() bool { return b.exact }
+
+// Finish publishes the batch's risk events and dead letters and saves its histories. It
+// returns only when every message is acknowledged and every history saved, or with an
+// error, in which case nothing may be committed and the batch must be processed again.
+func (b *Prepared) Finish(ctx context.Context) error {
+	p := b.p
+	err := p.finish(ctx, b)
+	rep := b.rep
+	rep.Took = rep.Load + rep.Score + rep.Publish + rep.Save
+	if err != nil {
+		p.failed(b, err)
 		return err
 	}
 	rep.Quarantined += int(p.unreported.Swap(0))
@@ -244,7 +323,19 @@ func (p *Processor) Process(ctx context.Context, msgs []kafka.Message) error {
 	return nil
 }
 
-func (p *Processor) process(ctx context.Context, msgs []kafka.Message, rep *BatchReport) error {
+// prepare is Prepare; prev is the batch whose histories stand for the store's (nil: none).
+// The returned batch is never nil (it carries the report of what failed).
+func (p *Processor) prepare(ctx context.Context, msgs []kafka.Message, prev *Prepared) (*Prepared, error) {
+	started := time.Now()
+	rep := &BatchReport{Source: sourceTopic(msgs), Messages: len(msgs)}
+	b := &Prepared{p: p, msgs: msgs, rep: rep}
+	err := p.prepareInto(ctx, b, prev)
+	rep.Score = time.Since(started) - rep.Load
+	return b, err
+}
+
+func (p *Processor) prepareInto(ctx context.Context, b *Prepared, prev *Prepared) error {
+	msgs, rep := b.msgs, b.rep
 	model, chal := p.Model(), p.Challenger()
 	evs := make([]events.Appointment, 0, len(msgs))
 	sent := make([]time.Time, 0, len(msgs)) // Kafka timestamp of each valid event
@@ -266,7 +357,7 @@ func (p *Processor) process(ctx context.Context, msgs []kafka.Message, rep *Batc
 			}
 		}
 		if err != nil {
-			out = append(out, p.deadLetter(m, err, rep))
+			out = p.refuse(out, m, err, rep)
 			continue
 		}
 		evs = append(evs, ev)
@@ -279,7 +370,7 @@ func (p *Processor) process(ctx context.Context, msgs []kafka.Message, rep *Batc
 	}
 
 	t := time.Now()
-	hist, err := p.cfg.Store.Load(ctx, patients)
+	hist, err := p.load(ctx, patients, prev)
 	var unreadable *featurestore.UnreadableError
 	if errors.As(err, &unreadable) {
 		p.quarantined(unreadable, rep)
@@ -291,11 +382,20 @@ func (p *Processor) process(ctx context.Context, msgs []kafka.Message, rep *Batc
 	}
 	rep.Load = time.Since(t)
 	deadLettered := len(out)
+	if p.cfg.HistoryOnly {
+		deadLettered = 0
+		for _, n := range rep.DeadLettered {
+			deadLettered += n
+		}
+	}
 	var scoredAt []time.Time // Kafka timestamp of each scored booking, as rep.Scores
 	dirty := map[string]*featurestore.History{}
 	bands := map[string]int64{}
 	var x, cx []float64 // model inputs of the model and the challenger, reused
-	missing := make([]int, len(model.FeatureNames()))
+	var missing []int
+	if model != nil {
+		missing = make([]int, len(model.FeatureNames()))
+	}
 	var applied, skipped int64
 	var rs *rescoring
 	if p.cfg.Rescore != nil {
@@ -305,7 +405,7 @@ func (p *Processor) process(ctx context.Context, msgs []kafka.Message, rep *Batc
 		ev := &evs[i]
 		h := hist[ev.Patient]
 		scored := false
-		if ev.Type == events.Booked || ev.Type == events.Rescheduled {
+		if (ev.Type == events.Booked || ev.Type == events.Rescheduled) && !p.cfg.HistoryOnly {
 			if h.Cancelled(ev.AppointmentID) || h.LatestVersion(ev.AppointmentID) > ev.Version {
 				skipped++
 			} else {
@@ -360,6 +460,48 @@ func (p *Processor) process(ctx context.Context, msgs []kafka.Message, rep *Batc
 			rep.Missing[name] = missing[i]
 		}
 	}
+	b.out, b.scoredAt, b.dirty, b.evs, b.rs, b.bands = out, scoredAt, dirty, evs, rs, bands
+	b.applied, b.skipped, b.deadLettered, b.rescores = applied, skipped, int64(deadLettered), rescores
+	b.after = make(map[string]*featurestore.History, len(dirty))
+	for pt, h := range dirty {
+		b.after[pt] = &featurestore.History{Rev: h.Rev + 1, Facts: slices.Clone(h.Facts)}
+	}
+	return nil
+}
+
+// load loads the histories of patients, those prev changed from prev (as they will be once
+// prev is saved: copies, since prev's own are being saved), the others from the store.
+func (p *Processor) load(ctx context.Context, patients []string, prev *Prepared) (map[string]*featurestore.History, error) {
+	if prev == nil || len(prev.after) == 0 {
+		return p.cfg.Store.Load(ctx, patients)
+	}
+	var rest []string
+	for _, pt := range patients {
+		if _, ok := prev.after[pt]; !ok {
+			rest = append(rest, pt)
+		}
+	}
+	hist := map[string]*featurestore.History{}
+	var err error
+	if len(rest) > 0 {
+		hist, err = p.cfg.Store.Load(ctx, rest)
+		var unreadable *featurestore.UnreadableError
+		if err != nil && !errors.As(err, &unreadable) {
+			return nil, err
+		}
+	}
+	for _, pt := range patients {
+		if h, ok := prev.after[pt]; ok {
+			hist[pt] = &featurestore.History{Rev: h.Rev, Facts: slices.Clone(h.Facts)}
+		}
+	}
+	return hist, err
+}
+
+// finish publishes and saves a prepared batch and counts it.
+func (p *Processor) finish(ctx context.Context, b *Prepared) error {
+	rep, out, scoredAt, rs := b.rep, b.out, b.scoredAt, b.rs
+	var t time.Time
 	if len(out) > 0 {
 		t = time.Now()
 		if err := p.cfg.Output.WriteMessages(ctx, out...); err != nil {
@@ -378,28 +520,33 @@ func (p *Processor) process(ctx context.Context, msgs []kafka.Message, rep *Batc
 		}
 	}
 	t = time.Now()
-	if err := p.save(ctx, dirty, evs, rep); err != nil {
+	conflicts, quarantined := p.Stats.Conflicts.Load(), rep.Quarantined
+	if err := p.save(ctx, b.dirty, b.evs, rep); err != nil {
 		return err
 	}
+	// A conflict here may be another batch's, but then re-preparing the next is only slower.
+	b.exact = p.Stats.Conflicts.Load() == conflicts && rep.Quarantined == quarantined
 	if rs != nil {
 		if err := p.cfg.Rescore.Open.Update(ctx, rs.put, rs.closed); err != nil {
 			return err
 		}
 	}
 	rep.Save = time.Since(t)
-	p.Stats.Rescored.Add(int64(rescores))
-	p.Stats.Consumed.Add(int64(len(msgs)))
-	p.Stats.DeadLettered.Add(int64(deadLettered))
-	p.Stats.Scored.Add(int64(len(out) - deadLettered - len(rep.Shadow)))
+	p.Stats.Rescored.Add(int64(b.rescores))
+	p.Stats.Consumed.Add(int64(len(b.msgs)))
+	p.Stats.DeadLettered.Add(b.deadLettered)
+	if !p.cfg.HistoryOnly {
+		p.Stats.Scored.Add(int64(len(out)) - b.deadLettered - int64(len(rep.Shadow)))
+	}
 	p.Stats.Shadow.Add(int64(len(rep.Shadow)))
-	p.Stats.Applied.Add(applied)
-	p.Stats.Skipped.Add(skipped)
+	p.Stats.Applied.Add(b.applied)
+	p.Stats.Skipped.Add(b.skipped)
 	p.Stats.mu.Lock()
 	if p.Stats.bands == nil {
 		p.Stats.bands = map[string]int64{}
 	}
-	for b, n := range bands {
-		p.Stats.bands[b] += n
+	for band, n := range b.bands {
+		p.Stats.bands[band] += n
 	}
 	p.Stats.mu.Unlock()
 	return nil
@@ -420,18 +567,46 @@ func (p *Processor) risk(model Scorer, ev *events.Appointment, x []float64, asOf
 		Band:             model.Band(prob),
 		ModelID:          model.ID(),
 		ScoredAt:         now,
-		Features:         model.FeatureMap(x),
+	}
+	var fb *featureBuf
+	if fa, ok := model.(featureAppender); ok {
+		fb = featureBufs.Get().(*featureBuf)
+		r.FeatureNames, r.FeatureValues = fa.AppendFeatures(x, fb.names[:0], fb.values[:0])
+	} else {
+		r.Features = model.FeatureMap(x)
 	}
 	if !asOf.IsZero() {
 		r.ScoredAsOf, r.Reason = asOf.UTC(), events.RescoreHistoryChanged
 	}
-	return kafka.Message{
+	m := kafka.Message{
 		Topic:   topic,
 		Key:     []byte(ev.Patient),
 		Value:   r.AppendJSON(make([]byte, 0, 1024)),
-		Headers: []kafka.Header{{Key: "schema", Value: []byte(events.RiskSchema)}},
-	}, r.Band, prob
+		Headers: riskHeaders,
+	}
+	if fb != nil {
+		fb.names, fb.values = r.FeatureNames, r.FeatureValues
+		featureBufs.Put(fb)
+	}
+	return m, r.Band, prob
 }
+
+// riskHeaders are every risk event's headers; kafka-go only reads them.
+var riskHeaders = []kafka.Header{{Key: "schema", Value: []byte(events.RiskSchema)}}
+
+// featureAppender is a Scorer that lists the features FeatureMap would hold as two slices
+// in name order (scoring.Model does), so a risk event needs no map (events.Risk.FeatureNames).
+type featureAppender interface {
+	AppendFeatures(x []float64, names []string, values []float64) ([]string, []float64)
+}
+
+// featureBuf is the scratch of one risk event's feature names and values, reused.
+type featureBuf struct {
+	names  []string
+	values []float64
+}
+
+var featureBufs = sync.Pool{New: func() any { return &featureBuf{} }}
 
 // shadow scores booking ev with the challenger from the same features v the model used, and
 // encodes its risk event for Topics.Shadow with the same scored_at (now) and as-of time as
@@ -508,13 +683,26 @@ func (p *Processor) holdNewer(msgs []kafka.Message, newer []string, evs []events
 	keepEvs, keepSent := evs[:0], sent[:0]
 	for i := range evs {
 		if held[evs[i].Patient] {
-			out = append(out, p.deadLetter(&msgs[src[i]], fmt.Errorf("%w; redrive once every consumer reads it", featurestore.ErrNewerFormat), rep))
+			out = p.refuse(out, &msgs[src[i]], fmt.Errorf("%w; redrive once every consumer reads it", featurestore.ErrNewerFormat), rep)
 			continue
 		}
 		keepEvs = append(keepEvs, evs[i])
 		keepSent = append(keepSent, sent[i])
 	}
 	return keepEvs, keepSent, out
+}
+
+// refuse appends m's dead letter to out, or with Config.HistoryOnly only counts it in the
+// report (the input was dead-lettered when first consumed).
+func (p *Processor) refuse(out []kafka.Message, m *kafka.Message, reason error, rep *BatchReport) []kafka.Message {
+	if !p.cfg.HistoryOnly {
+		return append(out, p.deadLetter(m, reason, rep))
+	}
+	if rep.DeadLettered == nil {
+		rep.DeadLettered = map[string]int{}
+	}
+	rep.DeadLettered[DeadLetterReason(m.Value, reason)]++
+	return out
 }
 
 // deadLetter wraps a refused message with the reason (its code and the full text) and where

@@ -46,6 +46,7 @@ type Model struct {
 	cal      *Calibration // nil: serve the trees' probability
 	digest   string       // see Digest
 	names    []string     // contract feature names, in input order
+	byName   []int        // input indices in name order (AppendFeatures)
 }
 
 // input says where one contract feature comes from.
@@ -142,6 +143,7 @@ func build(cb []byte, c Contract, mb []byte) (*Model, error) {
 	m := &Model{contract: c.clone(), ens: ens, inputs: newInputs(c), digest: digest(cb, mb)}
 	m.cal = m.contract.Calibration
 	m.names = c.featureNames()
+	m.byName = nameOrder(m.names)
 	// A model that cannot score "nothing known" is broken in a way the checks above missed.
 	x := make([]float64, len(m.inputs))
 	for i := range x {
@@ -437,6 +439,34 @@ func (m *Model) CountMissing(x []float64, counts []int) {
 			counts[i]++
 		}
 	}
+}
+
+// nameOrder is the indices of names in the order encoding/json writes map keys (bytewise).
+func nameOrder(names []string) []int {
+	idx := make([]int, len(names))
+	for i := range idx {
+		idx[i] = i
+	}
+	slices.SortStableFunc(idx, func(a, b int) int { return strings.Compare(names[a], names[b]) })
+	return idx
+}
+
+// AppendFeatures appends what FeatureMap holds to names and values as two slices in name
+// order, the order a JSON object of them is written in (events.Risk.FeatureNames), without
+// a map: the scorer builds one per risk event.
+func (m *Model) AppendFeatures(x []float64, names []string, values []float64) ([]string, []float64) {
+	order := m.byName
+	if order == nil {
+		order = nameOrder(m.names)
+	}
+	for _, i := range order {
+		if i >= len(x) || math.IsNaN(x[i]) || m.inputs[i].categorical && x[i] < 0 {
+			continue
+		}
+		names = append(names, m.contract.Features[i].Name)
+		values = append(values, x[i])
+	}
+	return names, values
 }
 
 // FeatureMap returns the model inputs of x by contract name, for the risk event's record of

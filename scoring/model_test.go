@@ -8,6 +8,7 @@ import (
 	"errors"
 	"fmt"
 	"math"
+	"math/rand/v2"
 	"os"
 	"path/filepath"
 	"slices"
@@ -415,5 +416,42 @@ func TestLiveFeedRefusesAModelNeedingAnUnmappedExtra(t *testing.T) {
 	}
 	if err := (LiveFeed{}).Check(testModel(Feature{Name: "lead_time_days", Type: Numeric})); err != nil {
 		t.Errorf("a model without extras needs no mapping: %v", err)
+	}
+}
+
+// AppendFeatures lists exactly FeatureMap's entries, in name order, on the real model.
+func TestAppendFeaturesIsFeatureMapInNameOrder(t *testing.T) {
+	m, err := Load("../models/default")
+	if err != nil {
+		t.Fatal(err)
+	}
+	rng := rand.New(rand.NewPCG(3, 4))
+	x := make([]float64, m.NumFeatures())
+	var names []string
+	var values []float64
+	for range 200 {
+		for i := range x {
+			switch rng.IntN(4) {
+			case 0:
+				x[i] = math.NaN()
+			case 1:
+				x[i] = -1
+			default:
+				x[i] = rng.Float64() * 100
+			}
+		}
+		names, values = m.AppendFeatures(x, names[:0], values[:0])
+		fm := m.FeatureMap(x)
+		if len(names) != len(fm) || len(values) != len(names) || !slices.IsSorted(names) {
+			t.Fatalf("AppendFeatures %v, want the %d names of FeatureMap, sorted", names, len(fm))
+		}
+		for i, n := range names {
+			if v, ok := fm[n]; !ok || v != values[i] {
+				t.Fatalf("AppendFeatures %s = %v, FeatureMap has %v (%v)", n, values[i], v, ok)
+			}
+		}
+	}
+	if n := testing.AllocsPerRun(50, func() { names, values = m.AppendFeatures(x, names[:0], values[:0]) }); n != 0 {
+		t.Fatalf("AppendFeatures allocates %v times with room in its slices", n)
 	}
 }

@@ -30,11 +30,40 @@ type Handler interface {
 type Batching struct {
 	// MaxMessages per batch. Default 500.
 	MaxMessages int
-	// MaxWait is how long to keep filling a batch after its first message. Default 10ms.
+	// MaxWait is the longest a batch keeps filling after its first message. Default 10ms.
+	// The fill adapts: with a source that says what it holds in memory (a *kafka.Reader, or
+	// a Buffered), a batch stops filling as soon as nothing more is buffered, so a lone
+	// booking is processed at once while a busy topic still fills batches (the messages that
+	// arrived during the previous batch are all buffered). Other sources fill until MaxWait.
 	MaxWait time.Duration
 	// RetryBackoff is the first wait before processing a failed batch again; it doubles up
 	// to MaxRetryBackoff. Defaults 100ms and 5s.
 	RetryBackoff, MaxRetryBackoff time.Duration
+	// Pipeline, with a Handler that is a Pipeline, fetches and prepares the next batch while
+	// this one is finished and committed (see Pipeline). Offsets are still committed in
+	// order and only after the batch's writes are durable.
+	Pipeline bool
+	// Timed, when set, hears the loop's own stages of every committed batch, from the
+	// goroutine running Run; it must return quickly and not keep t.Batch.
+	Timed func(t LoopTimes)
+}
+
+// LoopTimes is how long one batch spent in the stages Run itself runs; the handler's stages
+// (load, score, publish, save) are its own to report.
+type LoopTimes struct {
+	// Batch is the batch, in fetch order; its messages' Time is when the producer sent them.
+	Batch []kafka.Message
+	// FetchedAt is when the batch's first message was fetched.
+	FetchedAt time.Time
+	// Fill runs from the first message fetched to the batch complete; Commit is the offset
+	// commit round trip (retries included).
+	Fill, Commit time.Duration
+}
+
+// Buffered is what a Source may also implement to say how many fetched messages wait in
+// memory, so that FetchMessage would return at once; Run stops filling a batch when none do.
+type Buffered interface {
+	Buffered() int
 }
 
 func (b *Batching) setDefaults() {
@@ -62,43 +91,81 @@ func Run(ctx context.Context, src Source, proc Handler, b Batching, log *slog.Lo
 	if log == nil {
 		log = slog.Default()
 	}
+	if pl, ok := proc.(Pipeline); ok && b.Pipeline {
+		return runPipelined(ctx, src, pl, b, log)
+	}
 	// Work already fetched is finished even after shutdown is asked for.
 	finish := context.WithoutCancel(ctx)
 	for {
-		batch, err := fetchBatch(ctx, src, b)
+		batch, fetchedAt, err := fetchBatch(ctx, src, b)
+		filled := time.Now()
 		if len(batch) == 0 {
 			if err == nil || ctx.Err() != nil {
 				return nil
 			}
-			return fmt.Errorf("fetch appointments: %w", err)
+			return wrapFetch(err)
 		}
 		if !processWithRetry(ctx, finish, proc, batch, b, log) {
 			log.Info("stopping with a batch unprocessed; it will be consumed again after restart", "messages", len(batch))
 			return nil
 		}
+		committing := time.Now()
 		commit(finish, src, batch, log)
+		if b.Timed != nil {
+			b.Timed(LoopTimes{Batch: batch, FetchedAt: fetchedAt, Fill: filled.Sub(fetchedAt), Commit: time.Since(committing)})
+		}
 		if ctx.Err() != nil {
 			return nil
 		}
 	}
 }
 
-func fetchBatch(ctx context.Context, src Source, b Batching) ([]kafka.Message, error) {
+func wrapFetch(err error) error { return fmt.Errorf("fetch appointments: %w", err) }
+
+// fetchBatch blocks for a first message, then fills the batch up to b.MaxMessages for at
+// most b.MaxWait, stopping early when the source says nothing more is buffered. It returns
+// when the first message was fetched.
+func fetchBatch(ctx context.Context, src Source, b Batching) ([]kafka.Message, time.Time, error) {
 	first, err := src.FetchMessage(ctx)
 	if err != nil {
-		return nil, err
+		return nil, time.Time{}, err
 	}
+	fetchedAt := time.Now()
 	batch := []kafka.Message{first}
+	buffered := bufferedOf(src)
 	fill, cancel := context.WithTimeout(ctx, b.MaxWait)
 	defer cancel()
 	for len(batch) < b.MaxMessages {
-		m, err := src.FetchMessage(fill)
-		if err != nil {
-			break
+		// Fetch what is known to be buffered without asking again per message; asking is
+		// cheap, but not free (kafka-go's Stats).
+		n := b.MaxMessages - len(batch)
+		if buffered != nil {
+			if n = min(n, buffered()); n == 0 {
+				break
+			}
 		}
-		batch = append(batch, m)
+		for ; n > 0; n-- {
+			m, err := src.FetchMessage(fill)
+			if err != nil {
+				return batch, fetchedAt, nil
+			}
+			batch = append(batch, m)
+		}
 	}
-	return batch, nil
+	return batch, fetchedAt, nil
+}
+
+// bufferedOf says how many messages src holds fetched in memory, or is nil if src cannot
+// tell. A *kafka.Reader's queue length comes from Stats, which also resets the reader's
+// counters: nothing else in this project reads them.
+func bufferedOf(src Source) func() int {
+	switch s := src.(type) {
+	case Buffered:
+		return s.Buffered
+	case *kafka.Reader:
+		return func() int { return int(s.Stats().QueueLength) }
+	}
+	return nil
 }
 
 // processWithRetry reports false if ctx ended before the batch could be processed.

@@ -102,6 +102,9 @@ type Report struct {
 	Input              map[string]any `json:"input"`
 	Command            string         `json:"command"`
 	When               time.Time      `json:"when"`
+	Stages             Stages         `json:"stages,omitempty"` // stages.go
+	// BackfillEventsPerS is cmd/consumer --backfill over the whole input (backfill.go).
+	BackfillEventsPerS float64 `json:"backfill_events_per_s,omitempty"`
 }
 
 // Parity compares the peer's probabilities with ours.
@@ -228,6 +231,13 @@ func run(ctx context.Context, c config, log *slog.Logger) error {
 	if err != nil {
 		return err
 	}
+	if rep.Stages, err = readStages(stagesFile("go")); err != nil {
+		return fmt.Errorf("stage timings: %w", err)
+	}
+	if rep.BackfillEventsPerS, err = backfillRun(ctx, c, rdb, bin, inTopic, len(w.input)); err != nil {
+		return err
+	}
+	log.Info("backfill", "events", len(w.input), "events_per_s", rep.BackfillEventsPerS)
 	if !c.skipPeer {
 		n := min(c.peerEvents, len(w.input))
 		peer, peerRisk, err := measure(ctx, c, log, rdb, w, pythonPeer(c), inTopic, n)
@@ -275,6 +285,7 @@ func run(ctx context.Context, c config, log *slog.Logger) error {
 
 type implArgs struct {
 	group, in, risk, dlq, prefix string
+	stages                       string // "" or the Go consumer's --stage-timings file
 	maxEvents                    int
 }
 
@@ -290,6 +301,9 @@ func goConsumer(c config, bin string) impl {
 			"--group", a.group, "--topic-appointments", a.in, "--topic-risk", a.risk, "--topic-dlq", a.dlq,
 			"--redis-prefix", a.prefix, "--model-dir", c.modelDir, "--metrics-addr", "off", "--batch-size", strconv.Itoa(c.batch), "--workers", strconv.Itoa(c.workers),
 			"--batch-wait", c.batchWait.String()}
+		if a.stages != "" {
+			args = append(args, "--stage-timings", a.stages)
+		}
 		if c.profile != "" && a.maxEvents < 1<<30 {
 			args = append(args, "--cpu-profile", c.profile)
 		}
@@ -474,6 +488,9 @@ func usage(cmd *exec.Cmd, exited <-chan struct{}, peakRSS float64) (rssMB, cpuS 
 func latencyRun(ctx context.Context, c config, log *slog.Logger, rdb *redis.Client, w *world, im impl) ([]float64, error) {
 	a := implArgs{group: fmt.Sprintf("bench-lat-%s-%d", im.name, time.Now().UnixNano()), maxEvents: 1 << 30}
 	a.in, a.risk, a.dlq, a.prefix = a.group+".in", a.group+".risk", a.group+".dlq", a.group+":"
+	if a.stages = stagesFile(im.name); a.stages != "" {
+		_ = os.Remove(a.stages)
+	}
 	for _, t := range []string{a.in, a.risk, a.dlq} {
 		if err := createTopic(ctx, c.brokers, t, c.partitions); err != nil {
 			return nil, err

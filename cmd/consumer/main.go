@@ -82,6 +82,8 @@ type config struct {
 	monitorURL, monitorToken string
 	lagEvery                 time.Duration
 	cpuProfile               string // "" or a file for a CPU profile of the whole run (make bench)
+	stageTimings             string // "" or a file for every stage's p50/p99 over the run, written at exit (make bench)
+	backfill                 bool   // rebuild histories from the topic and exit (backfill.go)
 	workers                  int
 	logLevel                 slog.Level
 	kafkaOpts                []stream.Option
@@ -119,6 +121,7 @@ func parseConfigEnv(args []string, lookup func(string) (string, bool), stderr io
 		"mapping": "PAS_MAPPING", "allow-unmapped-extras": "ALLOW_UNMAPPED_EXTRAS",
 		"rescore": "RESCORE", "decision-lead": "DECISION_LEAD", "decision-model-dir": "DECISION_MODEL_DIR",
 		"challenger-model-dir": "CHALLENGER_MODEL_DIR", "topic-shadow": "TOPIC_RISK_SHADOW",
+		"pipeline": "PIPELINE",
 	}
 	brokers := fs.String("brokers", "127.0.0.1:9092", "Kafka bootstrap brokers, comma-separated")
 	redisAddrs := fs.String("redis", "127.0.0.1:6379", "Redis address; several comma-separated addresses mean a Redis Cluster")
@@ -138,7 +141,8 @@ func parseConfigEnv(args []string, lookup func(string) (string, bool), stderr io
 	fs.IntVar(&c.topicSpec.Replication, "topic-replication", 0, "replication factor of a topic --create-topics makes; 0: the broker's default.replication.factor")
 	fs.IntVar(&c.batch.MaxMessages, "batch-size", 500, "most messages per batch")
 	fs.IntVar(&c.workers, "workers", 1, "consumer-group members in this process, each owning some partitions; more overlap one member's Kafka and Redis round trips with another's work")
-	fs.DurationVar(&c.batch.MaxWait, "batch-wait", 10*time.Millisecond, "longest wait to fill a batch")
+	fs.DurationVar(&c.batch.MaxWait, "batch-wait", 10*time.Millisecond, "longest wait to fill a batch (a batch stops filling as soon as nothing more is buffered)")
+	fs.BoolVar(&c.batch.Pipeline, "pipeline", true, "prepare (decode, load, score) the next batch while this one is published, saved and committed; offsets are still committed in order and only after both; off with --rescore")
 	fs.DurationVar(&c.retention, "history-retention", 3*365*24*time.Hour, "how long facts are kept in a patient's history")
 	fs.DurationVar(&c.maxAhead, "max-ahead", scorer.DefaultMaxAhead, "dead-letter events dated further than this past the clock (a mis-dated event would prune the patient's history); 0 for no limit, e.g. to replay a simulated future")
 	fs.StringVar(&c.redisPrefix, "redis-prefix", "dna:", "prefix of every Redis key")
@@ -152,6 +156,8 @@ func parseConfigEnv(args []string, lookup func(string) (string, bool), stderr io
 	fs.StringVar(&c.monitorToken, "monitor-token-file", "", "file whose first token is sent to --monitor-url as a bearer token")
 	fs.DurationVar(&c.lagEvery, "lag-interval", 15*time.Second, "how often to measure consumer lag")
 	fs.StringVar(&c.cpuProfile, "cpu-profile", "", "write a CPU profile of the whole run to this file (for go tool pprof)")
+	fs.BoolVar(&c.backfill, "backfill", false, "rebuild the patient histories in Redis from --topic-appointments, every partition from its first offset to its end now, then exit: history only, nothing scored or published (recovery after losing Redis, a new deployment); prints a JSON summary with events/s")
+	fs.StringVar(&c.stageTimings, "stage-timings", "", "write each batch stage's p50/p99/max over the whole run (fetch, fill, load, score, publish, save, commit) to this JSON file at exit (for cmd/bench)")
 	logLevel := fs.String("log-level", "info", "debug, info, warn or error")
 	mappingFile := fs.String("mapping", "", "the gateway's JSON mapping file (cmd/pasgateway --mapping): a model needing a booking extra it does not fill is refused at load")
 	allowUnmapped := fs.String("allow-unmapped-extras", "", "booking extras a model may need that --mapping does not fill (comma-separated, or * for any): another producer fills them, or they may be missing")
@@ -233,6 +239,13 @@ func main() {
 		os.Exit(2)
 	}
 	log := slog.New(slog.NewJSONHandler(os.Stderr, &slog.HandlerOptions{Level: cfg.logLevel}))
+	if cfg.backfill {
+		if err := backfill(cfg, os.Stdout, log); err != nil {
+			log.Error("backfill failed", "err", err)
+			os.Exit(1)
+		}
+		return
+	}
 	model, err := cfg.loadModel(cfg.modelDir)
 	if err != nil {
 		fmt.Fprintln(os.Stderr, "consumer: cannot load model:", err)
@@ -279,6 +292,10 @@ func run(cfg config, model, challenger *scoring.Model, log *slog.Logger) error {
 	rdb.AddHook(m.RedisHook())
 	store := featurestore.NewRedisStore(rdb, featurestore.RedisOptions{Prefix: cfg.redisPrefix, TTL: cfg.historyTTL})
 	w := stream.NewWriter(cfg.brokers, "", cfg.kafkaOpts...)
+	// Each batch hands all its messages to one WriteMessages and waits for the
+	// acknowledgement, so lingering for more only delays it: NewWriter's 2 ms linger was most
+	// of the publish stage's median at 2,000 bookings/s (docs/performance.md).
+	w.BatchTimeout = 100 * time.Microsecond
 	defer w.Close()
 	admin := stream.NewAdmin(cfg.brokers, cfg.kafkaOpts...)
 	defer admin.Close()
@@ -288,6 +305,26 @@ func run(cfg config, model, challenger *scoring.Model, log *slog.Logger) error {
 	var proc *scorer.Processor
 	m.SetModel(model.ID())
 	observers := []scorer.Observer{m}
+	loopObservers := []func(stream.LoopTimes){m.LoopDone}
+	if cfg.stageTimings != "" {
+		st := newStageTimes()
+		observers = append(observers, st)
+		loopObservers = append(loopObservers, st.loopDone)
+		defer func() {
+			if err := st.write(cfg.stageTimings); err != nil {
+				log.Error("cannot write --stage-timings", "err", err)
+			}
+		}()
+	}
+	if cfg.batch.Pipeline && cfg.rescore {
+		log.Info("--pipeline is off with --rescore: re-scores read open bookings the batch ahead may not have saved yet")
+		cfg.batch.Pipeline = false
+	}
+	cfg.batch.Timed = func(lt stream.LoopTimes) {
+		for _, f := range loopObservers {
+			f(lt)
+		}
+	}
 	var status *ops.Status
 	if cfg.metricsAddr != "" && cfg.statusPage {
 		sc := ops.StatusConfig{

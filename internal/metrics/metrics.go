@@ -87,7 +87,8 @@ func New() *Metrics {
 		quarantined: prometheus.NewCounter(prometheus.CounterOpts{Name: HistoryQuarantined,
 			Help: "Patient histories that could not be read (corrupt) and were moved to a quarantine key; each patient's history started again empty and should be rebuilt from the topic."}),
 		batchDuration: prometheus.NewHistogramVec(prometheus.HistogramOpts{Name: BatchDuration,
-			Help:    "Time to process one batch (stage total) and its round trips: history load, publish to Kafka, history save.",
+			Help: "Time to process one batch (stage total) and its parts: history load, score (decode, features, model, encode), publish to Kafka, history save; " +
+				"and the consumer loop's: fetch (the batch's oldest message from its producer timestamp to being fetched), fill (first message fetched to the batch complete), offset commit.",
 			Buckets: short}, []string{"stage"}),
 		batchSize: prometheus.NewHistogram(prometheus.HistogramOpts{Name: BatchMessages,
 			Help: "Messages per completed batch.", Buckets: prometheus.ExponentialBuckets(1, 4, 8)}),
@@ -140,6 +141,7 @@ func (m *Metrics) BatchDone(r *scorer.BatchReport) {
 	m.batchSize.Observe(float64(r.Messages))
 	m.batchDuration.WithLabelValues("total").Observe(r.Took.Seconds())
 	m.batchDuration.WithLabelValues("load").Observe(r.Load.Seconds())
+	m.batchDuration.WithLabelValues("score").Observe(r.Score.Seconds())
 	if r.Published != nil {
 		m.batchDuration.WithLabelValues("publish").Observe(r.Publish.Seconds())
 	}
@@ -157,6 +159,32 @@ func (m *Metrics) BatchDone(r *scorer.BatchReport) {
 		m.missing.WithLabelValues(feature).Add(float64(n))
 	}
 	m.challenger.batchDone(r)
+}
+
+// LoopDone records the consumer loop's stages of one batch (stream.Batching.Timed): fetch,
+// fill and commit.
+func (m *Metrics) LoopDone(lt stream.LoopTimes) {
+	if w, ok := FetchWait(lt); ok {
+		m.batchDuration.WithLabelValues("fetch").Observe(w.Seconds())
+	}
+	m.batchDuration.WithLabelValues("fill").Observe(lt.Fill.Seconds())
+	m.batchDuration.WithLabelValues("commit").Observe(lt.Commit.Seconds())
+}
+
+// FetchWait is how long the oldest message of a batch waited, from its producer timestamp to
+// being fetched: the broker's append and fetch, plus any wait behind earlier batches. False
+// when no message carries a timestamp.
+func FetchWait(lt stream.LoopTimes) (time.Duration, bool) {
+	var oldest time.Time
+	for i := range lt.Batch {
+		if t := lt.Batch[i].Time; !t.IsZero() && (oldest.IsZero() || t.Before(oldest)) {
+			oldest = t
+		}
+	}
+	if oldest.IsZero() {
+		return 0, false
+	}
+	return max(0, lt.FetchedAt.Sub(oldest)), true
 }
 
 // BatchFailed implements scorer.Observer.

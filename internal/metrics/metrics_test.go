@@ -10,6 +10,7 @@ import (
 	"github.com/alicebob/miniredis/v2"
 	"github.com/prometheus/client_golang/prometheus/testutil"
 	"github.com/redis/go-redis/v9"
+	"github.com/segmentio/kafka-go"
 
 	"github.com/nhsx/dnarisk/events"
 	"github.com/nhsx/dnarisk/internal/metrics"
@@ -79,8 +80,8 @@ dnarisk_reminders_total{outcome="uncertain"} 0
 		metrics.FeatureMissing, metrics.BatchFailures, metrics.HistoryQuarantined, metrics.ModelInfo, metrics.Reminders); err != nil {
 		t.Fatal(err)
 	}
-	if n := testutil.CollectAndCount(m.Registry, metrics.RiskProbability, metrics.EventDelay, metrics.BatchDuration); n != 1+1+4 {
-		t.Fatalf("histogram series = %d, want 6 (probability, delay, 4 batch stages)", n)
+	if n := testutil.CollectAndCount(m.Registry, metrics.RiskProbability, metrics.EventDelay, metrics.BatchDuration); n != 1+1+5 {
+		t.Fatalf("histogram series = %d, want 7 (probability, delay, 5 batch stages)", n)
 	}
 	// No label may carry a patient pseudonym.
 	fams, _ := m.Registry.Gather()
@@ -155,4 +156,23 @@ dnarisk_consumer_lag_messages{partition="1",topic="appointments"} 3
 		}
 	}
 	t.Fatal("a failed lag measurement was not counted")
+}
+
+func TestLoopDoneRecordsFetchFillCommit(t *testing.T) {
+	m := metrics.New()
+	at := time.Date(2026, 1, 1, 12, 0, 0, 0, time.UTC)
+	lt := stream.LoopTimes{
+		Batch:     []kafka.Message{{Time: at.Add(-3 * time.Millisecond)}, {Time: at.Add(-7 * time.Millisecond)}, {}},
+		FetchedAt: at, Fill: time.Millisecond, Commit: 2 * time.Millisecond,
+	}
+	if w, ok := metrics.FetchWait(lt); !ok || w != 7*time.Millisecond {
+		t.Fatalf("fetch wait %s %v, want the oldest message's 7ms", w, ok)
+	}
+	if _, ok := metrics.FetchWait(stream.LoopTimes{Batch: []kafka.Message{{}}}); ok {
+		t.Fatal("a fetch wait without timestamps")
+	}
+	m.LoopDone(lt)
+	if n := testutil.CollectAndCount(m.Registry, metrics.BatchDuration); n != 3 {
+		t.Fatalf("batch stage series = %d, want 3 (fetch, fill, commit)", n)
+	}
 }
