@@ -108,7 +108,7 @@ bench:
 	wait $$python
 	export $(TEST_ENV)
 	mkdir -p out
-	go test -run XXX -bench . -benchmem -count 5 ./events/ ./featurestore/ ./stream/ | tee out/bench-stages.txt
+	go test -run XXX -bench . -benchmem -count 5 ./events/ ./featurestore/ ./scoring/ ./scorer/ ./stream/ | tee out/bench-stages.txt
 	go run ./cmd/bench $(BENCH_FLAGS)
 
 python:

@@ -3,6 +3,8 @@ package events
 import (
 	"bytes"
 	"encoding/json"
+	"os"
+	"path/filepath"
 	"reflect"
 	"regexp"
 	"strings"
@@ -115,5 +117,32 @@ func TestIsPseudonymIsTheRegexp(t *testing.T) {
 		if got, want := IsPseudonym(c), re.MatchString(c); got != want {
 			t.Errorf("IsPseudonym(%q) = %v, regexp says %v", c, got, want)
 		}
+	}
+}
+
+// BenchmarkDecodeAppointment compares DecodeAppointment (the fast path, as the scorer runs it)
+// with its definition, decodeStd (encoding/json), on the schema's examples: the issue's
+// "faster than encoding/json", with allocations per event (make bench, out/bench-stages.txt).
+func BenchmarkDecodeAppointment(b *testing.B) {
+	var inputs [][]byte
+	for _, name := range []string{"appointment.booked.json", "appointment.cancelled.json", "appointment.did_not_attend.json"} {
+		in, err := os.ReadFile(filepath.Join("..", "schemas", "examples", name))
+		if err != nil {
+			b.Fatal(err)
+		}
+		inputs = append(inputs, in)
+	}
+	for _, c := range []struct {
+		name   string
+		decode func([]byte) (Appointment, error)
+	}{{"fast", DecodeAppointment}, {"encoding-json", decodeStd}} {
+		b.Run(c.name, func(b *testing.B) {
+			b.ReportAllocs()
+			for i := 0; b.Loop(); i++ {
+				if _, err := c.decode(inputs[i%len(inputs)]); err != nil {
+					b.Fatal(err)
+				}
+			}
+		})
 	}
 }
