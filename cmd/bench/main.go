@@ -65,6 +65,7 @@ type config struct {
 	skipPeer       bool
 	jvmCmd         string
 	skipJVM        bool
+	challenger     string // the Go consumer's --challenger-model-dir ("": none)
 	jvmEvents      int
 	profile        string
 	batch          int
@@ -134,6 +135,7 @@ func main() {
 	flag.BoolVar(&c.skipPeer, "skip-peer", false, "do not measure the Python peer")
 	flag.StringVar(&c.jvmCmd, "jvm", "java -Xmx512m -jar bench/jvm/target/jvm-peer.jar", "command that runs the Kafka Streams peer (make jvm-peer builds the jar)")
 	flag.BoolVar(&c.skipJVM, "skip-jvm", false, "do not measure the Kafka Streams peer")
+	flag.StringVar(&c.challenger, "challenger-model-dir", "", "run the Go consumer with this shadow challenger (its --challenger-model-dir), to measure what a challenger costs end to end")
 	flag.IntVar(&c.jvmEvents, "jvm-events", 0, "events the Kafka Streams peer must commit per run (0: the whole input, as the Go consumer)")
 	flag.StringVar(&c.profile, "profile", "", "write a CPU profile of the Go consumer's throughput runs to this file (the last run's survives)")
 	flag.Parse()
@@ -304,6 +306,9 @@ func goConsumer(c config, bin string) impl {
 		if a.stages != "" {
 			args = append(args, "--stage-timings", a.stages)
 		}
+		if c.challenger != "" {
+			args = append(args, "--challenger-model-dir", c.challenger, "--topic-shadow", a.risk+".shadow")
+		}
 		if c.profile != "" && a.maxEvents < 1<<30 {
 			args = append(args, "--cpu-profile", c.profile)
 		}
@@ -347,7 +352,7 @@ func measure(ctx context.Context, c config, log *slog.Logger, rdb *redis.Client,
 	for r := 1; r <= c.runs; r++ {
 		a := implArgs{group: fmt.Sprintf("bench-%s-%d-%d", im.name, r, time.Now().UnixNano()), in: inTopic, maxEvents: n}
 		a.risk, a.dlq, a.prefix = a.group+".risk", a.group+".dlq", a.group+":"
-		for _, t := range []string{a.risk, a.dlq} {
+		for _, t := range []string{a.risk, a.dlq, a.risk + ".shadow"} {
 			if err := createTopic(ctx, c.brokers, t, c.partitions); err != nil {
 				return res, nil, err
 			}
@@ -491,7 +496,7 @@ func latencyRun(ctx context.Context, c config, log *slog.Logger, rdb *redis.Clie
 	if a.stages = stagesFile(im.name); a.stages != "" {
 		_ = os.Remove(a.stages)
 	}
-	for _, t := range []string{a.in, a.risk, a.dlq} {
+	for _, t := range []string{a.in, a.risk, a.dlq, a.risk + ".shadow"} {
 		if err := createTopic(ctx, c.brokers, t, c.partitions); err != nil {
 			return nil, err
 		}
