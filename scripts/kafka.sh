@@ -28,7 +28,7 @@
 #
 # Everything lives under .cache/kafka: libs/ (jars, downloaded once per
 # version), data-<port>/ (log dirs, wiped on stop and on a fresh start) and
-# run-<port>/ (config, logs, pid file); node N > 1 of a cluster in
+# run-<port>/ (config, logs, gc.log: the JVM's GC pauses, pid file); node N > 1 of a cluster in
 # data-<port>-n<N>/ and run-<port>-n<N>/.
 set -euo pipefail
 
@@ -329,7 +329,8 @@ start_broker() {
 launch_node() {
 	# setsid: the broker must outlive this script and not get the terminal's signals.
 	setsid nohup java -Djava.awt.headless=true "-Dlog4j2.configurationFile=$RUN/log4j2.xml" \
-		"-Dkafka.log.file=$LOG" "-Xms$HEAP" "-Xmx$HEAP" -XX:+UseG1GC -cp "$LIBS/*" \
+		"-Dkafka.log.file=$LOG" "-Xms$HEAP" "-Xmx$HEAP" -XX:+UseG1GC \
+		"-Xlog:gc,safepoint:file=$RUN/gc.log:utctime,level,tags:filecount=2,filesize=10m" -cp "$LIBS/*" \
 		kafka.Kafka "$RUN/server.properties" </dev/null >>"$RUN/stdout.log" 2>&1 &
 	echo $! >"$PIDFILE"
 }
