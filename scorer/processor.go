@@ -464,7 +464,9 @@ func (p *Processor) prepareInto(ctx context.Context, b *Prepared, prev *Prepared
 	b.applied, b.skipped, b.deadLettered, b.rescores = applied, skipped, int64(deadLettered), rescores
 	b.after = make(map[string]*featurestore.History, len(dirty))
 	for pt, h := range dirty {
-		b.after[pt] = &featurestore.History{Rev: h.Rev + 1, Facts: slices.Clone(h.Facts)}
+		// Shared, not copied: nothing changes h once prepared (Finish only encodes it), and
+		// load copies what the next batch takes from here before changing it.
+		b.after[pt] = &featurestore.History{Rev: h.Rev + 1, Facts: h.Facts}
 	}
 	return nil
 }
