@@ -3,7 +3,6 @@ package stream
 import (
 	"context"
 	"fmt"
-	"time"
 
 	"github.com/segmentio/kafka-go"
 )
@@ -46,7 +45,7 @@ func readPartition(ctx context.Context, d *kafka.Dialer, brokers []string, topic
 	if end <= first {
 		return nil, nil
 	}
-	r := kafka.NewReader(kafka.ReaderConfig{Brokers: brokers, Dialer: d, Topic: topic, Partition: p.ID, MaxWait: 50 * time.Millisecond})
+	r := kafka.NewReader(kafka.ReaderConfig{Brokers: brokers, Dialer: d, Topic: topic, Partition: p.ID, MaxWait: FetchMaxWait})
 	defer r.Close()
 	if err := r.SetOffset(first); err != nil {
 		return nil, err
@@ -117,7 +116,7 @@ func scanPartition(ctx context.Context, d *kafka.Dialer, brokers []string, topic
 		return nil
 	}
 	r := kafka.NewReader(kafka.ReaderConfig{Brokers: brokers, Dialer: d, Topic: topic, Partition: p.ID,
-		MinBytes: 1, MaxBytes: 10 << 20, MaxWait: 50 * time.Millisecond, QueueCapacity: 2 * batch})
+		MinBytes: 1, MaxBytes: 10 << 20, MaxWait: FetchMaxWait, QueueCapacity: 2 * batch})
 	defer r.Close()
 	if err := r.SetOffset(first); err != nil {
 		return err

@@ -33,6 +33,16 @@ func NewWriter(brokers []string, topic string, opts ...Option) *kafka.Writer {
 	}
 }
 
+// FetchMaxWait is the MaxWait of every Reader here. A fetch returns as soon as one message
+// is there (MinBytes 1), so it does not add latency; it is how long the broker holds a fetch
+// on an idle partition. It must be long because kafka-go v0.4.51 (reader.go, read) uses it as
+// the connection's read deadline too, asking the broker to wait only a quarter less: a
+// response later than that slack is an "i/o timeout", and the reader closes its connection
+// and backs off before fetching again (segmentio/kafka-go#574, #726). At 10 ms, on a busy
+// 2-core machine, that happened every second or so and put 100-130 ms stalls into 1-2% of
+// risk events (docs/performance.md, "The latency tail").
+const FetchMaxWait = 500 * time.Millisecond
+
 // PartitionWatchInterval is how often a group reader checks its topics' partition counts.
 const PartitionWatchInterval = 5 * time.Second
 
@@ -64,7 +74,7 @@ func NewGroupReader(brokers []string, group string, topics []string, opts ...Opt
 		GroupTopics:       topics,
 		MinBytes:          1,
 		MaxBytes:          10 << 20,
-		MaxWait:           100 * time.Millisecond,
+		MaxWait:           FetchMaxWait,
 		QueueCapacity:     2000,
 		CommitInterval:    0,
 		StartOffset:       kafka.FirstOffset,

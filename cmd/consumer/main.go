@@ -157,7 +157,7 @@ func parseConfigEnv(args []string, lookup func(string) (string, bool), stderr io
 	fs.DurationVar(&c.lagEvery, "lag-interval", 15*time.Second, "how often to measure consumer lag")
 	fs.StringVar(&c.cpuProfile, "cpu-profile", "", "write a CPU profile of the whole run to this file (for go tool pprof)")
 	fs.BoolVar(&c.backfill, "backfill", false, "rebuild the patient histories in Redis from --topic-appointments, every partition from its first offset to its end now, then exit: history only, nothing scored or published (recovery after losing Redis, a new deployment); prints a JSON summary with events/s")
-	fs.StringVar(&c.stageTimings, "stage-timings", "", "write each batch stage's p50/p99/max over the whole run (fetch, fill, load, score, publish, save, commit) to this JSON file at exit (for cmd/bench)")
+	fs.StringVar(&c.stageTimings, "stage-timings", "", "write each batch stage's p50/p99/max over the whole run (fetch, fill, load, score, publish, save, commit) to this JSON file at exit (for cmd/bench); SIGUSR1 forgets the samples so far (cmd/bench's warm-up)")
 	logLevel := fs.String("log-level", "info", "debug, info, warn or error")
 	mappingFile := fs.String("mapping", "", "the gateway's JSON mapping file (cmd/pasgateway --mapping): a model needing a booking extra it does not fill is refused at load")
 	allowUnmapped := fs.String("allow-unmapped-extras", "", "booking extras a model may need that --mapping does not fill (comma-separated, or * for any): another producer fills them, or they may be missing")
@@ -308,6 +308,7 @@ func run(cfg config, model, challenger *scoring.Model, log *slog.Logger) error {
 	loopObservers := []func(stream.LoopTimes){m.LoopDone}
 	if cfg.stageTimings != "" {
 		st := newStageTimes()
+		st.resetOn(syscall.SIGUSR1)
 		observers = append(observers, st)
 		loopObservers = append(loopObservers, st.loopDone)
 		defer func() {

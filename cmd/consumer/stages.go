@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"math"
 	"os"
+	"os/signal"
 	"slices"
 	"sync"
 	"time"
@@ -45,6 +46,20 @@ func (s *stageTimes) add(stage string, d time.Duration, messages int) {
 	if v := s.samples[stage]; len(v) < maxStageSamples {
 		s.samples[stage] = append(v, stageSample{float64(d.Microseconds()) / 1000, messages})
 	}
+}
+
+// resetOn forgets the samples so far whenever the process receives sig: cmd/bench signals
+// after its warm-up, so the stages describe the same steady state as its latency samples.
+func (s *stageTimes) resetOn(sig os.Signal) {
+	c := make(chan os.Signal, 1)
+	signal.Notify(c, sig)
+	go func() {
+		for range c {
+			s.mu.Lock()
+			clear(s.samples)
+			s.mu.Unlock()
+		}
+	}()
 }
 
 // BatchDone implements scorer.Observer.
