@@ -12,6 +12,7 @@
 package featurestore
 
 import (
+	"slices"
 	"time"
 
 	"github.com/nhsx/dnarisk/events"
@@ -47,6 +48,20 @@ type Fact struct {
 type History struct {
 	Rev   int64  `json:"rev"`
 	Facts []Fact `json:"facts"`
+
+	// enc is the stored encoding (codec.go) of Facts[:encN], as RedisStore read it, so that
+	// saving a history that only grew encodes just its new facts. Apply keeps it while it only
+	// appends; a prune drops it. Code that changes Facts otherwise must use a new History
+	// (Clone copies both).
+	enc  string
+	encN int
+}
+
+// Clone returns a copy of h that shares nothing it can change.
+func (h *History) Clone() *History {
+	c := *h
+	c.Facts = slices.Clone(h.Facts)
+	return &c
 }
 
 // Policy bounds how much history is kept per patient.
@@ -149,6 +164,9 @@ func (h *History) prune(now int64, p Policy) {
 	}
 	if over := len(keep) - p.MaxFacts; over > 0 {
 		keep = keep[over:]
+	}
+	if len(keep) != len(h.Facts) {
+		h.enc, h.encN = "", 0
 	}
 	h.Facts = keep
 }

@@ -250,9 +250,10 @@ func decodeHistory(vals []any) (*History, error) {
 		if len(facts) > 0 && int(facts[0]) != v {
 			return nil, fmt.Errorf("%w: facts in format %d, codec field says %d", errCorrupt, facts[0], v)
 		}
-		if h.Facts, err = decodeFacts([]byte(facts)); err != nil {
+		if h.Facts, err = decodeFacts(facts); err != nil {
 			return nil, err
 		}
+		h.enc, h.encN = facts, len(h.Facts)
 	}
 	return h, nil
 }
@@ -298,7 +299,7 @@ func (s *RedisStore) Save(ctx context.Context, hs map[string]*History) error {
 	}
 	ps := make([]pending, 0, len(hs))
 	for p, h := range hs {
-		facts := appendFacts(nil, h.Facts)
+		facts := h.encode()
 		cmd := casScript.EvalSha(ctx, pipe, []string{s.Key(p)},
 			strconv.FormatInt(h.Rev, 10), strconv.FormatInt(h.Rev+1, 10), facts, ttl, codecVersion)
 		ps = append(ps, pending{p, h, cmd})

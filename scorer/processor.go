@@ -6,7 +6,6 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
-	"slices"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -466,7 +465,9 @@ func (p *Processor) prepareInto(ctx context.Context, b *Prepared, prev *Prepared
 	for pt, h := range dirty {
 		// Shared, not copied: nothing changes h once prepared (Finish only encodes it), and
 		// load copies what the next batch takes from here before changing it.
-		b.after[pt] = &featurestore.History{Rev: h.Rev + 1, Facts: h.Facts}
+		next := *h // with what it knows of its stored encoding
+		next.Rev++
+		b.after[pt] = &next
 	}
 	return nil
 }
@@ -494,7 +495,7 @@ func (p *Processor) load(ctx context.Context, patients []string, prev *Prepared)
 	}
 	for _, pt := range patients {
 		if h, ok := prev.after[pt]; ok {
-			hist[pt] = &featurestore.History{Rev: h.Rev, Facts: slices.Clone(h.Facts)}
+			hist[pt] = h.Clone()
 		}
 	}
 	return hist, err
