@@ -71,6 +71,7 @@ type config struct {
 	batch          int
 	workers        int
 	batchWait      time.Duration
+	consumerEnv    string // "NAME=value ..." added to the Go consumer's environment
 }
 
 // Result is one implementation's figures (medians over runs, with every run kept).
@@ -129,6 +130,7 @@ func main() {
 	flag.IntVar(&c.batch, "batch-size", 500, "the Go consumer's --batch-size")
 	flag.IntVar(&c.workers, "workers", 2, "the Go consumer's --workers")
 	flag.DurationVar(&c.batchWait, "batch-wait", 10*time.Millisecond, "the Go consumer's --batch-wait")
+	flag.StringVar(&c.consumerEnv, "consumer-env", "GOGC=400 GOMEMLIMIT=80MiB", "environment added to the Go consumer's: the garbage collector's settings docker-compose.yml deploys it with (docs/performance.md)")
 	flag.StringVar(&c.modelDir, "model-dir", "models/default", "model directory")
 	flag.StringVar(&c.out, "out", "out/bench.json", "report file")
 	flag.StringVar(&c.peerCmd, "peer", ".venv-peer/bin/python bench/peer/peer.py", "command that runs the Python peer")
@@ -230,6 +232,9 @@ func run(ctx context.Context, c config, log *slog.Logger) error {
 	}
 	var goRisk map[string]float64
 	rep.Go, goRisk, err = measure(ctx, c, log, rdb, w, goConsumer(c, bin), inTopic, len(w.input))
+	if c.consumerEnv != "" {
+		rep.Go.Note = "consumer environment: " + c.consumerEnv
+	}
 	if err != nil {
 		return err
 	}
@@ -312,7 +317,9 @@ func goConsumer(c config, bin string) impl {
 		if c.profile != "" && a.maxEvents < 1<<30 {
 			args = append(args, "--cpu-profile", c.profile)
 		}
-		return exec.Command(bin, args...)
+		cmd := exec.Command(bin, args...)
+		cmd.Env = append(os.Environ(), strings.Fields(c.consumerEnv)...)
+		return cmd
 	}}
 }
 
