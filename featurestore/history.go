@@ -113,7 +113,7 @@ func (h *History) latestOutcome(appt string) (Fact, bool) {
 	var latest Fact
 	found := false
 	for _, g := range h.Facts {
-		if g.Appointment == appt && g.isOutcome() && (!found || g.At >= latest.At) {
+		if g.isOutcome() && g.Appointment == appt && (!found || g.At >= latest.At) {
 			latest, found = g, true
 		}
 	}
@@ -123,7 +123,7 @@ func (h *History) latestOutcome(appt string) (Fact, bool) {
 // same reports whether two facts record the same thing. Bookings are distinct per version;
 // a cancellation is one per appointment and kind, whatever version it names.
 func (f Fact) same(g Fact) bool {
-	if f.Appointment != g.Appointment || f.Kind != g.Kind {
+	if f.Kind != g.Kind || f.Appointment != g.Appointment { // kinds first: a byte, not a string
 		return false
 	}
 	if f.Kind == KindBooked || f.Kind == KindRescheduled {
@@ -174,7 +174,7 @@ func (h *History) prune(now int64, p Policy) {
 // Cancelled reports whether appointment id is known to be cancelled.
 func (h *History) Cancelled(id string) bool {
 	for _, f := range h.Facts {
-		if f.Appointment == id && (f.Kind == KindPatientCancel || f.Kind == KindHospitalCancel) {
+		if (f.Kind == KindPatientCancel || f.Kind == KindHospitalCancel) && f.Appointment == id {
 			return true
 		}
 	}
@@ -185,7 +185,7 @@ func (h *History) Cancelled(id string) bool {
 func (h *History) LatestVersion(id string) int {
 	v := 0
 	for _, f := range h.Facts {
-		if f.Appointment == id && (f.Kind == KindBooked || f.Kind == KindRescheduled) && f.Version > v {
+		if (f.Kind == KindBooked || f.Kind == KindRescheduled) && f.Version > v && f.Appointment == id {
 			v = f.Version
 		}
 	}
