@@ -123,11 +123,17 @@ func (p *pipeline) startWith(batch, crashAt int) *consumer {
 	ctx, cancel := context.WithCancel(context.Background())
 	c := &consumer{proc: proc, stop: cancel, done: make(chan error, 1)}
 	var src stream.Source = r
+	b := stream.Batching{MaxMessages: batch, Pipeline: p.pipelined}
 	if crashAt > 0 {
 		src = &crashingSource{Reader: r, crashAt: crashAt, kill: cancel}
+		// Its batches must be full for the test's arithmetic: the wrapper hides the reader's
+		// queue length, so a batch fills until MaxWait, and the default 10 ms was missed once
+		// under -race on a busy machine (203 events in 5 batches). The stream is far longer
+		// than crashAt batches, so a long fill never waits for its end.
+		b.MaxWait = time.Minute
 	}
 	go func() {
-		err := stream.Run(ctx, src, proc, stream.Batching{MaxMessages: batch, Pipeline: p.pipelined}, p.log)
+		err := stream.Run(ctx, src, proc, b, p.log)
 		r.Close()
 		w.Close()
 		c.done <- err
