@@ -72,6 +72,7 @@ type config struct {
 	workers        int
 	batchWait      time.Duration
 	consumerEnv    string // "NAME=value ..." added to the Go consumer's environment
+	floor          bool   // --floor: floorRun only
 }
 
 // Result is one implementation's figures (medians over runs, with every run kept).
@@ -139,11 +140,16 @@ func main() {
 	flag.BoolVar(&c.skipJVM, "skip-jvm", false, "do not measure the Kafka Streams peer")
 	flag.StringVar(&c.challenger, "challenger-model-dir", "", "run the Go consumer with this shadow challenger (its --challenger-model-dir), to measure what a challenger costs end to end")
 	flag.IntVar(&c.jvmEvents, "jvm-events", 0, "events the Kafka Streams peer must commit per run (0: the whole input, as the Go consumer)")
+	flag.BoolVar(&c.floor, "floor", false, "measure only the Kafka round trip the latency run rides on (floor.go): --latency-rate messages a second for --latency-seconds, read by --workers group members; no scorer, no Redis, no report file")
 	flag.StringVar(&c.profile, "profile", "", "write a CPU profile of the Go consumer's throughput runs to this file (the last run's survives)")
 	flag.Parse()
 	c.brokers = strings.Split(*brokers, ",")
 	log := slog.New(slog.NewTextHandler(os.Stderr, nil))
-	if err := run(context.Background(), c, log); err != nil {
+	job := run
+	if c.floor {
+		job = floorRun
+	}
+	if err := job(context.Background(), c, log); err != nil {
 		fmt.Fprintln(os.Stderr, "bench:", err)
 		os.Exit(1)
 	}
@@ -539,24 +545,18 @@ func latencyRun(ctx context.Context, c config, log *slog.Logger, rdb *redis.Clie
 		return wr.WriteMessages(ctx, batch...)
 	}
 
-	if err := offer(send, bookings[:warm], c.latencyRate); err != nil {
-		return nil, fmt.Errorf("latency producer: %w", err)
-	}
-	if err := lt.await(warm, 90*time.Second); err != nil {
-		return nil, fmt.Errorf("%s: warm-up: %w\n%s", im.name, err, tail(stderr.String()))
-	}
-	lt.reset()
-	if a.stages != "" { // the consumer's stage timings start again too (cmd/consumer --stage-timings)
-		if err := cmd.Process.Signal(syscall.SIGUSR1); err != nil {
-			return nil, fmt.Errorf("%s: reset stage timings: %w", im.name, err)
+	var start time.Time
+	warmed := func() error {
+		if a.stages != "" { // the consumer's stage timings start again too (cmd/consumer --stage-timings)
+			if err := cmd.Process.Signal(syscall.SIGUSR1); err != nil {
+				return fmt.Errorf("reset stage timings: %w", err)
+			}
 		}
+		start = time.Now()
+		return nil
 	}
-	start := time.Now()
-	if err := offer(send, bookings[warm:warm+total], c.latencyRate); err != nil {
-		return nil, fmt.Errorf("latency producer: %w", err)
-	}
-	if err := lt.await(total, 60*time.Second); err != nil {
-		return nil, fmt.Errorf("%s: %w", im.name, err)
+	if err := lt.run(send, bookings[:warm+total], warm, c.latencyRate, warmed); err != nil {
+		return nil, fmt.Errorf("%s: %w\n%s", im.name, err, tail(stderr.String()))
 	}
 	log.Info("latency load offered", "impl", im.name, "bookings", total, "warm_up", warm, "seconds", round(time.Since(start).Seconds(), 1))
 	return lt.samples(), nil
@@ -625,16 +625,43 @@ func (lt *latencies) read(ctx context.Context, brokers []string, topic string, p
 				if json.Unmarshal(m.Value, &risk) != nil {
 					continue
 				}
-				lt.mu.Lock()
-				if t, ok := lt.sent[risk.SourceEventID]; ok {
-					lt.lat = append(lt.lat, float64(at.Sub(t).Microseconds())/1000)
-					delete(lt.sent, risk.SourceEventID)
-				}
-				lt.mu.Unlock()
-				lt.got <- struct{}{}
+				lt.arrived(risk.SourceEventID, at)
 			}
 		}()
 	}
+}
+
+// arrived times the event id's arrival at at against its hand-over to the producer.
+func (lt *latencies) arrived(id string, at time.Time) {
+	lt.mu.Lock()
+	if t, ok := lt.sent[id]; ok {
+		lt.lat = append(lt.lat, float64(at.Sub(t).Microseconds())/1000)
+		delete(lt.sent, id)
+	}
+	lt.mu.Unlock()
+	lt.got <- struct{}{}
+}
+
+// run offers msgs through send at rate a second and waits for each to arrive. The first warm
+// are a warm-up, not measured: warmed runs once they have all arrived, before the rest are
+// offered.
+func (lt *latencies) run(send func([]kafka.Message) error, msgs []kafka.Message, warm, rate int, warmed func() error) error {
+	if err := offer(send, msgs[:warm], rate); err != nil {
+		return fmt.Errorf("producer: %w", err)
+	}
+	if err := lt.await(warm, 90*time.Second); err != nil {
+		return fmt.Errorf("warm-up: %w", err)
+	}
+	lt.reset()
+	if warmed != nil {
+		if err := warmed(); err != nil {
+			return err
+		}
+	}
+	if err := offer(send, msgs[warm:], rate); err != nil {
+		return fmt.Errorf("producer: %w", err)
+	}
+	return lt.await(len(msgs)-warm, 60*time.Second)
 }
 
 // sending notes the moment batch is handed to the producer.
@@ -663,7 +690,7 @@ func (lt *latencies) await(n int, d time.Duration) error {
 		case <-deadline:
 			lt.mu.Lock()
 			defer lt.mu.Unlock()
-			return fmt.Errorf("%d of %d risk events arrived within %.0fs of the last booking", len(lt.lat), n, d.Seconds())
+			return fmt.Errorf("%d of %d awaited events arrived within %.0fs of the last one offered", len(lt.lat), n, d.Seconds())
 		}
 	}
 	return nil
