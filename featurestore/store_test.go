@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"slices"
 	"sync"
 	"testing"
 	"time"
@@ -85,6 +86,63 @@ func testStore(t *testing.T, newStore func(t *testing.T) featurestore.Store) {
 		got, _ := s.Load(ctx, []string{pat(7)})
 		if len(got[pat(7)].Facts) != 1 || got[pat(7)].Facts[0].Appointment != "A" {
 			t.Fatalf("stale save overwrote history: %+v", got[pat(7)])
+		}
+	})
+
+	t.Run("a batch with stale histories saves the rest", func(t *testing.T) {
+		// More patients than one script call carries (RedisStore saves up to 128 a call),
+		// stale ones spread over every call: each history is its own compare-and-set.
+		s := newStore(t)
+		var ids, stale []string
+		for i := 0; i < 300; i++ {
+			ids = append(ids, pat(2000+i))
+		}
+		hs, _ := s.Load(ctx, ids)
+		if err := s.Save(ctx, hs); err != nil {
+			t.Fatal(err)
+		}
+		a, _ := s.Load(ctx, ids)
+		b := map[string]*featurestore.History{}
+		for i, id := range ids {
+			if i%7 == 3 {
+				h, _ := s.Load(ctx, []string{id})
+				b[id] = h[id]
+				stale = append(stale, id)
+			}
+		}
+		eb := ev("other", events.Attended, 0)
+		for _, h := range b {
+			h.Apply(&eb, featurestore.Policy{})
+		}
+		if err := s.Save(ctx, b); err != nil {
+			t.Fatal(err)
+		}
+		ea := ev("mine", events.DidNotAttend, 1)
+		for _, h := range a {
+			h.Apply(&ea, featurestore.Policy{})
+		}
+		var ce *featurestore.ConflictError
+		if err := s.Save(ctx, a); !errors.As(err, &ce) {
+			t.Fatalf("save with %d stale histories: %v, want a ConflictError", len(stale), err)
+		}
+		slices.Sort(ce.Patients)
+		if !slices.Equal(ce.Patients, stale) {
+			t.Fatalf("conflicts %d patients, want the %d stale ones", len(ce.Patients), len(stale))
+		}
+		got, _ := s.Load(ctx, ids)
+		for i, id := range ids {
+			// Saved: the store and the saved map are at rev 2 with this save's fact. Stale:
+			// the store keeps the other writer's, and the map stays at the rev it loaded.
+			want, mapRev := "mine", int64(2)
+			if i%7 == 3 {
+				want, mapRev = "other", 1
+			}
+			if g := got[id]; g.Rev != 2 || len(g.Facts) != 1 || g.Facts[0].Appointment != want {
+				t.Fatalf("patient %d: rev %d, facts %+v; want rev 2 and only %q's fact", i, g.Rev, g.Facts, want)
+			}
+			if a[id].Rev != mapRev {
+				t.Fatalf("patient %d: the saved map says rev %d, want %d", i, a[id].Rev, mapRev)
+			}
 		}
 	})
 
