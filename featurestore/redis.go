@@ -23,6 +23,10 @@ type RedisStore struct {
 	// scriptLoaded is cleared when Redis answers NOSCRIPT (after a restart or failover), so
 	// the next Save loads the script again instead of paying a round trip every batch.
 	scriptLoaded atomic.Bool
+	// perKey is set when one address answered CROSSSLOT to a many-key save: a proxy in front
+	// of a cluster (as some managed Redis services are) that enforces its slots. From then on
+	// every save call carries one history, as on a Cluster.
+	perKey atomic.Bool
 }
 
 // RedisOptions configures a RedisStore.
@@ -301,9 +305,11 @@ func (s *RedisStore) quarantine(ctx context.Context, b unreadable) (key string, 
 // Save implements Store with one pipelined round trip of compare-and-set script calls. On
 // one Redis (standalone, or a Sentinel-managed primary) a call saves up to saveChunk
 // histories, so Redis runs the script a few times a batch instead of once a patient (a
-// fifth of the Redis CPU per history, BenchmarkStageRedisSave). A Cluster cannot run one
+// third less Redis CPU per history, BenchmarkStageRedisSave). A Cluster cannot run one
 // script over keys in different slots, and a batch's patients are in as many slots as
-// there are patients, so there each call saves one history.
+// there are patients, so there each call saves one history; so does a single address that
+// turns out to enforce slots (it answers CROSSSLOT, before running anything, and the
+// histories of those calls are saved again one a call).
 func (s *RedisStore) Save(ctx context.Context, hs map[string]*History) error {
 	if len(hs) == 0 {
 		return nil
@@ -315,7 +321,7 @@ func (s *RedisStore) Save(ctx context.Context, hs map[string]*History) error {
 		s.scriptLoaded.Store(true)
 	}
 	chunk := saveChunk
-	if _, single := s.rdb.(*redis.Client); !single {
+	if _, single := s.rdb.(*redis.Client); !single || s.perKey.Load() {
 		chunk = 1
 	}
 	type call struct {
@@ -350,11 +356,24 @@ func (s *RedisStore) Save(ctx context.Context, hs map[string]*History) error {
 		flush()
 	}
 	_, _ = pipe.Exec(ctx) // errors are per command, read below
-	var conflicts []string
+	var (
+		conflicts []string
+		again     map[string]*History // refused with CROSSSLOT: nothing of theirs was written
+	)
 	for _, c := range calls {
 		rs, err := c.cmd.Int64Slice()
 		if err == nil && len(rs) != len(c.patients) {
 			err = fmt.Errorf("redis answered %d results for %d histories", len(rs), len(c.patients))
+		}
+		if len(c.patients) > 1 && redis.HasErrorPrefix(err, "CROSSSLOT") {
+			s.perKey.Store(true)
+			if again == nil {
+				again = make(map[string]*History)
+			}
+			for _, p := range c.patients {
+				again[p] = hs[p]
+			}
+			continue
 		}
 		if err != nil {
 			if redis.HasErrorPrefix(err, "NOSCRIPT") {
@@ -372,6 +391,14 @@ func (s *RedisStore) Save(ctx context.Context, hs map[string]*History) error {
 			default:
 				conflicts = append(conflicts, p)
 			}
+		}
+	}
+	if again != nil {
+		var ce *ConflictError
+		if err := s.Save(ctx, again); err != nil && !errors.As(err, &ce) {
+			return err
+		} else if ce != nil {
+			conflicts = append(conflicts, ce.Patients...)
 		}
 	}
 	if conflicts != nil {

@@ -255,3 +255,53 @@ func TestRedisStoreRealCluster(t *testing.T) {
 func uniquePrefix(t *testing.T) string {
 	return fmt.Sprintf("test:%d:", time.Now().UnixNano())
 }
+
+// TestRedisStoreSingleAddressEnforcingSlots is a store given one address that enforces
+// Cluster slots, as a proxy in front of a cluster does: here a real cluster node, saving only
+// patients whose slots it serves. Its first many-key save call is refused with CROSSSLOT
+// (before anything runs), and the store saves those histories one a call from then on.
+func TestRedisStoreSingleAddressEnforcingSlots(t *testing.T) {
+	addrs := testenv.RedisCluster(t)
+	ctx := context.Background()
+	cluster := redis.NewClusterClient(&redis.ClusterOptions{Addrs: addrs})
+	defer cluster.Close()
+	prefix := uniquePrefix(t)
+	probe := featurestore.NewRedisStore(cluster, featurestore.RedisOptions{Prefix: prefix})
+	node, err := cluster.MasterForKey(ctx, probe.Key(pat(0)))
+	if err != nil {
+		t.Fatal(err)
+	}
+	var ids []string
+	for i := 0; len(ids) < 300; i++ {
+		n, err := cluster.MasterForKey(ctx, probe.Key(pat(i)))
+		if err != nil {
+			t.Fatal(err)
+		}
+		if n.Options().Addr == node.Options().Addr {
+			ids = append(ids, pat(i))
+		}
+	}
+	rdb := redis.NewClient(&redis.Options{Addr: node.Options().Addr})
+	defer rdb.Close()
+	s := featurestore.NewRedisStore(rdb, featurestore.RedisOptions{Prefix: prefix, TTL: time.Hour})
+	at := time.Date(2026, 1, 5, 10, 0, 0, 0, time.UTC)
+	for round := 1; round <= 2; round++ { // the second round starts one a call
+		hs, err := s.Load(ctx, ids)
+		if err != nil {
+			t.Fatal(err)
+		}
+		e := events.Appointment{Type: events.Attended, AppointmentID: fmt.Sprint("A", round), Version: 1, EventTime: at}
+		for _, h := range hs {
+			h.Apply(&e, featurestore.Policy{})
+		}
+		if err := s.Save(ctx, hs); err != nil {
+			t.Fatalf("round %d: %v", round, err)
+		}
+		got, _ := s.Load(ctx, ids)
+		for _, id := range ids {
+			if g := got[id]; g.Rev != int64(round) || len(g.Facts) != round || hs[id].Rev != int64(round) {
+				t.Fatalf("round %d, patient %s: stored rev %d with %d facts, map rev %d", round, id, g.Rev, len(g.Facts), hs[id].Rev)
+			}
+		}
+	}
+}
