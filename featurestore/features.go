@@ -1,6 +1,7 @@
 package featurestore
 
 import (
+	"encoding/binary"
 	"math"
 	"strconv"
 	"time"
@@ -90,14 +91,19 @@ func Compute(ev *events.Appointment, h *History) Vector {
 	var buf [32]apptState
 	appts := buf[:0]
 	if h != nil {
+		self := idKey(ev.AppointmentID)
 		for _, f := range h.Facts {
 			// Facts stamped in the booking's own second are left out too: times are whole
 			// seconds, so "at or after" is the only test a replay answers the same way.
-			if f.At >= asOf || f.Appointment == ev.AppointmentID {
+			if f.At >= asOf {
+				continue
+			}
+			k := idKey(f.Appointment)
+			if k == self && f.Appointment == ev.AppointmentID {
 				continue
 			}
 			var a *apptState
-			appts, a = stateOf(appts, f.Appointment)
+			appts, a = stateOf(appts, f.Appointment, k)
 			switch f.Kind {
 			case KindAttended, KindDidNotAttend:
 				// The latest outcome known at asOf wins (a PAS may correct a DNA to attended).
@@ -173,21 +179,38 @@ func boolf(b bool) float64 {
 // apptState is what Compute knows about one other appointment of the patient.
 type apptState struct {
 	id        string
-	outcome   Kind // 0 when none
+	key       uint64 // idKey(id)
+	outcome   Kind   // 0 when none
 	outcomeAt int64
 	cancelled bool
 	version   int   // highest booking version seen, 0 if none
 	start     int64 // its start
 }
 
-// stateOf returns the entry for id, adding one if needed. Recent facts tend to be about recent
-// appointments, so the search runs from the end.
-func stateOf(appts []apptState, id string) ([]apptState, *apptState) {
+// stateOf returns the entry for id, whose idKey is k, adding one if needed. Recent facts tend
+// to be about recent appointments, so the search runs from the end.
+func stateOf(appts []apptState, id string, k uint64) ([]apptState, *apptState) {
 	for i := len(appts) - 1; i >= 0; i-- {
-		if appts[i].id == id {
+		if appts[i].key == k && appts[i].id == id {
 			return appts, &appts[i]
 		}
 	}
-	appts = append(appts, apptState{id: id})
+	appts = append(appts, apptState{id: id, key: k})
 	return appts, &appts[len(appts)-1]
+}
+
+// idKey is the last eight bytes of an appointment id (all of a shorter one). One patient's
+// ids tend to share a prefix and differ at the end, so comparing keys first settles most
+// mismatches in one integer compare instead of a byte-wise one over the shared prefix
+// (memeqbody was 2.7% of the consumer's CPU). Equal ids have equal keys; equal keys say
+// nothing, so the ids are compared after.
+func idKey(id string) uint64 {
+	if len(id) >= 8 {
+		return binary.LittleEndian.Uint64(unsafeBytes(id[len(id)-8:]))
+	}
+	var k uint64
+	for i := 0; i < len(id); i++ {
+		k = k<<8 | uint64(id[i])
+	}
+	return k
 }

@@ -90,6 +90,37 @@ func TestComputeCountsHistory(t *testing.T) {
 	}
 }
 
+func TestComputeTellsApartIdsThatEndAlike(t *testing.T) {
+	// Compute compares the last eight bytes of ids first (idKey); ids that share them, or
+	// that are shorter than eight bytes, must still be told apart by the whole id.
+	var h History
+	seq := []events.Appointment{
+		booking("north-00000001", 1, t0, t0.Add(days(10))),
+		outcome("north-00000001", events.DidNotAttend, t0.Add(days(10))),
+		booking("south-00000001", 1, t0.Add(days(11)), t0.Add(days(30))),
+		outcome("south-00000001", events.Attended, t0.Add(days(30))),
+		booking("7", 1, t0.Add(days(31)), t0.Add(days(35))),
+		outcome("7", events.DidNotAttend, t0.Add(days(35))),
+		booking("\x007", 1, t0.Add(days(36)), t0.Add(days(200))), // shorter than eight bytes, same key as "7"
+	}
+	for i := range seq {
+		h.Apply(&seq[i], Policy{})
+	}
+	ev := booking("east-00000001", 1, t0.Add(days(60)), t0.Add(days(74)))
+	v := Compute(&ev, &h)
+	want := map[string]float64{"prior_appointments": 3, "prior_dna": 2, "prior_attended": 1, "open_bookings": 1}
+	for name, w := range want {
+		if got := feature(v, name); got != w {
+			t.Errorf("%s = %v, want %v", name, got, w)
+		}
+	}
+	// The booking's own appointment is left out even when another id ends alike.
+	own := booking("south-00000001", 2, t0.Add(days(60)), t0.Add(days(74)))
+	if got := feature(Compute(&own, &h), "prior_attended"); got != 0 {
+		t.Errorf("prior_attended = %v counting the booking's own appointment, want 0", got)
+	}
+}
+
 func TestComputeIsPointInTime(t *testing.T) {
 	// History already holds outcomes recorded after the booking (a replayed batch after a
 	// crash, or a training replay): the booking must not see them.
