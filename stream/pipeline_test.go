@@ -194,3 +194,58 @@ func TestPipelineInexactAheadRedoesNext(t *testing.T) {
 		t.Fatalf("batch 1, prepared on inexact batch 0, was finished instead of processed again: %v", log)
 	}
 }
+
+// heldCommits is a source whose CommitMessages waits until released.
+type heldCommits struct {
+	bufferedSource
+	hold chan struct{}
+}
+
+func (s heldCommits) CommitMessages(ctx context.Context, msgs ...kafka.Message) error {
+	<-s.hold
+	return s.bufferedSource.CommitMessages(ctx, msgs...)
+}
+
+// While batch 0's commit is held, batch 1 is still finished (its writes need not wait for
+// the commit round trip); the commits are still made in order, and Run returns only after
+// both are made.
+func TestPipelineFinishesNextWhileCommitting(t *testing.T) {
+	pl := &logPipeline{finishing: make(chan int64, 4)}
+	src := heldCommits{bufferedSource{&chanSource{in: make(chan kafka.Message, 4)}}, make(chan struct{})}
+	src.in <- kafka.Message{Offset: 0}
+	ctx, cancel := context.WithCancel(context.Background())
+	errc := make(chan error, 1)
+	go func() {
+		errc <- Run(ctx, src, pl, Batching{MaxMessages: 1, Pipeline: true}, nil)
+	}()
+	if got := <-pl.finishing; got != 0 {
+		t.Fatalf("first Finish was batch %d", got)
+	}
+	src.in <- kafka.Message{Offset: 1}
+	select {
+	case got := <-pl.finishing:
+		if got != 1 {
+			t.Fatalf("second Finish was batch %d", got)
+		}
+	case <-time.After(10 * time.Second):
+		t.Fatalf("batch 1 not finished while batch 0's commit was held: %v", pl.entries())
+	}
+	waitFor(t, "batch 1 finished", func() bool { return slices.Contains(pl.entries(), "fin 1") })
+	if c := src.commits(); len(c) != 0 {
+		t.Fatalf("committed %v while the commit was held", c)
+	}
+	cancel()
+	select {
+	case err := <-errc:
+		t.Fatalf("Run returned (%v) with commits still held", err)
+	case <-time.After(50 * time.Millisecond):
+	}
+	src.hold <- struct{}{}
+	src.hold <- struct{}{}
+	if err := <-errc; err != nil {
+		t.Fatal(err)
+	}
+	if c := src.commits(); !slices.Equal(c, []int64{0, 1}) {
+		t.Fatalf("committed %v, want [0 1] in order", c)
+	}
+}

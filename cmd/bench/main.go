@@ -559,6 +559,10 @@ func latencyRun(ctx context.Context, c config, log *slog.Logger, rdb *redis.Clie
 		return nil, fmt.Errorf("%s: %w\n%s", im.name, err, tail(stderr.String()))
 	}
 	log.Info("latency load offered", "impl", im.name, "bookings", total, "warm_up", warm, "seconds", round(time.Since(start).Seconds(), 1))
+	lt.mu.Lock()
+	log.Info("latency split", "impl", im.name, "in_p50", round(pct(lt.in, 50), 2), "in_p99", round(pct(lt.in, 99), 2), "in_p999", round(pct(lt.in, 99.9), 2),
+		"out_p50", round(pct(lt.out, 50), 2), "out_p99", round(pct(lt.out, 99), 2), "out_p999", round(pct(lt.out, 99.9), 2))
+	lt.mu.Unlock()
 	return lt.samples(), nil
 }
 
@@ -601,6 +605,8 @@ type latencies struct {
 	mu   sync.Mutex
 	sent map[string]time.Time // event id -> handed to the producer
 	lat  []float64            // ms
+	in   []float64            // ms, hand-over -> risk event's timestamp (arrivedSplit)
+	out  []float64            // ms, risk event's timestamp -> read
 	got  chan struct{}        // one per risk event read
 }
 
@@ -625,7 +631,7 @@ func (lt *latencies) read(ctx context.Context, brokers []string, topic string, p
 				if json.Unmarshal(m.Value, &risk) != nil {
 					continue
 				}
-				lt.arrived(risk.SourceEventID, at)
+				lt.arrivedSplit(risk.SourceEventID, m.Time, at)
 			}
 		}()
 	}
@@ -633,9 +639,20 @@ func (lt *latencies) read(ctx context.Context, brokers []string, topic string, p
 
 // arrived times the event id's arrival at at against its hand-over to the producer.
 func (lt *latencies) arrived(id string, at time.Time) {
+	lt.arrivedSplit(id, time.Time{}, at)
+}
+
+// arrivedSplit is arrived for a risk event with its Kafka timestamp (when the consumer handed
+// it to its producer), which splits each latency in two: in (bookings' producer, broker,
+// consumer) and out (the risk event's producer, broker, this reader).
+func (lt *latencies) arrivedSplit(id string, mid, at time.Time) {
 	lt.mu.Lock()
 	if t, ok := lt.sent[id]; ok {
 		lt.lat = append(lt.lat, float64(at.Sub(t).Microseconds())/1000)
+		if !mid.IsZero() {
+			lt.in = append(lt.in, float64(mid.Sub(t).Microseconds())/1000)
+			lt.out = append(lt.out, float64(at.Sub(mid).Microseconds())/1000)
+		}
 		delete(lt.sent, id)
 	}
 	lt.mu.Unlock()
@@ -677,7 +694,7 @@ func (lt *latencies) sending(batch []kafka.Message) {
 // reset forgets the samples so far (the warm-up's).
 func (lt *latencies) reset() {
 	lt.mu.Lock()
-	lt.lat = lt.lat[:0]
+	lt.lat, lt.in, lt.out = lt.lat[:0], lt.in[:0], lt.out[:0]
 	lt.mu.Unlock()
 }
 
