@@ -20,6 +20,7 @@
 #   KAFKA_VERSION          org.apache.kafka:kafka_2.13 version (default: pom.xml)
 #   KAFKA_START_TIMEOUT    seconds to wait for the broker to be ready (default 90)
 #   KAFKA_HEAP             JVM heap per node (default 768m)
+#   KAFKA_GC               the JVM's collector flags (default -XX:+UseG1GC)
 #   KAFKA_PROXIED          BIND:ADVERTISED, a second listener for a proxy (below)
 #   KAFKA_NODES            nodes in the cluster (default 1). Node N listens on
 #                          KAFKA_PORT + 2(N-1), its controller on that + 1;
@@ -39,6 +40,7 @@ NODES="${KAFKA_NODES:-1}"
 [[ "$NODES" =~ ^[1-9]$ ]] || { echo "kafka.sh: KAFKA_NODES=$NODES: want 1 to 9" >&2; exit 2; }
 TIMEOUT="${KAFKA_START_TIMEOUT:-90}"
 HEAP="${KAFKA_HEAP:-768m}"
+read -ra GC <<<"${KAFKA_GC:--XX:+UseG1GC}"
 POM="$ROOT/scripts/kafka/pom.xml"
 CACHE="$ROOT/.cache/kafka"
 LIBS="$CACHE/libs"
@@ -329,7 +331,7 @@ start_broker() {
 launch_node() {
 	# setsid: the broker must outlive this script and not get the terminal's signals.
 	setsid nohup java -Djava.awt.headless=true "-Dlog4j2.configurationFile=$RUN/log4j2.xml" \
-		"-Dkafka.log.file=$LOG" "-Xms$HEAP" "-Xmx$HEAP" -XX:+UseG1GC \
+		"-Dkafka.log.file=$LOG" "-Xms$HEAP" "-Xmx$HEAP" "${GC[@]}" \
 		"-Xlog:gc,safepoint:file=$RUN/gc.log:utctime,level,tags:filecount=2,filesize=10m" -cp "$LIBS/*" \
 		kafka.Kafka "$RUN/server.properties" </dev/null >>"$RUN/stdout.log" 2>&1 &
 	echo $! >"$PIDFILE"

@@ -8,7 +8,11 @@ import (
 
 // NewWriter returns a kafka-go Writer with the settings every producer in this project needs:
 // acknowledged by all in-sync replicas (the zero value acknowledges nothing), a short batch
-// linger (the default blocks each WriteMessages call for up to a second) and murmur2 key
+// linger (the default blocks each WriteMessages call for up to a second), batches of at most
+// 128 messages a partition (kafka-go v0.4.51 allocates BatchSize messages for every batch it
+// opens, writer.go writeBatch.add: at 1,000 that was 150 KB for a batch of three bookings,
+// 200 MB/s of garbage at 2,000 bookings/s, whose collection put 20-60 ms stalls into the
+// latency tail; docs/performance.md) and murmur2 key
 // hashing, the Java client's partitioner, so an integration engine using the Java client and
 // this project put a patient's events on the same partition.
 //
@@ -25,13 +29,20 @@ func NewWriter(brokers []string, topic string, opts ...Option) *kafka.Writer {
 		Balancer:        &kafka.Murmur2Balancer{},
 		RequiredAcks:    kafka.RequireAll,
 		BatchTimeout:    2 * time.Millisecond,
-		BatchSize:       1000,
+		BatchSize:       128,
 		BatchBytes:      4 << 20,
 		MaxAttempts:     10,
 		WriteBackoffMin: 50 * time.Millisecond,
 		WriteBackoffMax: 2 * time.Second,
 	}
 }
+
+// AckedLinger is the batch linger of a Writer whose callers each hand it what they have and
+// wait for the acknowledgement: the consumer publishing a batch, the gateway publishing an
+// HL7 message before its ACK. Lingering longer only delays them (NewWriter's 2 ms was most
+// of the consumer's publish stage at 2,000 bookings/s, docs/performance.md); writes from
+// callers that overlap within it still share a produce request.
+const AckedLinger = 100 * time.Microsecond
 
 // FetchMaxWait is the MaxWait of every Reader here. A fetch returns as soon as one message
 // is there (MinBytes 1), so it does not add latency; it is how long the broker holds a fetch

@@ -47,7 +47,7 @@ func floorRun(ctx context.Context, c config, log *slog.Logger) error {
 		msgs[i] = kafka.Message{Key: []byte(id), Value: fmt.Appendf(nil, `{"event_id":%q,"pad":%q}`, id, pad)}
 	}
 	wr := stream.NewWriter(c.brokers, topic)
-	wr.BatchTimeout = time.Millisecond
+	wr.BatchTimeout = stream.AckedLinger // as cmd/pasgateway's, whose place the load generator takes
 	defer wr.Close()
 	send := func(batch []kafka.Message) error {
 		lt.sending(batch)

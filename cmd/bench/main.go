@@ -538,7 +538,7 @@ func latencyRun(ctx context.Context, c config, log *slog.Logger, rdb *redis.Clie
 	defer stopRead()
 	lt.read(readCtx, c.brokers, a.risk, c.partitions)
 	wr := stream.NewWriter(c.brokers, a.in)
-	wr.BatchTimeout = time.Millisecond
+	wr.BatchTimeout = stream.AckedLinger // as cmd/pasgateway's, whose place the load generator takes
 	defer wr.Close()
 	send := func(batch []kafka.Message) error {
 		lt.sending(batch)

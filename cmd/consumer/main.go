@@ -293,9 +293,8 @@ func run(cfg config, model, challenger *scoring.Model, log *slog.Logger) error {
 	store := featurestore.NewRedisStore(rdb, featurestore.RedisOptions{Prefix: cfg.redisPrefix, TTL: cfg.historyTTL})
 	w := stream.NewWriter(cfg.brokers, "", cfg.kafkaOpts...)
 	// Each batch hands all its messages to one WriteMessages and waits for the
-	// acknowledgement, so lingering for more only delays it: NewWriter's 2 ms linger was most
-	// of the publish stage's median at 2,000 bookings/s (docs/performance.md).
-	w.BatchTimeout = 100 * time.Microsecond
+	// acknowledgement, so lingering for more only delays it.
+	w.BatchTimeout = stream.AckedLinger
 	defer w.Close()
 	admin := stream.NewAdmin(cfg.brokers, cfg.kafkaOpts...)
 	defer admin.Close()

@@ -278,6 +278,8 @@ func run(ctx context.Context, cfg config, ps *pseudo.Pseudonymiser, log *slog.Lo
 	rdb := redis.NewUniversalClient(&cfg.redisOpts)
 	defer rdb.Close()
 	w := stream.NewWriter(cfg.brokers, cfg.topic, cfg.kafkaOpts...)
+	// Each message is written alone and its ACK waits for Kafka's: a linger only delays it.
+	w.BatchTimeout = stream.AckedLinger
 	defer w.Close()
 	gw := pas.NewGateway(pas.NewRedisTracker(rdb, cfg.redisPrefix, cfg.stateTTL), timedWriter{w, m}, log)
 	if cfg.contactKeys != nil {
