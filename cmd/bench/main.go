@@ -408,6 +408,7 @@ func measure(ctx context.Context, c config, log *slog.Logger, rdb *redis.Client,
 // reach n (the end is its exit, just after that commit). It is the count that ends a run,
 // never the exit.
 func throughputRun(ctx context.Context, c config, log *slog.Logger, im impl, a implArgs, n int) (eventsPerS, rssMB, cpuS float64, err error) {
+	settle()
 	cmd := im.start(a)
 	var stderr strings.Builder
 	cmd.Stderr = &stderr
@@ -480,9 +481,9 @@ func committed(ctx context.Context, c config, a implArgs) (int64, error) {
 	return total, nil
 }
 
-// usage is the process's peak resident memory (MB, at least peakRSS) and the CPU time it
-// used (user+system, s): from /proc while it runs, from the kernel's account of it (wait4's
-// rusage) once it has exited.
+// usage is the process's peak resident memory (MB, at least peakRSS: its VmHWM, sampled while
+// it runs) and the CPU time it used (user+system, s): from /proc while it runs, from the
+// kernel's account of it (wait4's rusage) once it has exited.
 func usage(cmd *exec.Cmd, exited <-chan struct{}, peakRSS float64) (rssMB, cpuS float64) {
 	select {
 	case <-exited:
@@ -493,12 +494,19 @@ func usage(cmd *exec.Cmd, exited <-chan struct{}, peakRSS float64) (rssMB, cpuS 
 		}
 		<-exited // it exited while we looked; it is gone from /proc once reaped
 	}
+	// Not wait4's ru_maxrss: Go starts a process with vfork, so the child's mm before exec is
+	// this process's, and Linux carries that mm's high-water mark into the child's maxrss
+	// (fs/exec.c, exec_mmap): it reported this harness's 6.7 GB as the Python peer's.
 	st := cmd.ProcessState
-	rssMB = peakRSS
-	if ru, ok := st.SysUsage().(*syscall.Rusage); ok {
-		rssMB = max(rssMB, float64(ru.Maxrss)/1024) // ru_maxrss is in KiB on Linux
-	}
-	return rssMB, (st.UserTime() + st.SystemTime()).Seconds()
+	return peakRSS, (st.UserTime() + st.SystemTime()).Seconds()
+}
+
+// settle collects this process's garbage before a measured run starts. The harness holds the
+// whole input (GBs at the default size): a collection of it during a run marks all of it on
+// the two cores the run has, in bursts that showed in the latency tail as clusters of slow
+// bookings; collected before, the little a run allocates does not start another.
+func settle() {
+	runtime.GC()
 }
 
 // latencyRun offers bookings at a fixed rate to a running consumer and times each one from
@@ -517,6 +525,7 @@ func latencyRun(ctx context.Context, c config, log *slog.Logger, rdb *redis.Clie
 	if err := preload(ctx, rdb, a.prefix, w.histories); err != nil {
 		return nil, err
 	}
+	settle()
 	defer rdbFlushPrefix(ctx, rdb, a.prefix)
 	cmd := im.start(a)
 	var stderr strings.Builder
