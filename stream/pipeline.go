@@ -98,7 +98,7 @@ func (c *committer) close() {
 }
 
 // land waits for f and, if its Finish failed, processes its batch again whole (with retries)
-// and commits it. It reports whether a batch prepared with f ahead stands, and whether the
+// and hands it to c to commit. It reports whether a batch prepared with f ahead stands, and whether the
 // loop may go on (false: ctx ended with f's batch unprocessed).
 func land(ctx, finish context.Context, f *flight, c *committer, proc Handler, b Batching, log *slog.Logger) (stands, goOn bool) {
 	<-f.done

@@ -123,20 +123,29 @@ func TestPipelineCommitsInOrderAfterEachFinish(t *testing.T) {
 	}
 }
 
+// runUntilFirstFinish starts a pipelined Run of pl over src, one message a batch, and waits
+// until batch 0's Finish starts (pl.finishing). cancel stops the Run; errc has its result.
+func runUntilFirstFinish(t *testing.T, src Source, pl *logPipeline) (cancel context.CancelFunc, errc <-chan error) {
+	t.Helper()
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() {
+		done <- Run(ctx, src, pl, Batching{MaxMessages: 1, Pipeline: true}, nil)
+	}()
+	if got := <-pl.finishing; got != 0 {
+		cancel()
+		t.Fatalf("first Finish was batch %d", got)
+	}
+	return cancel, done
+}
+
 // While batch 0's Finish is held, batch 1 is prepared with batch 0 ahead, and nothing is
 // committed until batch 0's Finish returns.
 func TestPipelinePreparesNextWhileFinishing(t *testing.T) {
 	pl := &logPipeline{hold: make(chan struct{}), finishing: make(chan int64, 4)}
 	src := bufferedSource{&chanSource{in: make(chan kafka.Message, 4)}}
 	src.in <- kafka.Message{Offset: 0}
-	ctx, cancel := context.WithCancel(context.Background())
-	errc := make(chan error, 1)
-	go func() {
-		errc <- Run(ctx, src, pl, Batching{MaxMessages: 1, Pipeline: true}, nil)
-	}()
-	if got := <-pl.finishing; got != 0 {
-		t.Fatalf("first Finish was batch %d", got)
-	}
+	cancel, errc := runUntilFirstFinish(t, src, pl)
 	src.in <- kafka.Message{Offset: 1}
 	waitFor(t, "batch 1 prepared while batch 0 finishes", func() bool { return slices.Contains(pl.entries(), "prep 1@0") })
 	if c := src.commits(); len(c) != 0 {
@@ -213,14 +222,7 @@ func TestPipelineFinishesNextWhileCommitting(t *testing.T) {
 	pl := &logPipeline{finishing: make(chan int64, 4)}
 	src := heldCommits{bufferedSource{&chanSource{in: make(chan kafka.Message, 4)}}, make(chan struct{})}
 	src.in <- kafka.Message{Offset: 0}
-	ctx, cancel := context.WithCancel(context.Background())
-	errc := make(chan error, 1)
-	go func() {
-		errc <- Run(ctx, src, pl, Batching{MaxMessages: 1, Pipeline: true}, nil)
-	}()
-	if got := <-pl.finishing; got != 0 {
-		t.Fatalf("first Finish was batch %d", got)
-	}
+	cancel, errc := runUntilFirstFinish(t, src, pl)
 	src.in <- kafka.Message{Offset: 1}
 	select {
 	case got := <-pl.finishing:
