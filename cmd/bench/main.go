@@ -88,7 +88,97 @@ type Result struct {
 	Events        int       `json:"events"`
 	Runs          []float64 `json:"events_per_s_runs"`
 	RSSRuns       []float64 `json:"rss_mb_runs"`
-	Note          string    `json:"note,omitempty"`
+	// Cores is how the machine's cores were spent during the throughput runs (medians).
+	Cores *Cores `json:"cores,omitempty"`
+	Note  string `json:"note,omitempty"`
+}
+
+// Cores splits the machine's time during a throughput run, in cores on average, from the
+// implementation's first commit to the commit that ends the run: the implementation itself,
+// Redis, everything else busy (the Kafka broker, this harness, the kernel's own work), and
+// idle. A run that leaves cores idle waits on something other than the CPU.
+type Cores struct {
+	Process float64 `json:"process"`
+	Redis   float64 `json:"redis"`
+	Other   float64 `json:"other"`
+	Idle    float64 `json:"idle"`
+}
+
+// cpuSnapshot is the CPU time (s) used so far by the whole machine, by Redis and by the
+// process under test.
+type cpuSnapshot struct {
+	at             time.Time
+	busy, idle     float64
+	redis, process float64
+}
+
+// snapshot reads the machine's CPU time from /proc/stat and Redis's from INFO cpu (NaN if
+// rdb is nil or does not answer).
+func snapshot(ctx context.Context, rdb *redis.Client, processCPU float64) cpuSnapshot {
+	s := cpuSnapshot{at: time.Now(), redis: math.NaN(), process: processCPU}
+	s.busy, s.idle = machineCPU()
+	if rdb != nil {
+		if info, err := rdb.Info(ctx, "cpu").Result(); err == nil {
+			s.redis = redisCPU(info)
+		}
+	}
+	return s
+}
+
+// machineCPU is the time (s) all cores have spent busy and idle since boot (/proc/stat's
+// first line: user nice system idle iowait irq softirq steal ...; idle and iowait are idle).
+func machineCPU() (busy, idle float64) {
+	b, err := os.ReadFile("/proc/stat")
+	if err != nil {
+		return math.NaN(), math.NaN()
+	}
+	line, _, _ := strings.Cut(string(b), "\n")
+	f := strings.Fields(line)
+	for i, v := range f[1:min(len(f), 9)] {
+		t, _ := strconv.ParseFloat(v, 64)
+		if i == 3 || i == 4 {
+			idle += t / 100
+		} else {
+			busy += t / 100
+		}
+	}
+	return busy, idle
+}
+
+// redisCPU is used_cpu_sys + used_cpu_user from INFO cpu.
+func redisCPU(info string) float64 {
+	var sum float64
+	n := 0
+	for _, line := range strings.Split(info, "\n") {
+		k, v, ok := strings.Cut(strings.TrimSpace(line), ":")
+		if ok && (k == "used_cpu_sys" || k == "used_cpu_user") {
+			t, err := strconv.ParseFloat(v, 64)
+			if err != nil {
+				return math.NaN()
+			}
+			sum += t
+			n++
+		}
+	}
+	if n != 2 {
+		return math.NaN()
+	}
+	return sum
+}
+
+// coresBetween is the split of the machine's cores between two snapshots.
+func coresBetween(a, b cpuSnapshot) *Cores {
+	d := b.at.Sub(a.at).Seconds()
+	if !(d > 0) {
+		return nil
+	}
+	c := &Cores{Process: (b.process - a.process) / d, Redis: (b.redis - a.redis) / d, Idle: (b.idle - a.idle) / d}
+	c.Other = (b.busy-a.busy)/d - c.Process - c.Redis
+	if math.IsNaN(c.Redis) { // no Redis figure: it is in Other
+		c.Redis, c.Other = 0, (b.busy-a.busy)/d-c.Process
+	}
+	c.Process, c.Redis, c.Other, c.Idle = round(c.Process, 2), round(c.Redis, 2), round(max(c.Other, 0), 2), round(c.Idle, 2)
+	return c
 }
 
 // Report is out/bench.json.
@@ -393,6 +483,7 @@ func throughputRuns(ctx context.Context, c config, log *slog.Logger, rdb *redis.
 	res.Events = n
 	var risks map[string]float64
 	var cpuRuns []float64
+	var coreRuns []Cores
 	for r := 1; r <= c.runs; r++ {
 		a := implArgs{group: fmt.Sprintf("bench-%s-%d-%d", im.name, r, time.Now().UnixNano()), in: inTopic, maxEvents: n}
 		a.risk, a.dlq, a.prefix = a.group+".risk", a.group+".dlq", a.group+":"
@@ -404,11 +495,14 @@ func throughputRuns(ctx context.Context, c config, log *slog.Logger, rdb *redis.
 		if err := preload(ctx, rdb, a.prefix, w.histories); err != nil {
 			return res, nil, err
 		}
-		eps, rss, cpu, err := throughputRun(ctx, c, log, im, a, n)
+		eps, rss, cpu, cores, err := throughputRun(ctx, c, log, rdb, im, a, n)
 		if err != nil {
 			return res, nil, err
 		}
-		log.Info("throughput run", "impl", im.name, "run", r, "events", n, "events_per_s", round(eps, 0), "rss_mb", round(rss, 1), "cpu_s", round(cpu, 1))
+		log.Info("throughput run", "impl", im.name, "run", r, "events", n, "events_per_s", round(eps, 0), "rss_mb", round(rss, 1), "cpu_s", round(cpu, 1), "cores", cores)
+		if cores != nil {
+			coreRuns = append(coreRuns, *cores)
+		}
 		cpuRuns = append(cpuRuns, float64(n)/cpu)
 		res.Runs = append(res.Runs, round(eps, 0))
 		res.RSSRuns = append(res.RSSRuns, round(rss, 1))
@@ -423,6 +517,7 @@ func throughputRuns(ctx context.Context, c config, log *slog.Logger, rdb *redis.
 	res.EventsPerS = median(res.Runs)
 	res.EventsPerCPUs = round(median(cpuRuns), 0)
 	res.RSSMB = maxOf(res.RSSRuns)
+	res.Cores = medianCores(coreRuns)
 	return res, risks, nil
 }
 
@@ -431,14 +526,15 @@ func throughputRuns(ctx context.Context, c config, log *slog.Logger, rdb *redis.
 // itself at --max-events, right after committing its last batch, so it may exit between two
 // polls: then the run still counts if its committed offsets, read once more after the exit,
 // reach n (the end is its exit, just after that commit). It is the count that ends a run,
-// never the exit.
-func throughputRun(ctx context.Context, c config, log *slog.Logger, im impl, a implArgs, n int) (eventsPerS, rssMB, cpuS float64, err error) {
+// never the exit. cores splits the machine's time from the first commit the harness sees to
+// the end (Cores; rdb nil: Redis is counted in Other).
+func throughputRun(ctx context.Context, c config, log *slog.Logger, rdb *redis.Client, im impl, a implArgs, n int) (eventsPerS, rssMB, cpuS float64, cores *Cores, err error) {
 	settle()
 	cmd := im.start(a)
 	var stderr strings.Builder
 	cmd.Stderr = &stderr
 	if err := cmd.Start(); err != nil {
-		return 0, 0, 0, err
+		return 0, 0, 0, nil, err
 	}
 	var exitedAt time.Time
 	exited := make(chan struct{})
@@ -455,35 +551,43 @@ func throughputRun(ctx context.Context, c config, log *slog.Logger, im impl, a i
 	deadline := time.Now().Add(30 * time.Minute)
 	var done time.Time
 	var peakRSS float64
+	var from, to cpuSnapshot
 	for done.IsZero() {
 		if time.Now().After(deadline) {
-			return 0, 0, 0, fmt.Errorf("%s did not finish within 30 minutes\n%s", im.name, tail(stderr.String()))
+			return 0, 0, 0, nil, fmt.Errorf("%s did not finish within 30 minutes\n%s", im.name, tail(stderr.String()))
 		}
 		peakRSS = max(peakRSS, vmHWM(cmd.Process.Pid))
-		if total, err := committed(ctx, c, a); err == nil && total >= int64(n) {
-			done = time.Now()
+		total, err := committed(ctx, c, a)
+		if err == nil && total > 0 && from.at.IsZero() {
+			from = snapshot(ctx, rdb, cpuSeconds(cmd.Process.Pid))
+		}
+		if err == nil && total >= int64(n) {
+			done, to = time.Now(), snapshot(ctx, rdb, math.NaN())
 			break
 		}
 		select {
 		case <-exited:
 			total, err := committed(ctx, c, a)
 			if err != nil {
-				return 0, 0, 0, fmt.Errorf("%s exited; reading its committed offsets: %w\n%s", im.name, err, tail(stderr.String()))
+				return 0, 0, 0, nil, fmt.Errorf("%s exited; reading its committed offsets: %w\n%s", im.name, err, tail(stderr.String()))
 			}
 			if total < int64(n) {
-				return 0, 0, 0, fmt.Errorf("%s exited having committed %d of its %d events\n%s", im.name, total, n, tail(stderr.String()))
+				return 0, 0, 0, nil, fmt.Errorf("%s exited having committed %d of its %d events\n%s", im.name, total, n, tail(stderr.String()))
 			}
-			done = exitedAt
+			done, to = exitedAt, snapshot(ctx, rdb, math.NaN())
 			log.Info("exited between two polls; its committed offsets, read after the exit, reach its input: the run ends at its exit", "impl", im.name, "committed", total)
 		case <-time.After(25 * time.Millisecond):
 		}
 	}
 	rss, cpu := usage(cmd, exited, peakRSS)
+	if to.process = cpu; !from.at.IsZero() {
+		cores = coresBetween(from, to)
+	}
 	first, err := firstTimestamp(ctx, c.brokers, a.risk)
 	if err != nil {
-		return 0, 0, 0, err
+		return 0, 0, 0, nil, err
 	}
-	return float64(n) / done.Sub(first).Seconds(), rss, cpu, nil
+	return float64(n) / done.Sub(first).Seconds(), rss, cpu, cores, nil
 }
 
 // committed sums the group's committed offsets over the input topic's partitions.
@@ -975,6 +1079,22 @@ func median(xs []float64) float64 {
 		return 0
 	}
 	return s[len(s)/2]
+}
+
+// medianCores is the median of each field over runs (nil for none).
+func medianCores(runs []Cores) *Cores {
+	if len(runs) == 0 {
+		return nil
+	}
+	field := func(f func(Cores) float64) float64 {
+		xs := make([]float64, len(runs))
+		for i, r := range runs {
+			xs[i] = f(r)
+		}
+		return median(xs)
+	}
+	return &Cores{Process: field(func(c Cores) float64 { return c.Process }), Redis: field(func(c Cores) float64 { return c.Redis }),
+		Other: field(func(c Cores) float64 { return c.Other }), Idle: field(func(c Cores) float64 { return c.Idle })}
 }
 
 func maxOf(xs []float64) float64 {

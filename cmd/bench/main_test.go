@@ -91,7 +91,7 @@ func TestThroughputRunCountsAPeerThatExitsAtItsLastCommit(t *testing.T) {
 					"BENCH_FAKE_EVENTS="+strconv.Itoa(a.maxEvents), "BENCH_FAKE_COMMIT="+strconv.Itoa(tc.commit))
 				return cmd
 			}}
-			eps, rss, cpu, err := throughputRun(t.Context(), c, slog.New(slog.NewTextHandler(testWriter{t}, nil)), peer, a, events)
+			eps, rss, cpu, _, err := throughputRun(t.Context(), c, slog.New(slog.NewTextHandler(testWriter{t}, nil)), nil, peer, a, events)
 			switch {
 			case tc.wantErr != "":
 				if err == nil || !strings.Contains(err.Error(), tc.wantErr) {
@@ -114,4 +114,30 @@ type testWriter struct{ t *testing.T }
 func (w testWriter) Write(p []byte) (int, error) {
 	w.t.Log(strings.TrimRight(string(p), "\n"))
 	return len(p), nil
+}
+
+// The machine split reads Redis's CPU from INFO cpu and divides each share by the window.
+func TestCoresBetween(t *testing.T) {
+	info := "# CPU\r\nused_cpu_sys:1.50\r\nused_cpu_user:10.25\r\nused_cpu_sys_children:0.000000\r\n"
+	if got := redisCPU(info); got != 11.75 {
+		t.Fatalf("redisCPU = %v, want 11.75", got)
+	}
+	if got := redisCPU("# CPU\r\nused_cpu_user:10.25\r\n"); !math.IsNaN(got) {
+		t.Fatalf("redisCPU without used_cpu_sys = %v, want NaN", got)
+	}
+	t0 := time.Unix(1000, 0)
+	a := cpuSnapshot{at: t0, busy: 100, idle: 50, redis: 11.75, process: 3}
+	b := cpuSnapshot{at: t0.Add(10 * time.Second), busy: 117, idle: 53, redis: 17.75, process: 11}
+	want := Cores{Process: 0.8, Redis: 0.6, Other: 0.3, Idle: 0.3}
+	if got := coresBetween(a, b); got == nil || *got != want {
+		t.Fatalf("coresBetween = %+v, want %+v", got, want)
+	}
+	a.redis, b.redis = math.NaN(), math.NaN()
+	want = Cores{Process: 0.8, Redis: 0, Other: 0.9, Idle: 0.3}
+	if got := coresBetween(a, b); got == nil || *got != want {
+		t.Fatalf("coresBetween without Redis = %+v, want %+v", got, want)
+	}
+	if got := medianCores([]Cores{{Process: 1}, {Process: 3}, {Process: 2, Idle: 1}}); got.Process != 2 || got.Idle != 0 {
+		t.Fatalf("medianCores = %+v, want process 2, idle 0", got)
+	}
 }
