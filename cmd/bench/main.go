@@ -69,6 +69,7 @@ type config struct {
 	jvmEvents      int
 	warmupEvents   int
 	profile        string
+	trace          string
 	batch          int
 	workers        int
 	batchWait      time.Duration
@@ -240,6 +241,7 @@ func main() {
 	flag.IntVar(&c.jvmEvents, "jvm-events", 0, "events the Kafka Streams peer must commit per run (0: the whole input, as the Go consumer)")
 	flag.BoolVar(&c.floor, "floor", false, "measure only the Kafka round trip the latency run rides on (floor.go): --latency-rate messages a second for --latency-seconds, read by --workers group members; no scorer, no Redis, no report file")
 	flag.StringVar(&c.profile, "profile", "", "write a CPU profile of the Go consumer's throughput runs to this file (the last run's survives)")
+	flag.StringVar(&c.trace, "trace", "", "write an execution trace of the Go consumer's throughput runs to this file (the last run's survives; go tool trace)")
 	flag.Parse()
 	c.brokers = strings.Split(*brokers, ",")
 	log := slog.New(slog.NewTextHandler(os.Stderr, nil))
@@ -341,7 +343,7 @@ func run(ctx context.Context, c config, log *slog.Logger) error {
 		// compiler threads busy beside it).
 		log.Info("warm-up: the Go consumer over a prefix of the input, not measured", "events", n)
 		wc := c
-		wc.runs, wc.profile = 1, ""
+		wc.runs, wc.profile, wc.trace = 1, "", ""
 		warm := goConsumer(wc, bin)
 		warm.name = "go-warmup"
 		if _, _, err := throughputRuns(ctx, wc, log, rdb, w, warm, inTopic, n); err != nil {
@@ -438,6 +440,9 @@ func goConsumer(c config, bin string) impl {
 		}
 		if c.challenger != "" {
 			args = append(args, "--challenger-model-dir", c.challenger, "--topic-shadow", a.risk+".shadow")
+		}
+		if c.trace != "" && a.maxEvents < 1<<30 {
+			args = append(args, "--trace", c.trace)
 		}
 		if c.profile != "" && a.maxEvents < 1<<30 {
 			args = append(args, "--cpu-profile", c.profile)

@@ -27,6 +27,7 @@ import (
 	"os"
 	"os/signal"
 	"runtime/pprof"
+	"runtime/trace"
 	"syscall"
 	"time"
 
@@ -82,6 +83,7 @@ type config struct {
 	monitorURL, monitorToken string
 	lagEvery                 time.Duration
 	cpuProfile               string // "" or a file for a CPU profile of the whole run (make bench)
+	trace                    string // "" or a file for an execution trace of the whole run
 	stageTimings             string // "" or a file for every stage's p50/p99 over the run, written at exit (make bench)
 	backfill                 bool   // rebuild histories from the topic and exit (backfill.go)
 	workers                  int
@@ -156,6 +158,7 @@ func parseConfigEnv(args []string, lookup func(string) (string, bool), stderr io
 	fs.StringVar(&c.monitorToken, "monitor-token-file", "", "file whose first token is sent to --monitor-url as a bearer token")
 	fs.DurationVar(&c.lagEvery, "lag-interval", 15*time.Second, "how often to measure consumer lag")
 	fs.StringVar(&c.cpuProfile, "cpu-profile", "", "write a CPU profile of the whole run to this file (for go tool pprof)")
+	fs.StringVar(&c.trace, "trace", "", "write an execution trace of the whole run to this file (go tool trace; -pprof=net or sync shows what the members wait on); about 0.5 MB a second at full speed")
 	fs.BoolVar(&c.backfill, "backfill", false, "rebuild the patient histories in Redis from --topic-appointments, every partition from its first offset to its end now, then exit: history only, nothing scored or published (recovery after losing Redis, a new deployment); prints a JSON summary with events/s")
 	fs.StringVar(&c.stageTimings, "stage-timings", "", "write each batch stage's p50/p99/max over the whole run (fetch, fill, load, score, publish, save, commit) to this JSON file at exit (for cmd/bench); SIGUSR1 forgets the samples so far (cmd/bench's warm-up)")
 	logLevel := fs.String("log-level", "info", "debug, info, warn or error")
@@ -268,9 +271,22 @@ func main() {
 			os.Exit(2)
 		}
 	}
+	if cfg.trace != "" {
+		f, err := os.Create(cfg.trace)
+		if err == nil {
+			err = trace.Start(f)
+		}
+		if err != nil {
+			fmt.Fprintln(os.Stderr, "consumer: trace:", err)
+			os.Exit(2)
+		}
+	}
 	err = run(cfg, model, challenger, log)
 	if cfg.cpuProfile != "" {
 		pprof.StopCPUProfile()
+	}
+	if cfg.trace != "" {
+		trace.Stop()
 	}
 	if err != nil {
 		log.Error("consumer stopped", "err", err)
