@@ -174,13 +174,12 @@ func coresBetween(a, b cpuSnapshot) *Cores {
 	if !(d > 0) {
 		return nil
 	}
-	c := &Cores{Process: (b.process - a.process) / d, Redis: (b.redis - a.redis) / d, Idle: (b.idle - a.idle) / d}
-	c.Other = (b.busy-a.busy)/d - c.Process - c.Redis
-	if math.IsNaN(c.Redis) { // no Redis figure: it is in Other
-		c.Redis, c.Other = 0, (b.busy-a.busy)/d-c.Process
+	process, redis := (b.process-a.process)/d, (b.redis-a.redis)/d
+	if math.IsNaN(redis) { // no Redis figure: it is in other
+		redis = 0
 	}
-	c.Process, c.Redis, c.Other, c.Idle = round(c.Process, 2), round(c.Redis, 2), round(max(c.Other, 0), 2), round(c.Idle, 2)
-	return c
+	other := (b.busy-a.busy)/d - process - redis
+	return &Cores{Process: round(process, 2), Redis: round(redis, 2), Other: round(max(other, 0), 2), Idle: round((b.idle-a.idle)/d, 2)}
 }
 
 // Report is out/bench.json.

@@ -262,24 +262,10 @@ func main() {
 		}
 	}
 	if cfg.cpuProfile != "" {
-		f, err := os.Create(cfg.cpuProfile)
-		if err == nil {
-			err = pprof.StartCPUProfile(f)
-		}
-		if err != nil {
-			fmt.Fprintln(os.Stderr, "consumer: cpu profile:", err)
-			os.Exit(2)
-		}
+		startRecording(cfg.cpuProfile, "cpu profile", pprof.StartCPUProfile)
 	}
 	if cfg.trace != "" {
-		f, err := os.Create(cfg.trace)
-		if err == nil {
-			err = trace.Start(f)
-		}
-		if err != nil {
-			fmt.Fprintln(os.Stderr, "consumer: trace:", err)
-			os.Exit(2)
-		}
+		startRecording(cfg.trace, "trace", trace.Start)
 	}
 	err = run(cfg, model, challenger, log)
 	if cfg.cpuProfile != "" {
@@ -291,6 +277,19 @@ func main() {
 	if err != nil {
 		log.Error("consumer stopped", "err", err)
 		os.Exit(1)
+	}
+}
+
+// startRecording creates path and starts start (a CPU profile, an execution trace) writing to
+// it; if either fails, the consumer exits saying which.
+func startRecording(path, what string, start func(io.Writer) error) {
+	f, err := os.Create(path)
+	if err == nil {
+		err = start(f)
+	}
+	if err != nil {
+		fmt.Fprintf(os.Stderr, "consumer: %s: %v\n", what, err)
+		os.Exit(2)
 	}
 }
 
