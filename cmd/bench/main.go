@@ -70,6 +70,7 @@ type config struct {
 	warmupEvents   int
 	profile        string
 	trace          string
+	allocProfile   string
 	batch          int
 	workers        int
 	batchWait      time.Duration
@@ -240,6 +241,7 @@ func main() {
 	flag.IntVar(&c.jvmEvents, "jvm-events", 0, "events the Kafka Streams peer must commit per run (0: the whole input, as the Go consumer)")
 	flag.BoolVar(&c.floor, "floor", false, "measure only the Kafka round trip the latency run rides on (floor.go): --latency-rate messages a second for --latency-seconds, read by --workers group members; no scorer, no Redis, no report file")
 	flag.StringVar(&c.profile, "profile", "", "write a CPU profile of the Go consumer's throughput runs to this file (the last run's survives)")
+	flag.StringVar(&c.allocProfile, "alloc-profile", "", "write the allocations of the Go consumer's throughput runs to this file (the last run's survives; go tool pprof -sample_index=alloc_space)")
 	flag.StringVar(&c.trace, "trace", "", "write an execution trace of the Go consumer's throughput runs to this file (the last run's survives; go tool trace)")
 	flag.Parse()
 	c.brokers = strings.Split(*brokers, ",")
@@ -342,7 +344,7 @@ func run(ctx context.Context, c config, log *slog.Logger) error {
 		// compiler threads busy beside it).
 		log.Info("warm-up: the Go consumer over a prefix of the input, not measured", "events", n)
 		wc := c
-		wc.runs, wc.profile, wc.trace = 1, "", ""
+		wc.runs, wc.profile, wc.trace, wc.allocProfile = 1, "", "", ""
 		warm := goConsumer(wc, bin)
 		warm.name = "go-warmup"
 		if _, _, err := throughputRuns(ctx, wc, log, rdb, w, warm, inTopic, n); err != nil {
@@ -445,6 +447,9 @@ func goConsumer(c config, bin string) impl {
 		}
 		if c.profile != "" && a.maxEvents < 1<<30 {
 			args = append(args, "--cpu-profile", c.profile)
+		}
+		if c.allocProfile != "" && a.maxEvents < 1<<30 {
+			args = append(args, "--alloc-profile", c.allocProfile)
 		}
 		cmd := exec.Command(bin, args...)
 		cmd.Env = append(os.Environ(), strings.Fields(c.consumerEnv)...)

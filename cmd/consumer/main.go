@@ -84,6 +84,7 @@ type config struct {
 	lagEvery                 time.Duration
 	cpuProfile               string // "" or a file for a CPU profile of the whole run (make bench)
 	trace                    string // "" or a file for an execution trace of the whole run
+	allocProfile             string // "" or a file for the allocations of the whole run
 	stageTimings             string // "" or a file for every stage's p50/p99 over the run, written at exit (make bench)
 	backfill                 bool   // rebuild histories from the topic and exit (backfill.go)
 	workers                  int
@@ -158,6 +159,7 @@ func parseConfigEnv(args []string, lookup func(string) (string, bool), stderr io
 	fs.StringVar(&c.monitorToken, "monitor-token-file", "", "file whose first token is sent to --monitor-url as a bearer token")
 	fs.DurationVar(&c.lagEvery, "lag-interval", 15*time.Second, "how often to measure consumer lag")
 	fs.StringVar(&c.cpuProfile, "cpu-profile", "", "write a CPU profile of the whole run to this file (for go tool pprof)")
+	fs.StringVar(&c.allocProfile, "alloc-profile", "", "write a profile of the whole run's allocations to this file when it ends (go tool pprof -sample_index=alloc_space)")
 	fs.StringVar(&c.trace, "trace", "", "write an execution trace of the whole run to this file (go tool trace; -pprof=net or sync shows what the members wait on); about 0.5 MB a second at full speed")
 	fs.BoolVar(&c.backfill, "backfill", false, "rebuild the patient histories in Redis from --topic-appointments, every partition from its first offset to its end now, then exit: history only, nothing scored or published (recovery after losing Redis, a new deployment); prints a JSON summary with events/s")
 	fs.StringVar(&c.stageTimings, "stage-timings", "", "write each batch stage's p50/p99/max over the whole run (fetch, fill, load, score, publish, save, commit) to this JSON file at exit (for cmd/bench); SIGUSR1 forgets the samples so far (cmd/bench's warm-up)")
@@ -273,6 +275,11 @@ func main() {
 	}
 	if cfg.trace != "" {
 		trace.Stop()
+	}
+	if cfg.allocProfile != "" {
+		startRecording(cfg.allocProfile, "alloc profile", func(w io.Writer) error {
+			return pprof.Lookup("allocs").WriteTo(w, 0)
+		})
 	}
 	if err != nil {
 		log.Error("consumer stopped", "err", err)
