@@ -4,6 +4,8 @@ import (
 	"encoding/binary"
 	"errors"
 	"fmt"
+	"math"
+	"slices"
 	"strconv"
 	"unsafe"
 )
@@ -51,14 +53,17 @@ func appendFactBodies(dst []byte, facts []Fact, prev int64) []byte {
 // facts (h.enc, as read), it copies that prefix's bytes and encodes only the facts after it,
 // which is what a batch adds to most histories: byte for byte what appendFacts writes
 // (TestEncodeAppendsToTheStoredEncoding), for a fraction of the work.
-func (h *History) encode() []byte {
+func (h *History) encode() []byte { return h.appendEncoding(nil) }
+
+// appendEncoding appends what encode returns to dst.
+func (h *History) appendEncoding(dst []byte) []byte {
 	n := h.encN
 	if n == 0 || n > len(h.Facts) || len(h.enc) == 0 {
-		return appendFacts(nil, h.Facts)
+		return appendFacts(dst, h.Facts)
 	}
 	_, k := binary.Uvarint(unsafeBytes(h.enc[1:]))
 	body := h.enc[1+k:]
-	dst := make([]byte, 0, 1+binary.MaxVarintLen64+len(body)+(len(h.Facts)-n)*32)
+	dst = slices.Grow(dst, 1+binary.MaxVarintLen64+len(body)+(len(h.Facts)-n)*32)
 	dst = append(dst, codecVersion)
 	dst = binary.AppendUvarint(dst, uint64(len(h.Facts)))
 	dst = append(dst, body...)
@@ -135,10 +140,10 @@ func decodeFacts(s string) ([]Fact, error) {
 		f.Kind = Kind(b[0])
 		b = b[1:]
 		v, k := binary.Uvarint(b)
-		if k <= 0 || v > 1<<31 {
+		if k <= 0 || v > math.MaxInt32 {
 			return nil, fmt.Errorf("%w: fact %d version", errCorrupt, i)
 		}
-		f.Version = int(v)
+		f.Version = int32(v)
 		b = b[k:]
 		d, k := binary.Varint(b)
 		if k <= 0 {

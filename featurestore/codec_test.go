@@ -15,7 +15,7 @@ func sampleFacts(n int) []Fact {
 	facts := make([]Fact, n)
 	kinds := []Kind{KindBooked, KindRescheduled, KindAttended, KindDidNotAttend, KindPatientCancel, KindHospitalCancel}
 	for i := range facts {
-		facts[i] = Fact{Appointment: fmt.Sprintf("RX1-OP-%08d", i), Kind: kinds[i%len(kinds)], Version: 1 + i%3,
+		facts[i] = Fact{Appointment: fmt.Sprintf("RX1-OP-%08d", i), Kind: kinds[i%len(kinds)], Version: int32(1 + i%3),
 			At: 1_760_000_000 + int64(i)*86_400*7}
 		if facts[i].Kind == KindBooked {
 			facts[i].Start = facts[i].At + 86_400*30
@@ -120,7 +120,7 @@ func TestEncodeAppendsToTheStoredEncoding(t *testing.T) {
 		fs := make([]Fact, n)
 		for i := range fs {
 			fs[i] = Fact{Appointment: fmt.Sprintf("A%d", rng.IntN(1<<20)), Kind: kinds[rng.IntN(len(kinds))],
-				Version: rng.IntN(300), At: 1_700_000_000 + rng.Int64N(1<<27) - 1<<26, Start: rng.Int64N(1 << 31)}
+				Version: int32(rng.IntN(300)), At: 1_700_000_000 + rng.Int64N(1<<27) - 1<<26, Start: rng.Int64N(1 << 31)}
 		}
 		return fs
 	}

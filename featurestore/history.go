@@ -37,8 +37,11 @@ const (
 type Fact struct {
 	Appointment string `json:"a"`
 	Kind        Kind   `json:"k"`
-	Version     int    `json:"v"`
-	At          int64  `json:"t"` // unix seconds of the event time
+	// Version is the booking version (events.Appointment.Version, 1..10000); 32 bits, so that
+	// with Kind it fills one word: a Fact is 40 bytes, not 48, and decoded facts were a third
+	// of the bytes the consumer allocated (docs/performance.md).
+	Version int32 `json:"v"`
+	At      int64 `json:"t"` // unix seconds of the event time
 	// Start is the appointment start (unix seconds) for booked and rescheduled facts.
 	Start int64 `json:"s,omitempty"`
 }
@@ -85,7 +88,7 @@ func (p Policy) withDefaults() Policy {
 
 // FactOf maps an appointment event to the fact it records.
 func FactOf(ev *events.Appointment) Fact {
-	f := Fact{Appointment: ev.AppointmentID, Version: ev.Version, At: ev.EventTime.Unix()}
+	f := Fact{Appointment: ev.AppointmentID, Version: int32(ev.Version), At: ev.EventTime.Unix()}
 	switch ev.Type {
 	case events.Booked:
 		f.Kind = KindBooked
@@ -185,8 +188,8 @@ func (h *History) Cancelled(id string) bool {
 func (h *History) LatestVersion(id string) int {
 	v := 0
 	for _, f := range h.Facts {
-		if (f.Kind == KindBooked || f.Kind == KindRescheduled) && f.Version > v && f.Appointment == id {
-			v = f.Version
+		if (f.Kind == KindBooked || f.Kind == KindRescheduled) && int(f.Version) > v && f.Appointment == id {
+			v = int(f.Version)
 		}
 	}
 	return v

@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"slices"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -342,6 +343,7 @@ func (p *Processor) prepareInto(ctx context.Context, b *Prepared, prev *Prepared
 	var out []kafka.Message
 	var patients []string
 	seen := make(map[string]bool, len(msgs))
+	bookings := 0 // each scored at most once, and again by the challenger
 	for i := range msgs {
 		m := &msgs[i]
 		ev, err := events.DecodeAppointment(m.Value)
@@ -359,6 +361,9 @@ func (p *Processor) prepareInto(ctx context.Context, b *Prepared, prev *Prepared
 			out = p.refuse(out, m, err, rep)
 			continue
 		}
+		if ev.Type == events.Booked || ev.Type == events.Rescheduled {
+			bookings++
+		}
 		evs = append(evs, ev)
 		sent = append(sent, m.Time)
 		src = append(src, i)
@@ -368,6 +373,16 @@ func (p *Processor) prepareInto(ctx context.Context, b *Prepared, prev *Prepared
 		}
 	}
 
+	if !p.cfg.HistoryOnly {
+		perBooking := 1
+		if chal != nil {
+			perBooking = 2
+		}
+		out = slices.Grow(out, bookings*perBooking)
+		if bookings > 0 {
+			rep.Scores = make([]Score, 0, bookings)
+		}
+	}
 	t := time.Now()
 	hist, err := p.load(ctx, patients, prev)
 	var unreadable *featurestore.UnreadableError
@@ -387,7 +402,7 @@ func (p *Processor) prepareInto(ctx context.Context, b *Prepared, prev *Prepared
 			deadLettered += n
 		}
 	}
-	var scoredAt []time.Time // Kafka timestamp of each scored booking, as rep.Scores
+	scoredAt := make([]time.Time, 0, bookings) // Kafka timestamp of each scored booking, as rep.Scores
 	dirty := map[string]*featurestore.History{}
 	bands := map[string]int64{}
 	var x, cx []float64 // model inputs of the model and the challenger, reused
@@ -571,25 +586,27 @@ func (p *Processor) risk(model Scorer, ev *events.Appointment, x []float64, asOf
 		ModelID:          model.ID(),
 		ScoredAt:         now,
 	}
-	var fb *featureBuf
+	fb := featureBufs.Get().(*featureBuf)
 	if fa, ok := model.(featureAppender); ok {
-		fb = featureBufs.Get().(*featureBuf)
 		r.FeatureNames, r.FeatureValues = fa.AppendFeatures(x, fb.names[:0], fb.values[:0])
+		fb.names, fb.values = r.FeatureNames, r.FeatureValues
 	} else {
 		r.Features = model.FeatureMap(x)
 	}
 	if !asOf.IsZero() {
 		r.ScoredAsOf, r.Reason = asOf.UTC(), events.RescoreHistoryChanged
 	}
+	fb.json = r.AppendJSON(fb.json[:0])
+	// One allocation of the event's own size for its key and value together (the value was
+	// encoded into a 1 kB buffer of its own: 6% of the bytes the consumer allocated).
+	kv := make([]byte, 0, len(ev.Patient)+len(fb.json))
+	kv = append(append(kv, ev.Patient...), fb.json...)
+	featureBufs.Put(fb)
 	m := kafka.Message{
 		Topic:   topic,
-		Key:     []byte(ev.Patient),
-		Value:   r.AppendJSON(make([]byte, 0, 1024)),
+		Key:     kv[:len(ev.Patient):len(ev.Patient)],
+		Value:   kv[len(ev.Patient):],
 		Headers: riskHeaders,
-	}
-	if fb != nil {
-		fb.names, fb.values = r.FeatureNames, r.FeatureValues
-		featureBufs.Put(fb)
 	}
 	return m, r.Band, prob
 }
@@ -603,10 +620,12 @@ type featureAppender interface {
 	AppendFeatures(x []float64, names []string, values []float64) ([]string, []float64)
 }
 
-// featureBuf is the scratch of one risk event's feature names and values, reused.
+// featureBuf is the scratch of one risk event: its feature names and values and its
+// encoding, reused.
 type featureBuf struct {
 	names  []string
 	values []float64
+	json   []byte // the risk event, encoded
 }
 
 var featureBufs = sync.Pool{New: func() any { return &featureBuf{} }}
