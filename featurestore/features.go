@@ -184,9 +184,9 @@ func boolf(b bool) float64 {
 }
 
 // apptScratch holds the slices Compute keeps its apptStates in. A stack array of 32 spilled to
-// the heap for a patient with more appointments than that: a quarter of the bookings of
-// make bench's input, 6% of the bytes the consumer allocated (docs/performance.md); a
-// trust's three years of history hold more.
+// the heap for every booking whose patient had more appointments than that: 6% of the bytes
+// the consumer allocated on make bench's input (docs/performance.md), and a trust's three
+// years of history hold more.
 var apptScratch = sync.Pool{New: func() any { s := make([]apptState, 0, 64); return &s }}
 
 // apptState is what Compute knows about one other appointment of the patient.
