@@ -49,13 +49,10 @@ func appendFactBodies(dst []byte, facts []Fact, prev int64) []byte {
 	return dst
 }
 
-// encode returns the encoding of h.Facts. When h holds the stored encoding of a prefix of its
-// facts (h.enc, as read), it copies that prefix's bytes and encodes only the facts after it,
-// which is what a batch adds to most histories: byte for byte what appendFacts writes
-// (TestEncodeAppendsToTheStoredEncoding), for a fraction of the work.
-func (h *History) encode() []byte { return h.appendEncoding(nil) }
-
-// appendEncoding appends what encode returns to dst.
+// appendEncoding appends the encoding of h.Facts to dst. When h holds the stored encoding of a
+// prefix of its facts (h.enc, as read), it copies that prefix's bytes and encodes only the
+// facts after it, which is what a batch adds to most histories: byte for byte what
+// appendFacts writes (TestEncodeAppendsToTheStoredEncoding), for a fraction of the work.
 func (h *History) appendEncoding(dst []byte) []byte {
 	n := h.encN
 	if n == 0 || n > len(h.Facts) || len(h.enc) == 0 {

@@ -150,7 +150,8 @@ func fetchBatch(ctx context.Context, src Source, b Batching) ([]kafka.Message, t
 			if known < 0 {
 				known = buffered()
 			}
-			if n, known = min(n, known), -1; n == 0 {
+			n, known = min(n, known), -1
+			if n == 0 {
 				break
 			}
 		}
