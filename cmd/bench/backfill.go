@@ -17,7 +17,7 @@ import (
 func backfillRun(ctx context.Context, c config, rdb *redis.Client, bin, inTopic string, n int) (float64, error) {
 	prefix := fmt.Sprintf("bench-backfill-%d:", time.Now().UnixNano())
 	defer rdbFlushPrefix(ctx, rdb, prefix)
-	settle()
+	defer settle()()
 	cmd := exec.CommandContext(ctx, bin, "--backfill", "--brokers", strings.Join(c.brokers, ","), "--redis", c.redisAddr,
 		"--topic-appointments", inTopic, "--redis-prefix", prefix, "--batch-size", "2000", "--metrics-addr", "off")
 	var stderr strings.Builder

@@ -21,6 +21,7 @@
 package main
 
 import (
+	"bytes"
 	"context"
 	"encoding/json"
 	"errors"
@@ -32,6 +33,7 @@ import (
 	"os/exec"
 	"path/filepath"
 	"runtime"
+	"runtime/debug"
 	"sort"
 	"strconv"
 	"strings"
@@ -58,6 +60,7 @@ type config struct {
 	peerEvents     int
 	latencyRate    int
 	latencySeconds int
+	latencySamples string // "" or where the Go latency run writes each sample (--latency-samples)
 	partitions     int
 	modelDir       string
 	out            string
@@ -226,6 +229,7 @@ func main() {
 	flag.IntVar(&c.peerEvents, "peer-events", 200_000, "events the peer consumes per run (a prefix of the same input; it is slow)")
 	flag.IntVar(&c.latencyRate, "latency-rate", 2000, "offered load of the latency run, events/s")
 	flag.IntVar(&c.latencySeconds, "latency-seconds", 30, "length of the latency run")
+	flag.StringVar(&c.latencySamples, "latency-samples", "", "write the Go latency run's samples to this CSV file (booking handed over, s from the first; latency, in, out, ms): where in the run the tail sits")
 	flag.IntVar(&c.partitions, "partitions", 4, "partitions of the input topic")
 	flag.IntVar(&c.batch, "batch-size", 500, "the Go consumer's --batch-size")
 	flag.IntVar(&c.workers, "workers", 2, "the Go consumer's --workers")
@@ -554,7 +558,7 @@ func throughputRuns(ctx context.Context, c config, log *slog.Logger, rdb *redis.
 // never the exit. cores splits the machine's time from the first commit the harness sees to
 // the end (Cores; rdb nil: Redis is counted in Other).
 func throughputRun(ctx context.Context, c config, log *slog.Logger, rdb *redis.Client, im impl, a implArgs, n int) (eventsPerS, rssMB, cpuS float64, cores *Cores, err error) {
-	settle()
+	defer settle()()
 	cmd := im.start(a)
 	var stderr strings.Builder
 	cmd.Stderr = &stderr
@@ -655,12 +659,25 @@ func usage(cmd *exec.Cmd, exited <-chan struct{}, peakRSS float64) (rssMB, cpuS 
 	return peakRSS, (st.UserTime() + st.SystemTime()).Seconds()
 }
 
-// settle collects this process's garbage before a measured run starts. The harness holds the
-// whole input (GBs at the default size): a collection of it during a run marks all of it on
-// the two cores the run has, in bursts that showed in the latency tail as clusters of slow
-// bookings; collected before, the little a run allocates does not start another.
-func settle() {
+// settle collects this process's garbage before a measured run starts and holds the
+// collector off until the returned func is called at the run's end. The harness holds the
+// whole input (about 2 GB live at the default size): a collection of it marks all of it on
+// the two cores the run has, for about a second. Collections inside the latency run's window
+// showed as clusters of slow bookings, and one whole-input run's latency p99 was 15.1 ms
+// against 7.2 ms in the next identical run (2026-12-04, `GODEBUG=gctrace=1`: a 0.95 s
+// collection at the latency run's start). A run allocates little (the latency run's samples
+// and risk events read, about 100 MB), so no collection is needed until it ends; a memory
+// limit 4 GiB above what the process holds stays as the backstop.
+func settle() (resume func()) {
 	runtime.GC()
+	var ms runtime.MemStats
+	runtime.ReadMemStats(&ms)
+	limit := debug.SetMemoryLimit(int64(ms.Sys-ms.HeapReleased) + 4<<30)
+	percent := debug.SetGCPercent(-1)
+	return func() {
+		debug.SetGCPercent(percent)
+		debug.SetMemoryLimit(limit)
+	}
 }
 
 // latencyRun offers bookings at a fixed rate to a running consumer and times each one from
@@ -679,7 +696,8 @@ func latencyRun(ctx context.Context, c config, log *slog.Logger, rdb *redis.Clie
 	if err := preload(ctx, rdb, a.prefix, w.histories); err != nil {
 		return nil, err
 	}
-	settle()
+	bookings := newBookings(w.input, c.latencyRate*(c.latencySeconds+1))
+	defer settle()()
 	defer rdbFlushPrefix(ctx, rdb, a.prefix)
 	cmd := im.start(a)
 	var stderr strings.Builder
@@ -689,7 +707,6 @@ func latencyRun(ctx context.Context, c config, log *slog.Logger, rdb *redis.Clie
 	}
 	defer stop(cmd)
 
-	bookings := newBookings(w.input)
 	// Warm-up, not measured: the first second of load at the offered rate. Joining the group,
 	// the first fetch of each partition, the writer's and Redis's connection pools growing
 	// to what the rate needs all happen in it (with one warm-up booking, 0.3 s of such
@@ -726,15 +743,23 @@ func latencyRun(ctx context.Context, c config, log *slog.Logger, rdb *redis.Clie
 	log.Info("latency split", "impl", im.name, "in_p50", round(pct(lt.in, 50), 2), "in_p99", round(pct(lt.in, 99), 2), "in_p999", round(pct(lt.in, 99.9), 2),
 		"out_p50", round(pct(lt.out, 50), 2), "out_p99", round(pct(lt.out, 99), 2), "out_p999", round(pct(lt.out, 99.9), 2))
 	lt.mu.Unlock()
+	if c.latencySamples != "" && im.name == "go" {
+		if err := lt.writeCSV(c.latencySamples); err != nil {
+			return nil, err
+		}
+	}
 	return lt.samples(), nil
 }
 
-// newBookings are the new bookings of the input: each produces exactly one risk event to
-// wait for.
-func newBookings(input []kafka.Message) []kafka.Message {
-	var bookings []kafka.Message
+// newBookings are the first n new bookings of the input (fewer if it has fewer): each
+// produces exactly one risk event to wait for.
+func newBookings(input []kafka.Message, n int) []kafka.Message {
+	bookings := make([]kafka.Message, 0, n)
 	for _, m := range input {
-		if strings.Contains(string(m.Value), `"type":"booked"`) {
+		if len(bookings) == n {
+			break
+		}
+		if bytes.Contains(m.Value, []byte(`"type":"booked"`)) {
 			bookings = append(bookings, m)
 		}
 	}
@@ -770,6 +795,7 @@ type latencies struct {
 	lat  []float64            // ms
 	in   []float64            // ms, hand-over -> risk event's timestamp (arrivedSplit)
 	out  []float64            // ms, risk event's timestamp -> read
+	at   []time.Time          // when each of lat's bookings was handed to the producer
 	got  chan struct{}        // one per risk event read
 }
 
@@ -812,6 +838,7 @@ func (lt *latencies) arrivedSplit(id string, mid, at time.Time) {
 	lt.mu.Lock()
 	if t, ok := lt.sent[id]; ok {
 		lt.lat = append(lt.lat, float64(at.Sub(t).Microseconds())/1000)
+		lt.at = append(lt.at, t)
 		if !mid.IsZero() {
 			lt.in = append(lt.in, float64(mid.Sub(t).Microseconds())/1000)
 			lt.out = append(lt.out, float64(at.Sub(mid).Microseconds())/1000)
@@ -857,7 +884,7 @@ func (lt *latencies) sending(batch []kafka.Message) {
 // reset forgets the samples so far (the warm-up's).
 func (lt *latencies) reset() {
 	lt.mu.Lock()
-	lt.lat, lt.in, lt.out = lt.lat[:0], lt.in[:0], lt.out[:0]
+	lt.lat, lt.in, lt.out, lt.at = lt.lat[:0], lt.in[:0], lt.out[:0], lt.at[:0]
 	lt.mu.Unlock()
 }
 
@@ -881,6 +908,24 @@ func (lt *latencies) samples() []float64 {
 	lt.mu.Lock()
 	defer lt.mu.Unlock()
 	return append([]float64(nil), lt.lat...)
+}
+
+// writeCSV writes the samples a line each: when the booking was handed to the producer (s
+// after the first sample's), its latency, and the split of it (ms; in and out empty when the
+// risk event carried no timestamp).
+func (lt *latencies) writeCSV(path string) error {
+	lt.mu.Lock()
+	defer lt.mu.Unlock()
+	var b strings.Builder
+	b.WriteString("sent_s,latency_ms,in_ms,out_ms\n")
+	for i, l := range lt.lat {
+		in, out := "", ""
+		if len(lt.in) == len(lt.lat) {
+			in, out = strconv.FormatFloat(lt.in[i], 'f', 3, 64), strconv.FormatFloat(lt.out[i], 'f', 3, 64)
+		}
+		fmt.Fprintf(&b, "%.4f,%.3f,%s,%s\n", lt.at[i].Sub(lt.at[0]).Seconds(), l, in, out)
+	}
+	return os.WriteFile(path, []byte(b.String()), 0o644)
 }
 
 func stop(cmd *exec.Cmd) {

@@ -141,3 +141,22 @@ func TestCoresBetween(t *testing.T) {
 		t.Fatalf("medianCores = %+v, want process 2, idle 0", got)
 	}
 }
+
+// TestNewBookings: the latency run offers the first n new bookings of the input and nothing
+// else (an outcome or a cancellation produces no risk event to wait for).
+func TestNewBookings(t *testing.T) {
+	var input []kafka.Message
+	for i, typ := range []string{"booked", "attended", "booked", "cancelled", "booked", "booked"} {
+		input = append(input, kafka.Message{Value: fmt.Appendf(nil, `{"event_id":"e%d","type":%q}`, i, typ)})
+	}
+	var ids []string
+	for _, m := range newBookings(input, 3) {
+		ids = append(ids, eventID(m.Value))
+	}
+	if got := strings.Join(ids, ","); got != "e0,e2,e4" {
+		t.Fatalf("newBookings(input, 3) = %s, want e0,e2,e4", got)
+	}
+	if got := len(newBookings(input, 10)); got != 4 {
+		t.Fatalf("newBookings(input, 10) has %d bookings, want all 4", got)
+	}
+}
