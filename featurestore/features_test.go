@@ -225,6 +225,34 @@ func TestCancelledAndLatestVersion(t *testing.T) {
 	}
 }
 
+func TestHistoryTellsApartIdsThatEndAlike(t *testing.T) {
+	// Apply, Cancelled and LatestVersion compare idKeys first too: ids that end alike, or
+	// share the key of a short id, are still told apart by the whole id.
+	var h History
+	for _, ev := range []events.Appointment{
+		booking("north-00000001", 4, t0, t0.Add(days(10))),
+		cancel("north-00000001", events.ByPatient, t0.Add(days(1))),
+		outcome("7", events.DidNotAttend, t0.Add(days(2))),
+	} {
+		h.Apply(&ev, Policy{})
+	}
+	if h.Cancelled("south-00000001") || h.LatestVersion("south-00000001") != 0 {
+		t.Fatalf("south-00000001: Cancelled %v, LatestVersion %d, want false and 0 (only north's id ends alike)",
+			h.Cancelled("south-00000001"), h.LatestVersion("south-00000001"))
+	}
+	for _, ev := range []events.Appointment{
+		booking("south-00000001", 4, t0.Add(days(3)), t0.Add(days(20))), // same version as north's
+		outcome("\x007", events.DidNotAttend, t0.Add(days(2))),          // same key and time as "7"'s outcome
+	} {
+		if !h.Apply(&ev, Policy{}) {
+			t.Fatalf("%s %s was taken for a fact already recorded about another appointment", ev.AppointmentID, ev.Type)
+		}
+	}
+	if len(h.Facts) != 5 {
+		t.Fatalf("%d facts, want 5", len(h.Facts))
+	}
+}
+
 func TestMemoryStoreCompareAndSet(t *testing.T) {
 	ctx := context.Background()
 	var s MemoryStore

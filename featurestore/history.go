@@ -112,15 +112,19 @@ func FactOf(ev *events.Appointment) Fact {
 
 func (f Fact) isOutcome() bool { return f.Kind == KindAttended || f.Kind == KindDidNotAttend }
 
-func (h *History) latestOutcome(appt string) (Fact, bool) {
-	var latest Fact
-	found := false
-	for _, g := range h.Facts {
-		if g.isOutcome() && g.Appointment == appt && (!found || g.At >= latest.At) {
-			latest, found = g, true
+// latestOutcome is the newest outcome recorded for appointment id, whose idKey is k.
+func (h *History) latestOutcome(id string, k uint64) (Fact, bool) {
+	latest := -1
+	for i := range h.Facts {
+		g := &h.Facts[i]
+		if g.isOutcome() && idKey(g.Appointment) == k && g.Appointment == id && (latest < 0 || g.At >= h.Facts[latest].At) {
+			latest = i
 		}
 	}
-	return latest, found
+	if latest < 0 {
+		return Fact{}, false
+	}
+	return h.Facts[latest], true
 }
 
 // same reports whether two facts record the same thing. Bookings are distinct per version;
@@ -141,13 +145,14 @@ func (f Fact) same(g Fact) bool {
 // latest one is a replay and is not.
 func (h *History) Apply(ev *events.Appointment, p Policy) bool {
 	f := FactOf(ev)
+	k := idKey(f.Appointment)
 	if f.isOutcome() {
-		if g, ok := h.latestOutcome(f.Appointment); ok && (g.At >= f.At || g.Kind == f.Kind) {
+		if g, ok := h.latestOutcome(f.Appointment, k); ok && (g.At >= f.At || g.Kind == f.Kind) {
 			return false
 		}
 	} else {
-		for _, g := range h.Facts {
-			if g.same(f) {
+		for i := range h.Facts {
+			if g := &h.Facts[i]; g.Kind == f.Kind && idKey(g.Appointment) == k && g.same(f) {
 				return false
 			}
 		}
@@ -159,6 +164,9 @@ func (h *History) Apply(ev *events.Appointment, p Policy) bool {
 
 func (h *History) prune(now int64, p Policy) {
 	cutoff := now - int64(p.Retention/time.Second)
+	if len(h.Facts) <= p.MaxFacts && !h.anyBefore(cutoff) {
+		return // the common case, read only: rewriting every fact cost a write barrier each
+	}
 	keep := h.Facts[:0]
 	for _, f := range h.Facts {
 		if f.At >= cutoff {
@@ -174,10 +182,21 @@ func (h *History) prune(now int64, p Policy) {
 	h.Facts = keep
 }
 
+// anyBefore reports whether a fact is older than cutoff.
+func (h *History) anyBefore(cutoff int64) bool {
+	for i := range h.Facts {
+		if h.Facts[i].At < cutoff {
+			return true
+		}
+	}
+	return false
+}
+
 // Cancelled reports whether appointment id is known to be cancelled.
 func (h *History) Cancelled(id string) bool {
-	for _, f := range h.Facts {
-		if (f.Kind == KindPatientCancel || f.Kind == KindHospitalCancel) && f.Appointment == id {
+	k := idKey(id)
+	for i := range h.Facts {
+		if f := &h.Facts[i]; (f.Kind == KindPatientCancel || f.Kind == KindHospitalCancel) && idKey(f.Appointment) == k && f.Appointment == id {
 			return true
 		}
 	}
@@ -186,9 +205,9 @@ func (h *History) Cancelled(id string) bool {
 
 // LatestVersion is the highest booking version recorded for appointment id (0 if none).
 func (h *History) LatestVersion(id string) int {
-	v := 0
-	for _, f := range h.Facts {
-		if (f.Kind == KindBooked || f.Kind == KindRescheduled) && int(f.Version) > v && f.Appointment == id {
+	v, k := 0, idKey(id)
+	for i := range h.Facts {
+		if f := &h.Facts[i]; (f.Kind == KindBooked || f.Kind == KindRescheduled) && int(f.Version) > v && idKey(f.Appointment) == k && f.Appointment == id {
 			v = int(f.Version)
 		}
 	}
