@@ -14,7 +14,8 @@ import (
 func TestRiskAppendJSONMatchesMarshal(t *testing.T) {
 	rng := rand.New(rand.NewPCG(1, 2))
 	strs := []string{"", "RX1-OP-1", `quo"te\back`, "<&>", "tab\tnew\nline\r", "\x01\x1f", "é ünï", "\u2028\u2029", "bad\xffutf8", "a very long appointment id 0123456789"}
-	floats := []float64{0, 1, -1, 0.5, 1e-7, 1.2345e-9, 3e21, 123456789012, 0.1 + 0.2, math.SmallestNonzeroFloat64, math.MaxFloat64, 1e20, 999999.999999}
+	floats := []float64{0, 1, -1, 0.5, 1e-7, 1.2345e-9, 3e21, 123456789012, 0.1 + 0.2, math.SmallestNonzeroFloat64, math.MaxFloat64, 1e20, 999999.999999,
+		math.Copysign(0, -1), 2, 42, -7, 1e15 - 1, 1e15, 1 << 53, -(1 << 53), 1e21}
 	for i := 0; i < 2000; i++ {
 		r := Risk{
 			Schema: RiskSchema, AppointmentID: strs[rng.IntN(len(strs))], Version: rng.IntN(5) + 1,
@@ -32,7 +33,11 @@ func TestRiskAppendJSONMatchesMarshal(t *testing.T) {
 		if i%7 != 0 {
 			r.Features = map[string]float64{}
 			for j := 0; j < rng.IntN(20); j++ {
-				r.Features[strs[rng.IntN(len(strs))]+string(rune('a'+j))] = floats[rng.IntN(len(floats))] * rng.Float64()
+				v := floats[rng.IntN(len(floats))]
+				if j%2 == 0 { // a fraction; odd features keep floats' whole numbers, as counts are
+					v *= rng.Float64()
+				}
+				r.Features[strs[rng.IntN(len(strs))]+string(rune('a'+j))] = v
 			}
 		}
 		want, err := json.Marshal(r)
